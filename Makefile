@@ -1,0 +1,64 @@
+# Thin wrappers around the `arena` CLI. Every target sets up the virtualenv first.
+# Override with e.g.: make train CONFIG=configs/gemma2-9b-qlora-t4x2.yaml SET="train.epochs=2"
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+CONFIG ?= configs/default.yaml
+SET    ?=
+RUN    ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
+DATA   ?= data/test.csv
+OUT    ?=
+FOLDS  ?= 5
+ARGS   ?=
+SET_ARGS := $(foreach s,$(SET),--set $(s))
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup data sample train cv predict package submit bench test test-fast lint clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+data: setup  ## download the competition data with the kaggle CLI (needs ~/.kaggle/kaggle.json)
+	$(BIN)/arena data download --out data
+
+sample: setup
+	$(BIN)/arena data sample --rows 600 --out data/sample/train.csv
+
+train: setup
+	$(BIN)/arena train --config $(CONFIG) $(SET_ARGS) $(ARGS)
+
+cv: setup
+	$(BIN)/arena cv --config $(CONFIG) --folds $(FOLDS) $(SET_ARGS) $(ARGS)
+
+predict: setup
+	$(BIN)/arena predict --run $(RUN) --data $(DATA) $(if $(OUT),--out $(OUT)) --tta $(ARGS)
+
+package: setup
+	$(BIN)/arena package --run $(RUN) $(if $(OUT),--out $(OUT)) $(ARGS)
+
+submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS=--dry-run to only print
+	$(BIN)/arena push --run $(RUN) $(ARGS)
+
+bench: setup
+	$(BIN)/arena bench $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not e2e" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests
+
+clean-venv:
+	rm -rf $(VENV)

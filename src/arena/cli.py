@@ -1,0 +1,225 @@
+"""`arena` command line: parse arguments and call the stage modules. Heavy imports stay inside commands
+so that `arena --help` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML recipe (default: configs/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=2 (repeatable)")
+
+
+def _load_config(args):
+    from arena import config
+
+    return config.load(args.config, args.overrides)
+
+
+# ---- data -------------------------------------------------------------------------------------------
+
+def cmd_data_validate(args) -> int:
+    from arena import data
+
+    for path in args.paths:
+        print(data.validate(path))
+    return 0
+
+
+def cmd_data_sample(args) -> int:
+    from arena import data
+
+    df = data.generate_sample(rows=args.rows, seed=args.seed)
+    data.write_csv(df, args.out)
+    print(f"wrote {len(df)} rows to {args.out}")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from arena import kaggle
+
+    kaggle.download_competition_data(args.out)
+    return 0
+
+
+# ---- score ------------------------------------------------------------------------------------------
+
+def cmd_score(args) -> int:
+    from arena import metrics
+
+    result = metrics.score_files(args.pred, args.truth)
+    print(metrics.format_score(result))
+    return 0
+
+
+# ---- train / cv -------------------------------------------------------------------------------------
+
+def cmd_train(args) -> int:
+    from arena import train
+
+    cfg = _load_config(args)
+    train.train(cfg, resume=args.resume)
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from arena import train
+
+    cfg = _load_config(args)
+    only = [int(x) for x in args.only.split(",")] if args.only else None
+    train.cross_validate(cfg, folds=args.folds, only=only)
+    return 0
+
+
+# ---- predict / blend --------------------------------------------------------------------------------
+
+def cmd_predict(args) -> int:
+    from arena import predict
+
+    predict.predict_file(
+        run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
+        base_model=args.base_model,
+    )
+    return 0
+
+
+def cmd_blend(args) -> int:
+    from arena import predict
+
+    predict.blend_files(args.oof, args.preds, args.out)
+    return 0
+
+
+# ---- kaggle -----------------------------------------------------------------------------------------
+
+def cmd_package(args) -> int:
+    from arena import kaggle
+
+    kaggle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv)
+    return 0
+
+
+def cmd_kernel_run_local(args) -> int:
+    from arena import kaggle
+
+    kaggle.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work)
+    return 0
+
+
+def cmd_push(args) -> int:
+    from arena import kaggle
+
+    kaggle.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
+                poll=not args.no_poll)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from arena import bench
+
+    bench.run(out=args.out, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arena", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_data = sub.add_parser("data", help="validate, sample or download competition-format data")
+    data_sub = p_data.add_subparsers(dest="data_command", required=True)
+    p = data_sub.add_parser("validate", help="check CSVs; exit 2 listing every problem")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_data_validate)
+    p = data_sub.add_parser("sample", help="write a generated, learnable sample in the competition's format")
+    p.add_argument("--rows", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_sample)
+    p = data_sub.add_parser("download", help="download the competition data with the kaggle CLI")
+    p.add_argument("--out", default="data")
+    p.set_defaults(func=cmd_data_download)
+
+    p = sub.add_parser("score", help="log loss and accuracy of a submission against labels")
+    p.add_argument("--pred", required=True)
+    p.add_argument("--truth", required=True)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("train", help="fine-tune one run (validation on data.fold)")
+    _add_config_args(p)
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="resume a killed run: a run folder, or 'latest' (the newest run of this config name)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
+    _add_config_args(p)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--only", help="comma-separated fold indices to train, e.g. 0,2")
+    p.set_defaults(func=cmd_cv)
+
+    p = sub.add_parser("predict", help="predict a CSV with a trained run; writes a validated submission")
+    p.add_argument("--run", required=True, help="run folder (or an adapter dataset folder)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default=None, help="submission path (default: RUN/predictions/<data>-<time>.csv)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with the A<->B swapped order (default: infer.tta from the config)")
+    p.add_argument("--base-model", default=None, help="override the base model folder (e.g. under /kaggle/input)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("blend", help="blend several runs' predictions with weights fit on OOF log loss")
+    p.add_argument("--oof", nargs="+", required=True, help="OOF prediction CSVs with labels, one per run")
+    p.add_argument("--preds", nargs="+", required=True, help="test prediction CSVs, same order as --oof")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", default=None, help="bundle folder (default: RUN/kaggle-bundle-<time>)")
+    p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse download")
+    p.add_argument("--test-csv", default=None, help="token lengths for the pre-flight projection")
+    p.set_defaults(func=cmd_package)
+
+    p_kernel = sub.add_parser("kernel", help="rehearse the Kaggle kernel locally")
+    kernel_sub = p_kernel.add_subparsers(dest="kernel_command", required=True)
+    p = kernel_sub.add_parser("run-local", help="run a bundle's kernel offline in a fake /kaggle layout")
+    p.add_argument("bundle")
+    p.add_argument("--input", required=True, help="folder holding the competition's test.csv")
+    p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
+    p.set_defaults(func=cmd_kernel_run_local)
+
+    p = sub.add_parser("push", help="package (if needed) and push datasets + kernel to Kaggle, then submit")
+    p.add_argument("--run", required=True)
+    p.add_argument("--bundle", default=None, help="an existing bundle from `arena package`")
+    p.add_argument("--dry-run", action="store_true", help="print every kaggle command without running it")
+    p.add_argument("--message", default="arena submission")
+    p.add_argument("--no-poll", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("bench", help="quality and speed benchmarks -> docs/benchmarks.md")
+    p.add_argument("--out", default="docs/benchmarks.md")
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from arena.errors import UserError
+
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

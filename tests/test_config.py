@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from arena import config
+from arena.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_config_is_used_without_path():
+    cfg = config.load()
+    assert cfg.name == "default"
+    assert cfg.model.path == "embedded:gemma3-270m"
+    assert cfg.model.quantization == "nf4" and cfg.peft.method == "lora"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_loads(path):
+    cfg = config.load(path)
+    assert cfg.name == path.stem
+    assert cfg.prompt.max_length <= cfg.infer.max_length
+
+
+def test_set_overrides_nested_keys_with_yaml_types():
+    cfg = config.load(None, ["train.epochs=2", "peft.target_modules=[q_proj, v_proj]", "data.max_rows=null",
+                             "prompt.show_lengths=false", "train.learning_rate=1e-4"])
+    assert cfg.train.epochs == 2.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.peft.target_modules == ["q_proj", "v_proj"]
+    assert cfg.data.max_rows is None
+    assert cfg.prompt.show_lengths is False
+    assert cfg.train.learning_rate == 1e-4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=2", "unknown key 'train.epoch'"),
+        ("nope.x=1", "unknown key 'nope'"),
+        ("train.per_device_batch_size=two", "train.per_device_batch_size: expected int"),
+        ("prompt.show_lengths=1", "prompt.show_lengths: expected true/false"),
+        ("model.quantization=fp8", "model.quantization: 'fp8' is not one of"),
+        ("peft.target_modules=q_proj", "peft.target_modules: expected a list"),
+        ("train.epochs", "expected key=value"),
+    ],
+)
+def test_bad_overrides_name_the_full_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        config.load(None, [override])
+
+
+def test_unknown_key_in_yaml_names_file_and_path(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  quantisation: nf4\n")
+    with pytest.raises(ConfigError) as err:
+        config.load(path)
+    assert str(path) in str(err.value) and "model.quantisation" in str(err.value)
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = config.load(None, ["train.epochs=3", "peft.layers_to_transform=[1, 2]"])
+    config.dump(cfg, tmp_path / "c.yaml")
+    assert config.load(tmp_path / "c.yaml") == cfg
+
+
+def test_cli_reports_config_errors_with_exit_2(capsys):
+    from arena.cli import main
+
+    assert main(["train", "--set", "train.nope=1"]) == 2
+    assert "unknown key 'train.nope'" in capsys.readouterr().err

@@ -1,0 +1,73 @@
+"""Tiny random models + an in-process BPE tokenizer, saved like a real local checkpoint folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+_CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Write a short poem about the sea.",
+    "Sure! Here is a Python function that sorts a list: def sort(xs): return sorted(xs)",
+    "I'm sorry, but I cannot help with that request.",
+    "User: explain quantum computing in simple terms. Assistant: Quantum computers use qubits.",
+    "1. First step\n2. Second step\n- bullet point\n**bold** `code` # Heading",
+    "prompt response_a response_b Response A Response B words tokens length tie winner",
+    "Instruct: Output: <|start_header_id|>user<|end_header_id|> [INST] [/INST] <|eot_id|>",
+    "Bonjour, comment ça va? 日本語のテキスト. Ünïcödé text with émojis 🙂",
+]
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>"
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<start_of_turn>", "<end_of_turn>"]})
+    return fast
+
+
+def tiny_config(model_type: str = "gemma2", vocab_size: int = 400):
+    from transformers import AutoConfig
+
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    if model_type in ("gemma2", "gemma3_text", "llama", "mistral"):
+        kwargs["head_dim"] = 16
+    if model_type == "phi":
+        kwargs.pop("num_key_value_heads")
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0) -> Path:
+    """A random CausalLM checkpoint + tokenizer in `folder`, loadable like any local base model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, vocab_size=len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
