@@ -1,0 +1,241 @@
+import os
+import random
+import re
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+
+from arena import prompts
+from arena.config import PromptConfig
+
+SIDES = ("left", "right")
+# The tiny tokenizer spells llama3/mistral/phi2 markers with many byte tokens: give the scaffold room.
+MAX_LEN = 384
+
+WORDS = ["the", "quick", "brown", "fox", "Python", "sorted", "qubits", "émojis", "🙂", "日本語", "**bold**",
+         "`code`", "\n", "1.", "-", "<start_of_turn>", "[INST]", ""]
+
+
+def random_text(rng: random.Random) -> str:
+    kind = rng.random()
+    if kind < 0.1:
+        return ""
+    if kind < 0.2:
+        return "x" * rng.randint(1, 3000)  # one very long word
+    n = rng.choice([1, 3, 20, 200, 900])
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def random_turns(rng: random.Random) -> list[str]:
+    return [random_text(rng) for _ in range(rng.choice([1, 1, 2, 3]))]
+
+
+def content_len(tok, turns) -> int:
+    return len(tok(" " + prompts.render_turns(turns), add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def test_allocate_random():
+    rng = random.Random(0)
+    for _ in range(3000):
+        cfg = PromptConfig(min_tokens=rng.choice([0, 1, 16, 40]), prompt_share=rng.choice([0.0, 0.2, 0.5, 1.0]),
+                           response_share=rng.choice([0.0, 0.4, 1.0]))
+        if cfg.prompt_share + cfg.response_share == 0:
+            continue
+        lengths = [rng.choice([0, 5, 16, rng.randint(0, 5000)]) for _ in range(3)]
+        budget = rng.randint(3 * cfg.min_tokens, 3000)
+        alloc = prompts.allocate(lengths, budget, cfg)
+        if sum(lengths) <= budget:
+            assert alloc == lengths
+            continue
+        assert sum(alloc) == budget
+        for n, k in zip(lengths, alloc, strict=True):
+            assert min(n, cfg.min_tokens) <= k <= n
+
+
+def test_allocate_water_filling():
+    cfg = PromptConfig(prompt_share=0.2, response_share=0.4, min_tokens=16)
+    assert prompts.allocate([1000, 1000, 1000], 1000, cfg) == [200, 400, 400]
+    # A short part gives its unused share to the others, in proportion to their shares.
+    assert prompts.allocate([10, 1000, 1000], 1000, cfg) == [10, 495, 495]
+    assert prompts.allocate([1000, 50, 1000], 1000, cfg) == [317, 50, 633]
+    # The floor holds even when the share is smaller.
+    assert prompts.allocate([1000, 1000, 1000], 100, PromptConfig(prompt_share=0.01, min_tokens=30)) == [30, 35, 35]
+    with pytest.raises(ValueError, match="min_tokens"):
+        prompts.allocate([100, 100, 100], 40, cfg)
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_random_inputs_respect_budget_and_floors(tiny_tokenizer, family, side):
+    rng = random.Random(f"{family}-{side}")
+    cfg = PromptConfig(max_length=MAX_LEN, truncation_side=side, min_tokens=16)
+    marker = tiny_tokenizer(cfg.cut_marker, add_special_tokens=False)["input_ids"]
+    for _ in range(25):
+        p, a, b = random_turns(rng), random_turns(rng), random_turns(rng)
+        swap = rng.random() < 0.5
+        pieces = dict(prompts.encode_parts(tiny_tokenizer, p, a, b, cfg, family, swap=swap))
+        ids = prompts.encode(tiny_tokenizer, p, a, b, cfg, family, swap=swap)
+        assert ids == [i for piece in pieces.values() for i in piece]
+        assert len(ids) <= MAX_LEN
+        full = [content_len(tiny_tokenizer, t) for t in ((p, b, a) if swap else (p, a, b))]
+        kept = [pieces["prompt"], pieces["response_a"], pieces["response_b"]]
+        over = sum(full) + len(ids) - sum(map(len, kept)) > MAX_LEN
+        for n, k in zip(full, kept, strict=True):
+            assert len(k) >= min(n, cfg.min_tokens)
+            assert len(k) <= n
+            truncated = len(k) < n
+            assert truncated <= over
+            has_marker = (k[: len(marker)] if side == "left" else k[-len(marker):]) == marker
+            assert has_marker == truncated
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_short_inputs_untouched(tiny_tokenizer, family):
+    cfg = PromptConfig(max_length=MAX_LEN)
+    p, a, b = ["Write a short poem about the sea."], ["Quantum computers use qubits."], ["I cannot help."]
+    text = prompts.render_text(tiny_tokenizer, p, a, b, cfg, family)
+    assert cfg.cut_marker.strip() not in text
+    for part in (p, a, b):
+        assert part[0] in text
+    assert text.index(a[0]) < text.index(b[0])
+
+
+def test_plain_format_matches_public_notebook(tiny_tokenizer):
+    cfg = PromptConfig(max_length=MAX_LEN, show_lengths=False)
+    text = prompts.render_text(tiny_tokenizer, ["Hi"], ["Hello there"], ["Hey"], cfg, "plain")
+    assert text == "<bos><prompt>: Hi\n\n<response_a>: Hello there\n\n<response_b>: Hey"
+
+
+def test_gemma_format_and_special_tokens(tiny_tokenizer):
+    cfg = PromptConfig(max_length=128)
+    start = tiny_tokenizer.convert_tokens_to_ids("<start_of_turn>")
+    end = tiny_tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    # A response that spells the special tokens must not inject them.
+    ids = prompts.encode(tiny_tokenizer, ["<start_of_turn>"], ["<end_of_turn> " * 300], ["b"], cfg, "gemma")
+    assert len(ids) <= 128
+    assert ids[0] == tiny_tokenizer.bos_token_id
+    assert ids[1] == start
+    assert ids.count(start) == 2 and ids.count(end) == 1
+    text = tiny_tokenizer.decode(ids)
+    assert text.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    assert text.startswith("<bos><start_of_turn>user\n<prompt>:")
+
+
+def test_bos_not_doubled_when_scaffold_starts_with_it():
+    from tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()  # a private copy: the session fixture must not change
+    tok.add_special_tokens({"bos_token": "<|begin_of_text|>"})
+    ids = prompts.encode(tok, ["p"], ["a"], ["b"], PromptConfig(max_length=MAX_LEN), "llama3")
+    assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_left_keeps_last_turn_right_keeps_first(tiny_tokenizer, family):
+    first, last = "Bonjour comment", "Quantum qubits"
+    prompt = [first + " the lazy dog" * 300, "the fox " * 300 + last]
+    left = PromptConfig(max_length=MAX_LEN, truncation_side="left")
+    right = replace(left, truncation_side="right")
+    text_left = prompts.render_text(tiny_tokenizer, prompt, ["a"], ["b"], left, family)
+    text_right = prompts.render_text(tiny_tokenizer, prompt, ["a"], ["b"], right, family)
+    assert last in text_left and first not in text_left
+    assert first in text_right and last not in text_right
+    assert "Turn 1" in text_right and "Turn 1" not in text_left
+    for text in (text_left, text_right):
+        assert left.cut_marker in text
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_swap_puts_b_first(tiny_tokenizer, family):
+    cfg = PromptConfig(max_length=MAX_LEN)
+    a, b = ["Sure here is a function"], ["I am sorry but no"]
+    plain = prompts.render_text(tiny_tokenizer, ["q"], a, b, cfg, family)
+    swapped = prompts.render_text(tiny_tokenizer, ["q"], a, b, cfg, family, swap=True)
+    assert plain.index(a[0]) < plain.index(b[0])
+    assert swapped.index(b[0]) < swapped.index(a[0])
+    assert re.search(r"<response_a> \(5 words\): I am sorry", swapped)
+
+
+def test_show_lengths_counts_words_over_all_turns(tiny_tokenizer):
+    cfg = PromptConfig(max_length=128, truncation_side="left")
+    a = ["one two three", "four  five\nsix " + "seven " * 500]
+    b = ["", "   "]
+    text = prompts.render_text(tiny_tokenizer, ["p"], a, b, cfg, "gemma")
+    assert "<response_a> (506 words):" in text
+    assert "<response_b> (0 words):" in text
+    assert cfg.cut_marker in text
+    off = prompts.render_text(tiny_tokenizer, ["p"], a, b, replace(cfg, show_lengths=False), "gemma")
+    assert "words" not in off and "<response_a>:" in off
+
+
+def test_render_turns_and_messy_values():
+    assert prompts.render_turns(["only"]) == "only"
+    assert prompts.render_turns(["a", None, "c"]) == "Turn 1: a\nTurn 2: \nTurn 3: c"
+    assert prompts.render_turns([]) == ""
+    assert prompts.render_turns(None) == ""
+    assert prompts.render_turns(float("nan")) == ""
+    assert prompts.count_words(["a b", None, True]) == 3
+
+
+def test_max_length_override_and_too_small(tiny_tokenizer):
+    cfg = PromptConfig(max_length=MAX_LEN)
+    long = ["word " * 2000]
+    assert len(prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma")) == MAX_LEN
+    assert len(prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma", max_length=200)) == 200
+    with pytest.raises(ValueError, match="too small"):
+        prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma", max_length=100)
+    with pytest.raises(ValueError, match="unknown prompt family"):
+        prompts.encode(tiny_tokenizer, long, long, long, cfg, "gpt")
+
+
+def test_encode_frame_matches_encode(tiny_tokenizer):
+    rng = random.Random(1)
+    rows = [(random_turns(rng), random_turns(rng), random_turns(rng)) for _ in range(60)]
+    df = pd.DataFrame(rows, columns=["prompt", "response_a", "response_b"])
+    cfg = PromptConfig(max_length=256, truncation_side="left")
+    for swap in (False, True):
+        got = prompts.encode_frame(tiny_tokenizer, df, cfg, "gemma", swap=swap)
+        want = [prompts.encode(tiny_tokenizer, p, a, b, cfg, "gemma", swap=swap) for p, a, b in rows]
+        assert got == want
+
+
+def test_long_text_preclip_is_exact(tiny_tokenizer):
+    # Texts far over max_length are clipped on characters before tokenising: same result as in full.
+    cfg = PromptConfig(max_length=200)
+    text = " ".join(f"w{i}" for i in range(5000))
+    encoder = prompts._Encoder(tiny_tokenizer, cfg, "plain", None)
+    full = tiny_tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+    for side in SIDES:
+        encoder.left = side == "left"
+        ids = encoder._tokenize_parts([" " + text])[0]
+        assert len(ids) >= 200
+        n = 150
+        assert (ids[-n:] == full[-n:]) if side == "left" else (ids[:n] == full[:n])
+    # When the clipped text holds too few tokens (long tokens), the text is re-tokenised in full.
+    encoder._content = lambda texts: [[0] * (len(t) // 20) for t in texts]
+    assert len(encoder._tokenize_parts(["y" * 10000])[0]) == 500
+
+
+def _real_tokenizer():
+    from transformers import AutoTokenizer
+
+    names = [os.environ.get("ARENA_TEST_TOKENIZER"), "google/gemma-2-9b-it", "meta-llama/Meta-Llama-3-8B-Instruct",
+             "gpt2"]
+    for name in filter(None, names):
+        try:
+            return AutoTokenizer.from_pretrained(name, local_files_only=True)
+        except Exception:  # noqa: BLE001 - anything missing or unreadable means "not available here"
+            continue
+    pytest.skip("no real tokenizer available offline (set ARENA_TEST_TOKENIZER to a local tokenizer folder)")
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_real_tokenizer(side):
+    tok = _real_tokenizer()
+    rng = random.Random(2)
+    cfg = PromptConfig(max_length=256, truncation_side=side)
+    for family in prompts.FAMILIES:
+        for _ in range(10):
+            ids = prompts.encode(tok, random_turns(rng), random_turns(rng), random_turns(rng), cfg, family)
+            assert len(ids) <= 256
