@@ -120,3 +120,25 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
     cfg = tiny_cfg(tmp_path / "nowhere")
     with pytest.raises(model_mod.UserError, match="not a model folder"):
         model_mod.build_for_training(cfg)
+
+
+def test_length_feature_head_needs_features_and_uses_them(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir)
+    model, _, _ = model_mod.build_for_training(cfg, num_features=4)
+    with pytest.raises(RuntimeError, match="features_for"):
+        model(**BATCH)
+    head = next(m for m in model.modules() if isinstance(m, model_mod.PreferenceHead) and m.features is not None
+                and m.features.weight.requires_grad)
+    with torch.no_grad():
+        head.features.weight.copy_(torch.eye(3, 4))
+        with model_mod.features_for(model, torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])):
+            probs = torch.softmax(model(**BATCH).logits, -1)
+    assert probs[0].argmax() == 0 and probs[1].argmax() == 1
+    assert head.pending_features is None  # detached after the forward
+
+
+def test_head_is_scale_invariant_in_the_hidden_state():
+    head = model_mod.PreferenceHead(8, 0, bias=True, dtype=torch.float32)
+    torch.nn.init.normal_(head.proj.weight)
+    h = torch.randn(2, 5, 8)
+    torch.testing.assert_close(head(h), head(h * 300.0), atol=1e-4, rtol=1e-4)

@@ -36,14 +36,14 @@ def tiny_tokenizer():
     return fast
 
 
-def tiny_config(model_type: str = "gemma2", vocab_size: int = 400):
+def tiny_config(model_type: str = "gemma2", vocab_size: int = 400, num_hidden_layers: int = 2):
     from transformers import AutoConfig
 
     kwargs = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,
@@ -58,7 +58,7 @@ def tiny_config(model_type: str = "gemma2", vocab_size: int = 400):
     return AutoConfig.for_model(model_type, **kwargs)
 
 
-def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0) -> Path:
+def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0, num_hidden_layers: int = 2) -> Path:
     """A random CausalLM checkpoint + tokenizer in `folder`, loadable like any local base model."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -67,7 +67,7 @@ def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0) -> 
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny_tokenizer()
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type, vocab_size=len(tokenizer)))
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, len(tokenizer), num_hidden_layers))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -34,6 +34,8 @@ class ModelConfig:
     compute_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     attn_implementation: str = "auto"  # auto (eager for gemma2, sdpa otherwise) | eager | sdpa
     head_init: str = "prior"  # prior (log class prior) | zero | random
+    # The head also sees log-scale length features of the full texts (a truncated window hides verbosity).
+    length_features: bool = True
     gradient_checkpointing: str = "auto"  # auto (on for GPU, off for CPU) | on | off
     device: str = "auto"  # auto | cpu | cuda
 
@@ -81,6 +83,7 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int = -1
     learning_rate: float = 2e-4
+    head_learning_rate: float | None = None  # learning rate of the score head; None = learning_rate
     per_device_batch_size: int = 4
     grad_accum: int = 2
     warmup_ratio: float = 0.05

@@ -101,22 +101,68 @@ def head_bias(cfg: Config, class_prior) -> list[float] | None:
     return [math.log(p / total) for p in prior]
 
 
-def _install_head(model, cfg: Config, bias: list[float] | None, dtype: torch.dtype) -> None:
+class PreferenceHead(torch.nn.Module):
+    """The `score` head: a linear map of the RMS-normalised hidden state, plus (optionally) a linear map of
+    standardised length features of the full, untruncated texts.
+
+    Gemma hidden states have norms in the hundreds, dominated by a few fixed outlier dimensions: fed raw,
+    every optimizer step moves all logits together. Normalising makes one learning rate fit the head.
+    The sequence-classification forward only passes hidden states to `score`, so the batch's features are
+    attached to the head just before each forward (`with features_for(model, f): model(...)`).
+    """
+
+    def __init__(self, hidden_size: int, num_features: int, bias: bool, dtype: torch.dtype):
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden_size, NUM_LABELS, bias=bias, dtype=dtype)
+        self.features = torch.nn.Linear(num_features, NUM_LABELS, bias=False, dtype=dtype) if num_features else None
+        self.pending_features: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        h = hidden_states.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        logits = self.proj(h.to(self.proj.weight.dtype))
+        if self.features is not None:
+            if self.pending_features is None:
+                raise RuntimeError("this head uses length features: call the model inside features_for(model, f)")
+            f = self.pending_features.to(device=logits.device, dtype=self.features.weight.dtype)
+            logits = logits + self.features(f)[:, None, :]
+        return logits
+
+
+class features_for:  # noqa: N801 - used as a context manager
+    """Attach a batch's (n, num_features) standardised features to every PreferenceHead in `model`."""
+
+    def __init__(self, model, features: torch.Tensor | None):
+        self.heads = [m for m in model.modules() if isinstance(m, PreferenceHead)]
+        self.features = features
+
+    def __enter__(self):
+        for head in self.heads:
+            head.pending_features = self.features
+        return self
+
+    def __exit__(self, *exc):
+        for head in self.heads:
+            head.pending_features = None
+
+
+def _install_head(model, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> None:
     """Replace the randomly initialised `score` head (its default init gives logits worse than uniform)."""
-    hidden = model.score.in_features
-    head = torch.nn.Linear(hidden, NUM_LABELS, bias=bias is not None, dtype=dtype)
+    head = PreferenceHead(model.score.in_features, num_features, bias is not None, dtype)
     if cfg.model.head_init == "random":
-        torch.nn.init.normal_(head.weight, std=model.config.initializer_range)
+        torch.nn.init.normal_(head.proj.weight, std=model.config.initializer_range)
     else:
-        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.proj.weight)
+    if head.features is not None:
+        torch.nn.init.zeros_(head.features.weight)
     if bias is not None:
         with torch.no_grad():
-            head.bias.copy_(torch.tensor(bias, dtype=dtype))
+            head.proj.bias.copy_(torch.tensor(bias, dtype=dtype))
     model.score = head.to(model.score.weight.device)
 
 
-def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, model_path: str | Path | None = None,
-              quantization: str | None = None):
+def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: int,
+              model_path: str | Path | None = None, quantization: str | None = None):
     """The base model with a fresh 3-way head, quantized and placed per the runtime."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
@@ -135,7 +181,7 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, model_path: st
         # One full copy per process (DDP under `accelerate launch`); never shard a model across GPUs.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    _install_head(model, cfg, bias, rt.dtype)
+    _install_head(model, cfg, bias, rt.dtype, num_features)
     model.config.use_cache = False
     return model, tokenizer
 
@@ -164,13 +210,13 @@ def peft_config(cfg: Config):
     raise UserError(f"peft.method: unknown method {p.method!r}")
 
 
-def build_for_training(cfg: Config, class_prior=None):
+def build_for_training(cfg: Config, class_prior=None, num_features: int = 0):
     """Base + head + adapter ready for the Trainer; returns (model, tokenizer, runtime)."""
     from peft import get_peft_model
 
     rt = runtime_for(cfg)
     bias = head_bias(cfg, class_prior)
-    model, tokenizer = load_base(cfg, rt, bias)
+    model, tokenizer = load_base(cfg, rt, bias, num_features)
     if rt.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -182,11 +228,20 @@ def build_for_training(cfg: Config, class_prior=None):
     return model, tokenizer, rt
 
 
-def save_trained(model, tokenizer, out_dir: Path, bias: list[float] | None) -> None:
+def save_trained(model, tokenizer, out_dir: Path, bias: list[float] | None, feature_scaler: dict | None = None) -> None:
+    """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape and feature scaling."""
     out_dir.mkdir(parents=True, exist_ok=False)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    (out_dir / HEAD_FILE).write_text(json.dumps({"bias": bias is not None, "num_labels": NUM_LABELS}))
+    head = {"bias": bias is not None, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
+    (out_dir / HEAD_FILE).write_text(json.dumps(head, indent=1))
+
+
+def read_head(adapter_dir: str | Path) -> dict:
+    path = Path(adapter_dir) / HEAD_FILE
+    if not path.is_file():
+        raise UserError(f"{adapter_dir}: not a trained adapter folder (no {HEAD_FILE})")
+    return json.loads(path.read_text())
 
 
 def load_trained(cfg: Config, adapter_dir: str | Path, base_model: str | Path | None = None,
@@ -195,13 +250,13 @@ def load_trained(cfg: Config, adapter_dir: str | Path, base_model: str | Path | 
     from peft import PeftModel
 
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / HEAD_FILE).is_file():
-        raise UserError(f"{adapter_dir}: not a trained adapter folder (no {HEAD_FILE})")
-    head = json.loads((adapter_dir / HEAD_FILE).read_text())
+    head = read_head(adapter_dir)
     rt = runtime_for(cfg)
-    # The real bias values come from the adapter's saved head; this only sizes the module.
+    # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * NUM_LABELS if head["bias"] else None
-    model, _ = load_base(cfg, rt, bias, model_path=base_model, quantization=quantization)
+    scaler = head.get("feature_scaler")
+    num_features = len(scaler["mean"]) if scaler else 0
+    model, _ = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
     if (adapter_dir / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(model, adapter_dir)
     else:

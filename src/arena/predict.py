@@ -1,0 +1,270 @@
+"""Inference: sorted dynamic batching, swap TTA, one worker per GPU, validated submission writer, blending."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from arena import config as config_mod
+from arena import data, metrics, prompts
+from arena.config import Config
+from arena.errors import UserError
+
+SWAP_BACK = [1, 0, 2]  # a prediction made on (B, A) maps back to (A, B) by exchanging the first two classes
+
+
+# ---- batching ---------------------------------------------------------------------------------------
+
+def sorted_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Row indices grouped longest-first so each batch pads only to its own longest row, within a token budget."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, current = [], []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1 > max_batch_size or (len(current) + 1) * longest > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def padding_stats(lengths: list[int], batches: list[list[int]], fixed_length: int) -> dict:
+    """Token slots processed by these batches vs padding every row to `fixed_length`."""
+    real = int(sum(lengths))
+    sorted_slots = int(sum(len(b) * max(lengths[i] for i in b) for b in batches))
+    fixed_slots = int(len(lengths) * fixed_length)
+    return {
+        "real_tokens": real,
+        "sorted_slots": sorted_slots,
+        "fixed_slots": fixed_slots,
+        "sorted_padding_fraction": 1 - real / sorted_slots if sorted_slots else 0.0,
+        "fixed_padding_fraction": 1 - real / fixed_slots if fixed_slots else 0.0,
+        "padded_tokens_fixed_over_sorted": (fixed_slots - real) / max(sorted_slots - real, 1),
+    }
+
+
+@torch.inference_mode()
+def logits_for(model, input_ids: list[list[int]], pad_token_id: int, cfg: Config, device: str,
+               features: np.ndarray | None = None, desc: str = "predict") -> np.ndarray:
+    """Logits (n, 3) in the input order; `features` are the head's standardised length features, if it has them."""
+    from arena.model import features_for
+
+    lengths = [len(x) for x in input_ids]
+    batches = sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
+    out = np.zeros((len(input_ids), 3), dtype=np.float32)
+    for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
+        longest = max(lengths[i] for i in batch)
+        ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for row, i in enumerate(batch):
+            ids[row, longest - lengths[i]:] = torch.tensor(input_ids[i])  # left padding: see model.load_tokenizer
+            mask[row, longest - lengths[i]:] = 1
+        batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
+        with features_for(model, batch_features):
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out[batch] = logits.float().cpu().numpy()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def combine_tta(logits: np.ndarray, swapped_logits: np.ndarray, how: str) -> np.ndarray:
+    back = swapped_logits[:, SWAP_BACK]
+    if how == "logit":
+        return softmax((logits + back) / 2)
+    return (softmax(logits) + softmax(back)) / 2
+
+
+def encode_view(tokenizer, df: pd.DataFrame, cfg: Config, max_length: int, feature_scaler: dict | None,
+                swap: bool = False) -> tuple[list[list[int]], np.ndarray | None]:
+    """Token ids and head features of the rows in A/B order, or in B/A order with swap=True."""
+    ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, swap=swap, max_length=max_length)
+    features = data.head_features(df, feature_scaler, swap=swap) if feature_scaler else None
+    return ids, features
+
+
+def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool, max_length: int,
+                  feature_scaler: dict | None = None) -> dict:
+    """Probabilities for a DataFrame of rows; with TTA also the plain and swapped-back parts."""
+    model.eval()
+    device = _model_device(model)
+    ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler)
+    logits = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict A/B")
+    result = {"logits": logits, "probs_plain": softmax(logits)}
+    if tta:
+        ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler, swap=True)
+        swapped = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict B/A")
+        result["probs_swapped"] = softmax(swapped[:, SWAP_BACK])
+        result["probs"] = combine_tta(logits, swapped, cfg.infer.tta_average)
+    else:
+        result["probs"] = result["probs_plain"]
+    return result
+
+
+def _model_device(model) -> str:
+    return str(next(model.parameters()).device)
+
+
+# ---- submission -------------------------------------------------------------------------------------
+
+def prediction_frame(ids, probs: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({"id": list(ids)})
+    for j, col in enumerate(metrics.CLASSES):
+        frame[col] = probs[:, j]
+    return frame
+
+
+def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Path:
+    """Validate (ids, columns, finite, [0,1], rows sum to 1) and only then write; never overwrite."""
+    path = Path(path)
+    if path.exists():
+        raise UserError(f"{path}: already exists; predictions never overwrite an earlier file")
+    probs = frame[list(metrics.CLASSES)].to_numpy(dtype=np.float64)
+    frame = frame.copy()
+    frame[list(metrics.CLASSES)] = probs / probs.sum(axis=1, keepdims=True)
+    metrics.validate_submission(frame, expected_ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[["id", *metrics.CLASSES]].to_csv(path, index=False)
+    return path
+
+
+# ---- run folders and workers ------------------------------------------------------------------------
+
+def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
+    return config_mod.load(cfg_path, overrides)
+
+
+View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
+
+
+def _predict_views(model, pad_id: int, cfg: Config, device: str, views: list[View], rows: list[int] | None,
+                   tag: str) -> list[np.ndarray]:
+    out = []
+    for k, (ids, features) in enumerate(views):
+        pick = range(len(ids)) if rows is None else rows
+        sub_ids = [ids[i] for i in pick]
+        sub_features = None if features is None else features[list(pick)]
+        out.append(logits_for(model, sub_ids, pad_id, cfg, device, sub_features, desc=f"{tag} view {k + 1}/{len(views)}"))
+    return out
+
+
+def _worker(rank: int, run_dir: str, cfg_dict: dict, base_model: str | None, shards: list[list[int]],
+            views: list[View], out_dir: str) -> None:
+    """One GPU's share of the rows, every view: its own model copy on cuda:rank."""
+    from arena import model as model_mod
+
+    os.environ["LOCAL_RANK"] = str(rank)
+    torch.cuda.set_device(rank)
+    cfg = config_mod.from_dict(cfg_dict)
+    model, tokenizer, _ = model_mod.load_trained(cfg, Path(run_dir) / "adapter", base_model, cfg.infer.quantization)
+    logits = _predict_views(model, tokenizer.pad_token_id, cfg, f"cuda:{rank}", views, shards[rank], f"gpu{rank}")
+    np.save(Path(out_dir) / f"logits-{rank}.npy", np.stack(logits))
+
+
+def logits_for_views(run_dir: Path, cfg: Config, base_model: str | None, views: list[View], pad_id: int):
+    """Logits of every view (plain, swapped), loading the model once per device: one worker per GPU."""
+    from arena import model as model_mod
+
+    n_gpus = torch.cuda.device_count() if cfg.model.device != "cpu" else 0
+    if n_gpus > 1:
+        # Interleave the length-sorted rows so every GPU gets the same mix of long and short ones.
+        order = np.argsort([-len(x) for x in views[0][0]], kind="stable")
+        shards = [order[r::n_gpus].tolist() for r in range(n_gpus)]
+        logits = np.zeros((len(views), len(order), 3), dtype=np.float32)
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.multiprocessing.spawn(
+                _worker, args=(str(run_dir), cfg.to_dict(), base_model, shards, views, tmp), nprocs=n_gpus
+            )
+            for r in range(n_gpus):
+                logits[:, shards[r]] = np.load(Path(tmp) / f"logits-{r}.npy")
+        return list(logits)
+    model, _, _ = model_mod.load_trained(cfg, run_dir / "adapter", base_model, cfg.infer.quantization)
+    return _predict_views(model, pad_id, cfg, _model_device(model), views, None, "predict")
+
+
+def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path:
+    """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission."""
+    from datetime import datetime
+
+    from arena import model as model_mod
+
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir, list(overrides))
+    tta = cfg.infer.tta if tta is None else tta
+    if out_path is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_path = run_dir / "predictions" / f"{Path(data_path).stem}-{stamp}.csv"
+    if Path(out_path).exists():
+        raise UserError(f"{out_path}: already exists; predictions never overwrite an earlier file")
+    df = data.load(data_path)
+    tokenizer = model_mod.load_tokenizer(run_dir / "adapter")
+    scaler = model_mod.read_head(run_dir / "adapter").get("feature_scaler")
+    max_length = cfg.infer.max_length
+    views = [encode_view(tokenizer, df, cfg, max_length, scaler)]
+    if tta:
+        views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
+    logits = logits_for_views(run_dir, cfg, base_model, views, tokenizer.pad_token_id)
+    probs = combine_tta(logits[0], logits[1], cfg.infer.tta_average) if tta else softmax(logits[0])
+    path = write_submission(prediction_frame(df["id"], probs), df["id"], out_path)
+    lengths = [len(x) for x in views[0][0]]
+    stats = padding_stats(lengths, sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size),
+                          max_length)
+    print(f"wrote {len(df)} predictions to {path} (swap TTA {'on' if tta else 'off'}; "
+          f"padding {stats['sorted_padding_fraction']:.1%} sorted vs {stats['fixed_padding_fraction']:.1%} fixed)")
+    if data.label_matrix(df) is not None:
+        truth = data.label_matrix(df)
+        print(f"labels present: log loss {metrics.log_loss(truth, probs):.4f}, accuracy {metrics.accuracy(truth, probs):.3f}")
+    return path
+
+
+# ---- blending ---------------------------------------------------------------------------------------
+
+def fit_blend_weights(oof_probs: list[np.ndarray], truth: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 that minimise the OOF log loss of the weighted average."""
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        w = softmax(theta[None, :])[0]
+        return metrics.log_loss(truth, sum(wi * p for wi, p in zip(w, oof_probs)))
+
+    best = minimize(loss, np.zeros(len(oof_probs)), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6})
+    return softmax(best.x[None, :])[0]
+
+
+def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str) -> Path:
+    if len(oof_paths) != len(pred_paths):
+        raise UserError("blend: give one --oof file per --preds file, in the same order")
+    oofs = [pd.read_csv(p, dtype={"id": str}).set_index("id") for p in oof_paths]
+    ids = oofs[0].index
+    for path, frame in zip(oof_paths[1:], oofs[1:]):
+        if set(frame.index) != set(ids):
+            raise UserError(f"{path}: OOF ids differ from {oof_paths[0]}")
+    true_cols = [f"true_{c}" for c in metrics.CLASSES]
+    missing = [c for c in true_cols if c not in oofs[0].columns]
+    if missing:
+        raise UserError(f"{oof_paths[0]}: OOF file lacks label columns {missing} (use a run's val/oof predictions)")
+    truth = oofs[0].loc[ids, true_cols].to_numpy()
+    weights = fit_blend_weights([f.loc[ids, list(metrics.CLASSES)].to_numpy() for f in oofs], truth)
+    preds = [pd.read_csv(p, dtype={"id": str}).set_index("id") for p in pred_paths]
+    test_ids = preds[0].index
+    blended = sum(w * f.loc[test_ids, list(metrics.CLASSES)].to_numpy() for w, f in zip(weights, preds))
+    for path, w, frame in zip(oof_paths, weights, oofs):
+        print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, list(metrics.CLASSES)].to_numpy()):.4f}  {path}")
+    oof_blend = sum(w * f.loc[ids, list(metrics.CLASSES)].to_numpy() for w, f in zip(weights, oofs))
+    print(f"blended OOF log loss {metrics.log_loss(truth, oof_blend):.4f}")
+    return write_submission(prediction_frame(test_ids, blended), test_ids, out_path)

@@ -1,0 +1,142 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from arena import config, data, metrics, predict, train
+
+
+def test_sorted_batches_cover_every_row_once_within_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=300).tolist()
+    batches = predict.sorted_batches(lengths, max_batch_tokens=1000, max_batch_size=16)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(300))
+    for b in batches:
+        assert len(b) <= 16
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 1000
+
+
+def test_sorted_batching_pads_far_less_than_fixed_length():
+    lengths = [10, 200, 15, 190, 12, 180, 11, 205] * 10
+    stats = predict.padding_stats(lengths, predict.sorted_batches(lengths, 4096, 4), fixed_length=256)
+    assert stats["sorted_padding_fraction"] < 0.05 < stats["fixed_padding_fraction"]
+    assert stats["padded_tokens_fixed_over_sorted"] > 10
+
+
+def test_tta_swaps_back_before_averaging():
+    logits = np.array([[2.0, 0.0, 0.0]])
+    swapped = np.array([[0.0, 2.0, 0.0]])  # the same belief seen from the B/A order: A is still better
+    for how in ("prob", "logit"):
+        probs = predict.combine_tta(logits, swapped, how)
+        np.testing.assert_allclose(probs, predict.softmax(logits), atol=1e-12)
+    disagree = predict.combine_tta(np.array([[2.0, 0.0, 0.0]]), np.array([[2.0, 0.0, 0.0]]), "prob")
+    np.testing.assert_allclose(disagree[0, 0], disagree[0, 1])
+
+
+def test_write_submission_validates_before_writing(tmp_path):
+    ids = pd.Series(["1", "2"])
+    good = predict.prediction_frame(ids, np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]))
+    path = predict.write_submission(good, ids, tmp_path / "sub.csv")
+    assert list(pd.read_csv(path).columns) == ["id", *metrics.CLASSES]
+    with pytest.raises(predict.UserError, match="already exists"):
+        predict.write_submission(good, ids, path)
+    bad = predict.prediction_frame(pd.Series(["1", "3"]), np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]))
+    with pytest.raises(predict.UserError):
+        predict.write_submission(bad, ids, tmp_path / "bad.csv")
+    assert not (tmp_path / "bad.csv").exists()
+    nan = predict.prediction_frame(ids, np.array([[np.nan, 0.3, 0.5], [0.6, 0.2, 0.2]]))
+    with pytest.raises(predict.UserError):
+        predict.write_submission(nan, ids, tmp_path / "nan.csv")
+    assert not (tmp_path / "nan.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("predict-run")
+    csv = tmp / "train.csv"
+    data.write_csv(data.generate_sample(60, seed=2), csv)
+    cfg = config.from_dict({
+        "name": "tiny", "model": {"path": str(tiny_model_dir), "family": "plain"},
+        "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 128, "max_batch_tokens": 512},
+        "data": {"train": str(csv), "folds": 3},
+        "train": {"runs_dir": str(tmp / "runs"), "max_steps": 3, "eval_steps": 3, "per_device_batch_size": 4,
+                  "grad_accum": 1, "learning_rate": 1e-3},
+    })
+    return train.train(cfg)
+
+
+@pytest.fixture(scope="module")
+def test_csv(shared_data, tmp_path_factory):
+    df = pd.read_csv(shared_data / "autoj_pairwise_dev.csv", dtype=str, keep_default_na=False).head(24)
+    path = tmp_path_factory.mktemp("test-csv") / "test.csv"
+    df[["id", "prompt", "response_a", "response_b"]].to_csv(path, index=False)
+    return path
+
+
+def test_predict_file_writes_a_valid_submission_in_input_order(tiny_run, test_csv, tmp_path, capsys):
+    out = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=True)
+    sub = pd.read_csv(out, dtype={"id": str})
+    assert sub["id"].tolist() == pd.read_csv(test_csv, dtype={"id": str})["id"].tolist()
+    metrics.validate_submission(sub, sub["id"])
+    assert "swap TTA on" in capsys.readouterr().out
+
+
+def test_tta_is_the_average_of_both_orders_and_sorting_does_not_change_results(tiny_run, test_csv, tmp_path):
+    from arena import model as model_mod
+
+    cfg = predict.run_config(tiny_run)
+    model, tokenizer, rt = model_mod.load_trained(cfg, tiny_run / "adapter")
+    df = data.load(test_csv)
+    scaler = model_mod.read_head(tiny_run / "adapter")["feature_scaler"]
+    assert scaler is not None
+    res = predict.predict_frame(model, tokenizer, df, cfg, rt, tta=True, max_length=cfg.infer.max_length,
+                                feature_scaler=scaler)
+    np.testing.assert_allclose(res["probs"], (res["probs_plain"] + res["probs_swapped"]) / 2, atol=1e-6)
+    # batch of one row at a time (no sorting, no padding) gives the same logits as sorted dynamic batches
+    one_by_one = config.from_dict(cfg.to_dict(), ["infer.max_batch_size=1"])
+    single = predict.predict_frame(model, tokenizer, df, one_by_one, rt, tta=False, max_length=cfg.infer.max_length,
+                                   feature_scaler=scaler)
+    np.testing.assert_allclose(single["logits"], res["logits"], atol=1e-4)
+    plain = predict.predict_file(tiny_run, test_csv, tmp_path / "plain.csv", tta=False)
+    np.testing.assert_allclose(pd.read_csv(plain)[list(metrics.CLASSES)].to_numpy(), res["probs_plain"], atol=1e-5)
+
+
+def test_predict_default_output_goes_inside_the_run_and_never_overwrites(tiny_run, test_csv):
+    first = predict.predict_file(tiny_run, test_csv, tta=False)
+    assert first.parent == tiny_run / "predictions"
+    with pytest.raises(predict.UserError, match="already exists"):
+        predict.predict_file(tiny_run, test_csv, first, tta=False)
+
+
+def test_blend_weights_prefer_the_better_model(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.integers(0, 3, n)
+    truth = np.eye(3)[y]
+    good = 0.7 * truth + 0.3 * rng.dirichlet([1, 1, 1], n)
+    bad = rng.dirichlet([1, 1, 1], n)
+    paths = []
+    for name, probs in (("good", good), ("bad", bad)):
+        oof = predict.prediction_frame([str(i) for i in range(n)], probs)
+        for j, col in enumerate(metrics.CLASSES):
+            oof[f"true_{col}"] = truth[:, j]
+        oof.to_csv(tmp_path / f"{name}_oof.csv", index=False)
+        predict.prediction_frame(["a", "b"], probs[:2]).to_csv(tmp_path / f"{name}_test.csv", index=False)
+        paths.append(name)
+    weights = predict.fit_blend_weights([good, bad], truth)
+    assert weights[0] > 0.8 and weights.sum() == pytest.approx(1)
+    out = predict.blend_files([str(tmp_path / f"{p}_oof.csv") for p in paths],
+                              [str(tmp_path / f"{p}_test.csv") for p in paths], str(tmp_path / "blend.csv"))
+    assert pd.read_csv(out, dtype={"id": str})["id"].tolist() == ["a", "b"]
+
+
+def test_cli_predict_and_score_round_trip(tiny_run, shared_data, test_csv, tmp_path, capsys):
+    from arena.cli import main
+
+    out = tmp_path / "cli.csv"
+    assert main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out), "--no-tta"]) == 0
+    truth = tmp_path / "truth.csv"
+    pd.read_csv(shared_data / "autoj_pairwise_dev.csv", dtype=str, keep_default_na=False).head(24).to_csv(truth, index=False)
+    assert main(["score", "--pred", str(out), "--truth", str(truth)]) == 0
+    assert "log_loss" in capsys.readouterr().out
+    assert main(["predict", "--run", str(tmp_path), "--data", str(test_csv)]) == 2

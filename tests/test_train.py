@@ -1,0 +1,157 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from arena import config, data, train
+
+
+@pytest.fixture(scope="module")
+def sample_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train-data") / "train.csv"
+    data.write_csv(data.generate_sample(80, seed=1), path)
+    return path
+
+
+def tiny_train_cfg(model_dir, csv, runs_dir, *overrides):
+    return config.from_dict(
+        {
+            "name": "tiny",
+            "model": {"path": str(model_dir), "family": "plain"},
+            "prompt": {"max_length": 96, "min_tokens": 8},
+            "infer": {"max_length": 96},
+            "data": {"train": str(csv), "folds": 4},
+            "train": {"runs_dir": str(runs_dir), "max_steps": 4, "eval_steps": 2, "per_device_batch_size": 4,
+                      "grad_accum": 1, "learning_rate": 1e-3, "logging_steps": 1},
+        },
+        list(overrides),
+    )
+
+
+def test_soft_cross_entropy_matches_torch_on_one_hot_and_soft_targets():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    hard = torch.tensor([0, 2])
+    one_hot = torch.nn.functional.one_hot(hard, 3).float()
+    assert torch.allclose(train.soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, hard))
+    soft = torch.tensor([[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]])
+    assert torch.allclose(train.soft_cross_entropy(logits, soft), torch.nn.functional.cross_entropy(logits, soft))
+
+
+def test_left_pad_collator_pads_to_longest_row_only():
+    batch = train.LeftPadCollator(0)([
+        {"input_ids": [5, 6, 7], "labels": np.array([1, 0, 0], dtype=np.float32)},
+        {"input_ids": [8], "labels": np.array([0, 0, 1], dtype=np.float32)},
+    ])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch["labels"].dtype == torch.float32
+
+
+def test_swap_augment_doubles_rows_with_swapped_labels(tiny_model_dir, tiny_tokenizer, sample_csv, tmp_path):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
+    df = data.load(sample_csv).head(10)
+    scaler = data.fit_feature_scaler(df)
+    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment=True, scaler=scaler)
+    assert len(rows) == 20 and rows.features.shape == (20, len(scaler["mean"]))
+    np.testing.assert_array_equal(rows.labels[10:], rows.labels[:10][:, [1, 0, 2]])
+    np.testing.assert_array_equal(rows.features[10:], data.head_features(df, scaler, swap=True))
+    assert not np.allclose(rows.features[10:], rows.features[:10])
+
+
+def test_train_writes_a_complete_run_folder(tiny_model_dir, sample_csv, tmp_path):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
+    run_dir = train.train(cfg)
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("tiny-")
+    for name in ["config.yaml", "metrics.json", "val_predictions.csv", "loss_curve.png", "adapter/head.json",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors", "adapter/tokenizer.json"]:
+        assert (run_dir / name).is_file(), name
+    assert config.load(run_dir / "config.yaml") == cfg
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["global_step"] == 4 and m["global_batch"] == 4
+    assert m["val_rows"] + m["train_rows"] == 80
+    evals = [h for h in m["history"] if "eval_log_loss" in h]
+    assert [h["step"] for h in evals] == [2, 4]
+    assert m["best_eval_log_loss"] == min(h["eval_log_loss"] for h in evals)
+    val = pd.read_csv(run_dir / "val_predictions.csv", dtype={"id": str})
+    assert len(val) == m["val_rows"]
+    probs = val[list(data.LABEL_COLUMNS)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
+    truth = val[[f"true_{c}" for c in data.LABEL_COLUMNS]].to_numpy()
+    assert m["val_log_loss_tta"] == pytest.approx(float(-np.mean(np.log((probs * truth).sum(1)))), abs=1e-6)
+    # a second run of the same config never touches the first
+    again = train.train(cfg)
+    assert again != run_dir and (run_dir / "metrics.json").read_text() == json.dumps(m, indent=2, default=float)
+
+
+def test_training_on_soft_labels(tiny_model_dir, shared_data, tmp_path):
+    soft = data.load(shared_data / "pandalm_human_softvotes.csv")
+    is_soft = ((data.label_matrix(soft) > 0) & (data.label_matrix(soft) < 1)).any(axis=1)
+    soft = soft[is_soft].head(40)  # only split-vote rows (most rows are unanimous)
+    csv = tmp_path / "soft.csv"
+    data.write_csv(soft, csv)
+    run_dir = train.train(tiny_train_cfg(tiny_model_dir, csv, tmp_path / "runs", "train.max_steps=2"))
+    val = pd.read_csv(run_dir / "val_predictions.csv")
+    truth = val[[f"true_{c}" for c in data.LABEL_COLUMNS]].to_numpy()
+    assert ((truth > 0) & (truth < 1)).any(), "soft labels were collapsed to one-hot"
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                raise KeyboardInterrupt  # a kill right after the step-4 checkpoint
+
+    original = train._trainer_class
+
+    def killing_trainer():
+        cls = original()
+
+        class Killed(cls):
+            def __init__(self, *a, **kw):
+                super().__init__(*a, **kw)
+                self.add_callback(Kill())
+
+        return Killed
+
+    monkeypatch.setattr(train, "_trainer_class", killing_trainer)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg)
+    monkeypatch.setattr(train, "_trainer_class", original)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert not (run_dir / "adapter").exists()
+    assert train.find_resumable(cfg, "latest") == run_dir
+    resumed = train.train(cfg, resume="latest")
+    assert resumed == run_dir
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["global_step"] == 6
+    steps = [h["step"] for h in m["history"] if "loss" in h]
+    assert 5 in steps and 1 in steps  # history carries over the resumed part
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tiny_model_dir, sample_csv, tmp_path):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
+    with pytest.raises(train.UserError, match="no unfinished run"):
+        train.find_resumable(cfg, "latest")
+
+
+def test_cv_writes_oof_predictions_for_selected_folds(tiny_model_dir, sample_csv, tmp_path, capsys):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=2")
+    cv_dir = train.cross_validate(cfg, folds=4, only=[0, 2])
+    result = json.loads((cv_dir / "cv.json").read_text())
+    assert result["selected"] == [0, 2] and [r["fold"] for r in result["per_fold"]] == [0, 2]
+    oof = pd.read_csv(cv_dir / "oof_predictions.csv", dtype={"id": str})
+    assert sorted(oof["fold"].unique()) == [0, 2]
+    assert oof["id"].is_unique and len(oof) == sum(r["rows"] for r in result["per_fold"])
+    folds = data.make_folds(data.read_for_training(cfg.data), 4, cfg.seed)
+    df = data.read_for_training(cfg.data)
+    expected = set(df["id"][np.isin(folds, [0, 2])])
+    assert set(oof["id"]) == expected
+    out = capsys.readouterr().out
+    assert "OOF log loss" in out
+    with pytest.raises(train.UserError, match="--only"):
+        train.cross_validate(cfg, folds=4, only=[7])
