@@ -155,3 +155,26 @@ def test_cv_writes_oof_predictions_for_selected_folds(tiny_model_dir, sample_csv
     assert "OOF log loss" in out
     with pytest.raises(train.UserError, match="--only"):
         train.cross_validate(cfg, folds=4, only=[7])
+
+
+def test_head_starts_at_the_length_regression(tiny_model_dir, tiny_tokenizer, sample_csv, tmp_path):
+    from arena import model as model_mod
+    from arena import predict
+
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
+    df = data.load(sample_csv).head(12)
+    scaler = data.fit_feature_scaler(df)
+    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment=False, scaler=scaler)
+    coef, intercept = train.fit_length_head(rows.features, rows.labels, seed=0)
+    model, tokenizer, _ = model_mod.build_for_training(cfg, num_features=rows.features.shape[1])
+    model_mod.init_feature_head(model, coef, intercept)
+    logits = predict.logits_for(model, rows.input_ids, tokenizer.pad_token_id, cfg, "cpu", rows.features)
+    np.testing.assert_allclose(predict.softmax(logits), predict.softmax(rows.features @ coef.T + intercept), atol=1e-5)
+
+
+def test_length_regression_accepts_soft_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    soft = rng.dirichlet([1, 1, 1], size=50)
+    coef, intercept = train.fit_length_head(x, soft, seed=0)
+    assert coef.shape == (3, 3) and intercept.shape == (3,)

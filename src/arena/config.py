@@ -33,7 +33,8 @@ class ModelConfig:
     quantization: str = "nf4"  # nf4 | int8 | none
     compute_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     attn_implementation: str = "auto"  # auto (eager for gemma2, sdpa otherwise) | eager | sdpa
-    head_init: str = "prior"  # prior (log class prior) | zero | random
+    # prior: bias = log class prior, or with length_features a logistic regression fit on them | zero | random
+    head_init: str = "prior"
     # The head also sees log-scale length features of the full texts (a truncated window hides verbosity).
     length_features: bool = True
     gradient_checkpointing: str = "auto"  # auto (on for GPU, off for CPU) | on | off

@@ -795,23 +795,19 @@ def length_features(df: pd.DataFrame) -> np.ndarray:
     ]).astype("float64")
 
 
-
-# The model's head sees only the log-scale length features: raw counts are heavy-tailed, and a 30k-character
-# response at test time would land far outside anything standardised on training rows.
-HEAD_FEATURE_NAMES = [n for n in LENGTH_FEATURE_NAMES if "log" in n or n.endswith("_turns")]
-_HEAD_FEATURE_INDEX = [LENGTH_FEATURE_NAMES.index(n) for n in HEAD_FEATURE_NAMES]
-
-
 def fit_feature_scaler(df: pd.DataFrame) -> dict:
-    """Mean/std of the head features on training rows (saved with the adapter, applied at inference)."""
-    x = length_features(df)[:, _HEAD_FEATURE_INDEX]
+    """Mean/std of the length features on training rows (saved with the adapter, applied at inference)."""
+    x = length_features(df)
     std = x.std(axis=0)
-    return {"names": HEAD_FEATURE_NAMES, "mean": x.mean(axis=0).tolist(),
+    return {"names": LENGTH_FEATURE_NAMES, "mean": x.mean(axis=0).tolist(),
             "std": np.where(std > 1e-6, std, 1.0).tolist()}
 
 
 def head_features(df: pd.DataFrame, scaler: dict, swap: bool = False) -> np.ndarray:
-    """Standardised head features (float32) of the rows, of the A<->B swapped rows with swap=True."""
-    x = length_features(swap_ab(df) if swap else df)[:, _HEAD_FEATURE_INDEX]
+    """Standardised length features (float32) of the rows, of the A<->B swapped rows with swap=True.
+
+    Clipped at 8 standard deviations: raw counts are heavy-tailed, and a 30k-character response at test
+    time must not land far outside anything seen in training."""
+    x = length_features(swap_ab(df) if swap else df)
     z = (x - np.asarray(scaler["mean"])) / np.asarray(scaler["std"])
     return np.clip(z, -8, 8).astype("float32")

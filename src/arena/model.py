@@ -146,6 +146,16 @@ class features_for:  # noqa: N801 - used as a context manager
             head.pending_features = None
 
 
+def init_feature_head(model, coef, intercept) -> None:
+    """Start the head at a fitted length-feature logistic regression: weights on the features, its intercept
+    as the bias (the hidden-state projection stays at zero, so the first forward reproduces the regression)."""
+    for head in (m for m in model.modules() if isinstance(m, PreferenceHead)):
+        with torch.no_grad():
+            head.features.weight.copy_(torch.as_tensor(coef, dtype=head.features.weight.dtype))
+            if head.proj.bias is not None:
+                head.proj.bias.copy_(torch.as_tensor(intercept, dtype=head.proj.bias.dtype))
+
+
 def _install_head(model, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> None:
     """Replace the randomly initialised `score` head (its default init gives logits worse than uniform)."""
     head = PreferenceHead(model.score.in_features, num_features, bias is not None, dtype)

@@ -78,6 +78,21 @@ class EncodedRows(torch.utils.data.Dataset):
                            None if self.features is None else self.features[order])
 
 
+def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression of the labels (one-hot or soft) on the head's length features."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(labels)
+    # Soft labels: every row once per class, weighted by that class's probability.
+    x = np.concatenate([features] * 3)
+    y = np.repeat(np.arange(3), n)
+    w = labels.T.reshape(-1)
+    keep = w > 0
+    lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    lr.fit(x[keep], y[keep], sample_weight=w[keep])
+    return lr.coef_, lr.intercept_
+
+
 def swap_labels(labels: np.ndarray) -> np.ndarray:
     return labels[:, [1, 0, 2]]
 
@@ -249,6 +264,8 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     print(f"run folder: {run_dir}  (device {rt.device}, compute dtype {str(rt.dtype).removeprefix('torch.')})")
 
     train_rows = encode_rows(tokenizer, train_df, cfg, cfg.train.swap_augment, scaler)
+    if scaler and cfg.model.head_init == "prior":
+        model_mod.init_feature_head(model, *fit_length_head(train_rows.features, train_rows.labels, cfg.seed))
     # Evaluation order does not change the metric: sort by length so eval batches carry little padding.
     val_rows = encode_rows(tokenizer, val_df, cfg, swap_augment=False, scaler=scaler)
     val_rows = val_rows.subset(np.argsort([len(x) for x in val_rows.input_ids], kind="stable"))
