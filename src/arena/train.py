@@ -42,6 +42,23 @@ def new_run_dir(runs_dir: str | Path, name: str) -> Path:
     raise UserError(f"{root}: could not create a new run folder")
 
 
+def shared_new_run_dir(cfg: Config) -> Path:
+    """The main process creates the run folder (and writes the resolved config); under `accelerate launch`
+    every other process gets the same folder, so checkpoints and the best model are found by all ranks."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list
+
+    state = PartialState()
+    holder = [None]
+    if state.is_main_process:
+        run_dir = new_run_dir(cfg.train.runs_dir, cfg.name)
+        config_mod.dump(cfg, run_dir / CONFIG_FILE)
+        holder = [str(run_dir)]
+    if state.num_processes > 1:
+        broadcast_object_list(holder)
+    return Path(holder[0])
+
+
 def find_resumable(cfg: Config, resume: str) -> Path:
     if resume != "latest":
         run = Path(resume)
@@ -79,8 +96,9 @@ class EncodedRows(torch.utils.data.Dataset):
 
 
 def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression of the labels (one-hot or soft) on the head's length features."""
-    from sklearn.linear_model import LogisticRegression
+    """Multinomial logistic regression of the labels (one-hot or soft) on the head's length features, its
+    regularisation chosen by 5-fold cross-validated log loss on the training rows."""
+    from sklearn.linear_model import LogisticRegressionCV
 
     n = len(labels)
     # Soft labels: every row once per class, weighted by that class's probability.
@@ -88,7 +106,8 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     y = np.repeat(np.arange(3), n)
     w = labels.T.reshape(-1)
     keep = w > 0
-    lr = LogisticRegression(C=1.0, max_iter=2000, random_state=seed)
+    lr = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
+                              use_legacy_attributes=False, random_state=seed)
     lr.fit(x[keep], y[keep], sample_weight=w[keep])
     return lr.coef_, lr.intercept_
 
@@ -259,8 +278,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     model, tokenizer, rt = model_mod.build_for_training(
         cfg, class_prior=prior, num_features=len(scaler["mean"]) if scaler else 0)
     if run_dir is None:
-        run_dir = new_run_dir(cfg.train.runs_dir, cfg.name)
-        config_mod.dump(cfg, run_dir / CONFIG_FILE)
+        run_dir = shared_new_run_dir(cfg)
     print(f"run folder: {run_dir}  (device {rt.device}, compute dtype {str(rt.dtype).removeprefix('torch.')})")
 
     train_rows = encode_rows(tokenizer, train_df, cfg, cfg.train.swap_augment, scaler)
