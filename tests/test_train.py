@@ -108,8 +108,8 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, t
 
     original = train._trainer_class
 
-    def killing_trainer():
-        cls = original()
+    def killing_trainer(*args):
+        cls = original(*args)
 
         class Killed(cls):
             def __init__(self, *a, **kw):
@@ -178,3 +178,19 @@ def test_length_regression_accepts_soft_labels():
     soft = rng.dirichlet([1, 1, 1], size=50)
     coef, intercept = train.fit_length_head(x, soft, seed=0)
     assert coef.shape == (3, 3) and intercept.shape == (3,)
+
+
+def test_head_gets_its_own_learning_rate(tiny_model_dir, sample_csv, tmp_path):
+    from arena import model as model_mod
+
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
+    model, _, rt = model_mod.build_for_training(cfg, num_features=4)
+    trainer = train._trainer_class(0.05)(model=model, args=train.training_arguments(cfg, tmp_path, rt))
+    optimizer = trainer.create_optimizer()
+    head_group = optimizer.param_groups[-1]
+    assert head_group["lr"] == 0.05
+    head_ids = {id(p) for p in head_group["params"]}
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert head_ids == {id(p) for n, p in trainable.items() if ".score." in n}
+    others = {id(p) for g in optimizer.param_groups[:-1] for p in g["params"]}
+    assert others and not others & head_ids and len(others | head_ids) == len(trainable)

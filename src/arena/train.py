@@ -160,7 +160,7 @@ def _compute_metrics(eval_pred) -> dict:
     return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
 
-def _trainer_class():
+def _trainer_class(head_learning_rate: float | None = None):
     from transformers import Trainer
 
     class SoftLabelTrainer(Trainer):
@@ -177,15 +177,14 @@ def _trainer_class():
 
         def create_optimizer(self, model=None):
             optimizer = super().create_optimizer(model)
-            head_lr = self.arena_head_learning_rate
-            if head_lr is not None:
+            if head_learning_rate is not None:
                 # The score head reads hidden states with norms in the hundreds: at the adapter's learning
                 # rate every Adam step moves all logits together and the loss oscillates above the prior.
                 head = {id(p) for n, p in self.model.named_parameters() if p.requires_grad and ".score." in f".{n}"}
                 for group in optimizer.param_groups:
                     group["params"] = [p for p in group["params"] if id(p) not in head]
                 head_params = [p for n, p in self.model.named_parameters() if id(p) in head]
-                optimizer.add_param_group({"params": head_params, "lr": head_lr, "weight_decay": 0.0})
+                optimizer.add_param_group({"params": head_params, "lr": head_learning_rate, "weight_decay": 0.0})
             return optimizer
 
     return SoftLabelTrainer
@@ -288,9 +287,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     val_rows = encode_rows(tokenizer, val_df, cfg, swap_augment=False, scaler=scaler)
     val_rows = val_rows.subset(np.argsort([len(x) for x in val_rows.input_ids], kind="stable"))
 
-    trainer_cls = _trainer_class()
-    trainer_cls.arena_head_learning_rate = cfg.train.head_learning_rate
-    trainer = trainer_cls(
+    trainer = _trainer_class(cfg.train.head_learning_rate)(
         model=model,
         args=training_arguments(cfg, run_dir, rt),
         data_collator=LeftPadCollator(tokenizer.pad_token_id),
@@ -316,7 +313,7 @@ def train(cfg: Config, resume: str | None = None) -> Path:
     frame["fold"] = cfg.data.fold
     frame.to_csv(run_dir / VAL_PREDICTIONS, index=False)
 
-    history = [h for h in trainer.state.log_history]
+    history = list(trainer.state.log_history)
     summary = {
         "run_dir": str(run_dir),
         "fold": cfg.data.fold,
