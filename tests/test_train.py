@@ -185,7 +185,9 @@ def test_head_gets_its_own_learning_rate(tiny_model_dir, sample_csv, tmp_path):
 
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
     model, _, rt = model_mod.build_for_training(cfg, num_features=4)
-    trainer = train._trainer_class(0.05)(model=model, args=train.training_arguments(cfg, tmp_path, rt))
+    rows = train.EncodedRows([[5, 6]], np.eye(3)[:1])
+    trainer = train._trainer_class(0.05)(model=model, args=train.training_arguments(cfg, tmp_path, rt),
+                                         train_dataset=rows, eval_dataset=rows)
     optimizer = trainer.create_optimizer()
     head_group = optimizer.param_groups[-1]
     assert head_group["lr"] == 0.05
