@@ -175,6 +175,7 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
               model_path: str | Path | None = None, quantization: str | None = None):
     """The base model with a fresh 3-way head, quantized and placed per the runtime."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(str(model_path or cfg.model.path))
     tokenizer = load_tokenizer(path)
@@ -190,7 +191,13 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
     if rt.device == "cuda":
         # One full copy per process (DDP under `accelerate launch`); never shard a model across GPUs.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    # Silence the load report: the base checkpoint has no `score` weights by design (replaced just below).
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     _install_head(model, cfg, bias, rt.dtype, num_features)
     model.config.use_cache = False
     return model, tokenizer
