@@ -795,19 +795,24 @@ def length_features(df: pd.DataFrame) -> np.ndarray:
     ]).astype("float64")
 
 
+# The model's head sees only the log-scale length features (and turn counts): raw counts are heavy-tailed,
+# and a head fit on them extrapolates wildly when test responses are much longer than training ones.
+HEAD_FEATURE_NAMES = [n for n in LENGTH_FEATURE_NAMES if "log" in n or n.endswith("_turns")]
+_HEAD_FEATURES = [LENGTH_FEATURE_NAMES.index(n) for n in HEAD_FEATURE_NAMES]
+HEAD_FEATURE_CLIP = 4.0  # standard deviations
+
+
 def fit_feature_scaler(df: pd.DataFrame) -> dict:
-    """Mean/std of the length features on training rows (saved with the adapter, applied at inference)."""
-    x = length_features(df)
+    """Mean/std of the head's length features on training rows (saved with the adapter, used at inference)."""
+    x = length_features(df)[:, _HEAD_FEATURES]
     std = x.std(axis=0)
-    return {"names": LENGTH_FEATURE_NAMES, "mean": x.mean(axis=0).tolist(),
+    return {"names": HEAD_FEATURE_NAMES, "mean": x.mean(axis=0).tolist(),
             "std": np.where(std > 1e-6, std, 1.0).tolist()}
 
 
 def head_features(df: pd.DataFrame, scaler: dict, swap: bool = False) -> np.ndarray:
-    """Standardised length features (float32) of the rows, of the A<->B swapped rows with swap=True.
-
-    Clipped at 8 standard deviations: raw counts are heavy-tailed, and a 30k-character response at test
-    time must not land far outside anything seen in training."""
-    x = length_features(swap_ab(df) if swap else df)
+    """Standardised head features (float32) of the rows, of the A<->B swapped rows with swap=True; clipped so
+    that a response far longer than any seen in training cannot push the logits without bound."""
+    x = length_features(swap_ab(df) if swap else df)[:, _HEAD_FEATURES]
     z = (x - np.asarray(scaler["mean"])) / np.asarray(scaler["std"])
-    return np.clip(z, -8, 8).astype("float32")
+    return np.clip(z, -HEAD_FEATURE_CLIP, HEAD_FEATURE_CLIP).astype("float32")
