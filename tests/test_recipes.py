@@ -39,7 +39,7 @@ def test_recipe_trains_two_steps_at_tiny_size(recipe, tmp_path, small_train_csv)
     cfg = config.load(recipe, [
         f"model.path={model_dir}", f"data.train={small_train_csv}", f"train.runs_dir={tmp_path / 'runs'}",
         "train.max_steps=2", "train.eval_steps=2", "train.per_device_batch_size=2", "train.grad_accum=1",
-        "train.max_eval_rows=6", "prompt.max_length=96", "prompt.min_tokens=8", "infer.max_length=96",
+        "train.max_eval_rows=6", "prompt.max_length=256", "prompt.min_tokens=8", "infer.max_length=256",
     ])
     run_dir = train.train(cfg)
     summary = json.loads((run_dir / "metrics.json").read_text())
