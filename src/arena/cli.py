@@ -122,13 +122,6 @@ def cmd_push(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from arena import bench
-
-    bench.run(out=args.out, quick=args.quick)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,11 +195,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", default="arena submission")
     p.add_argument("--no-poll", action="store_true")
     p.set_defaults(func=cmd_push)
-
-    p = sub.add_parser("bench", help="quality and speed benchmarks -> docs/benchmarks.md")
-    p.add_argument("--out", default="docs/benchmarks.md")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
-    p.set_defaults(func=cmd_bench)
     return parser
 
 
