@@ -17,7 +17,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data sample train cv predict package submit test test-fast lint clean-venv
+.PHONY: setup data sample train cv predict package submit bench test test-fast lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ package: setup
 
 submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS=--dry-run to only print
 	$(BIN)/arena push --run $(RUN) $(ARGS)
+
+bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~30 min on 2 cores)
+	$(BIN)/arena bench $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

@@ -122,6 +122,15 @@ def cmd_push(args) -> int:
     return 0
 
 
+# ---- benchmarks -------------------------------------------------------------------------------------
+
+def cmd_bench(args) -> int:
+    from arena import bench
+
+    bench.run(out=args.out, quick=args.quick, work_dir=args.work)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arena", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", default="arena submission")
     p.add_argument("--no-poll", action="store_true")
     p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("bench", help="quality vs baselines on ../shared/data and speed ratios; writes a report")
+    p.add_argument("--out", default="docs/benchmarks.md", help="the markdown report (PNGs are written beside it)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test whose numbers mean nothing")
+    p.add_argument("--work", default=None, help="folder for the split, the run and raw results "
+                                                "(default: a new bench/<stamp>/)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 
