@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,3 +131,13 @@ def test_quick_bench_writes_the_report_with_its_tables(tmp_path):
     eval_df = data.load(tmp_path / "work" / "eval.csv")
     assert not set(bench.prompt_keys(train_df)) & set(bench.prompt_keys(eval_df))
     assert isinstance(pd.read_csv(tmp_path / "work" / "predictions_held-out.csv"), pd.DataFrame)
+
+
+def test_readme_benchmark_numbers_come_from_the_committed_report():
+    readme = (bench.REPO / "README.md").read_text()
+    report = (bench.REPO / "docs" / "benchmarks.md").read_text()
+    section = readme.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    numbers = re.findall(r"\d+\.\d+", section)
+    assert len(numbers) > 10
+    missing = [n for n in numbers if n not in report]
+    assert not missing, f"README numbers not in docs/benchmarks.md (rerun make bench, then copy): {missing}"
