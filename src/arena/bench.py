@@ -1022,26 +1022,33 @@ def _padded_ratio(p: dict) -> str:
     return f"{fixed / dyn:.1f}x fewer padded tokens"
 
 
+def _rate_and_time_rows(n: int, timed: dict) -> list[list]:
+    """Rows/s and median time of timed["sorted"] vs timed["fixed"] on the same n rows."""
+    sorted_s, fixed_s = timed["sorted"]["median_s"], timed["fixed"]["median_s"]
+    return [["rows/s (median)", f"{n / sorted_s:.2f}", f"{n / fixed_s:.2f}", f"{fixed_s / sorted_s:.2f}x"],
+            ["median time for the rows", _fmt_s(sorted_s), _fmt_s(fixed_s), f"{sorted_s / fixed_s:.2f}x"]]
+
+
+def _slots_row(label: str, p: dict) -> list:
+    return [label, str(p["sorted_slots"]), str(p["fixed_slots"]), f"{p['sorted_slots'] / p['fixed_slots']:.2f}x"]
+
+
 def _long_table(s: dict) -> list[str]:
     """The timed sorted-vs-fixed comparison at the Kaggle recipes' window, when it ran."""
     lc = s.get("long")
     if not lc:
         return []
     n, p = s["rows"], lc["padding"]
-    sorted_rate, fixed_rate = n / lc["sorted"]["median_s"], n / lc["fixed"]["median_s"]
     return ["", f"At the default's window most rows are truncated to max_length, so there is little padding to save. "
             f"The same {n} rows at max_length {lc['max_length']} (a longer window; the Kaggle recipes' 1024-2048 are "
             f"too slow to time on a CPU, their token-slot savings are in the next table; batches of at most "
             f"{lc['max_batch_tokens']} tokens, fixed: {lc['fixed_batch_size']} rows per batch; max abs logit "
             f"difference {lc['max_abs_logit_diff_sorted_vs_fixed']:.2g}):", "",
             md_table(["", "sorted dynamic", f"fixed {lc['max_length']}", "ratio (sorted / fixed)"], [
-                ["rows/s (median)", f"{sorted_rate:.2f}", f"{fixed_rate:.2f}", f"{sorted_rate / fixed_rate:.2f}x"],
-                ["median time for the rows", _fmt_s(lc["sorted"]["median_s"]), _fmt_s(lc["fixed"]["median_s"]),
-                 f"{lc['sorted']['median_s'] / lc['fixed']['median_s']:.2f}x"],
+                *_rate_and_time_rows(n, lc),
                 ["padded share of token slots", f"{p['sorted_padding_fraction']:.1%}",
                  f"{p['fixed_padding_fraction']:.1%}", _padded_ratio(p)],
-                ["token slots processed", str(p["sorted_slots"]), str(p["fixed_slots"]),
-                 f"{p['sorted_slots'] / p['fixed_slots']:.2f}x"],
+                _slots_row("token slots processed", p),
             ])]
 
 
@@ -1049,7 +1056,6 @@ def _speed_tables(results: dict) -> list[str]:
     s = results["speed"]
     n = s["rows"]
     p, pa = s["padding"], s["padding_all_held_out"]
-    sorted_rate, fixed_rate = n / s["sorted"]["median_s"], n / s["fixed"]["median_s"]
     out = ["### Sorted dynamic batching vs fixed padding", "",
            f"Sorted: `predict.logits_for` (rows sorted by length, each batch padded to its longest row, at most "
            f"{_setting(results, 'infer.max_batch_tokens', 4096)} tokens and 16 rows; batch sizes "
@@ -1057,15 +1063,12 @@ def _speed_tables(results: dict) -> list[str]:
            f"{s['fixed_batch_size']} rows per batch (`bench.fixed_padding_logits`). The two agree: max abs logit "
            f"difference {s['max_abs_logit_diff_sorted_vs_fixed']:.2g}.", "",
            md_table(["", "sorted dynamic", f"fixed {s['max_length']}", "ratio (sorted / fixed)"], [
-               ["rows/s (median)", f"{sorted_rate:.2f}", f"{fixed_rate:.2f}", f"{sorted_rate / fixed_rate:.2f}x"],
-               ["median time for the rows", _fmt_s(s["sorted"]["median_s"]), _fmt_s(s["fixed"]["median_s"]),
-                f"{s['sorted']['median_s'] / s['fixed']['median_s']:.2f}x"],
+               *_rate_and_time_rows(n, s),
                [f"padded share of token slots ({n} timed rows)", f"{p['sorted_padding_fraction']:.1%}",
                 f"{p['fixed_padding_fraction']:.1%}", _padded_ratio(p)],
                [f"padded share of token slots (all {s['held_out_rows']} held-out rows)",
                 f"{pa['sorted_padding_fraction']:.1%}", f"{pa['fixed_padding_fraction']:.1%}", _padded_ratio(pa)],
-               ["token slots processed (timed rows)", str(p["sorted_slots"]), str(p["fixed_slots"]),
-                f"{p['sorted_slots'] / p['fixed_slots']:.2f}x"],
+               _slots_row("token slots processed (timed rows)", p),
            ]),
            *_long_table(s),
            "", f"How much padding sorted batching saves depends on how many rows fill the window. Over all "
