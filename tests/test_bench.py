@@ -60,13 +60,13 @@ def test_calibration_fixes_an_overconfident_forecast():
     assert metrics.log_loss(y, bench.calibrate(overconfident, params)) < metrics.log_loss(y, overconfident) - 0.1
 
 
-def test_pad_left_pads_every_row_to_max_length():
-    ids, mask = bench.pad_left([[5, 6, 7], [8], []], pad_token_id=0, length=6)
+def test_left_pad_pads_every_row_to_max_length():
+    ids, mask = predict.left_pad([[5, 6, 7], [8], []], pad_token_id=0, length=6)
     assert ids.shape == mask.shape == (3, 6)
     assert ids.tolist() == [[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 8], [0] * 6]
     assert mask.sum(dim=1).tolist() == [3, 1, 0]
     with pytest.raises(ValueError, match="longer than 2"):
-        bench.pad_left([[1, 2, 3]], 0, 2)
+        predict.left_pad([[1, 2, 3]], 0, 2)
     assert bench.fixed_batches(5, 2) == [[0, 1], [2, 3], [4]]
 
 

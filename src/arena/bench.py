@@ -266,22 +266,6 @@ def head_init_probs(fit: tuple[dict, np.ndarray, np.ndarray], df: pd.DataFrame, 
 
 # ---- fixed-length padding (the baseline that sorted dynamic batching is measured against) -------------
 
-def pad_left(rows: list[list[int]], pad_token_id: int, length: int):
-    """(ids, attention_mask) long tensors of shape (len(rows), length): every row left-padded to `length`."""
-    import torch
-
-    too_long = [len(r) for r in rows if len(r) > length]
-    if too_long:
-        raise ValueError(f"pad_left: {len(too_long)} row(s) longer than {length} tokens (max {max(too_long)})")
-    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, length - len(r):] = 1
-    return ids, mask
-
-
 def fixed_batches(n: int, batch_size: int) -> list[list[int]]:
     """Rows in input order, `batch_size` at a time (no sorting)."""
     return [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
@@ -291,19 +275,10 @@ def fixed_padding_logits(model, input_ids: list[list[int]], pad_token_id: int, m
                          device: str, features: np.ndarray | None = None) -> np.ndarray:
     """Logits (n, 3) with every row padded to max_length, in input order: what inference costs without
     sorted dynamic batching."""
-    import torch
+    from arena.predict import logits_for_batches
 
-    from arena.model import features_for
-
-    out = np.zeros((len(input_ids), 3), dtype=np.float32)
-    with torch.inference_mode():
-        for batch in fixed_batches(len(input_ids), batch_size):
-            ids, mask = pad_left([input_ids[i] for i in batch], pad_token_id, max_length)
-            f = None if features is None else torch.from_numpy(features[batch]).to(device)
-            with features_for(model, f):
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-            out[batch] = logits.float().cpu().numpy()
-    return out
+    return logits_for_batches(model, input_ids, pad_token_id, device, fixed_batches(len(input_ids), batch_size),
+                              features, pad_to=max_length, desc=f"bench fixed {max_length}")
 
 
 def timed(fn, repeats: int, warmup=None) -> dict:

@@ -51,22 +51,40 @@ def padding_stats(lengths: list[int], batches: list[list[int]], fixed_length: in
     }
 
 
-@torch.inference_mode()
+def left_pad(rows: list[list[int]], pad_token_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention_mask) long tensors of shape (len(rows), length), every row left-padded to `length`
+    (left padding: see model.load_tokenizer)."""
+    too_long = [len(r) for r in rows if len(r) > length]
+    if too_long:
+        raise ValueError(f"left_pad: {len(too_long)} row(s) longer than {length} tokens (max {max(too_long)})")
+    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, length - len(r):] = 1
+    return ids, mask
+
+
 def logits_for(model, input_ids: list[list[int]], pad_token_id: int, cfg: Config, device: str,
                features: np.ndarray | None = None, desc: str = "predict") -> np.ndarray:
     """Logits (n, 3) in the input order; `features` are the head's standardised length features, if it has them."""
+    batches = sorted_batches([len(x) for x in input_ids], cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
+    return logits_for_batches(model, input_ids, pad_token_id, device, batches, features, desc=desc)
+
+
+@torch.inference_mode()
+def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, device: str, batches: list[list[int]],
+                       features: np.ndarray | None = None, pad_to: int | None = None,
+                       desc: str = "predict") -> np.ndarray:
+    """Logits (n, 3) in the input order, running these batches of row indices; each batch is padded to its
+    longest row, or to `pad_to` tokens."""
     from arena.model import features_for
 
-    lengths = [len(x) for x in input_ids]
-    batches = sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
     out = np.zeros((len(input_ids), 3), dtype=np.float32)
     for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
-        longest = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), longest), pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), longest), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, longest - lengths[i]:] = torch.tensor(input_ids[i])  # left padding: see model.load_tokenizer
-            mask[row, longest - lengths[i]:] = 1
+        rows = [input_ids[i] for i in batch]
+        ids, mask = left_pad(rows, pad_token_id, pad_to or max(len(r) for r in rows))
         batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
         with features_for(model, batch_features):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
