@@ -556,58 +556,56 @@ def _diagnostics(eval_df, res, preds, summary, y_train) -> dict:
     }
 
 
+def _timings(t: dict) -> dict:
+    """A `timed` result without the logits it returned (results.json keeps numbers only)."""
+    return {k: v for k, v in t.items() if k != "result"}
+
+
 def _speed(model, tokenizer, cfg, eval_df, scaler, plan: Plan, run_dir: Path, log, nf4_load_s: float) -> dict:
+    from arena import config, predict, train
     from arena import model as model_mod
-    from arena import predict
 
     n = min(plan.speed_rows, len(eval_df))
     rows = eval_df.sample(n=n, random_state=cfg.seed).reset_index(drop=True)
     max_length = cfg.infer.max_length
-    device = str(next(model.parameters()).device)
+    device = predict.model_device(model)
     pad = tokenizer.pad_token_id
     ids, feats = predict.encode_view(tokenizer, rows, cfg, max_length, scaler)
-    lengths = [len(x) for x in ids]
-    batches = predict.sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
-    fixed_bs = max(1, min(cfg.infer.max_batch_size, cfg.infer.max_batch_tokens // max_length))
-    stats = predict.padding_stats(lengths, batches, max_length)
-    all_ids, _ = predict.encode_view(tokenizer, eval_df, cfg, max_length, None)
-    all_lengths = [len(x) for x in all_ids]
+    held_out_lengths = {length: [len(x) for x in predict.encode_view(tokenizer, eval_df, cfg, length, None)[0]]
+                        for length in sorted({*PADDING_LENGTHS, max_length})}
+    lens = held_out_lengths[max_length]
     stats_all = predict.padding_stats(
-        all_lengths, predict.sorted_batches(all_lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size),
-        max_length)
+        lens, predict.sorted_batches(lens, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size), max_length)
     padding_by_length = []
-    for length in sorted({*PADDING_LENGTHS, max_length}):
-        lens = [len(x) for x in predict.encode_view(tokenizer, eval_df, cfg, length, None)[0]]
+    for length, lens in held_out_lengths.items():
         tokens = max(cfg.infer.max_batch_tokens, 4 * length)
         st = predict.padding_stats(lens, predict.sorted_batches(lens, tokens, cfg.infer.max_batch_size), length)
         padding_by_length.append({"max_length": length, "max_batch_tokens": tokens, "truncated_share":
                                   float(np.mean([n >= length for n in lens])), "median_tokens": float(np.median(lens)),
                                   **st})
 
-    def sorted_run(m=model):
-        return predict.logits_for(m, ids, pad, cfg, device, feats, desc="bench sorted")
-
-    log(f"speed: sorted dynamic batching vs fixed padding to {max_length} on {n} rows, {plan.repeats} repeats")
-    sorted_t = timed(sorted_run, plan.repeats, sorted_run)  # warm-up: one pass over every batch shape
-    fixed_t = timed(lambda: fixed_padding_logits(model, ids, pad, max_length, fixed_bs, device, feats),
-                    plan.repeats)
-    same = float(np.abs(sorted_t["result"] - fixed_t["result"]).max())
+    main, plain_logits = _sorted_vs_fixed(model, ids, feats, pad, cfg, plan.repeats, device, log)
     long_cmp = None
     if plan.long_length and plan.long_length != max_length:
-        long_cmp = _sorted_vs_fixed_at(model, tokenizer, rows, cfg, scaler, plan, device, log)
+        length = plan.long_length
+        long_cfg = config.from_dict(cfg.to_dict(), [f"infer.max_length={length}", "infer.max_batch_tokens="
+                                                    f"{max(cfg.infer.max_batch_tokens, length)}"])
+        long_ids, long_feats = predict.encode_view(tokenizer, rows, long_cfg, length, scaler)
+        long_cmp, _ = _sorted_vs_fixed(model, long_ids, long_feats, pad, long_cfg, plan.repeats, device, log)
 
     log(f"speed: swap TTA cost on {n} rows")
     swapped_ids, swapped_feats = predict.encode_view(tokenizer, rows, cfg, max_length, scaler, swap=True)
 
-    def tta_run():  # predict_frame's two passes on the pre-tokenised rows; the plain pass alone is sorted_run
+    def tta_run():  # predict_frame's two passes on the pre-tokenised rows; the plain pass alone is main["sorted"]
+        plain = predict.logits_for(model, ids, pad, cfg, device, feats, desc="bench A/B")
         swapped = predict.logits_for(model, swapped_ids, pad, cfg, device, swapped_feats, desc="bench B/A")
-        return predict.combine_tta(sorted_run(), swapped, cfg.infer.tta_average)
+        return predict.combine_tta(plain, swapped, cfg.infer.tta_average)
 
     tta_t = timed(tta_run, plan.repeats)
 
     y = data.label_matrix(rows)
-    nf4_probs = predict.softmax(sorted_t["result"])
-    quant = {"nf4": {"load_s": nf4_load_s, "median_s": sorted_t["median_s"], "times_s": sorted_t["times_s"],
+    nf4_probs = predict.softmax(plain_logits)
+    quant = {"nf4": {"load_s": nf4_load_s, "median_s": main["sorted"]["median_s"], "times_s": main["sorted"]["times_s"],
                      "log_loss": metrics.log_loss(y, nf4_probs), "max_prob_diff_vs_nf4": 0.0}}
     for q in ("int8", "none"):
         log(f"speed: quantization {q} at inference ({n} rows, {plan.repeats} repeats)")
@@ -616,9 +614,9 @@ def _speed(model, tokenizer, cfg, eval_df, scaler, plan: Plan, run_dir: Path, lo
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="MatMul8bitLt")  # bnb int8 on CPU: once per layer and call
                 t0 = time.perf_counter()
-                m, _, _ = model_mod.load_trained(cfg, run_dir / "adapter", quantization=q)
+                m, _, _ = model_mod.load_trained(cfg, run_dir / train.ADAPTER_DIR, quantization=q)
                 load_s = time.perf_counter() - t0
-                d = str(next(m.parameters()).device)
+                d = predict.model_device(m)
                 run_q = lambda m=m, d=d, q=q: predict.logits_for(m, ids, pad, cfg, d, feats, desc=f"bench {q}")  # noqa: E731
                 t = timed(run_q, plan.repeats, run_q)
                 probs = predict.softmax(t["result"])
@@ -630,40 +628,36 @@ def _speed(model, tokenizer, cfg, eval_df, scaler, plan: Plan, run_dir: Path, lo
             quant[q] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
             log(f"speed: {q} failed: {quant[q]['error']}")
         gc.collect()
-    strip = lambda t: {k: v for k, v in t.items() if k != "result"}  # noqa: E731
-    return {"rows": n, "repeats": plan.repeats, "max_length": max_length, "fixed_batch_size": fixed_bs,
-            "sorted_batch_sizes": [len(b) for b in batches], "padding": stats, "padding_all_held_out": stats_all,
-            "padding_by_length": padding_by_length,
-            "held_out_rows": len(eval_df), "sorted": strip(sorted_t), "fixed": strip(fixed_t),
-            "max_abs_logit_diff_sorted_vs_fixed": same, "long": long_cmp, "plain": strip(sorted_t), "tta": strip(tta_t),
-            "quantization": quant}
+    return {"rows": n, "repeats": plan.repeats, **main, "padding_all_held_out": stats_all,
+            "padding_by_length": padding_by_length, "held_out_rows": len(eval_df), "long": long_cmp,
+            "plain": main["sorted"], "tta": _timings(tta_t), "quantization": quant}
 
 
-def _sorted_vs_fixed_at(model, tokenizer, rows, cfg, scaler, plan: Plan, device: str, log) -> dict:
-    """Sorted dynamic batching vs fixed padding, timed at plan.long_length with the same token budget per batch."""
-    from arena import config, predict
+def _sorted_vs_fixed(model, ids: list[list[int]], feats, pad: int, cfg, repeats: int, device: str,
+                     log) -> tuple[dict, np.ndarray]:
+    """Sorted dynamic batching (`predict.logits_for` under cfg.infer) vs every row padded to cfg.infer.max_length
+    with the same token budget per batch, timed on the same rows. Returns (timings, the sorted run's logits)."""
+    from arena import predict
 
-    length = plan.long_length
-    max_tokens = max(cfg.infer.max_batch_tokens, length)
-    long_cfg = config.from_dict(cfg.to_dict(), [f"infer.max_length={length}", f"infer.max_batch_tokens={max_tokens}"])
-    ids, feats = predict.encode_view(tokenizer, rows, long_cfg, length, scaler)
+    length = cfg.infer.max_length
     lengths = [len(x) for x in ids]
-    batches = predict.sorted_batches(lengths, max_tokens, cfg.infer.max_batch_size)
-    fixed_bs = max(1, min(cfg.infer.max_batch_size, max_tokens // length))
-    pad = tokenizer.pad_token_id
-    log(f"speed: sorted dynamic batching vs fixed padding to {length} on {len(rows)} rows, {plan.repeats} repeats")
+    batches = predict.sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
+    fixed_bs = max(1, min(cfg.infer.max_batch_size, cfg.infer.max_batch_tokens // length))
+    log(f"speed: sorted dynamic batching vs fixed padding to {length} on {len(ids)} rows, {repeats} repeats")
+
+    def sorted_run():
+        return predict.logits_for(model, ids, pad, cfg, device, feats, desc=f"bench sorted {length}")
+
     # Warm-ups: CPU kernels get faster after the first call with a new batch shape, and sorted batches have
-    # several shapes, so one untimed pass over all of them.
-    sorted_t = timed(lambda: predict.logits_for(model, ids, pad, long_cfg, device, feats, desc=f"bench sorted {length}"),
-                     plan.repeats, lambda: predict.logits_for(model, ids, pad, long_cfg, device, feats))
-    fixed_t = timed(lambda: fixed_padding_logits(model, ids, pad, length, fixed_bs, device, feats), plan.repeats,
+    # several shapes, so one untimed pass over all of them; fixed padding has one shape.
+    sorted_t = timed(sorted_run, repeats, sorted_run)
+    fixed_t = timed(lambda: fixed_padding_logits(model, ids, pad, length, fixed_bs, device, feats), repeats,
                     lambda: fixed_padding_logits(model, ids[:fixed_bs], pad, length, fixed_bs, device, feats))
-    strip = lambda t: {k: v for k, v in t.items() if k != "result"}  # noqa: E731
-    return {"max_length": length, "max_batch_tokens": max_tokens, "fixed_batch_size": fixed_bs,
+    return {"max_length": length, "max_batch_tokens": cfg.infer.max_batch_tokens, "fixed_batch_size": fixed_bs,
             "sorted_batch_sizes": [len(b) for b in batches],
             "padding": predict.padding_stats(lengths, batches, length),
             "max_abs_logit_diff_sorted_vs_fixed": float(np.abs(sorted_t["result"] - fixed_t["result"]).max()),
-            "sorted": strip(sorted_t), "fixed": strip(fixed_t)}
+            "sorted": _timings(sorted_t), "fixed": _timings(fixed_t)}, sorted_t["result"]
 
 
 # ---- report -----------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool
                   feature_scaler: dict | None = None) -> dict:
     """Probabilities for a DataFrame of rows; with TTA also the plain and swapped-back parts."""
     model.eval()
-    device = _model_device(model)
+    device = model_device(model)
     ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler)
     logits = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict A/B")
     result = {"logits": logits, "probs_plain": softmax(logits)}
@@ -131,7 +131,7 @@ def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool
     return result
 
 
-def _model_device(model) -> str:
+def model_device(model) -> str:
     return str(next(model.parameters()).device)
 
 
@@ -212,7 +212,7 @@ def logits_for_views(run_dir: Path, cfg: Config, base_model: str | None, views: 
                 logits[:, shards[r]] = np.load(Path(tmp) / f"logits-{r}.npy")
         return list(logits)
     model, _, _ = model_mod.load_trained(cfg, run_dir / "adapter", base_model, cfg.infer.quantization)
-    return _predict_views(model, pad_id, cfg, _model_device(model), views, None, "predict")
+    return _predict_views(model, pad_id, cfg, model_device(model), views, None, "predict")
 
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path:
