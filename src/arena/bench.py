@@ -518,17 +518,18 @@ def _json_default(o):
 def _composition(split: Split, train_df, val_df, eval_df, side_dfs) -> list[dict]:
     rows = []
     sources = list(dict.fromkeys([*split.train["source"], *eval_df["source"], *side_dfs]))
+    main_sources = set(eval_df["source"])
     for src in sources:
         def part(df, src=src):
             sel = df[df["source"] == src] if len(df) else df
             return len(sel), (float((sel["label"] == 2).mean()) if len(sel) else float("nan"))
 
-        held = eval_df if src in set(eval_df["source"]) else side_dfs.get(src, eval_df.iloc[:0])
+        held = eval_df if src in main_sources else side_dfs.get(src, eval_df.iloc[:0])
         n_train, tie_train = part(train_df)
         n_val, _ = part(val_df)
         n_held, tie_held = part(held)
         rows.append({"source": src, "train": n_train, "checkpoint_val": n_val, "held_out": n_held,
-                     "main_eval": src in set(eval_df["source"]), "tie_train": tie_train, "tie_held_out": tie_held})
+                     "main_eval": src in main_sources, "tie_train": tie_train, "tie_held_out": tie_held})
     return rows
 
 
@@ -829,7 +830,7 @@ def write_report(results: dict, out: Path, quick: bool) -> Path:
         "Each file is split **by prompt** (whole prompts go to the held-out part; no prompt is on both sides, "
         "also across files) into a training file and a held-out file, written under the git-ignored work "
         f"folder `{results['work_dir']}/`. The model trains through `arena.train` on the training file, which "
-        "keeps 1/" + str(_folds(results)) + " of it (grouped by prompt) for checkpoint selection; the length "
+        "keeps 1/" + str(_setting(results, "data.folds", 5)) + " of it (grouped by prompt) for checkpoint selection; the length "
         "baselines are fit on exactly the rows the model trains on. No row of the held-out file is seen by "
         "any method before it is scored.",
         "",
@@ -911,13 +912,6 @@ def write_report(results: dict, out: Path, quick: bool) -> Path:
     ]
     out.write_text("\n".join(parts), encoding="utf-8")
     return out
-
-
-def _folds(results: dict) -> int:
-    for o in results["overrides"]:
-        if o.startswith("data.folds="):
-            return int(o.split("=", 1)[1])
-    return 5
 
 
 def _setting(results: dict, key: str, default):
