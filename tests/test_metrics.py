@@ -8,8 +8,9 @@ import sklearn.metrics
 from arena import metrics
 from arena.cli import main
 from arena.errors import UserError
+from arena.layout import LABEL_COLUMNS
 
-LABELS = ["id", *metrics.CLASSES]
+LABELS = ["id", *LABEL_COLUMNS]
 
 
 def random_probs(rng, n):
@@ -69,7 +70,7 @@ def test_accuracy_counts_calibration():
     assert metrics.class_counts(y) == {"winner_model_a": 1, "winner_model_b": 1, "winner_tie": 2}
     assert metrics.class_counts(p) == {"winner_model_a": 2, "winner_model_b": 1, "winner_tie": 1}
     cal = metrics.calibration(y, p, bins=5)
-    assert set(cal["ece"]) == set(metrics.CLASSES)
+    assert set(cal["ece"]) == set(LABEL_COLUMNS)
     assert sum(row["count"] for row in cal["table"] if row["class"] == "winner_tie") == 4
     # Class a: bin [0.0, 0.2) holds 0.1 (true 0); [0.2, 0.4) holds 0.2 (true 0); [0.6, 0.8) two 0.6 (true 1 and 0).
     assert cal["ece"]["winner_model_a"] == pytest.approx((0.1 + 0.2 + 2 * 0.1) / 4)
@@ -85,7 +86,7 @@ def truth_path(shared_data):
 @pytest.fixture()
 def uniform(truth_path):
     ids = pd.read_csv(truth_path, usecols=["id"], dtype={"id": str})["id"]
-    return pd.DataFrame({"id": ids, **{c: 1 / 3 for c in metrics.CLASSES}})
+    return pd.DataFrame({"id": ids, **{c: 1 / 3 for c in LABEL_COLUMNS}})
 
 
 def run_score(pred: pd.DataFrame, truth_path, tmp_path, capsys):
@@ -113,7 +114,7 @@ def test_score_soft_truth_and_shuffled_rows(shared_data, tmp_path, capsys):
     pred = y.sample(frac=1, random_state=0)  # perfect prediction, rows in another order
     code, out, _ = run_score(pred, truth, tmp_path, capsys)
     assert code == 0
-    labels = y[list(metrics.CLASSES)].to_numpy()
+    labels = y[LABEL_COLUMNS].to_numpy()
     entropy = -np.mean(np.sum(labels * np.log(np.clip(labels, 1e-300, None)), axis=1))
     assert f"log_loss {entropy:.4f}" in out
 

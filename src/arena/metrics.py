@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 
 from arena.errors import UserError
+from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, SUM_TOLERANCE
 
-CLASSES = ("winner_model_a", "winner_model_b", "winner_tie")
-COLUMNS = ("id", *CLASSES)
-SUM_TOLERANCE = 1e-4
 _SHOW_IDS = 5
 
 
@@ -21,8 +19,8 @@ def _pred_array(y_pred) -> np.ndarray:
     p = np.asarray(y_pred)
     if not np.issubdtype(p.dtype, np.floating):
         p = p.astype(np.float64)
-    if p.ndim != 2 or p.shape[1] != len(CLASSES):
-        raise ValueError(f"y_pred must have shape (n, {len(CLASSES)}), got {p.shape}")
+    if p.ndim != 2 or p.shape[1] != len(LABEL_COLUMNS):
+        raise ValueError(f"y_pred must have shape (n, {len(LABEL_COLUMNS)}), got {p.shape}")
     if not np.isfinite(p).all() or (p < 0).any():
         raise ValueError("y_pred holds negative or non-finite values")
     return p
@@ -32,11 +30,11 @@ def _true_array(y_true, n: int | None = None) -> np.ndarray:
     """(n, 3) float class probabilities from class indices (n,) or probabilities (n, 3)."""
     y = np.asarray(y_true)
     if y.ndim == 1:
-        if y.size and (not np.all(np.isin(y, range(len(CLASSES))))):
-            raise ValueError(f"class indices must be in 0..{len(CLASSES) - 1}")
-        y = np.eye(len(CLASSES))[y.astype(int)]
-    elif y.ndim != 2 or y.shape[1] != len(CLASSES):
-        raise ValueError(f"y_true must be class indices (n,) or probabilities (n, {len(CLASSES)}), got {y.shape}")
+        if y.size and (not np.all(np.isin(y, range(len(LABEL_COLUMNS))))):
+            raise ValueError(f"class indices must be in 0..{len(LABEL_COLUMNS) - 1}")
+        y = np.eye(len(LABEL_COLUMNS))[y.astype(int)]
+    elif y.ndim != 2 or y.shape[1] != len(LABEL_COLUMNS):
+        raise ValueError(f"y_true must be class indices (n,) or probabilities (n, {len(LABEL_COLUMNS)}), got {y.shape}")
     y = y.astype(np.float64)
     if n is not None and len(y) != n:
         raise ValueError(f"y_true has {len(y)} rows, y_pred {n}")
@@ -74,8 +72,8 @@ def class_counts(y) -> dict:
     """Rows per class: class indices (n,) counted as is, probabilities (n, 3) by their argmax."""
     arr = np.asarray(y)
     idx = arr.astype(int) if arr.ndim == 1 else _true_array(arr).argmax(axis=1)
-    counts = np.bincount(idx, minlength=len(CLASSES))
-    return {name: int(c) for name, c in zip(CLASSES, counts, strict=True)}
+    counts = np.bincount(idx, minlength=len(LABEL_COLUMNS))
+    return {name: int(c) for name, c in zip(LABEL_COLUMNS, counts, strict=True)}
 
 
 def calibration(y_true, y_pred, bins: int = 10) -> dict:
@@ -88,7 +86,7 @@ def calibration(y_true, y_pred, bins: int = 10) -> dict:
     y = _true_array(y_true, len(p))
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece, table = {}, []
-    for k, name in enumerate(CLASSES):
+    for k, name in enumerate(LABEL_COLUMNS):
         which = np.clip(np.digitize(p[:, k], edges[1:-1]), 0, bins - 1)
         error = 0.0
         for b in range(bins):
@@ -118,18 +116,18 @@ def _read(path, role: str) -> pd.DataFrame:
         raise UserError(f"{path}: {role} file not found")
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
-        missing = [c for c in COLUMNS if c not in header]
+        missing = [c for c in SUBMISSION_COLUMNS if c not in header]
         if missing:
             found = ", ".join(map(str, header[:12])) + (", ..." if len(header) > 12 else "")
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {found})")
-        return pd.read_csv(path, usecols=list(COLUMNS), dtype={"id": str})
+        return pd.read_csv(path, usecols=SUBMISSION_COLUMNS, dtype={"id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: cannot read the {role} CSV: {exc}") from exc
 
 
 def _check(df: pd.DataFrame, name: str, expected_ids=None) -> tuple[list[str], pd.DataFrame]:
     """Problems of one competition-format frame, and its numeric label columns."""
-    missing_cols = [c for c in COLUMNS if c not in df.columns]
+    missing_cols = [c for c in SUBMISSION_COLUMNS if c not in df.columns]
     if missing_cols:
         return [f"{name}: missing column(s) {', '.join(missing_cols)}"], pd.DataFrame()
     problems = []
@@ -152,7 +150,7 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None) -> tuple[list[str], p
         if extra:
             problems.append(f"{name}: unexpected ids: {_ids_text(extra)}")
 
-    raw = df[list(CLASSES)]
+    raw = df[LABEL_COLUMNS]
     values = raw.apply(pd.to_numeric, errors="coerce").astype(np.float64)
     nan = raw.isna().any(axis=1)
     bad = values.isna().any(axis=1) & ~nan
@@ -202,7 +200,7 @@ def score_files(pred_path, truth_path) -> dict:
         "rows": len(y_true),
         "log_loss": log_loss(y_true, y_pred),
         "accuracy": accuracy(y_true, y_pred),
-        "uniform_log_loss": log_loss(y_true, np.full_like(y_true, 1 / len(CLASSES))),
+        "uniform_log_loss": log_loss(y_true, np.full_like(y_true, 1 / len(LABEL_COLUMNS))),
         "prior_log_loss": log_loss(y_true, np.tile(prior, (len(y_true), 1))),
         "pred_counts": class_counts(y_pred),
         "true_counts": class_counts(y_true),
