@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from arena import config
+from arena import cli, config
 from arena.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,3 +68,31 @@ def test_cli_reports_config_errors_with_exit_2(capsys):
 
     assert main(["train", "--set", "train.nope=1"]) == 2
     assert "unknown key 'train.nope'" in capsys.readouterr().err
+
+
+def test_choices_are_the_literal_types_on_the_fields():
+    import typing
+
+    hints = typing.get_type_hints(config.ModelConfig)
+    assert typing.get_args(hints["quantization"]) == ("nf4", "int8", "none")
+    with pytest.raises(ConfigError, match="model.family: 'gpt' is not one of gemma, llama3, mistral, phi2, plain"):
+        config.load(None, ["model.family=gpt"])
+    assert config.load(None, ["infer.quantization=int8"]).infer.quantization == "int8"
+    assert config.load(None, ["infer.quantization=null"]).infer.quantization is None
+    with pytest.raises(ConfigError, match="infer.quantization: 'fp8' is not one of nf4, int8, none"):
+        config.load(None, ["infer.quantization=fp8"])
+
+
+def test_offline_flags_are_set_by_main_not_at_import(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in cli.OFFLINE_ENV}
+    code = ("import os, arena.cli, arena.config, arena.train, arena.predict\n"
+            "print(os.environ.get('HF_HUB_OFFLINE'))\n"
+            "arena.cli.main(['score', '--pred', 'missing.csv', '--truth', 'missing.csv'])\n"
+            "print(os.environ.get('HF_HUB_OFFLINE'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["None", "1"]

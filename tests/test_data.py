@@ -9,9 +9,10 @@ import pytest
 
 from arena import data
 from arena.config import DataConfig
+from arena.layout import LABEL_COLUMNS
 
 SHARED_FILES = ["autoj_pairwise_dev.csv", "pandalm_human.csv", "pandalm_human_softvotes.csv", "hh_rlhf_harmless.csv"]
-HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *data.LABEL_COLUMNS]
+HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
 
 
 def write_rows(path, rows, header=HEADER):
@@ -56,7 +57,7 @@ def test_loaded_columns_and_types(shared_data):
     assert all(isinstance(v, str) for v in df["id"])
     for col in data.TEXT_COLUMNS:
         assert all(isinstance(t, list) and all(isinstance(s, str) for s in t) for t in df[col])
-    assert all(df[c].dtype == np.float64 for c in data.LABEL_COLUMNS)
+    assert all(df[c].dtype == np.float64 for c in LABEL_COLUMNS)
     assert np.array_equal(df["label"], data.label_matrix(df).argmax(axis=1))
     assert np.bincount(df["label"]).tolist() == [246, 260, 190]
 
@@ -286,7 +287,7 @@ def test_dedup_and_merge():
     pd.testing.assert_frame_equal(merged.iloc[:30], main)
 
     with pytest.raises(data.DataError, match="extra dataset #1: missing column"):
-        data.merge(main, [extra.drop(columns=data.LABEL_COLUMNS)])
+        data.merge(main, [extra.drop(columns=LABEL_COLUMNS)])
 
 
 # ---- generated sample -------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def test_sample_shape_and_determinism(sample):
     pd.testing.assert_frame_equal(small, data.generate_sample(200, seed=0))
     assert not small["response_a"].equals(data.generate_sample(200, seed=1)["response_a"])
     assert list(sample.columns) == ["id", "model_a", "model_b", "prompt", "response_a", "response_b",
-                                    *data.LABEL_COLUMNS, "label"]
+                                    *LABEL_COLUMNS, "label"]
     assert len(sample) == 3000 and sample["id"].is_unique and len(data.dedup(sample)) == 3000
     assert (sample["model_a"] != sample["model_b"]).all()
     assert all(len(p) == len(a) == len(b) for p, a, b in zip(sample.prompt, sample.response_a, sample.response_b))
@@ -386,22 +387,37 @@ def test_write_csv_round_trip_soft_labels(shared_data, tmp_path):
     pd.testing.assert_frame_equal(data.load(tmp_path / "soft.csv"), df)
 
 
-def test_read_for_training_uses_generated_sample(tmp_path, monkeypatch, capsys, shared_data):
+def test_training_data_is_the_generated_sample_when_the_config_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    df = data.read_for_training(DataConfig(sample_rows=40))
+    assert DataConfig().train == "sample"
+    df = data.training_data(DataConfig(sample_rows=40))
     sample_path = tmp_path / "data" / "sample" / "train-40.csv"
     assert sample_path.is_file() and len(df) == 40
     assert "generated sample" in capsys.readouterr().err
     mtime = sample_path.stat().st_mtime_ns
+    extra = tmp_path / "extra.csv"
+    data.write_csv(data.generate_sample(30, seed=9), extra)
+    merged = data.training_data(DataConfig(sample_rows=40, extra=[str(extra)]))
+    assert sample_path.stat().st_mtime_ns == mtime  # reused, not rewritten
+    assert merged["id"].head(40).tolist() == df["id"].tolist() and 40 < len(merged) <= 70
+
+
+def test_training_data_never_falls_back_silently_and_lists_every_bad_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(data.DataError, match="data/train.csv: file not found"):
+        data.training_data(DataConfig(train="data/train.csv"))
+    assert not (tmp_path / "data").exists()
+    with pytest.raises(data.DataError) as info:
+        data.training_data(DataConfig(train="other.csv", extra=["missing.csv"]))
+    assert [p.split(":")[0] for p in info.value.problems] == ["other.csv", "missing.csv"]
+
+
+def test_extra_real_data_is_deduplicated_against_the_main_file(shared_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        merged = data.read_for_training(DataConfig(sample_rows=40, extra=[str(shared_data / "pandalm_human.csv")]))
-    assert sample_path.stat().st_mtime_ns == mtime  # reused, not rewritten
+        merged = data.training_data(DataConfig(sample_rows=40, extra=[str(shared_data / "pandalm_human.csv")]))
     assert len(merged) == 40 + 900  # pandalm_human.csv repeats 99 (prompt, response_a, response_b) triples
-    with pytest.raises(data.DataError, match="other.csv: file not found"):
-        data.read_for_training(DataConfig(train="other.csv"))
-    with pytest.raises(data.DataError, match="missing.csv: file not found"):
-        data.read_for_training(DataConfig(sample_rows=40, extra=["missing.csv"]))
 
 
 # ---- CLI --------------------------------------------------------------------------------------------

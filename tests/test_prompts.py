@@ -122,7 +122,7 @@ def test_gemma_format_and_special_tokens(tiny_tokenizer):
 
 
 def test_bos_not_doubled_when_scaffold_starts_with_it():
-    from tiny import tiny_tokenizer
+    from tests.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()  # a private copy: the session fixture must not change
     tok.add_special_tokens({"bos_token": "<|begin_of_text|>"})
@@ -238,3 +238,7 @@ def test_real_tokenizer(side):
                 # scaffold special tokens are single ids and content cannot inject more of them
                 assert ids[0] == tok.bos_token_id
                 assert ids.count(tok.convert_tokens_to_ids("<start_of_turn>")) == 2
+
+
+def test_every_family_the_config_accepts_has_a_frame():
+    assert set(prompts.FAMILIES) == set(prompts._FRAMES)

@@ -1,6 +1,7 @@
-"""Typed run configuration: YAML -> dataclasses, dotted `--set a.b=value` overrides, strict checks.
+"""The typed run configuration: YAML -> dataclasses, dotted `--set a.b=value` overrides, strict checks.
 
-Every key and type is checked; an error names the key's full dotted path and the file it came from.
+Every key and type is checked, choices included (`Literal[...]` on the field); an error names the key's full
+dotted path and the file it came from.
 """
 
 from __future__ import annotations
@@ -10,17 +11,26 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 from arena.errors import UserError
+from arena.layout import SOURCE_ROOT
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = SOURCE_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
 class ConfigError(UserError):
     """A configuration problem; the message names the key path."""
+
+
+# Prompt formats (arena.prompts has one frame per family).
+Family = Literal["gemma", "llama3", "mistral", "phi2", "plain"]
+Quantization = Literal["nf4", "int8", "none"]
+# The generated, learnable sample in the competition's format (data.sample_rows rows) instead of a CSV.
+SAMPLE = "sample"
 
 
 @dataclass
@@ -29,21 +39,22 @@ class ModelConfig:
     # converted once to safetensors in the cache dir).
     path: str = "embedded:gemma3-270m"
     # Prompt format family: gemma | llama3 | mistral | phi2 | plain
-    family: str = "gemma"
-    quantization: str = "nf4"  # nf4 | int8 | none
-    compute_dtype: str = "auto"  # auto | float32 | float16 | bfloat16
-    attn_implementation: str = "auto"  # auto (eager for gemma2, sdpa otherwise) | eager | sdpa
+    family: Family = "gemma"
+    quantization: Quantization = "nf4"
+    compute_dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    # auto: eager for Gemma-2 (its logit soft-capping is ignored by SDPA), sdpa otherwise
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
     # prior: bias = log class prior, or with length_features a logistic regression fit on them | zero | random
-    head_init: str = "prior"
+    head_init: Literal["prior", "zero", "random"] = "prior"
     # The head also sees log-scale length features of the full texts (a truncated window hides verbosity).
     length_features: bool = True
-    gradient_checkpointing: str = "auto"  # auto (on for GPU, off for CPU) | on | off
-    device: str = "auto"  # auto | cpu | cuda
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"  # auto: on for GPU, off for CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 @dataclass
 class PeftConfig:
-    method: str = "lora"  # lora | prompt_tuning
+    method: Literal["lora", "prompt_tuning"] = "lora"
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
@@ -56,7 +67,7 @@ class PeftConfig:
 class PromptConfig:
     max_length: int = 256
     # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns.
-    truncation_side: str = "left"  # left | right
+    truncation_side: Literal["left", "right"] = "left"
     # Share of the token budget each part may claim when the total is over budget; unused share flows
     # to the other parts. min_tokens is the floor every part keeps.
     prompt_share: float = 0.2
@@ -69,8 +80,9 @@ class PromptConfig:
 
 @dataclass
 class DataConfig:
-    # Competition train.csv; when it does not exist the generated sample (sample_rows) is used.
-    train: str = "data/train.csv"
+    # A competition-format CSV (e.g. data/train.csv from `make data`), or "sample": the generated, learnable
+    # sample of sample_rows rows, written once to data/sample/ so it can be read.
+    train: str = SAMPLE
     extra: list[str] = field(default_factory=list)
     sample_rows: int = 600
     dedup: bool = True
@@ -95,7 +107,7 @@ class TrainConfig:
     save_total_limit: int = 2
     swap_augment: bool = False
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)
-    sampling: str = "random"
+    sampling: Literal["random", "group_by_length"] = "random"
     max_eval_rows: int | None = None
     runs_dir: str = "runs"
     logging_steps: int = 10
@@ -109,8 +121,8 @@ class InferConfig:
     max_batch_tokens: int = 4096
     max_batch_size: int = 16
     tta: bool = True
-    tta_average: str = "prob"  # prob | logit
-    quantization: str | None = None  # None = same as training; nf4 | int8 | none (fp16/bf16/fp32)
+    tta_average: Literal["prob", "logit"] = "prob"
+    quantization: Quantization | None = None  # None = as in training; none = the compute dtype (fp16/bf16/fp32)
     # Inference throughput on Kaggle T4x2 in real (unpadded) tokens/s over both GPUs, with sorted
     # batching; the pre-flight projection before a push divides the test set's tokens by it. 0 = unknown.
     t4x2_tokens_per_s: float = 0.0
@@ -148,25 +160,17 @@ class Config:
         return dataclasses.asdict(self)
 
 
-CHOICES = {
-    "model.family": {"gemma", "llama3", "mistral", "phi2", "plain"},
-    "model.quantization": {"nf4", "int8", "none"},
-    "model.compute_dtype": {"auto", "float32", "float16", "bfloat16"},
-    "model.attn_implementation": {"auto", "eager", "sdpa"},
-    "model.head_init": {"prior", "zero", "random"},
-    "model.gradient_checkpointing": {"auto", "on", "off"},
-    "model.device": {"auto", "cpu", "cuda"},
-    "peft.method": {"lora", "prompt_tuning"},
-    "prompt.truncation_side": {"left", "right"},
-    "infer.tta_average": {"prob", "logit"},
-    "train.sampling": {"random", "group_by_length"},
-    "infer.quantization": {None, "nf4", "int8", "none"},
-}
 
 
 def _coerce(value, tp, path: str, source: str):
     """Check `value` against the type hint `tp`, converting only where lossless (int -> float)."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            allowed = ", ".join(str(c) for c in choices)
+            raise ConfigError(f"{source}: {path}: {value!r} is not one of {allowed}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -216,9 +220,6 @@ def _build(cls, data: dict, prefix: str, source: str):
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         kwargs[key] = _coerce(value, hints[key], full, source)
-        if full in CHOICES and kwargs[key] not in CHOICES[full]:
-            allowed = ", ".join(sorted(str(c) for c in CHOICES[full]))
-            raise ConfigError(f"{source}: {full}: {kwargs[key]!r} is not one of {allowed}")
     return cls(**kwargs)
 
 

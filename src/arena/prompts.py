@@ -9,11 +9,12 @@ Content is tokenised with `split_special_tokens=True`, so text that merely spell
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Iterable, Sequence
 
-from arena.config import PromptConfig
+from arena.config import Family, PromptConfig
 
-FAMILIES = ("gemma", "llama3", "mistral", "phi2", "plain")
+FAMILIES = typing.get_args(Family)  # the choices of model.family
 
 QUESTION = "Which response is better: A, B, or a tie?"
 
