@@ -8,6 +8,7 @@ import torch
 
 from arena import config
 from arena import model as model_mod
+from arena.layout import RunFolder
 
 
 def tiny_cfg(model_dir, **sections):
@@ -23,12 +24,12 @@ BATCH = {
 }
 
 
-def train_steps(model, steps=4):
+def train_steps(model, steps=4, logits_of=lambda out: out):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-2)
     model.train()
     for _ in range(steps):
-        logits = model(**BATCH).logits
+        logits = logits_of(model(**BATCH))
         loss = torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2]))
         loss.backward()
         opt.step()
@@ -61,7 +62,7 @@ def test_head_starts_at_the_prior_or_uniform(tiny_model_dir, head_init):
     cfg = tiny_cfg(tiny_model_dir, model={"head_init": head_init})
     model, _, _ = model_mod.build_for_training(cfg, class_prior=prior)
     with torch.no_grad():
-        probs = torch.softmax(model(**BATCH).logits, -1).numpy()
+        probs = torch.softmax(model(**BATCH), -1).numpy()
     expected = prior if head_init == "prior" else [1 / 3] * 3
     np.testing.assert_allclose(probs, [expected, expected], atol=1e-5)
 
@@ -83,10 +84,11 @@ RELOAD_SCRIPT = """
 import json, sys, torch
 from arena import config, model as model_mod
 cfg = config.from_dict(json.loads(sys.argv[1]))
-model, tok, rt = model_mod.load_trained(cfg, sys.argv[2])
+from arena.layout import RunFolder
+model, tok, rt = model_mod.load_trained(cfg, RunFolder(sys.argv[2]))
 batch = {k: torch.tensor(v) for k, v in json.loads(sys.argv[3]).items()}
 with torch.no_grad():
-    print(json.dumps(model(**batch).logits.tolist()))
+    print(json.dumps(model(**batch).tolist()))
 """
 
 
@@ -97,12 +99,12 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(tiny_model_di
     model, tokenizer, _ = model_mod.build_for_training(cfg, class_prior=prior)
     train_steps(model)
     with torch.no_grad():
-        before = model(**BATCH).logits.numpy()
+        before = model(**BATCH).numpy()
     assert not np.allclose(before[0], np.log(prior), atol=1e-3), "training did not move the model"
-    model_mod.save_trained(model, tokenizer, tmp_path / "adapter", model_mod.head_bias(cfg, prior))
+    model_mod.save_trained(model, tokenizer, RunFolder(tmp_path), model_mod.head_bias(cfg, prior))
 
     batch = json.dumps({k: v.tolist() for k, v in BATCH.items()})
-    out = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, json.dumps(cfg.to_dict()), str(tmp_path / "adapter"), batch],
+    out = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, json.dumps(cfg.to_dict()), str(tmp_path), batch],
                          capture_output=True, text=True, check=True)
     after = np.array(json.loads(out.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(after, before, atol=1e-5, rtol=1e-5)
@@ -111,9 +113,9 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(tiny_model_di
 def test_save_never_overwrites(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir)
     model, tokenizer, _ = model_mod.build_for_training(cfg)
-    model_mod.save_trained(model, tokenizer, tmp_path / "adapter", None)
+    model_mod.save_trained(model, tokenizer, RunFolder(tmp_path), None)
     with pytest.raises(FileExistsError):
-        model_mod.save_trained(model, tokenizer, tmp_path / "adapter", None)
+        model_mod.save_trained(model, tokenizer, RunFolder(tmp_path), None)
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
@@ -122,19 +124,70 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
         model_mod.build_for_training(cfg)
 
 
-def test_length_feature_head_needs_features_and_uses_them(tiny_model_dir):
+def test_length_feature_head_reads_its_features_from_the_forward_call(tiny_model_dir):
     cfg = tiny_cfg(tiny_model_dir)
     model, _, _ = model_mod.build_for_training(cfg, num_features=4)
-    with pytest.raises(RuntimeError, match="features_for"):
+    with pytest.raises(ValueError, match="reads 4 length features: pass features="):
         model(**BATCH)
     head = next(m for m in model.modules() if isinstance(m, model_mod.PreferenceHead) and m.features is not None
                 and m.features.weight.requires_grad)
     with torch.no_grad():
         head.features.weight.copy_(torch.eye(3, 4))
-        with model_mod.features_for(model, torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])):
-            probs = torch.softmax(model(**BATCH).logits, -1)
+        probs = torch.softmax(model(**BATCH, features=torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]])), -1)
+        swapped = torch.softmax(model(**BATCH, features=torch.tensor([[0, 1.0, 0, 0], [1.0, 0, 0, 0]])), -1)
     assert probs[0].argmax() == 0 and probs[1].argmax() == 1
-    assert head.pending_features is None  # detached after the forward
+    assert swapped[0].argmax() == 1 and swapped[1].argmax() == 0  # nothing of the first call lingers
+
+
+def test_the_head_reads_the_last_real_token_whichever_side_is_padded(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "head_init": "random"})
+    model, _ = model_mod.load_base(cfg, model_mod.runtime_for(cfg), [0.0, 0.0, 0.0], 0)
+    rows = [[5, 6, 7, 8], [9, 10]]
+    left_ids, left_mask = model_mod.left_pad(rows, 0)
+    right_ids, right_mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        left = model(input_ids=left_ids, attention_mask=left_mask)
+        right = model(input_ids=right_ids, attention_mask=right_mask)
+        alone = torch.cat([model(input_ids=torch.tensor([r]), attention_mask=torch.ones(1, len(r))) for r in rows])
+    assert alone.abs().max() > 1e-3
+    torch.testing.assert_close(left, alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(right, alone, atol=1e-4, rtol=1e-4)
+    assert model_mod.last_token_index(torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]]), 4).tolist() == [1, 3]
+
+
+def test_a_head_from_a_newer_version_is_a_clear_error(tiny_model_dir, tmp_path):
+    cfg = tiny_cfg(tiny_model_dir)
+    model, tokenizer, _ = model_mod.build_for_training(cfg)
+    run = RunFolder(tmp_path / "run")
+    model_mod.save_trained(model, tokenizer, run, None)
+    assert json.loads(run.head.read_text())["format"] == model_mod.HEAD_FORMAT
+    run.head.write_text(json.dumps({**json.loads(run.head.read_text()), "format": model_mod.HEAD_FORMAT + 1}))
+    with pytest.raises(model_mod.UserError, match="made by a newer version of arena"):
+        model_mod.load_trained(cfg, run)
+    with pytest.raises(model_mod.UserError, match="older version"):
+        model_mod.load_trained(cfg, RunFolder(tmp_path / "nothing"))
+
+
+def test_runs_saved_over_the_sequence_classification_class_still_load(tiny_model_dir, tmp_path):
+    """Before head format 2, runs were saved from transformers' AutoModelForSequenceClassification with its
+    `score` replaced by the head, and no "format" in head.json: they load with the same logits."""
+    from peft import get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False})
+    tokenizer = model_mod.load_tokenizer(tiny_model_dir)
+    old = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3,
+                                                             pad_token_id=tokenizer.pad_token_id)
+    old.score = model_mod.PreferenceHead(old.config.hidden_size, 0, bias=True, dtype=torch.float32)
+    old = get_peft_model(old, model_mod.peft_config(cfg))
+    train_steps(old, logits_of=lambda out: out.logits)
+    run = RunFolder(tmp_path)
+    old.save_pretrained(run.adapter)
+    tokenizer.save_pretrained(run.adapter)
+    run.head.write_text(json.dumps({"bias": True, "num_labels": 3, "feature_scaler": None}))
+    new, _, _ = model_mod.load_trained(cfg, run)
+    with torch.no_grad():
+        torch.testing.assert_close(new(**BATCH), old(**BATCH).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_head_is_scale_invariant_in_the_hidden_state():

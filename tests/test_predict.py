@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from arena import config, data, metrics, predict, train
+from arena.layout import LABEL_COLUMNS, RunFolder
 
 
 def test_sorted_batches_cover_every_row_once_within_budget():
@@ -37,7 +38,7 @@ def test_write_submission_validates_before_writing(tmp_path):
     ids = pd.Series(["1", "2"])
     good = predict.prediction_frame(ids, np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]))
     path = predict.write_submission(good, ids, tmp_path / "sub.csv")
-    assert list(pd.read_csv(path).columns) == ["id", *metrics.CLASSES]
+    assert list(pd.read_csv(path).columns) == ["id", *LABEL_COLUMNS]
     with pytest.raises(predict.UserError, match="already exists"):
         predict.write_submission(good, ids, path)
     bad = predict.prediction_frame(pd.Series(["1", "3"]), np.array([[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]))
@@ -66,11 +67,28 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def test_csv(shared_data, tmp_path_factory):
-    df = pd.read_csv(shared_data / "autoj_pairwise_dev.csv", dtype=str, keep_default_na=False).head(24)
-    path = tmp_path_factory.mktemp("test-csv") / "test.csv"
-    df[["id", "prompt", "response_a", "response_b"]].to_csv(path, index=False)
+def labelled_csv(tmp_path_factory):
+    """Generated rows with labels (a clone without ../shared still runs every predict test)."""
+    path = tmp_path_factory.mktemp("labelled") / "labelled.csv"
+    data.write_csv(data.generate_sample(24, seed=7), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def test_csv(labelled_csv, tmp_path_factory):
+    """The same rows as the competition's test.csv: id, prompt, response_a, response_b."""
+    path = tmp_path_factory.mktemp("test-csv") / "test.csv"
+    data.write_csv(data.load(labelled_csv).drop(columns=LABEL_COLUMNS), path)
+    return path
+
+
+def test_predict_real_rows(tiny_run, shared_data, tmp_path):
+    """Real, messy rows (markdown, code, non-ASCII, JSON `true` turns) go through the same path."""
+    df = pd.read_csv(shared_data / "pandalm_human.csv", dtype=str, keep_default_na=False).head(40)
+    path = tmp_path / "real.csv"
+    df[["id", "prompt", "response_a", "response_b"]].to_csv(path, index=False)
+    sub = pd.read_csv(predict.predict_file(tiny_run, path, tmp_path / "sub.csv", tta=True), dtype={"id": str})
+    assert sub["id"].tolist() == df["id"].tolist()
 
 
 def test_predict_file_writes_a_valid_submission_in_input_order(tiny_run, test_csv, tmp_path, capsys):
@@ -84,10 +102,11 @@ def test_predict_file_writes_a_valid_submission_in_input_order(tiny_run, test_cs
 def test_tta_is_the_average_of_both_orders_and_sorting_does_not_change_results(tiny_run, test_csv, tmp_path):
     from arena import model as model_mod
 
-    cfg = predict.run_config(tiny_run)
-    model, tokenizer, rt = model_mod.load_trained(cfg, tiny_run / "adapter")
+    run = RunFolder(tiny_run)
+    cfg = predict.run_config(run)
+    model, tokenizer, rt = model_mod.load_trained(cfg, run)
     df = data.load(test_csv)
-    scaler = model_mod.read_head(tiny_run / "adapter")["feature_scaler"]
+    scaler = model_mod.read_head(run)["feature_scaler"]
     assert scaler is not None
     res = predict.predict_frame(model, tokenizer, df, cfg, rt, tta=True, max_length=cfg.infer.max_length,
                                 feature_scaler=scaler)
@@ -98,7 +117,7 @@ def test_tta_is_the_average_of_both_orders_and_sorting_does_not_change_results(t
                                    feature_scaler=scaler)
     np.testing.assert_allclose(single["logits"], res["logits"], atol=1e-4)
     plain = predict.predict_file(tiny_run, test_csv, tmp_path / "plain.csv", tta=False)
-    np.testing.assert_allclose(pd.read_csv(plain)[list(metrics.CLASSES)].to_numpy(), res["probs_plain"], atol=1e-5)
+    np.testing.assert_allclose(pd.read_csv(plain)[LABEL_COLUMNS].to_numpy(), res["probs_plain"], atol=1e-5)
 
 
 def test_predict_default_output_goes_inside_the_run_and_never_overwrites(tiny_run, test_csv):
@@ -118,7 +137,7 @@ def test_blend_weights_prefer_the_better_model(tmp_path):
     paths = []
     for name, probs in (("good", good), ("bad", bad)):
         oof = predict.prediction_frame([str(i) for i in range(n)], probs)
-        for j, col in enumerate(metrics.CLASSES):
+        for j, col in enumerate(LABEL_COLUMNS):
             oof[f"true_{col}"] = truth[:, j]
         oof.to_csv(tmp_path / f"{name}_oof.csv", index=False)
         predict.prediction_frame(["a", "b"], probs[:2]).to_csv(tmp_path / f"{name}_test.csv", index=False)
@@ -130,13 +149,11 @@ def test_blend_weights_prefer_the_better_model(tmp_path):
     assert pd.read_csv(out, dtype={"id": str})["id"].tolist() == ["a", "b"]
 
 
-def test_cli_predict_and_score_round_trip(tiny_run, shared_data, test_csv, tmp_path, capsys):
+def test_cli_predict_and_score_round_trip(tiny_run, labelled_csv, test_csv, tmp_path, capsys):
     from arena.cli import main
 
     out = tmp_path / "cli.csv"
     assert main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out), "--no-tta"]) == 0
-    truth = tmp_path / "truth.csv"
-    pd.read_csv(shared_data / "autoj_pairwise_dev.csv", dtype=str, keep_default_na=False).head(24).to_csv(truth, index=False)
-    assert main(["score", "--pred", str(out), "--truth", str(truth)]) == 0
+    assert main(["score", "--pred", str(out), "--truth", str(labelled_csv)]) == 0
     assert "log_loss" in capsys.readouterr().out
     assert main(["predict", "--run", str(tmp_path), "--data", str(test_csv)]) == 2

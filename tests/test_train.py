@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from arena import config, data, train
+from arena.layout import LABEL_COLUMNS, RunFolder
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +78,9 @@ def test_train_writes_a_complete_run_folder(tiny_model_dir, sample_csv, tmp_path
     assert m["best_eval_log_loss"] == min(h["eval_log_loss"] for h in evals)
     val = pd.read_csv(run_dir / "val_predictions.csv", dtype={"id": str})
     assert len(val) == m["val_rows"]
-    probs = val[list(data.LABEL_COLUMNS)].to_numpy()
+    probs = val[LABEL_COLUMNS].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-6)
-    truth = val[[f"true_{c}" for c in data.LABEL_COLUMNS]].to_numpy()
+    truth = val[[f"true_{c}" for c in LABEL_COLUMNS]].to_numpy()
     assert m["val_log_loss_tta"] == pytest.approx(float(-np.mean(np.log((probs * truth).sum(1)))), abs=1e-6)
     # a second run of the same config never touches the first
     again = train.train(cfg)
@@ -93,38 +95,28 @@ def test_training_on_soft_labels(tiny_model_dir, shared_data, tmp_path):
     data.write_csv(soft, csv)
     run_dir = train.train(tiny_train_cfg(tiny_model_dir, csv, tmp_path / "runs", "train.max_steps=2"))
     val = pd.read_csv(run_dir / "val_predictions.csv")
-    truth = val[[f"true_{c}" for c in data.LABEL_COLUMNS]].to_numpy()
+    truth = val[[f"true_{c}" for c in LABEL_COLUMNS]].to_numpy()
     assert ((truth > 0) & (truth < 1)).any(), "soft labels were collapsed to one-hot"
 
 
-def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
+class StopAfterCheckpoint(TrainerCallback):
+    """A kill right after the checkpoint of `step` is saved."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, tmp_path):
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == 4:
-                raise KeyboardInterrupt  # a kill right after the step-4 checkpoint
-
-    original = train._trainer_class
-
-    def killing_trainer(*args):
-        cls = original(*args)
-
-        class Killed(cls):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, **kw)
-                self.add_callback(Kill())
-
-        return Killed
-
-    monkeypatch.setattr(train, "_trainer_class", killing_trainer)
     with pytest.raises(KeyboardInterrupt):
-        train.train(cfg)
-    monkeypatch.setattr(train, "_trainer_class", original)
+        train.train(cfg, callbacks=[StopAfterCheckpoint(4)])
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert not (run_dir / "adapter").exists()
-    assert train.find_resumable(cfg, "latest") == run_dir
+    assert train.find_resumable(cfg, "latest").root == run_dir
     resumed = train.train(cfg, resume="latest")
     assert resumed == run_dir
     m = json.loads((run_dir / "metrics.json").read_text())
@@ -147,8 +139,8 @@ def test_cv_writes_oof_predictions_for_selected_folds(tiny_model_dir, sample_csv
     oof = pd.read_csv(cv_dir / "oof_predictions.csv", dtype={"id": str})
     assert sorted(oof["fold"].unique()) == [0, 2]
     assert oof["id"].is_unique and len(oof) == sum(r["rows"] for r in result["per_fold"])
-    folds = data.make_folds(data.read_for_training(cfg.data), 4, cfg.seed)
-    df = data.read_for_training(cfg.data)
+    folds = data.make_folds(data.training_data(cfg.data), 4, cfg.seed)
+    df = data.training_data(cfg.data)
     expected = set(df["id"][np.isin(folds, [0, 2])])
     assert set(oof["id"]) == expected
     out = capsys.readouterr().out
@@ -184,10 +176,12 @@ def test_head_gets_its_own_learning_rate(tiny_model_dir, sample_csv, tmp_path):
     from arena import model as model_mod
 
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
+    cfg = config.from_dict(cfg.to_dict(), ["train.head_learning_rate=0.05"])
     model, _, rt = model_mod.build_for_training(cfg, num_features=4)
     rows = train.EncodedRows([[5, 6]], np.eye(3)[:1])
-    trainer = train._trainer_class(0.05)(model=model, args=train.training_arguments(cfg, tmp_path, rt),
-                                         train_dataset=rows, eval_dataset=rows)
+    args = train.training_arguments(cfg, RunFolder(tmp_path), rt)
+    assert isinstance(args, train.PreferenceTrainingArguments) and args.head_learning_rate == 0.05
+    trainer = train.PreferenceTrainer(model=model, args=args, train_dataset=rows, eval_dataset=rows)
     optimizer = trainer.create_optimizer()
     head_group = optimizer.param_groups[-1]
     assert head_group["lr"] == 0.05

@@ -1,4 +1,5 @@
-"""Base model + 3-way classification head, quantization, PEFT adapters, per-device dtype and attention."""
+"""The model: a decoder backbone + the 3-way PreferenceHead, whose forward takes (input_ids, attention_mask,
+features); its quantization, adapters (LoRA / prompt tuning), per-device dtype and attention, save and load."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import torch
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
+from arena.layout import RunFolder
 
 NUM_LABELS = 3
-HEAD_FILE = "head.json"
 
 
 @dataclass
@@ -54,6 +55,7 @@ def runtime_for(cfg: Config) -> Runtime:
 
 
 def quantization_config(method: str, dtype: torch.dtype):
+    """bitsandbytes settings for the backbone's linear layers (the head is built after loading: never quantized)."""
     if method == "none":
         return None
     from transformers import BitsAndBytesConfig
@@ -64,11 +66,8 @@ def quantization_config(method: str, dtype: torch.dtype):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=["score"],
         )
-    if method == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=["score"])
-    raise UserError(f"model.quantization: unknown method {method!r}")
+    return BitsAndBytesConfig(load_in_8bit=True)
 
 
 def attn_implementation(cfg: Config, model_type: str) -> str:
@@ -84,9 +83,7 @@ def load_tokenizer(path: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # Left padding puts every row's last real token at position -1, where the classifier reads;
-    # rotary position encodings are relative, so the offset does not change attention between real tokens.
-    tokenizer.padding_side = "left"
+    tokenizer.padding_side = "left"  # see left_pad
     return tokenizer
 
 
@@ -102,48 +99,93 @@ def head_bias(cfg: Config, class_prior) -> list[float] | None:
 
 
 class PreferenceHead(torch.nn.Module):
-    """The `score` head: a linear map of the RMS-normalised hidden state, plus (optionally) a linear map of
-    standardised length features of the full, untruncated texts.
+    """Logits (n, 3) from the hidden state at each row's last real token, RMS-normalised, plus (optionally) a
+    linear map of standardised length features of the full, untruncated texts.
 
     Gemma hidden states have norms in the hundreds, dominated by a few fixed outlier dimensions: fed raw,
     every optimizer step moves all logits together. Normalising makes one learning rate fit the head.
-    The sequence-classification forward only passes hidden states to `score`, so the batch's features are
-    attached to the head just before each forward (`with features_for(model, f): model(...)`).
     """
 
     def __init__(self, hidden_size: int, num_features: int, bias: bool, dtype: torch.dtype):
         super().__init__()
         self.proj = torch.nn.Linear(hidden_size, NUM_LABELS, bias=bias, dtype=dtype)
         self.features = torch.nn.Linear(num_features, NUM_LABELS, bias=False, dtype=dtype) if num_features else None
-        self.pending_features: torch.Tensor | None = None
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        h = hidden_states.float()
+    def forward(self, hidden: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        h = hidden.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
         logits = self.proj(h.to(self.proj.weight.dtype))
         if self.features is not None:
-            if self.pending_features is None:
-                raise RuntimeError("this head uses length features: call the model inside features_for(model, f)")
-            f = self.pending_features.to(device=logits.device, dtype=self.features.weight.dtype)
-            logits = logits + self.features(f)[:, None, :]
+            if features is None:
+                raise ValueError(f"this head reads {self.features.in_features} length features: pass features=")
+            logits = logits + self.features(features.to(device=logits.device, dtype=self.features.weight.dtype))
         return logits
 
 
-class features_for:  # noqa: N801 - used as a context manager
-    """Attach a batch's (n, num_features) standardised features to every PreferenceHead in `model`."""
+class PreferenceModel(torch.nn.Module):
+    """A decoder backbone read by a PreferenceHead at each row's last real token:
+    `forward(input_ids, attention_mask, features) -> logits (n, 3)`.
 
-    def __init__(self, model, features: torch.Tensor | None):
-        self.heads = [m for m in model.modules() if isinstance(m, PreferenceHead)]
-        self.features = features
+    The attributes are named `model` and `score` as in transformers' sequence-classification classes, so peft
+    (task SEQ_CLS, which keeps `score` trainable and saved) and adapters saved by either class fit both.
+    """
 
-    def __enter__(self):
-        for head in self.heads:
-            head.pending_features = self.features
-        return self
+    # What the Trainer and peft ask of a quantized or device-mapped model: the backbone answers.
+    _FROM_BACKBONE = frozenset({"device", "dtype", "hf_device_map", "hf_quantizer", "is_quantized", "quantization_method",
+                                "is_loaded_in_4bit", "is_loaded_in_8bit", "name_or_path"})
 
-    def __exit__(self, *exc):
-        for head in self.heads:
-            head.pending_features = None
+    def __init__(self, backbone, head: PreferenceHead):
+        super().__init__()
+        self.model = backbone
+        self.score = head
+        self.config = backbone.config
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in PreferenceModel._FROM_BACKBONE:
+                return getattr(self._modules["model"], name)
+            raise
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids=None, attention_mask=None, features=None, inputs_embeds=None,
+                labels=None, output_attentions=None, output_hidden_states=None, return_dict=None) -> torch.Tensor:
+        """Logits (n, 3). `features`: the head's (n, num_features) standardised length features, when it reads
+        them. peft's sequence-classification wrapper passes `inputs_embeds` (prompt tuning) and the last four
+        arguments, which are unused: the caller computes the loss."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                            use_cache=False).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.score(hidden[rows, last_token_index(attention_mask, hidden.shape[1])], features)
+
+
+def last_token_index(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | int:
+    """Position of each row's last real token: -1 with left padding, found from the mask for any padding."""
+    if attention_mask is None:
+        return -1
+    from_end = attention_mask.flip(-1).to(torch.int64).argmax(-1)
+    return (length - 1 - from_end).to(attention_mask.device)
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) long tensors (len(rows), length), every row left-padded to `length` (default:
+    the longest row). Left padding puts every row's last real token at the same position; rotary position
+    encodings are relative, so the offset does not change attention between real tokens."""
+    longest = max((len(r) for r in rows), default=0)
+    length = longest if length is None else length
+    if longest > length:
+        too_long = [len(r) for r in rows if len(r) > length]
+        raise ValueError(f"left_pad: {len(too_long)} row(s) longer than {length} tokens (max {longest})")
+    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, length - len(r):] = 1
+    return ids, mask
 
 
 def init_feature_head(model, coef, intercept) -> None:
@@ -156,11 +198,11 @@ def init_feature_head(model, coef, intercept) -> None:
                 head.proj.bias.copy_(torch.as_tensor(intercept, dtype=head.proj.bias.dtype))
 
 
-def _install_head(model, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> None:
-    """Replace the randomly initialised `score` head (its default init gives logits worse than uniform)."""
-    head = PreferenceHead(model.score.in_features, num_features, bias is not None, dtype)
+def _new_head(backbone, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> PreferenceHead:
+    """A fresh head: zero weights (a random init gives logits worse than uniform), the bias at `bias`."""
+    head = PreferenceHead(backbone.config.hidden_size, num_features, bias is not None, dtype)
     if cfg.model.head_init == "random":
-        torch.nn.init.normal_(head.proj.weight, std=model.config.initializer_range)
+        torch.nn.init.normal_(head.proj.weight, std=backbone.config.initializer_range)
     else:
         torch.nn.init.zeros_(head.proj.weight)
     if head.features is not None:
@@ -168,39 +210,37 @@ def _install_head(model, cfg: Config, bias: list[float] | None, dtype: torch.dty
     if bias is not None:
         with torch.no_grad():
             head.proj.bias.copy_(torch.tensor(bias, dtype=dtype))
-    model.score = head.to(model.score.weight.device)
+    return head
 
 
 def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: int,
               model_path: str | Path | None = None, quantization: str | None = None):
-    """The base model with a fresh 3-way head, quantized and placed per the runtime."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """The base model with a fresh head, quantized and placed per the runtime: (PreferenceModel, tokenizer)."""
+    from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(str(model_path or cfg.model.path))
     tokenizer = load_tokenizer(path)
-    hf_config = AutoConfig.from_pretrained(path, num_labels=NUM_LABELS)
-    hf_config.pad_token_id = tokenizer.pad_token_id
-    quant = quantization or cfg.model.quantization
+    hf_config = AutoConfig.from_pretrained(path)
     kwargs = dict(
         config=hf_config,
         dtype=rt.dtype,
         attn_implementation=attn_implementation(cfg, hf_config.model_type),
-        quantization_config=quantization_config(quant, rt.dtype),
+        quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype),
     )
     if rt.device == "cuda":
         # One full copy per process (DDP under `accelerate launch`); never shard a model across GPUs.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    # Silence the load report: the base checkpoint has no `score` weights by design (replaced just below).
+    # Silence the load report: a causal-LM checkpoint's output layer is not part of the backbone, by design.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        backbone = AutoModel.from_pretrained(path, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
-    _install_head(model, cfg, bias, rt.dtype, num_features)
-    model.config.use_cache = False
-    return model, tokenizer
+    device = backbone.get_input_embeddings().weight.device
+    head = _new_head(backbone, cfg, bias, rt.dtype, num_features).to(device)
+    return PreferenceModel(backbone, head), tokenizer
 
 
 def peft_config(cfg: Config):
@@ -218,13 +258,11 @@ def peft_config(cfg: Config):
             bias="none",
             modules_to_save=["score"],
         )
-    if p.method == "prompt_tuning":
-        return PromptTuningConfig(
-            task_type=TaskType.SEQ_CLS,
-            num_virtual_tokens=p.num_virtual_tokens,
-            prompt_tuning_init=PromptTuningInit.RANDOM,
-        )
-    raise UserError(f"peft.method: unknown method {p.method!r}")
+    return PromptTuningConfig(
+        task_type=TaskType.SEQ_CLS,
+        num_virtual_tokens=p.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.RANDOM,
+    )
 
 
 def build_for_training(cfg: Config, class_prior=None, num_features: int = 0):
@@ -235,8 +273,8 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0):
     bias = head_bias(cfg, class_prior)
     model, tokenizer = load_base(cfg, rt, bias, num_features)
     if rt.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.model.enable_input_require_grads()
     model = get_peft_model(model, peft_config(cfg))
     # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler.
     for param in model.parameters():
@@ -245,39 +283,46 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0):
     return model, tokenizer, rt
 
 
-def save_trained(model, tokenizer, out_dir: Path, bias: list[float] | None, feature_scaler: dict | None = None) -> None:
+# head.json's format: 2 since the model takes its features as a forward argument. Format 1 (no "format" key)
+# saved the same weights under the same names, so it loads unchanged.
+HEAD_FORMAT = 2
+
+
+def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, feature_scaler: dict | None = None) -> None:
     """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape and feature scaling."""
-    out_dir.mkdir(parents=True, exist_ok=False)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    head = {"bias": bias is not None, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
-    (out_dir / HEAD_FILE).write_text(json.dumps(head, indent=1))
+    run.adapter.mkdir(parents=True, exist_ok=False)
+    model.save_pretrained(run.adapter)
+    tokenizer.save_pretrained(run.adapter)
+    head = {"format": HEAD_FORMAT, "bias": bias is not None, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
+    run.head.write_text(json.dumps(head, indent=1))
 
 
-def read_head(adapter_dir: str | Path) -> dict:
-    path = Path(adapter_dir) / HEAD_FILE
-    if not path.is_file():
-        raise UserError(f"{adapter_dir}: not a trained adapter folder (no {HEAD_FILE})")
-    return json.loads(path.read_text())
+def read_head(run: RunFolder) -> dict:
+    """head.json of a trained run; a clear error for a folder that is not one or comes from another version."""
+    if not run.head.is_file():
+        raise UserError(f"{run.adapter}: not a trained adapter folder (no {run.head.name}): an unfinished run, "
+                        f"or one made by an older version of arena")
+    head = json.loads(run.head.read_text())
+    made = head.get("format", 1)
+    if made > HEAD_FORMAT:
+        raise UserError(f"{run.head}: made by a newer version of arena (head format {made}; this version reads "
+                        f"up to {HEAD_FORMAT}): upgrade arena to load it")
+    return head
 
 
-def load_trained(cfg: Config, adapter_dir: str | Path, base_model: str | Path | None = None,
-                 quantization: str | None = None):
-    """A trained model for inference from an adapter folder written by save_trained."""
+def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = None, quantization: str | None = None):
+    """A trained run's model for inference: (PeftModel over a PreferenceModel, tokenizer, runtime)."""
     from peft import PeftModel
 
-    adapter_dir = Path(adapter_dir)
-    head = read_head(adapter_dir)
+    head = read_head(run)
+    if not (run.adapter / "adapter_config.json").is_file():
+        raise UserError(f"{run.adapter}: no adapter_config.json")
     rt = runtime_for(cfg)
     # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * NUM_LABELS if head["bias"] else None
     scaler = head.get("feature_scaler")
     num_features = len(scaler["mean"]) if scaler else 0
     model, _ = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
-    if (adapter_dir / "adapter_config.json").is_file():
-        model = PeftModel.from_pretrained(model, adapter_dir)
-    else:
-        raise UserError(f"{adapter_dir}: no adapter_config.json")
+    model = PeftModel.from_pretrained(model, run.adapter)
     model.eval()
-    tokenizer = load_tokenizer(adapter_dir)
-    return model, tokenizer, rt
+    return model, load_tokenizer(run.adapter), rt

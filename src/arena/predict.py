@@ -1,4 +1,5 @@
-"""Inference: sorted dynamic batching, swap TTA, one worker per GPU, validated submission writer, blending."""
+"""Inference: sorted dynamic batching, swap TTA, one worker per GPU, the validated submission writer, and
+blending runs with weights fit on out-of-fold log loss."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from arena import config as config_mod
 from arena import data, metrics, prompts
 from arena.config import Config
 from arena.errors import UserError
-
-SWAP_BACK = [1, 0, 2]  # a prediction made on (B, A) maps back to (A, B) by exchanging the first two classes
-
+from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, RunFolder, stamp, swap_classes
 
 # ---- batching ---------------------------------------------------------------------------------------
 
@@ -51,21 +50,6 @@ def padding_stats(lengths: list[int], batches: list[list[int]], fixed_length: in
     }
 
 
-def left_pad(rows: list[list[int]], pad_token_id: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask) long tensors of shape (len(rows), length), every row left-padded to `length`
-    (left padding: see model.load_tokenizer)."""
-    too_long = [len(r) for r in rows if len(r) > length]
-    if too_long:
-        raise ValueError(f"left_pad: {len(too_long)} row(s) longer than {length} tokens (max {max(too_long)})")
-    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, length - len(r):] = 1
-    return ids, mask
-
-
 def logits_for(model, input_ids: list[list[int]], pad_token_id: int, cfg: Config, device: str,
                features: np.ndarray | None = None, desc: str = "predict") -> np.ndarray:
     """Logits (n, 3) in the input order; `features` are the head's standardised length features, if it has them."""
@@ -79,15 +63,13 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
                        desc: str = "predict") -> np.ndarray:
     """Logits (n, 3) in the input order, running these batches of row indices; each batch is padded to its
     longest row, or to `pad_to` tokens."""
-    from arena.model import features_for
+    from arena.model import left_pad
 
     out = np.zeros((len(input_ids), 3), dtype=np.float32)
     for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
-        rows = [input_ids[i] for i in batch]
-        ids, mask = left_pad(rows, pad_token_id, pad_to or max(len(r) for r in rows))
+        ids, mask = left_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
         batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
-        with features_for(model, batch_features):
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), features=batch_features)
         out[batch] = logits.float().cpu().numpy()
     return out
 
@@ -99,7 +81,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def combine_tta(logits: np.ndarray, swapped_logits: np.ndarray, how: str) -> np.ndarray:
-    back = swapped_logits[:, SWAP_BACK]
+    back = swap_classes(swapped_logits)
     if how == "logit":
         return softmax((logits + back) / 2)
     return (softmax(logits) + softmax(back)) / 2
@@ -124,7 +106,7 @@ def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool
     if tta:
         ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler, swap=True)
         swapped = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict B/A")
-        result["probs_swapped"] = softmax(swapped[:, SWAP_BACK])
+        result["probs_swapped"] = softmax(swap_classes(swapped))
         result["probs"] = combine_tta(logits, swapped, cfg.infer.tta_average)
     else:
         result["probs"] = result["probs_plain"]
@@ -139,8 +121,7 @@ def model_device(model) -> str:
 
 def prediction_frame(ids, probs: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({"id": list(ids)})
-    for j, col in enumerate(metrics.CLASSES):
-        frame[col] = probs[:, j]
+    frame[LABEL_COLUMNS] = probs
     return frame
 
 
@@ -149,22 +130,21 @@ def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Pat
     path = Path(path)
     if path.exists():
         raise UserError(f"{path}: already exists; predictions never overwrite an earlier file")
-    probs = frame[list(metrics.CLASSES)].to_numpy(dtype=np.float64)
+    probs = frame[LABEL_COLUMNS].to_numpy(dtype=np.float64)
     frame = frame.copy()
-    frame[list(metrics.CLASSES)] = probs / probs.sum(axis=1, keepdims=True)
+    frame[LABEL_COLUMNS] = probs / probs.sum(axis=1, keepdims=True)
     metrics.validate_submission(frame, expected_ids)
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame[["id", *metrics.CLASSES]].to_csv(path, index=False)
+    frame[SUBMISSION_COLUMNS].to_csv(path, index=False)
     return path
 
 
 # ---- run folders and workers ------------------------------------------------------------------------
 
-def run_config(run_dir: Path, overrides: list[str] = ()) -> Config:
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(f"{run_dir}: not a run folder (no config.yaml)")
-    return config_mod.load(cfg_path, overrides)
+def run_config(run: RunFolder, overrides: list[str] = ()) -> Config:
+    if not run.config.is_file():
+        raise UserError(f"{run.root}: not a run folder (no {run.config.name})")
+    return config_mod.load(run.config, overrides)
 
 
 View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
@@ -189,12 +169,12 @@ def _worker(rank: int, run_dir: str, cfg_dict: dict, base_model: str | None, sha
     os.environ["LOCAL_RANK"] = str(rank)
     torch.cuda.set_device(rank)
     cfg = config_mod.from_dict(cfg_dict)
-    model, tokenizer, _ = model_mod.load_trained(cfg, Path(run_dir) / "adapter", base_model, cfg.infer.quantization)
+    model, tokenizer, _ = model_mod.load_trained(cfg, RunFolder(run_dir), base_model, cfg.infer.quantization)
     logits = _predict_views(model, tokenizer.pad_token_id, cfg, f"cuda:{rank}", views, shards[rank], f"gpu{rank}")
     np.save(Path(out_dir) / f"logits-{rank}.npy", np.stack(logits))
 
 
-def logits_for_views(run_dir: Path, cfg: Config, base_model: str | None, views: list[View], pad_id: int):
+def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views: list[View], pad_id: int):
     """Logits of every view (plain, swapped), loading the model once per device: one worker per GPU."""
     from arena import model as model_mod
 
@@ -206,37 +186,34 @@ def logits_for_views(run_dir: Path, cfg: Config, base_model: str | None, views: 
         logits = np.zeros((len(views), len(order), 3), dtype=np.float32)
         with tempfile.TemporaryDirectory() as tmp:
             torch.multiprocessing.spawn(
-                _worker, args=(str(run_dir), cfg.to_dict(), base_model, shards, views, tmp), nprocs=n_gpus
+                _worker, args=(str(run.root), cfg.to_dict(), base_model, shards, views, tmp), nprocs=n_gpus
             )
             for r in range(n_gpus):
                 logits[:, shards[r]] = np.load(Path(tmp) / f"logits-{r}.npy")
         return list(logits)
-    model, _, _ = model_mod.load_trained(cfg, run_dir / "adapter", base_model, cfg.infer.quantization)
+    model, _, _ = model_mod.load_trained(cfg, run, base_model, cfg.infer.quantization)
     return _predict_views(model, pad_id, cfg, model_device(model), views, None, "predict")
 
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path:
     """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission."""
-    from datetime import datetime
-
     from arena import model as model_mod
 
-    run_dir = Path(run_dir)
-    cfg = run_config(run_dir, list(overrides))
+    run = RunFolder(run_dir)
+    cfg = run_config(run, list(overrides))
     tta = cfg.infer.tta if tta is None else tta
     if out_path is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_path = run_dir / "predictions" / f"{Path(data_path).stem}-{stamp}.csv"
+        out_path = run.predictions / f"{Path(data_path).stem}-{stamp()}.csv"
     if Path(out_path).exists():
         raise UserError(f"{out_path}: already exists; predictions never overwrite an earlier file")
     df = data.load(data_path)
-    tokenizer = model_mod.load_tokenizer(run_dir / "adapter")
-    scaler = model_mod.read_head(run_dir / "adapter").get("feature_scaler")
+    scaler = model_mod.read_head(run).get("feature_scaler")
+    tokenizer = model_mod.load_tokenizer(run.adapter)
     max_length = cfg.infer.max_length
     views = [encode_view(tokenizer, df, cfg, max_length, scaler)]
     if tta:
         views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
-    logits = logits_for_views(run_dir, cfg, base_model, views, tokenizer.pad_token_id)
+    logits = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id)
     probs = combine_tta(logits[0], logits[1], cfg.infer.tta_average) if tta else softmax(logits[0])
     path = write_submission(prediction_frame(df["id"], probs), df["id"], out_path)
     lengths = [len(x) for x in views[0][0]]
@@ -272,17 +249,16 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str) -> P
     for path, frame in zip(oof_paths[1:], oofs[1:]):
         if set(frame.index) != set(ids):
             raise UserError(f"{path}: OOF ids differ from {oof_paths[0]}")
-    true_cols = [f"true_{c}" for c in metrics.CLASSES]
-    missing = [c for c in true_cols if c not in oofs[0].columns]
+    missing = [c for c in TRUE_COLUMNS if c not in oofs[0].columns]
     if missing:
         raise UserError(f"{oof_paths[0]}: OOF file lacks label columns {missing} (use a run's val/oof predictions)")
-    truth = oofs[0].loc[ids, true_cols].to_numpy()
-    weights = fit_blend_weights([f.loc[ids, list(metrics.CLASSES)].to_numpy() for f in oofs], truth)
+    truth = oofs[0].loc[ids, TRUE_COLUMNS].to_numpy()
+    weights = fit_blend_weights([f.loc[ids, LABEL_COLUMNS].to_numpy() for f in oofs], truth)
     preds = [pd.read_csv(p, dtype={"id": str}).set_index("id") for p in pred_paths]
     test_ids = preds[0].index
-    blended = sum(w * f.loc[test_ids, list(metrics.CLASSES)].to_numpy() for w, f in zip(weights, preds))
+    blended = sum(w * f.loc[test_ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, preds))
     for path, w, frame in zip(oof_paths, weights, oofs):
-        print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, list(metrics.CLASSES)].to_numpy()):.4f}  {path}")
-    oof_blend = sum(w * f.loc[ids, list(metrics.CLASSES)].to_numpy() for w, f in zip(weights, oofs))
+        print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, LABEL_COLUMNS].to_numpy()):.4f}  {path}")
+    oof_blend = sum(w * f.loc[ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, oofs))
     print(f"blended OOF log loss {metrics.log_loss(truth, oof_blend):.4f}")
     return write_submission(prediction_frame(test_ids, blended), test_ids, out_path)
