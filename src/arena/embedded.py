@@ -15,6 +15,11 @@ EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = {"gemma3-270m"}
 
 
+def is_embedded(model_path: str) -> bool:
+    """Whether model.path names an embedded model (shipped on PyPI) rather than a local folder."""
+    return model_path.startswith(EMBEDDED_PREFIX)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ARENA_CACHE", Path.home() / ".cache" / "arena"))
 
@@ -23,7 +28,7 @@ def resolve_model_path(path: str) -> Path:
     """A local folder for `path`: embedded models are converted on first use, folders are checked."""
     from arena.errors import UserError
 
-    if path.startswith(EMBEDDED_PREFIX):
+    if is_embedded(path):
         name = path[len(EMBEDDED_PREFIX):]
         if name not in EMBEDDED_MODELS:
             raise UserError(f"model.path: unknown embedded model {name!r} (known: {', '.join(sorted(EMBEDDED_MODELS))})")

@@ -1,0 +1,167 @@
+"""`arena package`: the offline kernel bundle of a trained run (adapter dataset, wheels dataset, thin kernel,
+pre-flight projection), with the metadata files the kaggle CLI reads."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from arena import config as config_mod
+from arena.config import Config
+from arena.embedded import is_embedded
+from arena.errors import UserError
+from arena.kaggle import preflight as preflight_mod
+from arena.kaggle import wheels as wheels_mod
+from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
+from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
+
+TEMPLATES = SOURCE_ROOT / "kernels"
+
+
+def trained_run_config(run: RunFolder) -> Config:
+    """The config of a finished run (or of a bundle's adapter dataset, which has the same layout)."""
+    if not run.is_trained():
+        raise UserError(f"{run.root}: not a run folder (needs {run.config.name} and {run.adapter.name}/ "
+                        f"from `arena train`)")
+    return config_mod.load(run.config)
+
+
+def check_base_model(cfg: Config) -> None:
+    """A run on a local base model needs the path where the kernel finds it, and something attaching it."""
+    if is_embedded(cfg.model.path):
+        return
+    if not cfg.kaggle.base_model_kernel_path:
+        raise UserError(
+            f"model.path is the local folder {cfg.model.path!r}, which the kernel cannot see, and "
+            f"kaggle.base_model_kernel_path is empty: set it in the run's config.yaml to where the attached base "
+            f"weights appear (e.g. /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2), with kaggle.base_model_source "
+            f"(a Kaggle model) or kaggle.base_model_dataset (a dataset) to attach them")
+    if not (cfg.kaggle.base_model_source or cfg.kaggle.base_model_dataset):
+        print("warning: neither kaggle.base_model_source nor kaggle.base_model_dataset is set: nothing attaches the "
+              f"base weights at {cfg.kaggle.base_model_kernel_path}", file=sys.stderr)
+
+
+def _dataset_metadata(title: str, user: str, slug: str) -> dict:
+    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "CC0-1.0"}]}
+
+
+def _title(slug: str) -> str:
+    """A title that Kaggle slugifies back to `slug` (it warns when the two disagree)."""
+    return " ".join(word.capitalize() for word in slug.split("-"))
+
+
+def kernel_metadata(cfg: Config, user: str) -> dict:
+    k = cfg.kaggle
+    datasets = [f"{user}/{k.adapter_dataset_slug}", f"{user}/{k.wheels_dataset_slug}"]
+    values = {
+        "__KERNEL_ID__": f"{user}/{k.kernel_slug}",
+        "__TITLE__": _title(k.kernel_slug),
+        "__COMPETITION_SOURCES__": [k.competition],
+        "__DATASET_SOURCES__": datasets + ([k.base_model_dataset] if k.base_model_dataset else []),
+        "__MODEL_SOURCES__": [k.base_model_source] if k.base_model_source else [],
+    }
+    template = json.loads((TEMPLATES / f"{KERNEL_METADATA}.template").read_text(encoding="utf-8"))
+    return {key: values.get(value, value) if isinstance(value, str) else value for key, value in template.items()}
+
+
+def render_kernel_script(cfg: Config) -> str:
+    values = {
+        "COMPETITION": cfg.kaggle.competition,
+        "ADAPTER_DATASET": cfg.kaggle.adapter_dataset_slug,
+        "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
+        "BASE_MODEL": "" if is_embedded(cfg.model.path) else cfg.kaggle.base_model_kernel_path,
+        "TTA": cfg.infer.tta,
+    }
+    text = (TEMPLATES / KERNEL_FILE).read_text(encoding="utf-8")
+    for key, value in values.items():
+        text = text.replace(f'"__{key}__"', repr(value))
+    left = re.findall(r'"__[A-Z_]+__"', text)
+    if left:
+        raise UserError(f"{TEMPLATES / KERNEL_FILE}: placeholders left unfilled: {left}")
+    return text
+
+
+def write_metadata(bundle: Bundle, cfg: Config, user: str) -> None:
+    """The three metadata files, for `user` (push rewrites them when the bundle was made for another user)."""
+    k = cfg.kaggle
+    for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
+        write_json(folder / DATASET_METADATA, _dataset_metadata(_title(slug), user, slug))
+    write_json(bundle.kernel_metadata, kernel_metadata(cfg, user))
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
+    """`arena package`: build the offline kernel bundle of a run; never overwrites an existing folder."""
+    run = RunFolder(run_dir)
+    cfg = trained_run_config(run)
+    check_base_model(cfg)
+    out = Path(out_dir) if out_dir else run.new_bundle_path()
+    if out.exists():
+        raise UserError(f"{out}: already exists; a bundle never overwrites an existing folder")
+    user = kaggle_user()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Built aside and renamed into place: an interrupted build never leaves a half bundle at `out`.
+    build = Bundle(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build.adapter_dataset.mkdir()
+        shutil.copy2(run.config, build.run.config)
+        shutil.copytree(run.adapter, build.run.adapter)
+        _write_wheelhouse(build, cfg, wheels)
+        build.kernel.mkdir()
+        build.kernel_script.write_text(render_kernel_script(cfg), encoding="utf-8")
+        write_metadata(build, cfg, user)
+        pf = preflight_mod.preflight(build.run, cfg, test_csv)
+        write_json(build.preflight, pf)
+        if out.exists():
+            raise UserError(f"{out}: appeared while packaging; a bundle never overwrites an existing folder")
+        build.root.rename(out)
+    except BaseException:
+        shutil.rmtree(build.root, ignore_errors=True)
+        raise
+    bundle = Bundle(out)
+    print(preflight_mod.format_preflight(pf))
+    print(f"bundle: {out}\n  {bundle.adapter_dataset.name}/ {_size_mb(bundle.adapter_dataset):.1f} MB, "
+          f"{bundle.wheels.name}/ {_size_mb(bundle.wheels):.1f} MB ({len(list(bundle.wheels.glob('*.whl')))} wheel "
+          f"files), {bundle.kernel.name}/ for {user}/{cfg.kaggle.kernel_slug}")
+    if user == PLACEHOLDER_USER:
+        print(f"  kaggle user: {PLACEHOLDER_USER} (placeholder: no Kaggle credentials found; `arena push` fills in yours)")
+    print(f"rehearse it offline: arena kernel run-local {out} --input data")
+    return out
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def _write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
+    """The arena wheel, the pinned wheels (unless --no-wheels) and the requirements.txt the kernel installs."""
+    arena_wheel = wheels_mod.build_arena_wheel(bundle.wheels)
+    requirements = [f"arena=={arena_wheel.name.split('-')[1]}"]
+    if wheels:
+        roles = wheels_mod.wheel_roles(cfg)
+        versions = wheels_mod.installed_versions(roles)
+        wheels_mod.download_wheels(versions, bundle.wheels)
+        requirements += [f"{name}=={versions[name]}" for name, role in roles.items() if role == "pin"]
+        print("the Kaggle image must provide: " + ", ".join(wheels_mod.image_requirements(roles)))
+    else:
+        print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local`, "
+              "not for Kaggle, whose image lacks transformers 5)")
+    bundle.wheel_requirements.write_text(
+        "# installed by kernel.py: pip install --no-index --find-links <this folder> -r requirements.txt\n"
+        + "\n".join(requirements) + "\n", encoding="utf-8")
+
+
+def bundle_config(bundle: Bundle) -> Config:
+    """The run config inside a bundle from `arena package`."""
+    missing = bundle.missing_parts()
+    if missing:
+        raise UserError(f"{bundle.root}: not a bundle from `arena package` (no {missing[0]}/)")
+    return trained_run_config(bundle.run)
+

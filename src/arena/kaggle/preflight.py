@@ -1,0 +1,91 @@
+"""The pre-flight projection: the Kaggle T4x2 wall time of a run's kernel on the hidden test set, from token
+lengths measured with the run's tokenizer and prompt encoding, before anything is pushed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from arena.config import Config
+from arena.errors import UserError
+from arena.layout import RunFolder
+
+# Fixed time on top of inference (pip install from the wheels dataset, loading and quantising the base model on
+# both GPUs, tokenising the test set twice). An allowance, not a measurement.
+LOAD_ALLOWANCE_S = 15 * 60
+MAX_ROWS = 1000  # token lengths are measured on a sample of at most this many test rows
+SAMPLE_ROWS = 200  # generated rows when no test CSV is there
+
+
+def project_runtime(mean_tokens: float, rows: int, tta: bool, tokens_per_s: float, limit_hours: float) -> dict:
+    """Projected T4x2 wall time: rows x mean tokens x passes / throughput + the load allowance."""
+    passes = 2 if tta else 1
+    total_tokens = rows * mean_tokens * passes
+    result = {"hidden_test_rows": rows, "mean_tokens_per_row": round(mean_tokens, 1), "passes": passes,
+              "total_tokens": round(total_tokens), "t4x2_tokens_per_s": tokens_per_s,
+              "load_allowance_s": LOAD_ALLOWANCE_S, "time_limit_hours": limit_hours,
+              "inference_hours": None, "projected_hours": None, "exceeds_limit": None}
+    if tokens_per_s > 0:
+        inference_s = total_tokens / tokens_per_s
+        result["inference_hours"] = round(inference_s / 3600, 3)
+        result["projected_hours"] = round((inference_s + LOAD_ALLOWANCE_S) / 3600, 3)
+        result["exceeds_limit"] = result["projected_hours"] > limit_hours
+    return result
+
+
+def _token_rows(test_csv: str | Path | None):
+    """(rows, description) to measure token lengths on: --test-csv, data/test.csv, else a generated sample."""
+    from arena import data
+
+    candidates = [Path(test_csv)] if test_csv else [Path("data/test.csv")]
+    for path in candidates:
+        if path.is_file():
+            df = data.load(path)
+            total = len(df)
+            if total > MAX_ROWS:
+                df = df.sample(MAX_ROWS, random_state=0)
+            note = f"{len(df)} of {total} rows of {path}"
+            if total < 100:
+                note += " (few rows: a rough estimate; --test-csv data/train.csv measures more)"
+            return df, note
+        if test_csv:
+            raise UserError(f"--test-csv {path}: file not found")
+    df = data.generate_sample(SAMPLE_ROWS, seed=0)
+    return df, (f"{SAMPLE_ROWS} generated sample rows, as no test CSV was given and data/test.csv is "
+                f"missing: real rows are longer, so treat this as a lower bound (pass --test-csv)")
+
+
+def preflight(run: RunFolder, cfg: Config, test_csv: str | Path | None = None) -> dict:
+    """Measure tokens per row with the run's tokenizer and prompt encoding, and project the T4x2 wall time."""
+    from arena import model, prompts
+
+    df, measured_on = _token_rows(test_csv)
+    tokenizer = model.load_tokenizer(run.adapter)
+    ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, max_length=cfg.infer.max_length)
+    mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)
+    result = project_runtime(mean_tokens, cfg.kaggle.hidden_test_rows, cfg.infer.tta, cfg.infer.t4x2_tokens_per_s,
+                             cfg.kaggle.time_limit_hours)
+    result["method"] = (f"tokens per row measured with the run's tokenizer and prompt encoding "
+                        f"(family {cfg.model.family}, infer.max_length {cfg.infer.max_length}) on {measured_on}; "
+                        f"projected = kaggle.hidden_test_rows x mean tokens x {result['passes']} "
+                        f"pass{'es (swap TTA)' if result['passes'] == 2 else ''} / infer.t4x2_tokens_per_s "
+                        f"+ {LOAD_ALLOWANCE_S // 60} min allowance for pip install, model load and tokenising")
+    return result
+
+
+def format_preflight(pf: dict) -> str:
+    lines = ["pre-flight projection (Kaggle GPU T4x2):",
+             f"  method: {pf['method']}",
+             f"  mean tokens per row: {pf['mean_tokens_per_row']}; {pf['hidden_test_rows']:,} hidden rows x "
+             f"{pf['passes']} pass(es) = {pf['total_tokens']:,} tokens"]
+    if pf["projected_hours"] is None:
+        lines.append(f"  projected wall time: unknown (infer.t4x2_tokens_per_s is 0: measure it on Kaggle and set it); "
+                     f"limit {pf['time_limit_hours']} h")
+        return "\n".join(lines)
+    lines.append(f"  projected wall time: {pf['projected_hours']:.2f} h = {pf['inference_hours']:.2f} h inference at "
+                 f"{pf['t4x2_tokens_per_s']:g} tokens/s + {pf['load_allowance_s'] / 3600:.2f} h allowance; "
+                 f"limit {pf['time_limit_hours']} h")
+    if pf["exceeds_limit"]:
+        lines.append(f"  WARNING: the projection EXCEEDS the {pf['time_limit_hours']} h limit: the kernel would time out. "
+                     f"Lower infer.max_length, turn off infer.tta, or use a faster model.")
+    return "\n".join(lines)
+

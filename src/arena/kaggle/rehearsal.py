@@ -1,0 +1,123 @@
+"""`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout, with a Python that sees this
+machine's packages as Kaggle's image would (minus arena and what the wheelhouse ships), then its submission
+checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import site
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from arena.embedded import is_embedded
+from arena.errors import UserError
+from arena.kaggle.bundle import bundle_config, check_base_model
+from arena.layout import SUBMISSION_FILE, Bundle
+
+ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
+# site-packages entries of arena itself (the kernel must install it from the bundle).
+_OWN_ENTRIES = re.compile(r"^(arena|arena-[^-]+\.dist-info|__editable__[._]+arena[-_].*)$")
+
+
+def _shipped_entries(wheelhouse: Path) -> set[str]:
+    """Top-level site-packages entries of the installed distributions that the wheelhouse ships."""
+    from importlib import metadata
+
+    entries = set()
+    for wheel in wheelhouse.glob("*.whl"):
+        try:
+            files = metadata.distribution(wheel.name.split("-")[0]).files or []
+        except metadata.PackageNotFoundError:
+            continue
+        entries.update(f.parts[0] for f in files if f.parts and f.parts[0] not in ("..", "__pycache__"))
+    return entries
+
+
+def _kernel_python(work: Path, wheelhouse: Path) -> Path:
+    """A Python that sees this environment's packages, as Kaggle's image would, except arena and whatever the
+    wheelhouse ships (the kernel must install those from it): a venv whose .pth adds a mirror of
+    site-packages made of symlinks."""
+    hidden = _shipped_entries(wheelhouse)
+    mirror = work / "site-packages-image"
+    mirror.mkdir()
+    for folder in site.getsitepackages():
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            if not (_OWN_ENTRIES.match(entry.name) or entry.name in hidden or (mirror / entry.name).exists()):
+                (mirror / entry.name).symlink_to(entry)
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    purelib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    (purelib / "_kaggle_image.pth").write_text(f"import site; site.addsitedir({str(mirror)!r})\n", encoding="utf-8")
+    return venv / "bin" / "python"
+
+
+def _link(link: Path, target: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+
+
+def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
+    """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle and check its submission."""
+    from arena import data, metrics
+
+    bundle = Bundle(bundle_dir)
+    cfg = bundle_config(bundle)
+    test_csv = Path(input_dir) / "test.csv"
+    if not test_csv.is_file():
+        raise UserError(f"--input {input_dir}: no test.csv there")
+    expected_ids = data.load(test_csv)["id"]
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
+    if work.exists() and any(work.iterdir()):
+        raise UserError(f"--work {work}: not empty; the rehearsal needs a fresh folder")
+    work.mkdir(parents=True, exist_ok=True)
+
+    root = work / "kaggle"
+    inputs = root / "input"
+    _link(inputs / cfg.kaggle.competition / "test.csv", test_csv)
+    _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
+    _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
+    if not is_embedded(cfg.model.path):
+        check_base_model(cfg)
+        base = Path(cfg.model.path).expanduser()
+        if not (base / "config.json").is_file():
+            raise UserError(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+        kernel_path = Path(cfg.kaggle.base_model_kernel_path)
+        rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
+        _link(root / rel, base)
+    (root / "working").mkdir(parents=True)
+
+    python = _kernel_python(work, bundle.wheels)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
+    log = work / "kernel.log"
+    print(f"rehearsing {bundle.kernel_script} in {root} (offline; log: {log})", flush=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([str(python), str(bundle.kernel_script.resolve())], cwd=root / "working",
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            out.write(line)
+        code = proc.wait()
+    if code != 0:
+        raise UserError(f"the kernel failed (exit {code}); full log: {log}")
+
+    where = subprocess.run([str(python), "-c", "import arena; print(arena.__file__)"], env=env,
+                           cwd=root / "working", stdout=subprocess.PIPE, text=True).stdout.strip()
+    if not Path(where).resolve().is_relative_to((work / "venv").resolve()):
+        raise UserError(f"the rehearsal ran arena from {where}, not from the bundle's wheel")
+    submission = root / "working" / SUBMISSION_FILE
+    if not submission.is_file():
+        raise UserError(f"the kernel exited 0 but wrote no {submission}")
+    import pandas as pd
+
+    metrics.validate_submission(pd.read_csv(submission, dtype={"id": str}), expected_ids)
+    print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
+    return submission
+
