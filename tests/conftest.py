@@ -1,14 +1,12 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from arena.cli import OFFLINE_ENV
 
-sys.path.insert(0, str(Path(__file__).parent))
+for _name, _value in OFFLINE_ENV.items():  # as `arena` sets them, before anything loads transformers
+    os.environ.setdefault(_name, _value)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -23,13 +21,13 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
-    from tiny import tiny_tokenizer as make
+    from tests.tiny import tiny_tokenizer as make
 
     return make()
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from tiny import save_tiny_model
+    from tests.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-gemma2"), "gemma2")

@@ -29,7 +29,7 @@ def test_every_recipe_has_an_architecture():
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
 def test_recipe_trains_two_steps_at_tiny_size(recipe, tmp_path, small_train_csv):
-    from tiny import save_tiny_model, tiny_config
+    from tests.tiny import save_tiny_model, tiny_config
 
     cfg = config.load(recipe)
     layers = max(cfg.peft.layers_to_transform or [1]) + 1
