@@ -190,3 +190,27 @@ def test_head_gets_its_own_learning_rate(tiny_model_dir, sample_csv, tmp_path):
     assert head_ids == {id(p) for n, p in trainable.items() if ".score." in n}
     others = {id(p) for g in optimizer.param_groups[:-1] for p in g["params"]}
     assert others and not others & head_ids and len(others | head_ids) == len(trainable)
+
+
+def test_validation_predictions_are_what_the_inference_code_predicts(tiny_model_dir, sample_csv, tmp_path):
+    """The final validation reuses the best checkpoint's plain-order logits from the Trainer's evaluation:
+    they must equal what `predict` computes from the saved run."""
+    from arena import model as model_mod
+    from arena import predict
+
+    run = RunFolder(train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")))
+    cfg = config.load(run.config)
+    split = train.prepare_data(cfg)
+    model, tokenizer, rt = model_mod.load_trained(cfg, run)
+    fresh = predict.predict_frame(model, tokenizer, split.val, cfg, rt, tta=True, max_length=cfg.prompt.max_length,
+                                  feature_scaler=model_mod.read_head(run)["feature_scaler"])
+    saved = pd.read_csv(run.val_predictions, dtype={"id": str})
+    assert saved["id"].tolist() == split.val["id"].tolist()
+    np.testing.assert_allclose(saved[LABEL_COLUMNS].to_numpy(), fresh["probs"], atol=1e-5)
+
+
+def test_eval_steps_may_be_a_fraction_of_the_run(tiny_model_dir, sample_csv, tmp_path):
+    run = RunFolder(train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6",
+                                               "train.eval_steps=0.5")))
+    history = json.loads(run.metrics.read_text())["history"]
+    assert [h["step"] for h in history if "eval_log_loss" in h] == [3, 6]

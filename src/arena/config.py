@@ -103,7 +103,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     lr_scheduler: str = "linear"
     optim: str = "adamw_torch"  # any TrainingArguments optim, e.g. paged_adamw_8bit on GPU
-    eval_steps: int = 50
+    # Optimizer steps between evaluations (and checkpoints), or a fraction (< 1) of the run's total steps.
+    eval_steps: int | float = 50
     save_total_limit: int = 2
     swap_augment: bool = False
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)

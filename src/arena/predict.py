@@ -96,12 +96,16 @@ def encode_view(tokenizer, df: pd.DataFrame, cfg: Config, max_length: int, featu
 
 
 def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool, max_length: int,
-                  feature_scaler: dict | None = None) -> dict:
-    """Probabilities for a DataFrame of rows; with TTA also the plain and swapped-back parts."""
+                  feature_scaler: dict | None = None, plain_logits: np.ndarray | None = None) -> dict:
+    """Probabilities for a DataFrame of rows; with TTA also the plain and swapped-back parts.
+    `plain_logits`: the rows' logits in the A/B order when they are already known (not predicted again)."""
     model.eval()
     device = model_device(model)
-    ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler)
-    logits = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict A/B")
+    if plain_logits is None:
+        ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler)
+        logits = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict A/B")
+    else:
+        logits = np.asarray(plain_logits, dtype=np.float32)
     result = {"logits": logits, "probs_plain": softmax(logits)}
     if tta:
         ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler, swap=True)

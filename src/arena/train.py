@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import config as config_mod
 from arena import data, metrics, prompts
@@ -99,10 +99,28 @@ class LeftPadCollator:
         return batch
 
 
-def compute_metrics(eval_pred) -> dict:
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    probs = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=-1).numpy()
-    return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
+class EvalLogits(TrainerCallback):
+    """The Trainer's compute_metrics (log loss, accuracy), which also keeps each evaluation's logits by optimizer
+    step, in the validation rows' order: the final validation reuses the best checkpoint's instead of predicting
+    the same rows again."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = order  # validation row at each position of the (length-sorted) eval dataset
+        self.latest: np.ndarray | None = None
+        self.by_step: dict[int, np.ndarray] = {}
+
+    def __call__(self, eval_pred) -> dict:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if len(logits) == len(self.order):
+            self.latest = np.empty_like(logits, dtype=np.float32)
+            self.latest[self.order] = logits
+        probs = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=-1).numpy()
+        return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.latest is not None:
+            self.by_step[state.global_step] = self.latest
+            self.latest = None
 
 
 def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArguments:
@@ -238,15 +256,16 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
         model_mod.init_feature_head(built.model, *fit_length_head(train_rows.features, train_rows.labels, cfg.seed))
     # Evaluation order does not change the metric: sorted by length, eval batches carry little padding.
     val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment=False, scaler=built.scaler)
-    val_rows = val_rows.subset(np.argsort([len(x) for x in val_rows.input_ids], kind="stable"))
+    order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
+    eval_logits = EvalLogits(order)
     return PreferenceTrainer(
         model=built.model,
         args=training_arguments(cfg, run, built.runtime),
         data_collator=LeftPadCollator(built.tokenizer.pad_token_id),
         train_dataset=train_rows,
-        eval_dataset=val_rows,
-        compute_metrics=compute_metrics,
-        callbacks=list(callbacks),
+        eval_dataset=val_rows.subset(order),
+        compute_metrics=eval_logits,
+        callbacks=[eval_logits, *callbacks],
     )
 
 
@@ -256,13 +275,16 @@ def fit(trainer: PreferenceTrainer, run: RunFolder, resume: bool):
     return trainer.train(resume_from_checkpoint=True if (resume and has_checkpoint) else None)
 
 
-def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, model) -> dict:
-    """The trained model on the validation rows through the inference code, plain and with swap TTA;
-    writes val_predictions.csv (predictions beside the truth)."""
+def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> dict:
+    """The trained (best) model on the validation rows, plain and with swap TTA through the inference code;
+    the plain order's logits are the best checkpoint's evaluation when the Trainer kept them. Writes
+    val_predictions.csv (predictions beside the truth)."""
     from arena import predict
 
-    val = predict.predict_frame(model, built.tokenizer, split.val, cfg, built.runtime, tta=True,
-                                max_length=cfg.prompt.max_length, feature_scaler=built.scaler)
+    kept = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
+    plain = kept.by_step.get(trainer.state.best_global_step) if kept else None
+    val = predict.predict_frame(trainer.model, built.tokenizer, split.val, cfg, built.runtime, tta=True,
+                                max_length=cfg.prompt.max_length, feature_scaler=built.scaler, plain_logits=plain)
     frame = predict.prediction_frame(split.val["id"], val["probs"])
     frame[TRUE_COLUMNS] = data.label_matrix(split.val)
     frame["fold"] = cfg.data.fold
@@ -328,7 +350,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
     if not trainer.is_world_process_zero():
         return run.root
     model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
-    scores = evaluate(cfg, run, built, split, trainer.model)
+    scores = evaluate(cfg, run, built, split, trainer)
     summary = write_summary(cfg, run, built, split, trainer, result, scores, started)
     print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
           f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
