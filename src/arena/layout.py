@@ -3,7 +3,6 @@ A<->B swap of the classes, the probability-sum tolerance, and fresh never-reused
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -56,49 +55,47 @@ def new_folder(parent: str | Path, name: str) -> Path:
     raise UserError(f"{root}: could not create a new folder for {name}")
 
 
-@dataclass(frozen=True)
-class RunFolder:
-    """What `arena train` writes. An adapter dataset in a bundle has the same config + adapter layout."""
+DATASET_METADATA = "dataset-metadata.json"
+KERNEL_METADATA = "kernel-metadata.json"
+KERNEL_FILE = "kernel.py"
+SUBMISSION_FILE = "submission.csv"
 
-    root: Path
 
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
+class _At:
+    """A file or folder at a fixed place under a layout's root: `layout.name` is `root / parts...`."""
 
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
+    def __init__(self, *parts: str):
+        self.parts = parts
 
-    @property
-    def adapter(self) -> Path:
-        """LoRA adapter + head weights (peft), tokenizer, and head.json."""
-        return self.root / "adapter"
+    def __get__(self, layout, owner=None):
+        return self if layout is None else layout.root.joinpath(*self.parts)
 
-    @property
-    def head(self) -> Path:
-        """The head's shape and length-feature scaling, beside the weights."""
-        return self.adapter / "head.json"
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
+class _Layout:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
 
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.json"
+    def __eq__(self, other) -> bool:
+        return type(other) is type(self) and other.root == self.root
 
-    @property
-    def val_predictions(self) -> Path:
-        return self.root / "val_predictions.csv"
+    def __hash__(self) -> int:
+        return hash((type(self), self.root))
 
-    @property
-    def loss_curve(self) -> Path:
-        return self.root / "loss_curve.png"
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
 
-    @property
-    def predictions(self) -> Path:
-        """Where `arena predict` writes when no --out is given."""
-        return self.root / "predictions"
+
+class RunFolder(_Layout):
+    """What `arena train` writes. A bundle's adapter dataset has the same config + adapter layout."""
+
+    config = _At("config.yaml")  # the resolved config
+    adapter = _At("adapter")  # LoRA adapter + head weights (peft), tokenizer, head.json
+    head = _At("adapter", "head.json")  # the head's shape and length-feature scaling
+    checkpoints = _At("checkpoints")  # Trainer checkpoints, for --resume
+    metrics = _At("metrics.json")
+    val_predictions = _At("val_predictions.csv")  # validation predictions beside the truth (TRUE_COLUMNS)
+    loss_curve = _At("loss_curve.png")
+    predictions = _At("predictions")  # where `arena predict` writes when no --out is given
 
     def new_bundle_path(self) -> Path:
         """Where `arena package` builds when no --out is given (created by the packager)."""
@@ -108,75 +105,28 @@ class RunFolder:
         return self.config.is_file() and self.adapter.is_dir()
 
 
-@dataclass(frozen=True)
-class CVFolder:
+class CVFolder(_Layout):
     """What `arena cv` writes: one run folder per fold inside, plus the out-of-fold summary."""
 
-    root: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-
-    @property
-    def oof_predictions(self) -> Path:
-        return self.root / "oof_predictions.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "cv.json"
+    oof_predictions = _At("oof_predictions.csv")
+    summary = _At("cv.json")
 
 
-@dataclass(frozen=True)
-class Bundle:
+class Bundle(_Layout):
     """What `arena package` writes: two datasets and a kernel, each ready for the kaggle CLI."""
 
-    root: Path
-
-    def __post_init__(self):
-        object.__setattr__(self, "root", Path(self.root))
-
     PARTS = ("adapter-dataset", "wheels-dataset", "kernel")
-
-    @property
-    def adapter_dataset(self) -> Path:
-        """config.yaml + adapter/ of the run: a RunFolder layout that `arena predict --run` reads."""
-        return self.root / "adapter-dataset"
+    adapter_dataset = _At("adapter-dataset")  # config.yaml + adapter/ of the run: a RunFolder layout
+    wheels = _At("wheels-dataset")  # the arena wheel, the pinned wheels Kaggle's image lacks
+    wheel_requirements = _At("wheels-dataset", "requirements.txt")  # what the kernel installs from them
+    kernel = _At("kernel")
+    kernel_script = _At("kernel", KERNEL_FILE)
+    kernel_metadata = _At("kernel", KERNEL_METADATA)
+    preflight = _At("preflight.json")  # the projected Kaggle wall time
 
     @property
     def run(self) -> RunFolder:
         return RunFolder(self.adapter_dataset)
 
-    @property
-    def wheels(self) -> Path:
-        """The arena wheel, the pinned wheels Kaggle's image lacks, and the requirements.txt the kernel installs."""
-        return self.root / "wheels-dataset"
-
-    @property
-    def wheel_requirements(self) -> Path:
-        return self.wheels / "requirements.txt"
-
-    @property
-    def kernel(self) -> Path:
-        return self.root / "kernel"
-
-    @property
-    def kernel_script(self) -> Path:
-        return self.kernel / KERNEL_FILE
-
-    @property
-    def kernel_metadata(self) -> Path:
-        return self.kernel / KERNEL_METADATA
-
-    @property
-    def preflight(self) -> Path:
-        """The projected Kaggle wall time."""
-        return self.root / "preflight.json"
-
     def missing_parts(self) -> list[str]:
         return [part for part in self.PARTS if not (self.root / part).is_dir()]
-
-
-DATASET_METADATA = "dataset-metadata.json"
-KERNEL_METADATA = "kernel-metadata.json"
-KERNEL_FILE = "kernel.py"
-SUBMISSION_FILE = "submission.csv"
