@@ -58,7 +58,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e" $(ARGS)
 
 lint: setup
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,22 +1,33 @@
+import ast
+import copy
+import json
 import math
 import re
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchmarks import baselines, measure, plan, report, speed, split, text
 
-from arena import bench, config, data, metrics, predict
+from arena import config, data, metrics, predict
 
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+# ---- splitting and baselines -------------------------------------------------------------------------
 
 def test_split_by_prompt_holds_out_whole_prompts_only():
     df = data.generate_sample(200, seed=3)
-    # several rows per prompt, as in PandaLM (~6 response pairs per prompt)
+    # several rows per prompt, as in PandaLM
     df["prompt"] = [[f"prompt {i % 30}"] for i in range(len(df))]
-    rest, held = bench.split_by_prompt(df, held_out_rows=50, seed=0)
+    rest, held = split.split_by_prompt(df, held_out_rows=50, seed=0)
     assert len(rest) + len(held) == len(df)
     assert 50 <= len(held) < 50 + 10
-    assert not set(bench.prompt_keys(rest)) & set(bench.prompt_keys(held))
-    again_rest, again_held = bench.split_by_prompt(df, held_out_rows=50, seed=0)
+    assert not set(split.prompt_keys(rest)) & set(split.prompt_keys(held))
+    again_rest, again_held = split.split_by_prompt(df, held_out_rows=50, seed=0)
     assert again_held["id"].tolist() == held["id"].tolist()
 
 
@@ -25,25 +36,36 @@ def test_build_split_keeps_side_sources_out_and_drops_prompts_shared_across_file
     b = data.generate_sample(60, seed=2)
     b["id"] = [f"b{i}" for i in range(len(b))]
     b["prompt"] = list(a["prompt"].iloc[:60])  # every prompt of b also appears in a
-    plan = bench.Plan([bench.SourcePlan("a.csv", held_out=40, train=None),
-                       bench.SourcePlan("b.csv", held_out=10, train=30, main_eval=False)],
-                      folds=5, max_rows=100, speed_rows=4, repeats=1)
-    split = bench.build_split({"a.csv": a, "b.csv": b}, plan, seed=0)
-    held = set(bench.prompt_keys(split.main_eval)) | set(bench.prompt_keys(split.side_eval["b"]))
-    assert not set(bench.prompt_keys(split.train)) & held
-    assert set(split.main_eval["source"]) == {"a"} and list(split.side_eval) == ["b"]
-    assert split.dropped_for_leaks > 0
-    assert (split.train["source"] == "b").sum() <= 30
+    p = plan.Plan([plan.SourcePlan("a.csv", held_out=40, train=None),
+                   plan.SourcePlan("b.csv", held_out=10, train=30, main_eval=False)],
+                  folds=5, max_rows=100, speed_rows=4, repeats=1)
+    s = split.build_split({"a.csv": a, "b.csv": b}, p, seed=0)
+    held = set(split.prompt_keys(s.main_eval)) | set(split.prompt_keys(s.side_eval["b"]))
+    assert not set(split.prompt_keys(s.train)) & held
+    assert set(s.main_eval["source"]) == {"a"} and list(s.side_eval) == ["b"]
+    assert s.dropped_for_leaks > 0
+    assert (s.train["source"] == "b").sum() <= 30
+    comp = split.composition({"a.csv": a, "b.csv": b}, p, s.train, s.train.iloc[:0],
+                             {"held-out": s.main_eval, "b": s.side_eval["b"]})
+    assert [c["source"] for c in comp] == ["a", "b"] and [c["main_eval"] for c in comp] == [True, False]
+    assert comp[0]["file"]["rows"] == len(a) and comp[1]["held_out"] == len(s.side_eval["b"])
+    assert sum(c["train_share"] for c in comp) == pytest.approx(1)
+
+
+def test_every_source_says_why_it_is_in_the_main_or_a_side_set():
+    for p in (plan.FULL, plan.QUICK, plan.generated_plan(plan.QUICK, 90)):
+        assert all(sp.reason and not NUMBER.search(sp.reason) for sp in p.sources)
+    assert [sp.main_eval for sp in plan.QUICK.sources] == [sp.main_eval for sp in plan.FULL.sources]
 
 
 def test_length_baseline_beats_uniform_on_a_generated_sample():
     df = data.generate_sample(600, seed=0)
-    rest, held = bench.split_by_prompt(df, held_out_rows=200, seed=0)
-    lr = bench.fit_length_baseline(rest)
-    probs = bench.predict_length_baseline(lr, held)
+    rest, held = split.split_by_prompt(df, held_out_rows=200, seed=0)
+    lr = baselines.fit_length_baseline(rest)
+    probs = baselines.predict_length_baseline(lr, held)
     assert metrics.log_loss(held["label"].to_numpy(), probs) < math.log(3) - 0.05
-    cal_lr, params = bench.fit_calibrated_length_baseline(rest)
-    cal = bench.calibrate(bench.predict_length_baseline(cal_lr, held), params)
+    cal_lr, params = baselines.fit_calibrated_length_baseline(rest)
+    cal = baselines.calibrate(baselines.predict_length_baseline(cal_lr, held), params)
     np.testing.assert_allclose(cal.sum(axis=1), 1)
     assert metrics.log_loss(held["label"].to_numpy(), cal) < math.log(3) - 0.05
 
@@ -55,22 +77,26 @@ def test_calibration_fixes_an_overconfident_forecast():
     honest[np.arange(2000), guess] = 0.6  # right 60% of the time, each other class 20%
     y = np.array([rng.choice(3, p=row) for row in honest])
     overconfident = predict.softmax(3 * np.log(honest))
-    params = bench.fit_calibration(overconfident, y)
+    params = baselines.fit_calibration(overconfident, y)
     assert math.exp(params[0]) == pytest.approx(3, rel=0.05)
-    assert metrics.log_loss(y, bench.calibrate(overconfident, params)) < metrics.log_loss(y, overconfident) - 0.1
+    assert metrics.log_loss(y, baselines.calibrate(overconfident, params)) < metrics.log_loss(y, overconfident) - 0.1
 
+
+# ---- speed ------------------------------------------------------------------------------------------
 
 def test_left_pad_pads_every_row_to_max_length():
-    ids, mask = predict.left_pad([[5, 6, 7], [8], []], pad_token_id=0, length=6)
+    from arena.model import left_pad
+
+    ids, mask = left_pad([[5, 6, 7], [8], []], pad_token_id=0, length=6)
     assert ids.shape == mask.shape == (3, 6)
     assert ids.tolist() == [[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 8], [0] * 6]
     assert mask.sum(dim=1).tolist() == [3, 1, 0]
     with pytest.raises(ValueError, match="longer than 2"):
-        predict.left_pad([[1, 2, 3]], 0, 2)
-    assert bench.fixed_batches(5, 2) == [[0, 1], [2, 3], [4]]
+        left_pad([[1, 2, 3]], 0, 2)
+    assert speed.fixed_batches(5, 2) == [[0, 1], [2, 3], [4]]
 
 
-def test_fixed_padding_gives_the_logits_of_sorted_batching(tiny_model_dir, tmp_path):
+def test_fixed_padding_gives_the_logits_of_sorted_batching(tiny_model_dir):
     from arena import model as model_mod
 
     cfg = config.from_dict({"model": {"path": str(tiny_model_dir), "family": "plain", "quantization": "none",
@@ -91,53 +117,281 @@ def test_fixed_padding_gives_the_logits_of_sorted_batching(tiny_model_dir, tmp_p
     scaler = data.fit_feature_scaler(df)
     ids, feats = predict.encode_view(tokenizer, df, cfg, 96, scaler)
     assert len({len(x) for x in ids}) > 1 and max(len(x) for x in ids) <= 96
-    fixed = bench.fixed_padding_logits(model, ids, tokenizer.pad_token_id, 96, 4, "cpu", feats)
+    fixed = speed.fixed_padding_logits(model, ids, tokenizer.pad_token_id, 96, 4, "cpu", feats)
     dynamic = predict.logits_for(model, ids, tokenizer.pad_token_id, cfg, "cpu", feats)
     np.testing.assert_allclose(fixed, dynamic, atol=1e-4)
     assert np.abs(fixed).max() > 1e-3
 
 
-def test_md_table_formats_numbers_and_escapes_pipes():
-    table = bench.md_table(["a", "b"], [["x|y", 0.123456], [None, float("nan")]])
-    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.1235 |", "| - | - |"]
+# ---- the report -------------------------------------------------------------------------------------
 
+def fake_results() -> dict:
+    """A results dict of the shape `measure.run` writes, with made-up values (no two alike)."""
+    cfg = config.load(None, ["train.max_steps=45", "data.max_rows=360", "data.folds=10"])
+    gpu = config.load(config.CONFIG_DIR / plan.GPU_RECIPE)
+    methods = list(measure.METHODS)
+    sources = {"autoj_pairwise_dev": True, "pandalm_human": True, "hh_rlhf_harmless": False}
+
+    def scores(k, rows):
+        return {m: {"log_loss": 1.01 + 0.013 * i + 0.007 * k, "accuracy": 0.41 + 0.017 * i + 0.003 * k, "rows": rows}
+                for i, m in enumerate(methods)}
+
+    def timing(s):
+        return {"median_s": s, "times_s": [s * 0.97, s, s * 1.06]}
+
+    def padding(real, sorted_slots, fixed_slots):
+        return {"real_tokens": real, "sorted_slots": sorted_slots, "fixed_slots": fixed_slots,
+                "sorted_padding_fraction": 1 - real / sorted_slots, "fixed_padding_fraction": 1 - real / fixed_slots,
+                "padded_tokens_fixed_over_sorted": (fixed_slots - real) / (sorted_slots - real)}
+
+    def comparison(length, k):
+        return {"max_length": length, "max_batch_tokens": 4096 + k, "max_batch_size": 16 + k, "fixed_batch_size": 8 + k,
+                "sorted_batch_sizes": [13 + k, 11 + k], "padding": padding(7001 + k, 7303 + k, 8192 + k),
+                "max_abs_logit_diff_sorted_vs_fixed": 6.1e-8 * (k + 1), "sorted": timing(18.3 + k),
+                "fixed": timing(19.7 + k)}
+
+    main = comparison(256, 0)
+    quant = {q: {"load_s": 9.4 + i, **timing(18.3 + 7.1 * i), "log_loss": 1.0217 + 0.0061 * i,
+                 "max_prob_diff_vs_trained": 0.027 * i} for i, q in enumerate(speed.QUANTIZATIONS)}
+    return {
+        "schema": report.SCHEMA, "command": "python -m benchmarks --out docs/benchmarks.md", "quick": False,
+        "date": "2026-11-23T11:20:00", "wall_seconds": 1683.4,
+        "environment": {"device": {"cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "memory_gib": 23.4, "gpu": None,
+                                   "python": "3.11.7", "platform": "Linux"},
+                        "versions": {"torch": "2.13.0+cpu", "bitsandbytes": "0.50.2"}, "commit": "50f92aa",
+                        "loadavg_start": [0.31, 0.52, 0.71], "loadavg_end": [2.03, 1.94, 1.55]},
+        "work_dir": "bench/20261123-105159", "run_dir": "bench/20261123-105159/runs/bench-20261123-105201",
+        "config_file": "configs/default.yaml", "overrides": ["data.train=bench/20261123-105159/train.csv"],
+        "config": cfg.to_dict(), "runtime": {"device": "cpu", "dtype": "float32"},
+        "base_model": {"model_type": "gemma3_text", "num_hidden_layers": 18, "hidden_size": 640, "parameters": 268098176},
+        "gpu_recipe": {"file": f"configs/{plan.GPU_RECIPE}", "config": gpu.to_dict()},
+        "plan": {**plan.FULL.to_dict(), "seed": 42, "padding_lengths": [256, 512, 1024, 2048]},
+        "data": {"dir": "../shared/data", "labels": "human", "dropped_for_leaks": 3, "training_file_rows": 437,
+                 "checkpoint_val_rows": 64},
+        "composition": [{"source": s, "file": {"rows": 696 + 303 * i, "prompts": 522 - 51 * i,
+                                               "rows_per_prompt": 1.33 + 2.3 * i, "tie_rate": 0.27 - 0.13 * i,
+                                               **({"scenarios": 58} if i == 0 else {})},
+                         "train": 251 - 87 * i, "train_share": 0.697 - 0.31 * i, "checkpoint_val": 40 - 11 * i,
+                         "held_out": 280 - 95 * i, "main_eval": main_eval, "tie_train": 0.303 - 0.12 * i,
+                         "tie_held_out": 0.257 - 0.106 * i} for i, (s, main_eval) in enumerate(sources.items())],
+        "methods": [{"id": k, "label": v} for k, v in measure.METHODS.items()],
+        "baselines": baselines.settings(cfg, np.array([0.21, -0.04, 0.06])),
+        "quality": {"held-out": {"all": scores(0, 369), "autoj_pairwise_dev": scores(1, 280),
+                                 "pandalm_human": scores(2, 89)}, "hh_rlhf_harmless": {"all": scores(3, 64)}},
+        "fit_seconds": {"prior": 0.13, "length_lr": 0.031, "length_lr_cal": 0.24, "step0": 0.62, "model": 421.3,
+                        "model_tta": 421.3},
+        "eval_wall_seconds": {"held-out": 362.1, "hh_rlhf_harmless": 68.3},
+        "train_summary": {"train_rows": 360, "global_step": 45, "global_batch": 8, "train_wall_seconds": 421.3,
+                          "total_wall_seconds": 498.2, "train_examples_per_second": 0.85},
+        "diagnostics": {"tie_rate_train": 0.222, "tie_rate_held_out": 0.206, "mean_pred_tie_tta": 0.245,
+                        "position_bias_plain": -0.006, "position_bias_swapped": 0.015, "true_a_minus_b": 0.057,
+                        "mean_abs_diff_plain_vs_swapped": 0.094, "mean_abs_diff_model_vs_step0": 0.027,
+                        "first_train_loss": 0.7145, "last_train_loss": 1.0759,
+                        "eval_log_loss_by_step": [[30, 0.9568], [45, 0.9617]]},
+        "speed": {"device": "cpu", "rows": 32, "repeats": 3, "warmup_passes": 1, "held_out_rows": 369, **main,
+                  "padding_all_held_out": padding(81002, 82311, 94464), "truncated_share_all_held_out": 0.69,
+                  "padding_by_length": [{"max_length": n, "max_batch_tokens": max(4096, 4 * n), "max_batch_size": 16,
+                                         "truncated_share": 0.69 / (i + 1), "median_tokens": 256.0 + 47 * i,
+                                         **padding(81002 + 11 * i, 82311 + 1301 * i, 94464 * (i + 1))}
+                                        for i, n in enumerate([256, 512, 1024, 2048])],
+                  "padding_budget": {"floor_tokens": 4096, "rows_at_max_length": 4, "max_batch_size": 16},
+                  "long": comparison(512, 1), "plain": main["sorted"], "tta": timing(38.4), "tta_average": "prob",
+                  "trained_quantization": "nf4", "quantization": quant,
+                  "functions": {"sorted": "arena.predict.logits_for",
+                                "fixed": "benchmarks.speed.fixed_padding_logits",
+                                "tta": "arena.predict.predict_frame", "speed": "benchmarks.speed.measure"}},
+    }
+
+
+def test_md_table_formats_numbers_and_escapes_pipes():
+    table = text.md_table(["a", "b"], [["x|y", 0.123456], [None, float("nan")]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| x\\|y | 0.1235 |", "| - | - |"]
+    assert text.ranges([9, 10, 11, 14, 16, 17]) == "9-11, 14, 16-17" and text.ranges(None) == "all"
+
+
+def test_rendering_the_same_results_twice_gives_the_same_markdown(tmp_path):
+    results = fake_results()
+    (tmp_path / "r.json").write_text(json.dumps(results))
+    first = report.render_file(tmp_path / "r.json", tmp_path / "a" / "bench.md").read_bytes()
+    second = report.render(json.loads((tmp_path / "r.json").read_text()), tmp_path / "b" / "bench.md").read_bytes()
+    assert first == second
+    text = first.decode()
+    for needle in ("| method | log loss | accuracy", "### Data and split", "**The default model", "Diagnostics",
+                   "What limits it", "Sorted dynamic batching vs fixed padding", "at max_length 512",
+                   "| max_length | median row (tokens)", "Cost of swap TTA", "Quantization at inference", "| int8 |",
+                   "full-size GPU path: not measured", "make bench", "python -m benchmarks --quick --out /tmp/bench.md",
+                   "python -m benchmarks.report", "(bench-quality.png)", "(bench-speed.png)", "`bench.json`"):
+        assert needle in text, needle
+    for png in ("bench-quality.png", "bench-speed.png"):
+        assert (tmp_path / "a" / png).stat().st_size > 5000
+
+
+def test_the_model_settings_in_the_report_come_from_the_results_config(tmp_path):
+    results = fake_results()
+    text = report.markdown(results, tmp_path / "bench.md")
+    assert "(gemma3_text, 18 layers, 268M parameters), nf4 + LoRA r16 (alpha 32) on q_proj, k_proj, v_proj, o_proj " \
+           "of layers 9-17," in text
+    assert "prompt.max_length 256, 1 epoch(s) capped at 45 steps, batch 4 x 2" in text
+    assert "keeps one fold in 10 of it" in text and "C=1," in text
+    changed = copy.deepcopy(results)
+    changed["config"]["peft"].update(r=64, layers_to_transform=[4, 5, 6])
+    changed["config"]["prompt"]["max_length"] = 777
+    changed["config"]["train"].update(epochs=3.0, per_device_batch_size=5, grad_accum=7)
+    changed["baselines"]["length_lr"]["C"] = 0.25
+    text = report.markdown(changed, tmp_path / "bench.md")
+    assert "nf4 + LoRA r64 (alpha 32) on q_proj, k_proj, v_proj, o_proj of layers 4-6," in text
+    assert "prompt.max_length 777, 3 epoch(s) capped at 45 steps, batch 5 x 7" in text
+    assert "C=0.25," in text and "LoRA r16 (alpha 32) on q_proj, k_proj, v_proj, o_proj" not in text
+
+
+ORDERED = {"log_loss", "accuracy"}  # compared with each other by the verdict: one factor keeps their order
+
+
+def _keys(value) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    return {k for v in value for k in _keys(v)} if isinstance(value, list) else set()
+
+
+def _perturbed(value, salt: str, keys: set[str], path: str = "", key: str = "", in_list: bool = False):
+    """Every number in `value` changed by a factor (or, in a list, a shift) of its own, every digit of its text
+    shifted (but for names the report looks up), booleans kept: a number that the report prints the same
+    whatever the results is typed into it, not read from them."""
+    if isinstance(value, dict):
+        return {k: _perturbed(v, salt, keys, f"{path}/{k}", k) for k, v in value.items()}
+    if isinstance(value, list):  # one shift for a list's numbers: ranges such as layers 9-17 stay ranges
+        grown = [f"extra {salt}"] if value and all(isinstance(v, str) for v in value) else []  # counts move too
+        return [_perturbed(v, salt, keys, path, key, in_list=True) for v in value] + grown
+    seed = zlib.crc32(f"{salt}{key if key in ORDERED else path}".encode())
+    if isinstance(value, str):
+        shift = 1 + zlib.crc32(salt.encode()) % 9
+        return value if value in keys else re.sub(r"\d", lambda m: str((int(m[0]) + shift) % 10), value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, int):
+        return value + 1 + seed % 50 if in_list else round(value * (1.1 + seed % 1000 / 613)) + 1
+    return value * (1.1 + seed % 1000 / 613) + 0.0123
+
+
+def constant_numbers(results: dict, folder: Path) -> tuple[list[str], list[tuple]]:
+    """Numbers printed the same in the report of `results` and of two perturbed copies (in lines that keep their
+    shape), and the lines whose shape changed (a sentence picked by a measured value)."""
+    keys = _keys(results)
+    renders = [report.markdown(r, folder / "bench.md").splitlines()
+               for r in (results, _perturbed(results, "a", keys), _perturbed(results, "b", keys))]
+    assert len({len(r) for r in renders}) == 1
+    constant, reshaped = [], []
+    for lines in zip(*renders):
+        if lines[0].startswith("#"):
+            continue  # section numbers
+        tokens = [NUMBER.findall(line) for line in lines]
+        if len({len(t) for t in tokens}) > 1:
+            reshaped.append(lines)
+            continue
+        constant += [t[0] for t in zip(*tokens) if len(set(t)) == 1]
+    return constant, reshaped
+
+
+def test_every_number_in_the_report_moves_with_the_results(tmp_path):
+    constant, reshaped = constant_numbers(fake_results(), tmp_path)
+    assert not reshaped
+    # The trained quantization against itself is 1.00x whatever it measured.
+    assert constant == ["1.00"], constant
+
+
+def test_the_report_template_types_no_number():
+    """Every string literal of the report's code (format specs aside) is free of digits: numbers come from results."""
+    typed = set()
+    for module in ("report", "speed_report", "text"):
+        tree = ast.parse((REPO / "benchmarks" / f"{module}.py").read_text())
+        specs = [v.format_spec for v in ast.walk(tree) if isinstance(v, ast.FormattedValue) and v.format_spec]
+        skip = {id(n) for spec in specs for n in ast.walk(spec)}
+        skip |= {id(n.body[0].value) for n in ast.walk(tree)  # docstrings
+                 if isinstance(n, ast.Module | ast.FunctionDef | ast.ClassDef) and isinstance(n.body[0], ast.Expr)}
+        typed |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                  and id(n) not in skip and NUMBER.search(n.value)}
+    assert typed - {"utf-8"} == {"## 1. Quality on ", "## 2. Speed on this ",
+                                 "## 3. The full-size GPU path: not measured by this command"}
+
+
+def test_report_refuses_a_file_that_is_not_benchmark_results(tmp_path, capsys):
+    (tmp_path / "r.json").write_text(json.dumps({"quality": {}}))
+    assert report.main([str(tmp_path / "r.json"), "--out", str(tmp_path / "b.md")]) == 2
+    assert "not a benchmarks results file" in capsys.readouterr().err and not (tmp_path / "b.md").exists()
+
+
+def test_arena_does_not_import_the_benchmarks():
+    sources = {p: p.read_text() for p in (REPO / "src" / "arena").rglob("*.py")}
+    assert not [p for p, text in sources.items() if re.search(r"^\s*(from|import) benchmarks\b", text, re.M)]
+
+
+# ---- the command ------------------------------------------------------------------------------------
 
 def test_bench_refuses_to_reuse_a_work_folder(tmp_path, capsys):
-    from arena import cli
+    from benchmarks.__main__ import main
 
     work = tmp_path / "work"
     work.mkdir()
     (work / "results.json").write_text("{}")
-    assert cli.main(["bench", "--quick", "--work", str(work), "--out", str(tmp_path / "b.md")]) == 2
+    assert main(["--quick", "--work", str(work), "--out", str(tmp_path / "b.md")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert (work / "results.json").read_text() == "{}" and not (tmp_path / "b.md").exists()
+    assert (work / "results.json").read_text() == "{}" and sorted(tmp_path.iterdir()) == [work]
 
 
 @pytest.mark.e2e
-def test_quick_bench_writes_the_report_with_its_tables(tmp_path):
+def test_quick_bench_writes_results_and_the_report_rendered_from_them(tmp_path):
+    from benchmarks.__main__ import main
+
     out = tmp_path / "docs" / "bench.md"
-    path = bench.run(out=out, quick=True, work_dir=tmp_path / "work")
-    assert path == out
+    work = tmp_path / "work"
+    assert main(["--quick", "--out", str(out), "--work", str(work)]) == 0
     text = out.read_text()
     for needle in ("# Benchmarks", "--quick", "| method | log loss | accuracy", "| uniform | 1.0986",
                    "length LR", "default model + swap TTA", "Sorted dynamic batching vs fixed padding",
                    "Cost of swap TTA", "Quantization at inference", "| nf4 |", "| int8 |", "| none |",
-                   "full-size GPU path: not measured", "at max_length 192", "torch ", "transformers ", "peft ", "bitsandbytes "):
+                   "full-size GPU path: not measured", "at max_length 192", "torch ", "transformers ", "peft ",
+                   "bitsandbytes "):
         assert needle in text, needle
     for png in ("bench-quality.png", "bench-speed.png"):
         assert (out.parent / png).stat().st_size > 5000
-    assert (tmp_path / "work" / "results.json").is_file()
-    train_df = data.load(tmp_path / "work" / "train.csv")
-    eval_df = data.load(tmp_path / "work" / "eval.csv")
-    assert not set(bench.prompt_keys(train_df)) & set(bench.prompt_keys(eval_df))
-    assert isinstance(pd.read_csv(tmp_path / "work" / "predictions_held-out.csv"), pd.DataFrame)
+    results = json.loads((work / "results.json").read_text())
+    assert (out.parent / "bench.json").read_text() == (work / "results.json").read_text()
+    # The resolved config the model trained with, as arena wrote it into the run folder, and in the report.
+    from arena.layout import RunFolder
+
+    cfg = results["config"]
+    assert cfg == config.load(RunFolder(results["run_dir"]).config).to_dict()
+    assert cfg["data"]["train"] == str(work / "train.csv") and cfg["train"]["max_steps"] == 2
+    p, t = cfg["peft"], cfg["train"]
+    assert f"LoRA r{p['r']} (alpha {p['alpha']})" in text
+    assert f"prompt.max_length {cfg['prompt']['max_length']}" in text
+    assert f"batch {t['per_device_batch_size']} x {t['grad_accum']}" in text
+    assert results["train_summary"]["train_rows"] == sum(c["train"] for c in results["composition"])
+    # Every number on the page moves with results.json (but the trained quantization's 1.00x against itself).
+    constant, reshaped = constant_numbers(results, tmp_path)
+    assert set(constant) <= {"1.00"} and len(reshaped) < 10, (constant, reshaped)
+    # Rendered from results.json alone: again, byte for byte.
+    again = report.render_file(out.parent / "bench.json", tmp_path / "again" / "bench.md")
+    assert again.read_text() == text
+    train_df = data.load(work / "train.csv")
+    eval_df = data.load(work / "eval.csv")
+    assert not set(split.prompt_keys(train_df)) & set(split.prompt_keys(eval_df))
+    assert isinstance(pd.read_csv(work / "predictions_held-out.csv"), pd.DataFrame)
+
+
+def test_committed_report_renders_from_its_results(tmp_path):
+    results = REPO / "docs" / "benchmarks.json"
+    if not results.is_file():
+        pytest.skip("docs/benchmarks.json not committed yet: `make bench` writes it with docs/benchmarks.md")
+    rendered = report.render_file(results, tmp_path / "benchmarks.md")
+    assert rendered.read_text() == (REPO / "docs" / "benchmarks.md").read_text()
 
 
 def test_readme_benchmark_numbers_come_from_the_committed_report():
-    readme = (bench.REPO / "README.md").read_text()
-    report = (bench.REPO / "docs" / "benchmarks.md").read_text()
+    readme = (REPO / "README.md").read_text()
+    report_text = (REPO / "docs" / "benchmarks.md").read_text()
     section = readme.split("## Benchmarks", 1)[1].split("\n## ", 1)[0]
     numbers = re.findall(r"\d+\.\d+", section)
     assert len(numbers) > 10
-    missing = [n for n in numbers if n not in report]
+    missing = [n for n in numbers if n not in report_text]
     assert not missing, f"README numbers not in docs/benchmarks.md (rerun make bench, then copy): {missing}"
