@@ -31,3 +31,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from tests.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny-gemma2"), "gemma2")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """A run folder trained for 3 steps on the tiny model and a generated sample (never modified by tests:
+    tests that damage a run work on a copy)."""
+    from arena import config, data, train
+
+    tmp = tmp_path_factory.mktemp("tiny-run")
+    csv = tmp / "train.csv"
+    data.write_csv(data.generate_sample(60, seed=2), csv)
+    cfg = config.from_dict({
+        "name": "tiny", "model": {"path": str(tiny_model_dir), "family": "plain"},
+        "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 128, "max_batch_tokens": 512},
+        "data": {"train": str(csv), "folds": 3},
+        "train": {"runs_dir": str(tmp / "runs"), "max_steps": 3, "eval_steps": 3, "per_device_batch_size": 4,
+                  "grad_accum": 1, "learning_rate": 1e-3},
+    })
+    return train.train(cfg)

@@ -86,15 +86,15 @@ def test_hh_rlhf_padded_with_one_warning(shared_data):
     assert data.validate(shared_data / "hh_rlhf_harmless.csv").endswith("padded rows: 9")
 
 
-def test_null_turns_and_bare_values(tmp_path):
+def test_null_turns_booleans_and_raw_newlines(tmp_path):
     rows = [
-        ["1", "m1", "m2", '["q", null]', '[null, "x"]', '["y", 1.5]', 0, 0, 1],
-        ["2", "m1", "m2", '"just a string"', "[true]", "null", 0, 1, 0],
+        ["1", "m1", "m2", '["q", null]', '[null, "x"]', '["y", null]', 0, 0, 1],
+        ["2", "m1", "m2", '["just a string"]', "[true]", "[]", 0, 1, 0],
         ["3", "m1", "m2", '["raw\nnewline"]', '["a"]', '["b"]', 0, 1, 0],  # a raw newline inside a JSON string
     ]
     df = data.load(write_rows(tmp_path / "t.csv", rows))
     assert df.loc[0, "response_a"] == ["", "x"]
-    assert df.loc[0, "response_b"] == ["y", "1.5"]
+    assert df.loc[0, "response_b"] == ["y", ""]
     assert df.loc[0, "prompt"] == ["q", ""]
     assert df.loc[1, "prompt"] == ["just a string"]
     assert df.loc[1, "response_a"] == ["true"]
@@ -103,6 +103,18 @@ def test_null_turns_and_bare_values(tmp_path):
     # row 3 spans lines 4-5, so the next row starts on line 6
     bad = write_rows(tmp_path / "bad.csv", [*rows, ["4", "m1", "m2", '["q"]', '["a"]', "[oops", 0, 1, 0]])
     assert "row id=4 (line 6): column response_b: invalid JSON" in problems_of(bad)
+
+
+@pytest.mark.parametrize("raw,problem", [
+    ('"just a string"', "expected a JSON list of strings, got a JSON string"),
+    ("null", "expected a JSON list of strings, got a JSON null"),
+    ('{"turn": "a"}', "expected a JSON list of strings, got a JSON object"),
+    ('["y", 1.5]', "turn 2 is a JSON number, expected a string (or null)"),
+    ('[["a"]]', "turn 1 is a JSON list, expected a string (or null)"),
+])
+def test_turns_that_are_not_strings_are_refused(tmp_path, raw, problem):
+    path = write_rows(tmp_path / "t.csv", [row("1"), ["2", "m1", "m2", '["q"]', raw, '["b"]', 0, 1, 0]])
+    assert f"row id=2 (line 3): column response_a: {problem}" in problems_of(path)
 
 
 def test_mismatched_turns_padded_with_warning(tmp_path):

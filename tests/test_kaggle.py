@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,13 +44,12 @@ def _cfg(**kaggle_section):
 
 
 @pytest.fixture
-def fake_run(tmp_path, tiny_tokenizer):
-    """A run folder as `arena train` leaves it, minus weights: config.yaml + adapter/ (tokenizer) + checkpoints/."""
+def fake_run(tmp_path, tiny_run):
+    """A run folder as `arena train` leaves it (the tiny run's adapter and checkpoints), its config on the
+    embedded base model so that packaging needs no attached weights."""
     run = tmp_path / "runs" / "t-20260101-000000"
-    (run / "adapter").mkdir(parents=True)
-    (run / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
     config.dump(_cfg(), run / "config.yaml")
-    tiny_tokenizer.save_pretrained(run / "adapter")
     return run
 
 
@@ -253,6 +253,7 @@ def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_crede
 
 
 def test_package_needs_the_kernel_path_of_a_local_base_model(fake_run, tmp_path):
+    (fake_run / "config.yaml").unlink()
     config.dump(config.from_dict({"model": {"path": str(tmp_path / "base")}}), fake_run / "config.yaml")
     with pytest.raises(UserError, match="base_model_kernel_path"):
         bundle_mod.package(fake_run, out_dir=tmp_path / "b", wheels=False)

@@ -102,6 +102,7 @@ def test_save_and_reload_in_a_fresh_process_gives_identical_logits(tiny_model_di
         before = model(**BATCH).numpy()
     assert not np.allclose(before[0], np.log(prior), atol=1e-3), "training did not move the model"
     model_mod.save_trained(model, tokenizer, RunFolder(tmp_path), model_mod.head_bias(cfg, prior))
+    assert model_mod.check_trained(RunFolder(tmp_path)) == []
 
     batch = json.dumps({k: v.tolist() for k, v in BATCH.items()})
     out = subprocess.run([sys.executable, "-c", RELOAD_SCRIPT, json.dumps(cfg.to_dict()), str(tmp_path), batch],

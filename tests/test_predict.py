@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arena import config, data, metrics, predict, train
+from arena import config, data, metrics, predict
 from arena.layout import LABEL_COLUMNS, RunFolder
 
 
@@ -52,21 +52,6 @@ def test_write_submission_validates_before_writing(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_model_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("predict-run")
-    csv = tmp / "train.csv"
-    data.write_csv(data.generate_sample(60, seed=2), csv)
-    cfg = config.from_dict({
-        "name": "tiny", "model": {"path": str(tiny_model_dir), "family": "plain"},
-        "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 128, "max_batch_tokens": 512},
-        "data": {"train": str(csv), "folds": 3},
-        "train": {"runs_dir": str(tmp / "runs"), "max_steps": 3, "eval_steps": 3, "per_device_batch_size": 4,
-                  "grad_accum": 1, "learning_rate": 1e-3},
-    })
-    return train.train(cfg)
-
-
-@pytest.fixture(scope="module")
 def labelled_csv(tmp_path_factory):
     """Generated rows with labels (a clone without ../shared still runs every predict test)."""
     path = tmp_path_factory.mktemp("labelled") / "labelled.csv"
@@ -103,7 +88,7 @@ def test_tta_is_the_average_of_both_orders_and_sorting_does_not_change_results(t
     from arena import model as model_mod
 
     run = RunFolder(tiny_run)
-    cfg = predict.run_config(run)
+    cfg = config.load_run(run)
     model, tokenizer, rt = model_mod.load_trained(cfg, run)
     df = data.load(test_csv)
     scaler = model_mod.read_head(run)["feature_scaler"]

@@ -182,8 +182,10 @@ def test_max_length_override_and_too_small(tiny_tokenizer):
     long = ["word " * 2000]
     assert len(prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma")) == MAX_LEN
     assert len(prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma", max_length=200)) == 200
-    with pytest.raises(ValueError, match="too small"):
+    with pytest.raises(ValueError, match="100 cannot hold the 'gemma' format with this tokenizer: its scaffold takes"):
         prompts.encode(tiny_tokenizer, long, long, long, cfg, "gemma", max_length=100)
+    problem = prompts.budget_problem(tiny_tokenizer, cfg, "gemma", 100)
+    assert problem and "needs at least" in problem and prompts.budget_problem(tiny_tokenizer, cfg, "gemma", 200) is None
     with pytest.raises(ValueError, match="unknown prompt family"):
         prompts.encode(tiny_tokenizer, long, long, long, cfg, "gpt")
 

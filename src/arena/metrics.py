@@ -110,23 +110,33 @@ def _ids_text(ids) -> str:
     return f"{len(ids)} row(s) (ids: {shown}{', ...' if len(ids) > _SHOW_IDS else ''})"
 
 
-def _read(path, role: str) -> pd.DataFrame:
+def read_columns(path, role: str, columns: list[str] = SUBMISSION_COLUMNS) -> pd.DataFrame:
+    """`columns` of a CSV of predictions or labels (ids as text); UserError naming the file when it cannot be
+    read or lacks a column."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {role} file not found")
     try:
         header = list(pd.read_csv(path, nrows=0).columns)
-        missing = [c for c in SUBMISSION_COLUMNS if c not in header]
+        missing = [c for c in columns if c not in header]
         if missing:
             found = ", ".join(map(str, header[:12])) + (", ..." if len(header) > 12 else "")
             raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {found})")
-        return pd.read_csv(path, usecols=SUBMISSION_COLUMNS, dtype={"id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read the {role} CSV: {exc}") from exc
+        # Only an empty cell is missing: an id spelled "NA" or "null" is an id.
+        return pd.read_csv(path, usecols=columns, dtype={"id": str}, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{path}: cannot read the {role} CSV: {exc}") from None
 
 
-def _check(df: pd.DataFrame, name: str, expected_ids=None) -> tuple[list[str], pd.DataFrame]:
-    """Problems of one competition-format frame, and its numeric label columns."""
+def check_frame(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = False) -> tuple[list[str], pd.DataFrame]:
+    """Problems of one frame of id + the three label columns, and those columns as numbers indexed by id."""
+    return _check(df, name, expected_ids, rescaled)
+
+
+def _check(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = False) -> tuple[list[str], pd.DataFrame]:
+    """Problems of one competition-format frame, and its numeric label columns. `rescaled`: rows are divided by
+    their sum before use (as Kaggle does with predictions), so they need only be non-negative with a positive
+    sum; otherwise every value is in [0, 1] and rows sum to 1 within SUM_TOLERANCE."""
     missing_cols = [c for c in SUBMISSION_COLUMNS if c not in df.columns]
     if missing_cols:
         return [f"{name}: missing column(s) {', '.join(missing_cols)}"], pd.DataFrame()
@@ -161,9 +171,14 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None) -> tuple[list[str], p
     v = values.to_numpy()
     valid = ~values.isna().any(axis=1).to_numpy()
     with np.errstate(invalid="ignore"):
-        out_of_range = valid & ((v < 0) | (v > 1)).any(axis=1)
-        off_sum = valid & (np.abs(v.sum(axis=1) - 1) > SUM_TOLERANCE)
-    checks += [(out_of_range, "values outside [0, 1]"), (off_sum, f"rows not summing to 1 (tolerance {SUM_TOLERANCE:g})")]
+        if rescaled:
+            checks += [(valid & ~np.isfinite(v).all(axis=1), "infinite values"),
+                       (valid & (v < 0).any(axis=1), "negative values"),
+                       (valid & np.isfinite(v).all(axis=1) & (v.sum(axis=1) <= 0), "rows summing to 0")]
+        else:
+            checks += [(valid & ((v < 0) | (v > 1)).any(axis=1), "values outside [0, 1]"),
+                       (valid & (np.abs(v.sum(axis=1) - 1) > SUM_TOLERANCE),
+                        f"rows not summing to 1 (tolerance {SUM_TOLERANCE:g})")]
     for mask, what in checks:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
@@ -182,19 +197,28 @@ def validate_submission(df: pd.DataFrame, expected_ids, name: str = "submission"
 
 
 def score_files(pred_path, truth_path) -> dict:
-    """Score a submission CSV against any competition-format CSV holding id + the three label columns."""
-    truth = _read(truth_path, "labels")
-    pred = _read(pred_path, "prediction")
-    truth_problems, y = _check(truth, str(truth_path))
-    if truth_problems:
-        raise UserError(problems=truth_problems)
-    pred_problems, p = _check(pred, str(pred_path), expected_ids=y.index)
-    if pred_problems:
-        raise UserError(problems=pred_problems)
-    if not len(y):
-        raise UserError(f"{truth_path}: no rows")
+    """Score a submission CSV against any competition-format CSV holding id + the three label columns.
+
+    As Kaggle does, each prediction row is divided by its sum before scoring, so rows need not sum to 1
+    (they must be non-negative with a positive sum); the labels must sum to 1 within SUM_TOLERANCE.
+    """
+    frames, problems = {}, []
+    for role, path in (("labels", truth_path), ("prediction", pred_path)):
+        try:
+            frames[role] = read_columns(path, role)
+        except UserError as exc:
+            problems += exc.problems
+    if problems:
+        raise UserError(problems=problems)
+    truth_problems, y = _check(frames["labels"], str(truth_path))
+    if not len(y) and not truth_problems:
+        truth_problems.append(f"{truth_path}: no rows")
+    pred_problems, p = _check(frames["prediction"], str(pred_path), expected_ids=y.index, rescaled=True)
+    if truth_problems or pred_problems:
+        raise UserError(problems=truth_problems + pred_problems)
     y_true = y.to_numpy()
     y_pred = p.loc[y.index].to_numpy()
+    sums = y_pred.sum(axis=1)
     prior = y_true.mean(axis=0)
     return {
         "rows": len(y_true),
@@ -202,11 +226,16 @@ def score_files(pred_path, truth_path) -> dict:
         "accuracy": accuracy(y_true, y_pred),
         "uniform_log_loss": log_loss(y_true, np.full_like(y_true, 1 / len(LABEL_COLUMNS))),
         "prior_log_loss": log_loss(y_true, np.tile(prior, (len(y_true), 1))),
+        "rescaled_rows": int((np.abs(sums - 1) > SUM_TOLERANCE).sum()),
         "pred_counts": class_counts(y_pred),
         "true_counts": class_counts(y_true),
     }
 
 
 def format_score(result: dict) -> str:
-    return (f"log_loss {result['log_loss']:.4f}  accuracy {result['accuracy']:.4f}  rows {result['rows']}  "
+    text = (f"log_loss {result['log_loss']:.4f}  accuracy {result['accuracy']:.4f}  rows {result['rows']}  "
             f"(uniform {result['uniform_log_loss']:.4f}, class prior {result['prior_log_loss']:.4f})")
+    if result["rescaled_rows"]:
+        text += (f"\nnote: {result['rescaled_rows']} prediction row(s) did not sum to 1; each row was divided by its "
+                 f"sum before scoring, as Kaggle does")
+    return text

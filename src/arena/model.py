@@ -299,15 +299,124 @@ def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, fea
 
 def read_head(run: RunFolder) -> dict:
     """head.json of a trained run; a clear error for a folder that is not one or comes from another version."""
-    if not run.head.is_file():
-        raise UserError(f"{run.adapter}: not a trained adapter folder (no {run.head.name}): an unfinished run, "
-                        f"or one made by an older version of arena")
-    head = json.loads(run.head.read_text())
-    made = head.get("format", 1)
-    if made > HEAD_FORMAT:
-        raise UserError(f"{run.head}: made by a newer version of arena (head format {made}; this version reads "
-                        f"up to {HEAD_FORMAT}): upgrade arena to load it")
+    problems: list[str] = []
+    head = _load_head(run, problems)
+    if problems:
+        raise UserError(problems=problems)
     return head
+
+
+def check_trained(run: RunFolder) -> list[str]:
+    """Every problem of a trained run's adapter folder, found without loading a model: head.json and
+    adapter_config.json parse and agree with the weight file's tensor names and shapes, the weights are whole,
+    and the tokenizer loads. An empty list when the run can load."""
+    if not run.adapter.is_dir() or not any(run.adapter.iterdir()):
+        return [f"{run.adapter}: no trained adapter here (missing or empty): an unfinished run, or not a run folder"]
+    problems: list[str] = []
+    head = _load_head(run, problems)
+    adapter_config = _read_json(run.adapter / "adapter_config.json", problems, "peft's adapter settings")
+    weights = run.adapter / "adapter_model.safetensors"
+    shapes = tensor_shapes(weights, problems)
+    if head is not None and adapter_config is not None and shapes is not None and not problems:
+        problems += [f"{weights}: {p}" for p in _weight_problems(adapter_config, head, shapes)]
+    tokenizer_file = run.adapter / "tokenizer.json"
+    if _read_json(tokenizer_file, problems, "the tokenizer") is not None:
+        try:
+            load_tokenizer(run.adapter)
+        except Exception as exc:  # noqa: BLE001 - any failure here means the kernel could not tokenise
+            problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(exc).__name__}: {exc})")
+    return problems
+
+
+def _load_head(run: RunFolder, problems: list[str]) -> dict | None:
+    head = _read_json(run.head, problems, "the head's shape and feature scaling: an unfinished run, or one made by "
+                                          "an older version of arena")
+    found = _head_problems(run, head) if head is not None else []
+    problems += found
+    return None if found else head
+
+
+def _read_json(path: Path, problems: list[str], what: str):
+    if not path.is_file():
+        problems.append(f"{path}: missing ({what})")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        problems.append(f"{path}: not valid JSON ({exc}); the file is damaged")
+        return None
+
+
+def _head_problems(run: RunFolder, head) -> list[str]:
+    if not isinstance(head, dict) or not {"bias", "num_labels"} <= set(head):
+        return [f"{run.head}: not a head description (needs bias and num_labels): made by another version of arena?"]
+    made = head.get("format", 1)
+    if not isinstance(made, int) or made > HEAD_FORMAT:
+        return [f"{run.head}: made by a newer version of arena (head format {made}; this version reads up to "
+                f"{HEAD_FORMAT}): upgrade arena to load it"]
+    if head["num_labels"] != NUM_LABELS:
+        return [f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}"]
+    scaler = head.get("feature_scaler")
+    if scaler is not None:
+        lengths = {len(scaler.get(k) or []) for k in ("names", "mean", "std")} if isinstance(scaler, dict) else {0}
+        if len(lengths) != 1 or 0 in lengths:
+            return [f"{run.head}: feature_scaler needs names, mean and std of one length"]
+    return []
+
+
+def tensor_shapes(path: Path, problems: list[str]) -> dict[str, list[int]] | None:
+    """Tensor name -> shape from a safetensors header; the library also checks the file covers every tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        problems.append(f"{path}: missing (the adapter's weights)")
+        return None
+    try:
+        with safe_open(path, "pt") as f:
+            return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        problems.append(f"{path}: not a whole safetensors file ({exc}); the file is damaged or truncated")
+        return None
+
+
+def _weight_problems(adapter_config: dict, head: dict, shapes: dict[str, list[int]]) -> list[str]:
+    """Tensor names and shapes against adapter_config.json (the adapter) and head.json (the head)."""
+    problems = []
+    score = {name.split(".score.", 1)[1]: shape for name, shape in shapes.items() if ".score." in name}
+    scaler = head.get("feature_scaler")
+    expected = {"proj.weight": NUM_LABELS}
+    if head["bias"]:
+        expected["proj.bias"] = NUM_LABELS
+    if scaler:
+        expected["features.weight"] = NUM_LABELS
+    for name, rows in expected.items():
+        if name not in score:
+            problems.append(f"no head tensor score.{name} (head.json describes one)")
+        elif score[name][0] != rows:
+            problems.append(f"head tensor score.{name} has shape {score[name]}, expected {rows} rows")
+    if scaler and "features.weight" in score and score["features.weight"][-1] != len(scaler["mean"]):
+        problems.append(f"head tensor score.features.weight reads {score['features.weight'][-1]} features, head.json "
+                        f"scales {len(scaler['mean'])}")
+    peft_type = adapter_config.get("peft_type")
+    if peft_type == "LORA":
+        targets = adapter_config.get("target_modules") or []
+        lora = [name for name in shapes if ".lora_A." in name or ".lora_B." in name]
+        if not lora:
+            problems.append("no LoRA tensors, though adapter_config.json says LORA")
+        # (a regular expression in target_modules, which arena never writes, is not checked here)
+        stray = [name for name in lora if isinstance(targets, list) and not any(f".{t}.lora_" in name for t in targets)]
+        if stray:
+            problems.append(f"LoRA tensors for modules adapter_config.json does not target, e.g. {stray[0]}")
+        rank = adapter_config.get("r")
+        odd = [name for name in lora if ".lora_A." in name and shapes[name][0] != rank]
+        if odd:
+            problems.append(f"{odd[0]} has rank {shapes[odd[0]][0]}, adapter_config.json says r={rank}")
+    elif peft_type == "PROMPT_TUNING":
+        if not any("prompt_embeddings" in name for name in shapes):
+            problems.append("no prompt embeddings, though adapter_config.json says PROMPT_TUNING")
+    else:
+        problems.append(f"adapter_config.json: peft_type {peft_type!r} is not LORA or PROMPT_TUNING")
+    return problems
 
 
 def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = None, quantization: str | None = None):
@@ -315,8 +424,6 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     from peft import PeftModel
 
     head = read_head(run)
-    if not (run.adapter / "adapter_config.json").is_file():
-        raise UserError(f"{run.adapter}: no adapter_config.json")
     rt = runtime_for(cfg)
     # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * NUM_LABELS if head["bias"] else None

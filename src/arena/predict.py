@@ -17,6 +17,7 @@ from arena import data, metrics, prompts
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, RunFolder, stamp, swap_classes
+from arena.writes import atomic_file, output_problems
 
 # ---- batching ---------------------------------------------------------------------------------------
 
@@ -138,18 +139,12 @@ def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Pat
     frame = frame.copy()
     frame[LABEL_COLUMNS] = probs / probs.sum(axis=1, keepdims=True)
     metrics.validate_submission(frame, expected_ids)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame[SUBMISSION_COLUMNS].to_csv(path, index=False)
+    with atomic_file(path) as tmp:
+        frame[SUBMISSION_COLUMNS].to_csv(tmp, index=False)
     return path
 
 
 # ---- run folders and workers ------------------------------------------------------------------------
-
-def run_config(run: RunFolder, overrides: list[str] = ()) -> Config:
-    if not run.config.is_file():
-        raise UserError(f"{run.root}: not a run folder (no {run.config.name})")
-    return config_mod.load(run.config, overrides)
-
 
 View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
 
@@ -204,16 +199,30 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     from arena import model as model_mod
 
     run = RunFolder(run_dir)
-    cfg = run_config(run, list(overrides))
-    tta = cfg.infer.tta if tta is None else tta
     if out_path is None:
         out_path = run.predictions / f"{Path(data_path).stem}-{stamp()}.csv"
-    if Path(out_path).exists():
-        raise UserError(f"{out_path}: already exists; predictions never overwrite an earlier file")
-    df = data.load(data_path)
+    cfg, df, problems = None, None, output_problems(out_path, "prediction file")
+    try:
+        cfg = config_mod.load_run(run, list(overrides))
+    except UserError as exc:
+        problems += exc.problems
+    if run.is_trained():
+        problems += model_mod.check_trained(run)
+    if base_model is not None and not (Path(base_model) / "config.json").is_file():
+        problems.append(f"--base-model {base_model}: not a model folder (no config.json)")
+    try:
+        df = data.load(data_path)
+    except data.DataError as exc:
+        problems += exc.problems
+    if problems:
+        raise UserError(problems=problems)
+    tta = cfg.infer.tta if tta is None else tta
     scaler = model_mod.read_head(run).get("feature_scaler")
     tokenizer = model_mod.load_tokenizer(run.adapter)
     max_length = cfg.infer.max_length
+    budget = prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, max_length)
+    if budget:
+        raise config_mod.ConfigError(f"infer.max_length: {budget}")
     views = [encode_view(tokenizer, df, cfg, max_length, scaler)]
     if tta:
         views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
@@ -246,23 +255,44 @@ def fit_blend_weights(oof_probs: list[np.ndarray], truth: np.ndarray) -> np.ndar
 
 
 def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str) -> Path:
+    """`arena blend`: weights fit on the runs' OOF log loss, applied to their test predictions. Every file is
+    checked (readable, columns, values, the same ids across runs) before anything is fit or written."""
+    problems = output_problems(out_path, "blended submission")
     if len(oof_paths) != len(pred_paths):
-        raise UserError("blend: give one --oof file per --preds file, in the same order")
-    oofs = [pd.read_csv(p, dtype={"id": str}).set_index("id") for p in oof_paths]
-    ids = oofs[0].index
-    for path, frame in zip(oof_paths[1:], oofs[1:]):
-        if set(frame.index) != set(ids):
-            raise UserError(f"{path}: OOF ids differ from {oof_paths[0]}")
-    missing = [c for c in TRUE_COLUMNS if c not in oofs[0].columns]
-    if missing:
-        raise UserError(f"{oof_paths[0]}: OOF file lacks label columns {missing} (use a run's val/oof predictions)")
+        problems.append(f"blend: give one --oof file per --preds file, in the same order "
+                        f"(got {len(oof_paths)} and {len(pred_paths)})")
+    oofs = _read_runs(oof_paths, "OOF", [*LABEL_COLUMNS, *TRUE_COLUMNS], problems)
+    preds = _read_runs(pred_paths, "prediction", LABEL_COLUMNS, problems)
+    if problems:
+        raise UserError(problems=problems)
+    ids, test_ids = oofs[0].index, preds[0].index
     truth = oofs[0].loc[ids, TRUE_COLUMNS].to_numpy()
     weights = fit_blend_weights([f.loc[ids, LABEL_COLUMNS].to_numpy() for f in oofs], truth)
-    preds = [pd.read_csv(p, dtype={"id": str}).set_index("id") for p in pred_paths]
-    test_ids = preds[0].index
     blended = sum(w * f.loc[test_ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, preds))
     for path, w, frame in zip(oof_paths, weights, oofs):
         print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, LABEL_COLUMNS].to_numpy()):.4f}  {path}")
     oof_blend = sum(w * f.loc[ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, oofs))
     print(f"blended OOF log loss {metrics.log_loss(truth, oof_blend):.4f}")
     return write_submission(prediction_frame(test_ids, blended), test_ids, out_path)
+
+
+def _read_runs(paths: list[str], role: str, columns: list[str], problems: list[str]) -> list[pd.DataFrame]:
+    """One frame per run (numeric columns indexed by id); every problem, ids differing from the first file's
+    included, is added to `problems`."""
+    frames = []
+    for path in paths:
+        try:
+            raw = metrics.read_columns(path, role, ["id", *columns])
+        except UserError as exc:
+            problems += exc.problems
+            continue
+        found, _ = metrics.check_frame(raw[SUBMISSION_COLUMNS], str(path),
+                                            expected_ids=frames[0].index if frames else None)
+        bad_truth = raw[[c for c in columns if c in TRUE_COLUMNS]].apply(pd.to_numeric, errors="coerce").isna()
+        if bad_truth.to_numpy().any():
+            found.append(f"{path}: missing or non-numeric true_* label values (an OOF file from `arena cv` or a "
+                         f"run's val_predictions.csv has them)")
+        problems += found
+        if not found:
+            frames.append(raw.set_index("id")[columns].astype(float))
+    return frames

@@ -36,6 +36,8 @@ _FRAMES = {
 # its clip holds fewer than max_length + _CLIP_MARGIN tokens (then it might not be over budget).
 _CLIP_CHARS_PER_TOKEN = 8
 _CLIP_MARGIN = 16
+# Labels state word counts; the budget check assumes counts of up to this many digits.
+_MOST_WORDS = 10**9 - 1
 _BATCH_ROWS = 512
 
 
@@ -143,6 +145,13 @@ def encode_frame(tokenizer, df, cfg: PromptConfig, family: str, swap: bool = Fal
     return out
 
 
+def budget_problem(tokenizer, cfg: PromptConfig, family: str, max_length: int) -> str | None:
+    """Why `max_length` cannot hold this format's scaffold plus min_tokens of each part, or None: checked
+    with the tokenizer before any model loads."""
+    encoder = _Encoder(tokenizer, cfg, family, max_length)
+    return encoder.scaffold_problem(encoder.largest_scaffold())
+
+
 def render_text(tokenizer, prompt: list[str], response_a: list[str], response_b: list[str], cfg: PromptConfig,
                 family: str, swap: bool = False, max_length: int | None = None) -> str:
     """The decoded text of `encode` (special tokens kept), for debugging and documentation."""
@@ -187,7 +196,7 @@ class _Encoder:
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.family = family
-        self.max_length = int(max_length or cfg.max_length)
+        self.max_length = int(cfg.max_length if max_length is None else max_length)
         self.left = cfg.truncation_side == "left"
         self.clip_chars = self.max_length * _CLIP_CHARS_PER_TOKEN
         head, tail = _FRAMES[family]
@@ -198,6 +207,20 @@ class _Encoder:
         self.tail_ids = self._scaffold(tail)
         self.marker_ids = self._scaffold(cfg.cut_marker) if cfg.cut_marker else []
         self._labels: dict[tuple[str, int | None], list[int]] = {}
+
+    def largest_scaffold(self) -> int:
+        """Tokens of the format around the content, with the longest word counts a label can show."""
+        words = _MOST_WORDS if self.cfg.show_lengths else None
+        return (len(self.head_ids) + len(self._label("response_a", words)) + len(self._label("response_b", words))
+                + len(self.tail_ids))
+
+    def scaffold_problem(self, fixed: int) -> str | None:
+        need = fixed + 3 * self.cfg.min_tokens
+        if self.max_length >= need:
+            return None
+        return (f"{self.max_length} cannot hold the {self.family!r} format with this tokenizer: its scaffold takes "
+                f"{fixed} tokens and each of the 3 parts needs prompt.min_tokens={self.cfg.min_tokens} (needs at "
+                f"least {need})")
 
     def _scaffold(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) if text else []
@@ -249,11 +272,8 @@ class _Encoder:
             label_b = self._label("response_b", count_words(b) if show else None)
             fixed = len(self.head_ids) + len(label_a) + len(label_b) + len(self.tail_ids)
             budget = self.max_length - fixed
-            if budget < 3 * self.cfg.min_tokens:
-                raise ValueError(
-                    f"max_length {self.max_length} is too small for the {self.family!r} format: the scaffold "
-                    f"takes {fixed} tokens and each of the 3 parts needs min_tokens={self.cfg.min_tokens}"
-                )
+            if budget < 3 * self.cfg.min_tokens:  # only past scaffold_problem with > _MOST_WORDS words
+                raise ValueError(self.scaffold_problem(fixed))
             parts = ids[3 * r:3 * r + 3]
             keep = allocate([len(p) for p in parts], budget, self.cfg)
             p_ids, a_ids, b_ids = (self._truncate(p, k) for p, k in zip(parts, keep, strict=True))

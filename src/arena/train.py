@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from arena import data, metrics, prompts
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder, swap_classes
+from arena.writes import atomic_file, free_bytes, output_problems, write_text
 
 # ---- the Trainer ------------------------------------------------------------------------------------
 
@@ -187,11 +189,27 @@ class Built:
     scaler: dict | None
 
 
-def prepare_data(cfg: Config) -> Split:
-    """The config's training rows, fold cfg.data.fold held out for validation (grouped by prompt)."""
-    if not 0 <= cfg.data.fold < cfg.data.folds:
-        raise UserError(f"data.fold: {cfg.data.fold} is not in 0..{cfg.data.folds - 1}")
-    df = data.training_data(cfg.data)
+def check_setup(cfg: Config, resuming: bool = False) -> list[str]:
+    """Problems found before any data or model loads: where the run will be written, the optimizer's name."""
+    from transformers.training_args import OptimizerNames
+
+    problems = [] if resuming else output_problems(cfg.train.runs_dir, "runs folder", folder=True, may_exist=True)
+    if cfg.train.optim not in {o.value for o in OptimizerNames}:
+        problems.append(f"train.optim: {cfg.train.optim!r} is not an optimizer transformers knows "
+                        f"(e.g. adamw_torch, paged_adamw_8bit)")
+    return problems
+
+
+def prepare_data(cfg: Config, resuming: bool = False) -> Split:
+    """The config's training rows, fold cfg.data.fold held out for validation (grouped by prompt). Every
+    problem of the data and the set-up is reported at once, before any model loads."""
+    problems = check_setup(cfg, resuming)
+    try:
+        df = data.training_data(cfg.data)
+    except data.DataError as exc:
+        problems += exc.problems
+    if problems:
+        raise UserError(problems=problems)
     folds = data.make_folds(df, cfg.data.folds, cfg.seed)
     train_df = df[folds != cfg.data.fold].reset_index(drop=True)
     val_df = df[folds == cfg.data.fold].reset_index(drop=True)
@@ -206,10 +224,38 @@ def prepare_data(cfg: Config) -> Split:
     return Split(train_df, val_df, prior, prior_ll)
 
 
+def check_budget(cfg: Config) -> None:
+    """prompt.max_length and infer.max_length hold the format's scaffold plus min_tokens of each part, checked
+    with the base model's tokenizer before the model loads."""
+    from arena import model as model_mod
+    from arena.embedded import resolve_model_path
+
+    tokenizer = model_mod.load_tokenizer(resolve_model_path(cfg.model.path))
+    problems = [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
+                                                        ("infer.max_length", cfg.infer.max_length))
+                if (problem := prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, length))]
+    if problems:
+        raise config_mod.ConfigError(problems=problems)
+
+
+def check_room(cfg: Config, built: Built) -> None:
+    """Disk room for the run, known once the model is built and before anything is written: each checkpoint
+    holds the trainable weights and Adam's two moments (float32), save_total_limit of them plus one while
+    rotating, then the final adapter; 64 MiB more for logs, predictions and plots."""
+    trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad) * 4
+    need = trainable * 3 * (cfg.train.save_total_limit + 1) + trainable + 64 * 2**20
+    free = free_bytes(cfg.train.runs_dir)
+    if free < need:
+        raise UserError(f"{cfg.train.runs_dir}: {free / 2**20:.0f} MiB free on its disk; this run needs about "
+                        f"{need / 2**20:.0f} MiB (train.save_total_limit={cfg.train.save_total_limit} checkpoints "
+                        f"of {3 * trainable / 2**20:.0f} MiB each, and the adapter)")
+
+
 def build(cfg: Config, split: Split) -> Built:
     """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
     from arena import model as model_mod
 
+    check_budget(cfg)
     scaler = data.fit_feature_scaler(split.train) if cfg.model.length_features else None
     model, tokenizer, rt = model_mod.build_for_training(
         cfg, class_prior=split.prior, num_features=len(scaler["mean"]) if scaler else 0)
@@ -270,9 +316,9 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
 
 
 def fit(trainer: PreferenceTrainer, run: RunFolder, resume: bool):
-    """Train (from the run's last checkpoint when resuming); the best checkpoint is loaded at the end."""
-    has_checkpoint = any(run.checkpoints.glob("checkpoint-*"))
-    return trainer.train(resume_from_checkpoint=True if (resume and has_checkpoint) else None)
+    """Train (from the run's last complete checkpoint when resuming); the best checkpoint is loaded at the end."""
+    checkpoint = last_complete_checkpoint(run) if resume else None
+    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
 def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> dict:
@@ -288,7 +334,8 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
     frame = predict.prediction_frame(split.val["id"], val["probs"])
     frame[TRUE_COLUMNS] = data.label_matrix(split.val)
     frame["fold"] = cfg.data.fold
-    frame.to_csv(run.val_predictions, index=False)
+    with atomic_file(run.val_predictions) as tmp:
+        frame.to_csv(tmp, index=False)
     truth = data.label_matrix(split.val)
     return {
         "val_log_loss": metrics.log_loss(truth, val["probs_plain"]),
@@ -324,7 +371,7 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         "compute_dtype": str(built.runtime.dtype).removeprefix("torch."),
         "history": list(state.log_history),
     }
-    run.metrics.write_text(json.dumps(summary, indent=2, default=float))
+    write_text(run.metrics, json.dumps(summary, indent=2, default=float))
     plot_curves(summary["history"], run.loss_curve, split.prior_log_loss)
     return summary
 
@@ -340,8 +387,9 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
         cfg = config_mod.load(run.config)
         print(f"resuming {run.root}")
     torch.manual_seed(cfg.seed)
-    split = prepare_data(cfg)
+    split = prepare_data(cfg, resuming=run is not None)
     built = build(cfg, split)
+    check_room(cfg, built)
     run = run or open_run_folder(cfg)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
@@ -385,13 +433,41 @@ def find_resumable(cfg: Config, resume: str) -> RunFolder:
         run = RunFolder(resume)
         if not run.config.is_file():
             raise UserError(f"--resume {resume}: not a run folder (no {run.config.name})")
+        if run.adapter.exists():
+            raise UserError(f"--resume {resume}: this run finished (it has {run.adapter.name}/); train a new one")
         return run
     runs = [RunFolder(p) for p in Path(cfg.train.runs_dir).glob(f"{cfg.name}-*") if p.is_dir()]
-    unfinished = [(max(c.stat().st_mtime for c in checkpoints), r) for r in runs if not r.adapter.exists()
-                  and (checkpoints := list(r.checkpoints.glob("checkpoint-*")))]
+    unfinished = [(checkpoint.stat().st_mtime, r) for r in runs if not r.adapter.exists()
+                  and (checkpoint := last_complete_checkpoint(r, quiet=True))]
     if not unfinished:
         raise UserError(f"--resume latest: no unfinished run of '{cfg.name}' with a checkpoint under {cfg.train.runs_dir}")
     return max(unfinished, key=lambda pair: pair[0])[1]
+
+
+def last_complete_checkpoint(run: RunFolder, quiet: bool = False) -> Path | None:
+    """The run's newest checkpoint whose files are whole. The Trainer writes trainer_state.json last, so a run
+    killed while saving leaves a checkpoint without it (or with part of it): such a checkpoint is renamed
+    `incomplete-checkpoint-N` (kept, out of the Trainer's way) and the one before it is used."""
+    from arena.model import tensor_shapes
+
+    checkpoints = [p for p in run.checkpoints.glob("checkpoint-*") if p.name.split("-", 1)[1].isdigit()]
+    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        problems: list[str] = []
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            problems.append("trainer_state.json missing or partial")
+        if (checkpoint / "adapter_model.safetensors").exists():
+            tensor_shapes(checkpoint / "adapter_model.safetensors", problems)
+        if problems:
+            if not quiet:
+                aside = checkpoint.with_name(f"incomplete-{checkpoint.name}")
+                checkpoint.rename(aside)
+                print(f"note: {checkpoint} is incomplete ({problems[0]}): the run was stopped while saving it; "
+                      f"moved aside to {aside.name}", file=sys.stderr)
+            continue
+        return checkpoint
+    return None
 
 
 def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
@@ -413,7 +489,8 @@ def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
     ax.set_ylabel("log loss")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -439,13 +516,14 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None) -> Pa
                      "run": run.root.name})
         oof.append(pd.read_csv(run.val_predictions, dtype={"id": str}))
     oof_df = pd.concat(oof, ignore_index=True)
-    oof_df.to_csv(cv.oof_predictions, index=False)
+    with atomic_file(cv.oof_predictions) as tmp:
+        oof_df.to_csv(tmp, index=False)
     truth = oof_df[TRUE_COLUMNS].to_numpy()
     pred = oof_df[LABEL_COLUMNS].to_numpy()
     result = {"folds": folds, "selected": selected, "oof_rows": len(oof_df),
               "oof_log_loss": metrics.log_loss(truth, pred), "oof_accuracy": metrics.accuracy(truth, pred),
               "per_fold": rows}
-    cv.summary.write_text(json.dumps(result, indent=2, default=float))
+    write_text(cv.summary, json.dumps(result, indent=2, default=float))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"OOF log loss {result['oof_log_loss']:.4f} (swap TTA), accuracy {result['oof_accuracy']:.3f} "
           f"over {len(oof_df)} rows; written to {cv.root}")

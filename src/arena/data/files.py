@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import math
-import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pandas as pd
 
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, SUM_TOLERANCE
+from arena.writes import atomic_file
 
 TEXT_COLUMNS = ["prompt", "response_a", "response_b"]
 REQUIRED_COLUMNS = ["id", *TEXT_COLUMNS]
@@ -62,6 +62,10 @@ def _snippet(text: str, width: int = 60) -> str:
     return repr(text if len(text) <= width else text[:width] + "...")
 
 
+_ARCHIVES = {b"PK\x03\x04": "zip archive", b"\x1f\x8b": "gzip file", b"BZh": "bzip2 file",
+             b"\xfd7zXZ\x00": "xz file", b"7z\xbc\xaf\x27\x1c": "7z archive"}
+
+
 def _read_records(path: Path, problems: list[str]) -> tuple[list[str], list[_Record]] | None:
     """Parse the CSV into a header and records that remember their first line; None when unreadable."""
     name = str(path)
@@ -71,7 +75,16 @@ def _read_records(path: Path, problems: list[str]) -> tuple[list[str], list[_Rec
     if not path.is_file():
         problems.append(f"{name}: not a file")
         return None
-    text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
+    raw = path.read_bytes()
+    for magic, kind in _ARCHIVES.items():
+        if raw.startswith(magic):
+            problems.append(f"{name}: a {kind}, not a CSV: extract it first (Kaggle's download is a zip: "
+                            f"unzip it into a folder and pass the CSV inside)")
+            return None
+    if b"\x00" in raw[:65536]:
+        problems.append(f"{name}: binary data (NUL bytes), not a CSV")
+        return None
+    text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     if not text.strip():
         problems.append(f"{name}: empty file")
         return None
@@ -103,16 +116,16 @@ def _read_records(path: Path, problems: list[str]) -> tuple[list[str], list[_Rec
     return header, records
 
 
-def _turn_text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False)
+_JSON_KINDS = {dict: "object", list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+               type(None): "null"}
 
 
 def _parse_turns(value: str) -> tuple[list[str] | None, str | None]:
-    """A JSON list of turns -> list[str]; a bare JSON value counts as one turn. Returns (turns, error)."""
+    """A JSON list of turns -> list[str]. Returns (turns, error).
+
+    A turn is a string; `null` (a missing turn, as in the competition's data) reads as "", and a JSON boolean
+    as its text (real data holds `[true]` where a model answered "True"). Anything else is an error.
+    """
     if not value.strip():
         return None, "empty, expected a JSON list of strings"
     try:
@@ -120,8 +133,12 @@ def _parse_turns(value: str) -> tuple[list[str] | None, str | None]:
     except json.JSONDecodeError as exc:
         return None, f"invalid JSON ({exc.msg} at char {exc.pos}): {_snippet(value)}"
     if not isinstance(obj, list):
-        obj = [obj]
-    return [_turn_text(v) for v in obj], None
+        return None, f"expected a JSON list of strings, got a JSON {_JSON_KINDS[type(obj)]}: {_snippet(value)}"
+    for i, turn in enumerate(obj, 1):
+        if not isinstance(turn, (str, bool, type(None))):
+            return None, (f"turn {i} is a JSON {_JSON_KINDS[type(turn)]}, expected a string (or null): "
+                          f"{_snippet(value)}")
+    return ["" if t is None else json.dumps(t) if isinstance(t, bool) else t for t in obj], None
 
 
 def _bad_byte_message(rec: _Record, col_idx: int) -> str | None:
@@ -283,7 +300,7 @@ def label_matrix(df: pd.DataFrame) -> np.ndarray | None:
 
 
 def write_csv(df: pd.DataFrame, path) -> None:
-    """Write in the competition's format (JSON-list text columns); never overwrites an existing file."""
+    """Write in the competition's format (JSON-list text columns), atomically; never overwrites a file."""
     path = Path(path)
     if path.exists():
         raise DataError(f"{path}: already exists; refusing to overwrite it")
@@ -294,19 +311,5 @@ def write_csv(df: pd.DataFrame, path) -> None:
     labels = label_matrix(out)
     if labels is not None and np.isin(labels, (0.0, 1.0)).all():
         out[LABEL_COLUMNS] = labels.astype("int64")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write aside, then hard-link into place: atomic, and fails instead of overwriting a file that appeared.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         out.to_csv(tmp, index=False, encoding="utf-8", lineterminator="\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise DataError(f"{path}: already exists; refusing to overwrite it") from None
-        except OSError:  # file systems without hard links
-            if path.exists():
-                raise DataError(f"{path}: already exists; refusing to overwrite it") from None
-            os.rename(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-

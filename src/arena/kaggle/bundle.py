@@ -18,31 +18,26 @@ from arena.kaggle import preflight as preflight_mod
 from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
+from arena.model import check_trained
+from arena.writes import output_problems
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 
 
-def trained_run_config(run: RunFolder) -> Config:
-    """The config of a finished run (or of a bundle's adapter dataset, which has the same layout)."""
-    if not run.is_trained():
-        raise UserError(f"{run.root}: not a run folder (needs {run.config.name} and {run.adapter.name}/ "
-                        f"from `arena train`)")
-    return config_mod.load(run.config)
-
-
-def check_base_model(cfg: Config) -> None:
-    """A run on a local base model needs the path where the kernel finds it, and something attaching it."""
+def base_model_problems(cfg: Config) -> list[str]:
+    """A run on a local base model needs the path where the kernel finds it (a problem if missing), and
+    something attaching it (a warning if missing)."""
     if is_embedded(cfg.model.path):
-        return
+        return []
     if not cfg.kaggle.base_model_kernel_path:
-        raise UserError(
-            f"model.path is the local folder {cfg.model.path!r}, which the kernel cannot see, and "
-            f"kaggle.base_model_kernel_path is empty: set it in the run's config.yaml to where the attached base "
-            f"weights appear (e.g. /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2), with kaggle.base_model_source "
-            f"(a Kaggle model) or kaggle.base_model_dataset (a dataset) to attach them")
+        return [f"kaggle.base_model_kernel_path: empty, and model.path is the local folder {cfg.model.path!r}, which "
+                f"the kernel cannot see: set it in the run's config.yaml to where the attached base weights appear "
+                f"(e.g. /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2), with kaggle.base_model_source (a Kaggle "
+                f"model) or kaggle.base_model_dataset (a dataset) to attach them"]
     if not (cfg.kaggle.base_model_source or cfg.kaggle.base_model_dataset):
         print("warning: neither kaggle.base_model_source nor kaggle.base_model_dataset is set: nothing attaches the "
               f"base weights at {cfg.kaggle.base_model_kernel_path}", file=sys.stderr)
+    return []
 
 
 def _dataset_metadata(title: str, user: str, slug: str) -> dict:
@@ -100,11 +95,13 @@ def write_json(path: Path, payload: dict) -> None:
 def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
     """`arena package`: build the offline kernel bundle of a run; never overwrites an existing folder."""
     run = RunFolder(run_dir)
-    cfg = trained_run_config(run)
-    check_base_model(cfg)
+    cfg = config_mod.load_run(run)
     out = Path(out_dir) if out_dir else run.new_bundle_path()
-    if out.exists():
-        raise UserError(f"{out}: already exists; a bundle never overwrites an existing folder")
+    problems = base_model_problems(cfg) + check_trained(run) + output_problems(out, "bundle", folder=True)
+    if test_csv is not None and not Path(test_csv).is_file():
+        problems.append(f"--test-csv {test_csv}: file not found")
+    if problems:
+        raise UserError(problems=problems)
     user = kaggle_user()
     out.parent.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed into place: an interrupted build never leaves a half bundle at `out`.
@@ -113,6 +110,9 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
         build.adapter_dataset.mkdir()
         shutil.copy2(run.config, build.run.config)
         shutil.copytree(run.adapter, build.run.adapter)
+        problems = check_trained(build.run)  # the copy the kernel will load
+        if problems:
+            raise UserError(problems=problems)
         _write_wheelhouse(build, cfg, wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(render_kernel_script(cfg), encoding="utf-8")
@@ -163,5 +163,5 @@ def bundle_config(bundle: Bundle) -> Config:
     missing = bundle.missing_parts()
     if missing:
         raise UserError(f"{bundle.root}: not a bundle from `arena package` (no {missing[0]}/)")
-    return trained_run_config(bundle.run)
+    return config_mod.load_run(bundle.run)
 

@@ -9,10 +9,11 @@ import shlex
 import time
 from pathlib import Path
 
+from arena import config as config_mod
 from arena.config import Config
 from arena.errors import UserError
 from arena.kaggle import preflight as preflight_mod
-from arena.kaggle.bundle import bundle_config, check_base_model, package, trained_run_config, write_metadata
+from arena.kaggle.bundle import base_model_problems, bundle_config, package, write_metadata
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.remote import kaggle_executable_display, run_kaggle
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
@@ -31,6 +32,11 @@ def _dataset_commands(folder: Path, dataset_id: str, message: str) -> tuple[list
 def _submit_command(cfg: Config, kernel_id: str, version: str, message: str) -> list[str]:
     return ["competitions", "submit", cfg.kaggle.competition, "-k", kernel_id, "-v", version,
             "-f", SUBMISSION_FILE, "-m", message]
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise UserError(problems=problems)
 
 
 def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str) -> None:
@@ -99,8 +105,8 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
         if bundle.preflight.is_file():
             print(preflight_mod.format_preflight(json.loads(bundle.preflight.read_text(encoding="utf-8"))))
     elif dry_run:
-        cfg = trained_run_config(run)
-        check_base_model(cfg)
+        cfg = config_mod.load_run(run)
+        _raise(base_model_problems(cfg))
         bundle = Bundle(run.new_bundle_path())
         print(f"would package the run first: arena package --run {run.root} --out {bundle.root}")
         print(preflight_mod.format_preflight(preflight_mod.preflight(run, cfg)))
@@ -112,7 +118,7 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
         _print_plan(bundle, cfg, user, message)
         return None
 
-    check_base_model(cfg)
+    _raise(base_model_problems(cfg))
     if not any(w.name.startswith("transformers-") for w in bundle.wheels.glob("*.whl")):
         raise UserError(f"{bundle.wheels}: no wheelhouse (packaged with --no-wheels?); the offline kernel "
                         f"could not install transformers 5. Run `arena package --run {run.root}` without --no-wheels")

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from arena.embedded import is_embedded
 from arena.errors import UserError
-from arena.kaggle.bundle import bundle_config, check_base_model
+from arena.kaggle.bundle import base_model_problems, bundle_config
 from arena.layout import SUBMISSION_FILE, Bundle
+from arena.model import check_trained
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
 # site-packages entries of arena itself (the kernel must install it from the bundle).
@@ -62,19 +63,34 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
+def find_test_csv(input_dir: Path, competition: str) -> Path | None:
+    """test.csv given as the file, a folder holding it, or a Kaggle-style input root (<competition>/test.csv)."""
+    for candidate in (input_dir, input_dir / "test.csv", input_dir / competition / "test.csv"):
+        if candidate.is_file() and candidate.name == "test.csv":
+            return candidate
+    return None
+
+
 def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle and check its submission."""
     from arena import data, metrics
 
     bundle = Bundle(bundle_dir)
     cfg = bundle_config(bundle)
-    test_csv = Path(input_dir) / "test.csv"
-    if not test_csv.is_file():
-        raise UserError(f"--input {input_dir}: no test.csv there")
+    problems = check_trained(bundle.run) + base_model_problems(cfg)
+    base = Path(cfg.model.path).expanduser()
+    if not is_embedded(cfg.model.path) and not (base / "config.json").is_file():
+        problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+    test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
+    if test_csv is None:
+        problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
+                        f"(a Kaggle-style input root)")
+    if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
+        problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    if problems:
+        raise UserError(problems=problems)
     expected_ids = data.load(test_csv)["id"]
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
-    if work.exists() and any(work.iterdir()):
-        raise UserError(f"--work {work}: not empty; the rehearsal needs a fresh folder")
     work.mkdir(parents=True, exist_ok=True)
 
     root = work / "kaggle"
@@ -83,10 +99,6 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
     _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
     if not is_embedded(cfg.model.path):
-        check_base_model(cfg)
-        base = Path(cfg.model.path).expanduser()
-        if not (base / "config.json").is_file():
-            raise UserError(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
         kernel_path = Path(cfg.kaggle.base_model_kernel_path)
         rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
         _link(root / rel, base)

@@ -1,0 +1,72 @@
+"""Safe writes: output paths checked before any work starts, and atomic writes (temporary file, then rename)
+that never leave a partial file and never overwrite an earlier one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from arena.errors import UserError
+
+
+def _nearest_existing(path: Path) -> Path:
+    for ancestor in [path, *path.parents]:
+        if ancestor.exists() or ancestor.is_symlink():
+            return ancestor
+    return Path(".")
+
+
+def output_problems(path: str | Path, what: str, folder: bool = False, may_exist: bool = False) -> list[str]:
+    """Why `path` cannot be written as a new file (or folder): one line, or none. Checked before any work
+    starts. `may_exist`: an existing folder is fine (it receives new files)."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if may_exist and folder and not path.is_dir():
+            return [f"{path}: a file, not a folder ({what})"]
+        if may_exist and folder:
+            return [] if os.access(path, os.W_OK) else [f"{path}: cannot write in this folder ({what})"]
+        return [f"{path}: already exists; an earlier {what} is never overwritten"]
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        return [f"{path}: {existing} is a file, not a folder, so the {what} cannot go there"]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [f"{path}: cannot write in {existing} ({what})"]
+    return []
+
+
+def free_bytes(path: str | Path) -> int:
+    return shutil.disk_usage(_nearest_existing(Path(path))).free
+
+
+@contextmanager
+def atomic_file(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary path beside `path` to write to. When the block ends without error it takes `path`'s place
+    in one step (a hard link, which fails rather than replace a file that appeared meanwhile; a rename with
+    `overwrite`); on any error or interrupt it is removed, so a partial `path` never exists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise UserError(f"{path}: already exists; it is never overwritten") from None
+        except OSError:  # file systems without hard links
+            if path.exists():
+                raise UserError(f"{path}: already exists; it is never overwritten") from None
+            os.rename(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
+    with atomic_file(path, overwrite) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

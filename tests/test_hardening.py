@@ -1,0 +1,398 @@
+"""Hostile but realistic inputs. Each probe stops before any work with exit 2 and a message naming what is
+wrong and where (the file, row id and column, or the config key and where its value came from), and writes
+nothing. Interrupts exit 130/143 without a partial file; training survives a kill during a checkpoint save."""
+
+import gzip
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+
+from arena import cli, config, data, predict, train
+from arena.kaggle import rehearsal
+from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.writes import atomic_file
+from tests.test_train import StopAfterCheckpoint, tiny_train_cfg
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """An empty working folder (the current directory), with no Kaggle credentials anywhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / "kaggle"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def write_csv_text(path: Path, header: list[str], rows: list[list]) -> Path:
+    frame = pd.DataFrame(rows, columns=header)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def turns_csv(path: Path, bad_response_a: str) -> Path:
+    """One good row and one row whose response_a is `bad_response_a` (raw JSON text)."""
+    header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
+    return write_csv_text(path, header, [["r1", '["hi"]', '["a"]', '["b"]', 1, 0, 0],
+                                         ["r2", '["hi"]', bad_response_a, '["b"]', 0, 1, 0]])
+
+
+def make_test_csv(work: Path) -> Path:
+    path = work / "inputs" / "test.csv"
+    data.write_csv(data.generate_sample(8, seed=5).drop(columns=LABEL_COLUMNS), path)
+    return path
+
+
+def run_copy(work: Path, tiny_run: Path, damage=lambda run: None) -> Path:
+    """A copy of the tiny run, packable (its config says where the kernel finds the base model), then damaged."""
+    run = RunFolder(work / "inputs" / "run")
+    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints", "predictions", "config.yaml"))
+    config.dump(config.load(RunFolder(tiny_run).config, ["kaggle.base_model_kernel_path=/kaggle/input/tiny/1",
+                                                         "kaggle.base_model_source=someone/tiny/1"]), run.config)
+    damage(run)
+    return run.root
+
+
+def truncate(path: Path, keep: int | None = None) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2 if keep is None else keep])
+
+
+# ---- the probe table --------------------------------------------------------------------------------
+# Each probe: (id, setup(work, tiny_run) -> argv, what the error names). Every probe exits 2 and writes nothing.
+
+CONFIG_PROBES = [
+    ("negative learning rate", lambda w, r: ["train", "--set", "train.learning_rate=-1"],
+     ["--set: train.learning_rate: -1.0 must be above 0"]),
+    ("epochs 0", lambda w, r: ["train", "--set", "train.epochs=0"], ["train.epochs: 0.0 must be above 0"]),
+    ("max_steps 0", lambda w, r: ["train", "--set", "train.max_steps=0"], ["--set: train.max_steps: 0 trains nothing"]),
+    ("epochs nan", lambda w, r: ["train", "--set", "train.epochs=.nan"], ["train.epochs: nan is not a finite number"]),
+    ("max_length 0", lambda w, r: ["train", "--set", "prompt.max_length=0"], ["prompt.max_length: 0 must be at least 1"]),
+    ("max_length 10", lambda w, r: ["train", "--set", "prompt.max_length=10"],
+     ["prompt.max_length: 10 cannot hold 3 parts", "needs at least 48"]),
+    ("batch size 0, r 0, dropout 2, share 1.5, name ../x: every problem at once",
+     lambda w, r: ["train", "--set", "train.per_device_batch_size=0", "--set", "peft.r=0", "--set", "peft.dropout=2",
+                   "--set", "prompt.prompt_share=1.5", "--set", "name=../x"],
+     ["train.per_device_batch_size: 0 must be at least 1", "peft.r: 0 must be at least 1",
+      "peft.dropout: 2.0 must be below 1", "prompt.prompt_share: 1.5 must be at most 1", "name: '../x' is not a folder"]),
+    ("a --set error is blamed on --set, not the file",
+     lambda w, r: ["train", "--config", str(config.DEFAULT_CONFIG), "--set", "peft.r=0"], ["--set: peft.r"]),
+    ("a YAML error is blamed on the file",
+     lambda w, r: ["train", "--config", str(write_yaml(w, "peft:\n  r: 0\n"))], ["bad.yaml: peft.r: 0 must be at least 1"]),
+    ("config file with invalid bytes",
+     lambda w, r: ["train", "--config", str(write_yaml(w, b"name: caf\xe9\n"))], ["bad.yaml: not valid UTF-8 (byte 0xe9"]),
+    ("unknown optimizer", lambda w, r: ["train", "--set", "train.optim=adam_fast", "--set", f"data.train={make_test_csv(w)}"],
+     ["train.optim: 'adam_fast' is not an optimizer"]),
+    ("runs folder under a file",
+     lambda w, r: ["train", "--set", f"train.runs_dir={touch(w / 'inputs' / 'afile')}/runs", "--set",
+                   f"data.train={labelled_csv(w)}"], ["afile is a file, not a folder"]),
+    ("runs folder that is a file",
+     lambda w, r: ["train", "--set", f"train.runs_dir={touch(w / 'inputs' / 'afile')}", "--set",
+                   f"data.train={labelled_csv(w)}"], ["afile: a file, not a folder (runs folder)"]),
+]
+
+
+def labelled_csv(work: Path) -> Path:
+    path = work / "inputs" / "train.csv"
+    data.write_csv(data.generate_sample(40, seed=5), path)
+    return path
+
+
+def write_yaml(work: Path, content) -> Path:
+    path = work / "inputs" / "bad.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
+    return path
+
+
+def touch(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("x")
+    return path
+
+
+def predict_argv(work: Path, run: Path, *extra: str) -> list[str]:
+    return ["predict", "--run", str(run), "--data", str(make_test_csv(work)), "--out", str(work / "out" / "sub.csv"), *extra]
+
+
+RUN_DAMAGE = [
+    ("adapter missing", lambda run: shutil.rmtree(run.adapter), "not a run folder from `arena train`"),
+    ("adapter empty", lambda run: [p.unlink() for p in run.adapter.iterdir()], "no trained adapter here"),
+    ("tokenizer truncated", lambda run: truncate(run.adapter / "tokenizer.json"), "tokenizer.json: not valid JSON"),
+    ("head.json corrupt", lambda run: run.head.write_text("{bias: tru"), "head.json: not valid JSON"),
+    ("head.json from a newer version", lambda run: run.head.write_text(json.dumps(
+        {**json.loads(run.head.read_text()), "format": 99})), "made by a newer version of arena"),
+    ("weights truncated", lambda run: truncate(run.adapter / "adapter_model.safetensors"),
+     "adapter_model.safetensors: not a whole safetensors file"),
+    ("adapter_config.json missing", lambda run: (run.adapter / "adapter_config.json").unlink(),
+     "adapter_config.json: missing"),
+    ("adapter_config.json corrupt", lambda run: (run.adapter / "adapter_config.json").write_text("[1,"),
+     "adapter_config.json: not valid JSON"),
+    ("rank differs from adapter_config.json", lambda run: (run.adapter / "adapter_config.json").write_text(json.dumps(
+        {**json.loads((run.adapter / "adapter_config.json").read_text()), "r": 7})), "adapter_config.json says r=7"),
+]
+
+RUN_PROBES = [
+    (f"predict: {name}", lambda w, r, d=damage: predict_argv(w, run_copy(w, r, d)), [needle])
+    for name, damage, needle in RUN_DAMAGE
+] + [
+    (f"package: {name}", lambda w, r, d=damage: ["package", "--run", str(run_copy(w, r, d)), "--no-wheels", "--out",
+                                                 str(w / "out" / "bundle")], [needle])
+    for name, damage, needle in RUN_DAMAGE
+] + [
+    ("predict --set infer.max_length=0", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=0"),
+     ["--set: infer.max_length: 0 must be at least 1"]),
+    ("predict --set infer.max_length=10", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=10"),
+     ["--set: infer.max_length: 10 cannot hold 3 parts"]),
+    ("predict --set infer.max_length=30: the scaffold does not fit",
+     lambda w, r: predict_argv(w, r, "--set", "infer.max_length=30"),
+     ["infer.max_length: 30 cannot hold the 'plain' format with this tokenizer: its scaffold takes"]),
+    ("predict --out under a file", lambda w, r: ["predict", "--run", str(r), "--data", str(make_test_csv(w)), "--out",
+                                                  str(touch(w / "out" / "afile") / "sub.csv")],
+     ["afile is a file, not a folder"]),
+    ("predict --out an existing file", lambda w, r: ["predict", "--run", str(r), "--data", str(make_test_csv(w)), "--out",
+                                                      str(touch(w / "out" / "sub.csv"))], ["sub.csv: already exists"]),
+    ("predict --base-model that is not a model", lambda w, r: predict_argv(w, r, "--base-model", str(w)),
+     ["--base-model", "not a model folder"]),
+    ("package --test-csv missing", lambda w, r: ["package", "--run", str(run_copy(w, r)), "--no-wheels", "--test-csv",
+                                                  str(w / "nope.csv"), "--out", str(w / "out" / "bundle")],
+     ["--test-csv", "nope.csv: file not found"]),
+]
+
+DATA_PROBES = [
+    (f"validate: a turn that is {what}", lambda w, r, raw=raw: ["data", "validate", str(turns_csv(w / "t.csv", raw))],
+     ["row id=r2 (line 3): column response_a", needle])
+    for what, raw, needle in [
+        ("a JSON object", '{"text": "a"}', "got a JSON object"),
+        ("a number", "5", "got a JSON number"),
+        ("a bare string", '"a"', "got a JSON string"),
+        ("a nested list", '[["a"]]', "turn 1 is a JSON list"),
+        ("a list of numbers", "[1, 2]", "turn 1 is a JSON number"),
+    ]
+] + [
+    ("validate: every bad file, not just the first",
+     lambda w, r: ["data", "validate", str(turns_csv(w / "one.csv", "5")), str(turns_csv(w / "two.csv", "{}"))],
+     ["one.csv: row id=r2", "two.csv: row id=r2"]),
+    ("validate: a zip file", lambda w, r: ["data", "validate", str(zipped(w))], ["a zip archive, not a CSV"]),
+    ("validate: a gzip file", lambda w, r: ["data", "validate", str(gzipped(w))], ["a gzip file, not a CSV"]),
+    ("score: negative probabilities", lambda w, r: ["score", "--pred", str(probs_csv(
+        w / "pred.csv", ["a", "b"], [[0.5, 0.2, 0.3], [-0.2, 0.6, 0.6]])), "--truth", str(labels_csv(w))],
+     ["pred.csv: negative values in 1 row(s) (ids: b)"]),
+    ("score: a missing id", lambda w, r: ["score", "--pred", str(probs_csv(w / "pred.csv", ["a"], [[0.2, 0.3, 0.5]])),
+                                          "--truth", str(labels_csv(w))], ["pred.csv: ids missing: 1 row(s) (ids: b)"]),
+    ("blend: files that do not exist", lambda w, r: ["blend", "--oof", str(w / "oof1.csv"), "--preds", str(w / "p1.csv"),
+                                                     "--out", str(w / "blend.csv")],
+     ["oof1.csv: OOF file not found", "p1.csv: prediction file not found"]),
+    ("blend: runs with different ids", lambda w, r: blend_argv(w), ["oof2.csv: ids missing", "unexpected ids"]),
+    ("blend: one --oof per --preds", lambda w, r: ["blend", "--oof", str(oof_csv(w / "oof1.csv", ["a"])), "--preds",
+                                                   str(w / "p1.csv"), str(w / "p2.csv"), "--out", str(w / "b.csv")],
+     ["one --oof file per --preds file"]),
+    ("push: kaggle.json that is a JSON list", lambda w, r: ["push", "--run", str(r), "--dry-run"] if kaggle_json(w, "[]")
+     else [], ["kaggle.json: not a Kaggle API token"]),
+    ("data sample --out under a file", lambda w, r: ["data", "sample", "--rows", "5", "--out",
+                                                     str(touch(w / "afile") / "s.csv")], ["afile is a file"]),
+]
+
+
+def zipped(work: Path) -> Path:
+    path = work / "train.csv"
+    with zipfile.ZipFile(work / "archive.zip", "w") as zf:
+        zf.writestr("train.csv", "id,prompt\n1,[]\n")
+    (work / "archive.zip").rename(path)  # the name hides what it is
+    return path
+
+
+def gzipped(work: Path) -> Path:
+    path = work / "test.csv"
+    path.write_bytes(gzip.compress(b"id,prompt\n1,[]\n"))
+    return path
+
+
+def probs_csv(path: Path, ids: list[str], probs) -> Path:
+    return write_csv_text(path, ["id", *LABEL_COLUMNS], [[i, *p] for i, p in zip(ids, probs)])
+
+
+def labels_csv(work: Path) -> Path:
+    return probs_csv(work / "truth.csv", ["a", "b"], [[1, 0, 0], [0, 0, 1]])
+
+
+def oof_csv(path: Path, ids: list[str]) -> Path:
+    frame = predict.prediction_frame(ids, np.full((len(ids), 3), 1 / 3))
+    frame[[f"true_{c}" for c in LABEL_COLUMNS]] = np.eye(3)[[i % 3 for i in range(len(ids))]]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def blend_argv(work: Path) -> list[str]:
+    paths = [oof_csv(work / "oof1.csv", ["a", "b"]), oof_csv(work / "oof2.csv", ["a", "c"])]
+    preds = [probs_csv(work / f"p{i}.csv", ["x"], [[0.2, 0.3, 0.5]]) for i in (1, 2)]
+    return ["blend", "--oof", *map(str, paths), "--preds", *map(str, preds), "--out", str(work / "blend.csv")]
+
+
+def kaggle_json(work: Path, text: str) -> bool:
+    folder = work / "home" / "kaggle"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kaggle.json").write_text(text)
+    return True
+
+
+@pytest.mark.parametrize("setup,needles", [pytest.param(s, n, id=i) for i, s, n in CONFIG_PROBES + RUN_PROBES + DATA_PROBES])
+def test_bad_input_exits_2_naming_it_and_writes_nothing(setup, needles, work, tiny_run, capsys):
+    argv = setup(work, tiny_run)
+    before = files_under(work)
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert files_under(work) == before
+
+
+# ---- inputs that used to be refused, and now work ------------------------------------------------------
+
+def test_score_rescales_rows_as_kaggle_does_and_keeps_an_id_spelled_na(work, capsys):
+    truth = probs_csv(work / "truth.csv", ["NA", "b"], [[1, 0, 0], [0, 0, 1]])
+    thirds = probs_csv(work / "thirds.csv", ["NA", "b"], [[0.333, 0.333, 0.333]] * 2)
+    assert cli.main(["score", "--pred", str(thirds), "--truth", str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert "rows 2" in out and "log_loss 1.0986" in out and "note:" not in out
+    doubled = probs_csv(work / "doubled.csv", ["NA", "b"], [[1.0, 0.4, 0.6], [0.4, 0.4, 1.2]])
+    halved = probs_csv(work / "halved.csv", ["NA", "b"], [[0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
+    assert cli.main(["score", "--pred", str(doubled), "--truth", str(truth)]) == 0
+    rescaled = capsys.readouterr().out
+    assert "note: 2 prediction row(s) did not sum to 1; each row was divided by its sum" in rescaled
+    assert cli.main(["score", "--pred", str(halved), "--truth", str(truth)]) == 0
+    assert rescaled.split()[1] == capsys.readouterr().out.split()[1]  # the same log loss
+
+
+def test_real_data_turns_still_load(shared_data):
+    """pandalm holds `[true]` turns (a model answered "True"); the competition holds `null` turns."""
+    df = data.load(shared_data / "pandalm_human.csv")
+    assert any(turns == ["true"] for turns in df["response_a"])
+
+
+def test_null_turns_are_empty_turns(work):
+    df = data.load(turns_csv(work / "t.csv", '[null, "b"]'))
+    assert df.loc[1, "response_a"] == ["", "b"]
+
+
+def test_package_does_not_need_a_readable_kaggle_json(work, tiny_run, capsys):
+    kaggle_json(work, "{not json")
+    assert cli.main(["package", "--run", str(run_copy(work, tiny_run)), "--no-wheels", "--out", str(work / "bundle")]) == 0
+    assert "the bundle uses the placeholder user" in capsys.readouterr().err
+
+
+def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work):
+    csv = touch(work / "input" / "lmsys-chatbot-arena" / "test.csv")
+    for given in (work / "input", csv.parent, csv):
+        assert rehearsal.find_test_csv(given, "lmsys-chatbot-arena") == csv
+    assert rehearsal.find_test_csv(work, "lmsys-chatbot-arena") is None
+
+
+# ---- interrupts ---------------------------------------------------------------------------------------
+
+def test_an_interrupted_write_leaves_no_file(work):
+    target = work / "out" / "sub.csv"
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as tmp:
+        tmp.write_text("id,winner_model_a\n1,")
+        raise KeyboardInterrupt
+    assert files_under(work) == ["out"]
+
+
+@pytest.mark.parametrize("interrupt,code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+def test_an_interrupt_prints_one_line_and_exits_130_or_143(interrupt, code, work, monkeypatch, capsys):
+    def interrupted(args):
+        raise interrupt
+
+    monkeypatch.setattr(cli, "cmd_score", interrupted)
+    assert cli.main(["score", "--pred", "p.csv", "--truth", "t.csv"]) == code
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_arena_cleanly(sig, code, work):
+    proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "data", "sample", "--rows", "1000000", "--out",
+                             str(work / "big.csv")], stderr=subprocess.PIPE, text=True, cwd=work)
+    time.sleep(6)  # well into generating the rows
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert files_under(work) == []
+
+
+# ---- training faults ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sample_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hardening-data") / "train.csv"
+    data.write_csv(data.generate_sample(80, seed=1), path)
+    return path
+
+
+def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sample_csv, tmp_path, capsys):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg, callbacks=[StopAfterCheckpoint(4)])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = RunFolder(run_dir)
+    truncate(run.checkpoints / "checkpoint-4" / "trainer_state.json")  # killed while saving it
+    assert train.find_resumable(cfg, "latest") == run
+    capsys.readouterr()
+    first_step = FirstStep()
+    train.train(cfg, resume="latest", callbacks=[first_step])
+    assert "checkpoint-4 is incomplete" in capsys.readouterr().err
+    assert (run.checkpoints / "incomplete-checkpoint-4").is_dir()
+    assert first_step.step == 2  # resumed from checkpoint-2, the last whole one
+    assert json.loads(run.metrics.read_text())["global_step"] == 6
+
+
+class FirstStep(TrainerCallback):
+    step = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.step is None:
+            self.step = state.global_step
+
+
+def test_a_full_disk_is_an_error_before_training(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "free_bytes", lambda path: 10 * 2**20)
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
+    with pytest.raises(train.UserError, match="10 MiB free on its disk; this run needs about"):
+        train.train(cfg)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_every_recipe_passes_the_range_checks():
+    for path in sorted(Path(config.CONFIG_DIR).glob("*.yaml")):
+        config.load(path)
+
+
+def test_scheduler_choices_are_transformers_own():
+    import typing
+
+    from transformers import SchedulerType
+
+    assert set(typing.get_args(config.Scheduler)) == {s.value for s in SchedulerType}
+
+
+def test_no_temporary_file_is_left_by_a_normal_run(tiny_run):
+    assert not [p for p in Path(tiny_run).rglob(".*.tmp")]
+
