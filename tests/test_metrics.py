@@ -127,8 +127,9 @@ def test_score_soft_truth_and_shuffled_rows(shared_data, tmp_path, capsys):
         (lambda df: pd.concat([df, df.iloc[[0]]]), "duplicated ids"),
         (lambda df: df.assign(winner_tie=df["winner_tie"].where(df.index != 5, np.nan)), "NaN"),
         (lambda df: df.assign(winner_tie=df["winner_tie"].astype(object).where(df.index != 5, "abc")), "non-numeric"),
-        (lambda df: df.assign(winner_model_a=df["winner_model_a"] + 0.01), "not summing to 1"),
-        (lambda df: df.assign(winner_model_a=1.5, winner_model_b=-0.25, winner_tie=-0.25), "outside [0, 1]"),
+        # rows not summing to 1 are rescaled, as Kaggle does (tests/test_hardening.py); negatives never are
+        (lambda df: df.assign(winner_model_a=1.5, winner_model_b=-0.25, winner_tie=-0.25), "negative values"),
+        (lambda df: df.assign(winner_model_a=0.0, winner_model_b=0.0, winner_tie=0.0), "rows summing to 0"),
         (lambda df: df.drop(columns=["winner_tie"]), "missing column(s) winner_tie"),
     ],
 )
