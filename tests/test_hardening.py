@@ -101,10 +101,21 @@ CONFIG_PROBES = [
     ("runs folder under a file",
      lambda w, r: ["train", "--set", f"train.runs_dir={touch(w / 'inputs' / 'afile')}/runs", "--set",
                    f"data.train={labelled_csv(w)}"], ["afile is a file, not a folder"]),
+    ("layers the base model does not have", lambda w, r: ["train", "--set", f"model.path={tiny_base(r)}", "--set",
+                                                         f"data.train={labelled_csv(w)}"],
+     ["peft.layers_to_transform: layer(s) [9, 10, 11, 12, 13, 14, 15, 16, 17] do not exist", "has 2 layers (0-1)"]),
+    ("a target module the base model does not have",
+     lambda w, r: ["train", "--set", f"model.path={tiny_base(r)}", "--set", "peft.layers_to_transform=null", "--set",
+                   "peft.target_modules=[q_proj, qkv_proj]", "--set", f"data.train={labelled_csv(w)}"],
+     ["peft.target_modules: ['qkv_proj'] are not linear layers of"]),
     ("runs folder that is a file",
      lambda w, r: ["train", "--set", f"train.runs_dir={touch(w / 'inputs' / 'afile')}", "--set",
                    f"data.train={labelled_csv(w)}"], ["afile: a file, not a folder (runs folder)"]),
 ]
+
+
+def tiny_base(tiny_run: Path) -> str:
+    return config.load(RunFolder(tiny_run).config).model.path
 
 
 def labelled_csv(work: Path) -> Path:

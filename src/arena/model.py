@@ -243,6 +243,31 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
     return PreferenceModel(backbone, head), tokenizer
 
 
+def adapter_problems(cfg: Config, path: Path) -> list[str]:
+    """Problems of peft.layers_to_transform and peft.target_modules against the base model's architecture, built
+    from its config.json on the meta device (no weights)."""
+    from transformers import AutoConfig, AutoModel
+
+    if cfg.peft.method != "lora":
+        return []
+    hf_config = AutoConfig.from_pretrained(path)
+    problems = []
+    layers = hf_config.num_hidden_layers
+    beyond = [i for i in cfg.peft.layers_to_transform or [] if i >= layers]
+    if beyond:
+        problems.append(f"peft.layers_to_transform: layer(s) {beyond} do not exist: {path} has {layers} layers "
+                        f"(0-{layers - 1})")
+    with torch.device("meta"):
+        skeleton = AutoModel.from_config(hf_config)
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules()
+                     if isinstance(m, torch.nn.Linear)})
+    absent = [t for t in cfg.peft.target_modules if t not in linear]
+    if absent:
+        problems.append(f"peft.target_modules: {absent} are not linear layers of {path} "
+                        f"({hf_config.model_type}: {', '.join(linear)})")
+    return problems
+
+
 def peft_config(cfg: Config):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
 

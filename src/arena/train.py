@@ -224,16 +224,19 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     return Split(train_df, val_df, prior, prior_ll)
 
 
-def check_budget(cfg: Config) -> None:
-    """prompt.max_length and infer.max_length hold the format's scaffold plus min_tokens of each part, checked
-    with the base model's tokenizer before the model loads."""
+def check_base_model(cfg: Config) -> None:
+    """What the base model must offer this config, checked from its config.json and tokenizer before its weights
+    load: the layers and modules the adapter targets exist, and prompt.max_length and infer.max_length hold the
+    format's scaffold plus min_tokens of each part."""
     from arena import model as model_mod
     from arena.embedded import resolve_model_path
 
-    tokenizer = model_mod.load_tokenizer(resolve_model_path(cfg.model.path))
-    problems = [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
-                                                        ("infer.max_length", cfg.infer.max_length))
-                if (problem := prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, length))]
+    path = resolve_model_path(cfg.model.path)
+    problems = model_mod.adapter_problems(cfg, path)
+    tokenizer = model_mod.load_tokenizer(path)
+    problems += [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
+                                                         ("infer.max_length", cfg.infer.max_length))
+                 if (problem := prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, length))]
     if problems:
         raise config_mod.ConfigError(problems=problems)
 
@@ -255,7 +258,7 @@ def build(cfg: Config, split: Split) -> Built:
     """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
     from arena import model as model_mod
 
-    check_budget(cfg)
+    check_base_model(cfg)
     scaler = data.fit_feature_scaler(split.train) if cfg.model.length_features else None
     model, tokenizer, rt = model_mod.build_for_training(
         cfg, class_prior=split.prior, num_features=len(scaler["mean"]) if scaler else 0)
