@@ -104,7 +104,8 @@ def test_fixed_padding_gives_the_logits_of_sorted_batching(tiny_model_dir):
                             "prompt": {"max_length": 96, "min_tokens": 8},
                             "infer": {"max_length": 96, "max_batch_tokens": 384, "max_batch_size": 4}})
     rt = model_mod.runtime_for(cfg)
-    model, tokenizer = model_mod.load_base(cfg, rt, bias=[0.0, 0.0, 0.0], num_features=len(data.HEAD_FEATURE_NAMES))
+    model = model_mod.load_base(cfg, rt, bias=[0.0, 0.0, 0.0], num_features=len(data.HEAD_FEATURE_NAMES))
+    tokenizer = model_mod.load_tokenizer(tiny_model_dir)
     torch = pytest.importorskip("torch")
     with torch.no_grad():
         for head in (m for m in model.modules() if isinstance(m, model_mod.PreferenceHead)):

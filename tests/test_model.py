@@ -142,7 +142,7 @@ def test_length_feature_head_reads_its_features_from_the_forward_call(tiny_model
 
 def test_the_head_reads_the_last_real_token_whichever_side_is_padded(tiny_model_dir):
     cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "head_init": "random"})
-    model, _ = model_mod.load_base(cfg, model_mod.runtime_for(cfg), [0.0, 0.0, 0.0], 0)
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), [0.0, 0.0, 0.0], 0)
     rows = [[5, 6, 7, 8], [9, 10]]
     left_ids, left_mask = model_mod.left_pad(rows, 0)
     right_ids, right_mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])

@@ -215,12 +215,11 @@ def _new_head(backbone, cfg: Config, bias: list[float] | None, dtype: torch.dtyp
 
 def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: int,
               model_path: str | Path | None = None, quantization: str | None = None):
-    """The base model with a fresh head, quantized and placed per the runtime: (PreferenceModel, tokenizer)."""
+    """The base model with a fresh head, quantized and placed per the runtime (a PreferenceModel)."""
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(str(model_path or cfg.model.path))
-    tokenizer = load_tokenizer(path)
     hf_config = AutoConfig.from_pretrained(path)
     kwargs = dict(
         config=hf_config,
@@ -240,7 +239,7 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
         hf_logging.set_verbosity(verbosity)
     device = backbone.get_input_embeddings().weight.device
     head = _new_head(backbone, cfg, bias, rt.dtype, num_features).to(device)
-    return PreferenceModel(backbone, head), tokenizer
+    return PreferenceModel(backbone, head)
 
 
 def adapter_problems(cfg: Config, path: Path) -> list[str]:
@@ -290,13 +289,15 @@ def peft_config(cfg: Config):
     )
 
 
-def build_for_training(cfg: Config, class_prior=None, num_features: int = 0):
-    """Base + head + adapter ready for the Trainer; returns (model, tokenizer, runtime)."""
+def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tokenizer=None):
+    """Base + head + adapter ready for the Trainer; returns (model, tokenizer, runtime). `tokenizer`: the base
+    model's, when the caller has it already."""
     from peft import get_peft_model
 
     rt = runtime_for(cfg)
     bias = head_bias(cfg, class_prior)
-    model, tokenizer = load_base(cfg, rt, bias, num_features)
+    model = load_base(cfg, rt, bias, num_features)
+    tokenizer = tokenizer or load_tokenizer(resolve_model_path(cfg.model.path))
     if rt.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.model.enable_input_require_grads()
@@ -454,7 +455,7 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     bias = [0.0] * NUM_LABELS if head["bias"] else None
     scaler = head.get("feature_scaler")
     num_features = len(scaler["mean"]) if scaler else 0
-    model, _ = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
+    model = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
     model = PeftModel.from_pretrained(model, run.adapter)
     model.eval()
     return model, load_tokenizer(run.adapter), rt

@@ -224,10 +224,10 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     return Split(train_df, val_df, prior, prior_ll)
 
 
-def check_base_model(cfg: Config) -> None:
+def check_base_model(cfg: Config):
     """What the base model must offer this config, checked from its config.json and tokenizer before its weights
     load: the layers and modules the adapter targets exist, and prompt.max_length and infer.max_length hold the
-    format's scaffold plus min_tokens of each part."""
+    format's scaffold plus min_tokens of each part. Returns the base model's tokenizer."""
     from arena import model as model_mod
     from arena.embedded import resolve_model_path
 
@@ -239,6 +239,7 @@ def check_base_model(cfg: Config) -> None:
                  if (problem := prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, length))]
     if problems:
         raise config_mod.ConfigError(problems=problems)
+    return tokenizer
 
 
 def check_room(cfg: Config, built: Built) -> None:
@@ -258,10 +259,10 @@ def build(cfg: Config, split: Split) -> Built:
     """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
     from arena import model as model_mod
 
-    check_base_model(cfg)
+    tokenizer = check_base_model(cfg)
     scaler = data.fit_feature_scaler(split.train) if cfg.model.length_features else None
     model, tokenizer, rt = model_mod.build_for_training(
-        cfg, class_prior=split.prior, num_features=len(scaler["mean"]) if scaler else 0)
+        cfg, class_prior=split.prior, num_features=len(scaler["mean"]) if scaler else 0, tokenizer=tokenizer)
     return Built(model, tokenizer, rt, scaler)
 
 
