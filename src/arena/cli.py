@@ -129,7 +129,7 @@ def cmd_push(args) -> int:
     from arena.kaggle import push
 
     push.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
-                poll=not args.no_poll)
+              poll=not args.no_poll)
     return 0
 
 
@@ -233,10 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: no partial file was left (every write is atomic)", file=sys.stderr)
+        print("interrupted: writes are atomic, so no partial file was left; `arena train --resume` continues a run", file=sys.stderr)
         return 130
     except Terminated:
-        print("terminated: no partial file was left (every write is atomic)", file=sys.stderr)
+        print("terminated: writes are atomic, so no partial file was left; `arena train --resume` continues a run", file=sys.stderr)
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)

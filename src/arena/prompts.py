@@ -36,7 +36,7 @@ _FRAMES = {
 # its clip holds fewer than max_length + _CLIP_MARGIN tokens (then it might not be over budget).
 _CLIP_CHARS_PER_TOKEN = 8
 _CLIP_MARGIN = 16
-# Labels state word counts; the budget check assumes counts of up to this many digits.
+# Labels state word counts; the budget check sizes them for counts up to this one (nine digits).
 _MOST_WORDS = 10**9 - 1
 _BATCH_ROWS = 512
 
@@ -272,7 +272,7 @@ class _Encoder:
             label_b = self._label("response_b", count_words(b) if show else None)
             fixed = len(self.head_ids) + len(label_a) + len(label_b) + len(self.tail_ids)
             budget = self.max_length - fixed
-            if budget < 3 * self.cfg.min_tokens:  # only past scaffold_problem with > _MOST_WORDS words
+            if budget < 3 * self.cfg.min_tokens:  # budget_problem passed: only a response over _MOST_WORDS words
                 raise ValueError(self.scaffold_problem(fixed))
             parts = ids[3 * r:3 * r + 3]
             keep = allocate([len(p) for p in parts], budget, self.cfg)
