@@ -196,3 +196,29 @@ def test_head_is_scale_invariant_in_the_hidden_state():
     torch.nn.init.normal_(head.proj.weight)
     h = torch.randn(2, 5, 8)
     torch.testing.assert_close(head(h), head(h * 300.0), atol=1e-4, rtol=1e-4)
+
+
+def test_an_evaluation_forward_does_not_change_training_gradients(tiny_model_dir):
+    """bitsandbytes repacks 4-bit CPU weights for inference on the first eval-mode forward; a model in training
+    must keep exact gradients through its frozen 4-bit layers afterwards."""
+    cfg = tiny_cfg(tiny_model_dir, model={"head_init": "random", "length_features": False}, peft={"dropout": 0.0})
+    torch.manual_seed(0)
+    model, _, _ = model_mod.build_for_training(cfg)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)  # let gradients reach every adapter
+
+    def gradients():
+        model.train()
+        model.zero_grad()
+        model(**BATCH).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    before = gradients()
+    model.eval()
+    with torch.no_grad():
+        model(**BATCH)
+    after = gradients()
+    assert any("layers.0" in n and before[n].abs().max() > 0 for n in before)
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=1e-5, msg=name)

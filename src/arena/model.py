@@ -267,6 +267,18 @@ def adapter_problems(cfg: Config, path: Path) -> list[str]:
     return problems
 
 
+def keep_4bit_weights_differentiable(model) -> None:
+    """bitsandbytes on a CPU with AVX512-BF16 repacks a 4-bit layer's weight the first time it runs in eval mode
+    (an evaluation during training), and from then on multiplies with a kernel that has no backward: the
+    gradient through the frozen weight is lost and every adapter below gets wrong gradients. A model being
+    trained keeps the packing off (tests/test_model.py checks the gradients)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def peft_config(cfg: Config):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType
 
@@ -301,6 +313,8 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tok
     if rt.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.model.enable_input_require_grads()
+    if rt.device == "cpu":
+        keep_4bit_weights_differentiable(model)
     model = get_peft_model(model, peft_config(cfg))
     # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler.
     for param in model.parameters():
