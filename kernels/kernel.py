@@ -1,7 +1,8 @@
 """Kaggle entry point for the LMSYS Chatbot Arena code competition, rendered by `arena package`.
 
 It only sets paths: it installs the `arena` package (and the pinned wheels Kaggle's image lacks) from the
-attached wheels dataset, offline, then runs `arena predict` on the competition's test.csv. All inference
+attached wheels dataset, offline, then runs `arena predict` on the competition's test.csv: under `accelerate
+launch` with one process per GPU when the machine has several, as one process otherwise. All inference
 code lives in the package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local
 rehearsal, `arena kernel run-local`.
 """
@@ -52,13 +53,27 @@ def run(cmd: list, **kwargs) -> None:
         fail(f"exit code {code} from: {' '.join(str(c) for c in cmd)}")
 
 
+def gpu_count() -> int:
+    """GPUs as `nvidia-smi -L` lists them (none where it is absent, as in the local rehearsal)."""
+    try:
+        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    except OSError:
+        return 0
+    return sum(line.startswith("GPU ") for line in probe.stdout.splitlines()) if probe.returncode == 0 else 0
+
+
 def main() -> None:
     wheels = find_input(WHEELS_DATASET)
     run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
          "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
     run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
          "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])
-    cmd = [sys.executable, "-m", "arena.cli", "predict", "--run", find_input(ADAPTER_DATASET),
+    gpus = gpu_count()
+    # Two GPUs (T4x2): one process per GPU through accelerate, each with its own model copy and half the tokens.
+    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
+              if gpus > 1 else [sys.executable, "-m", "arena.cli"])
+    cmd = [*launch, "predict", "--run", find_input(ADAPTER_DATASET),
            "--data", find_input(COMPETITION) / "test.csv", "--out", SUBMISSION, "--tta" if TTA else "--no-tta"]
     if BASE_MODEL:
         if not on_root(BASE_MODEL).is_dir():

@@ -105,7 +105,8 @@ def test_kernel_script_is_a_thin_entry_point():
     compile(text, "kernel.py", "exec")
     assert len(text.splitlines()) < 90
     assert '"__' not in text.replace('"__main__"', "")
-    for needed in ('"--no-index", "--find-links"', '"arena.cli", "predict"', '"--run"', '"--data"', '"--out"',
+    for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"predict", "--run"', '"accelerate.commands.launch"',
+                   '"--multi_gpu", "--num_processes", gpus', "if gpus > 1", '"--run"', '"--data"', '"--out"',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
                    "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
         assert needed in text, needed

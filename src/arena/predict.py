@@ -1,10 +1,8 @@
-"""Inference: sorted dynamic batching, swap TTA, one worker per GPU, the validated submission writer, and
-blending runs with weights fit on out-of-fold log loss."""
+"""Inference: sorted dynamic batching, swap TTA, several processes (one per GPU) under accelerate, the validated
+submission writer, and blending runs with weights fit on out-of-fold log loss."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -144,58 +142,42 @@ def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Pat
     return path
 
 
-# ---- run folders and workers ------------------------------------------------------------------------
+# ---- processes --------------------------------------------------------------------------------------
 
 View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
 
 
-def _predict_views(model, pad_id: int, cfg: Config, device: str, views: list[View], rows: list[int] | None,
-                   tag: str) -> list[np.ndarray]:
-    out = []
-    for k, (ids, features) in enumerate(views):
-        pick = range(len(ids)) if rows is None else rows
-        sub_ids = [ids[i] for i in pick]
-        sub_features = None if features is None else features[list(pick)]
-        out.append(logits_for(model, sub_ids, pad_id, cfg, device, sub_features, desc=f"{tag} view {k + 1}/{len(views)}"))
-    return out
-
-
-def _worker(rank: int, run_dir: str, cfg_dict: dict, base_model: str | None, shards: list[list[int]],
-            views: list[View], out_dir: str) -> None:
-    """One GPU's share of the rows, every view: its own model copy on cuda:rank."""
-    from arena import model as model_mod
-
-    os.environ["LOCAL_RANK"] = str(rank)
-    torch.cuda.set_device(rank)
-    cfg = config_mod.from_dict(cfg_dict)
-    model, tokenizer, _ = model_mod.load_trained(cfg, RunFolder(run_dir), base_model, cfg.infer.quantization)
-    logits = _predict_views(model, tokenizer.pad_token_id, cfg, f"cuda:{rank}", views, shards[rank], f"gpu{rank}")
-    np.save(Path(out_dir) / f"logits-{rank}.npy", np.stack(logits))
-
-
 def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views: list[View], pad_id: int):
-    """Logits of every view (plain, swapped), loading the model once per device: one worker per GPU."""
+    """Logits (n, 3) of every view (plain, swapped), on the main process (None on the others). Under `accelerate
+    launch` each process loads its own copy of the model (on its GPU, or the CPU) and predicts its share of the
+    rows, dealt so that every process gets the same number of tokens; one process predicts every row."""
     from arena import model as model_mod
+    from arena import processes
 
-    n_gpus = torch.cuda.device_count() if cfg.model.device != "cpu" else 0
-    if n_gpus > 1:
-        # Interleave the length-sorted rows so every GPU gets the same mix of long and short ones.
-        order = np.argsort([-len(x) for x in views[0][0]], kind="stable")
-        shards = [order[r::n_gpus].tolist() for r in range(n_gpus)]
-        logits = np.zeros((len(views), len(order), 3), dtype=np.float32)
-        with tempfile.TemporaryDirectory() as tmp:
-            torch.multiprocessing.spawn(
-                _worker, args=(str(run.root), cfg.to_dict(), base_model, shards, views, tmp), nprocs=n_gpus
-            )
-            for r in range(n_gpus):
-                logits[:, shards[r]] = np.load(Path(tmp) / f"logits-{r}.npy")
-        return list(logits)
+    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    procs = processes.state(cpu)
+    rows = processes.deal_by_tokens([len(x) for x in views[0][0]], procs.num_processes)[procs.process_index]
     model, _, _ = model_mod.load_trained(cfg, run, base_model, cfg.infer.quantization)
-    return _predict_views(model, pad_id, cfg, model_device(model), views, None, "predict")
+    device = model_device(model)
+    part = []
+    for k, (ids, features) in enumerate(views):
+        part.append(logits_for(model, [ids[i] for i in rows], pad_id, cfg, device,
+                               None if features is None else features[rows],
+                               desc=f"predict view {k + 1}/{len(views)}" + (
+                                   f" (process {procs.process_index})" if procs.num_processes > 1 else "")))
+    parts = processes.gather_to_main((rows, part), cpu)
+    if parts is None:
+        return None
+    logits = [np.zeros((len(ids), 3), dtype=np.float32) for ids, _ in views]
+    for shard, shard_logits in parts:
+        for whole, piece in zip(logits, shard_logits):
+            whole[shard] = piece
+    return logits
 
 
-def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path:
-    """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission."""
+def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path | None:
+    """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission.
+    Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
     from arena import model as model_mod
 
     run = RunFolder(run_dir)
@@ -227,6 +209,8 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     if tta:
         views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
     logits = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id)
+    if logits is None:  # another process of `accelerate launch`: the main one writes
+        return None
     probs = combine_tta(logits[0], logits[1], cfg.infer.tta_average) if tta else softmax(logits[0])
     path = write_submission(prediction_frame(df["id"], probs), df["id"], out_path)
     lengths = [len(x) for x in views[0][0]]

@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import config as config_mod
-from arena import data, metrics, prompts
+from arena import data, metrics, processes, prompts
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder, swap_classes
@@ -319,10 +319,9 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     )
 
 
-def fit(trainer: PreferenceTrainer, run: RunFolder, resume: bool):
-    """Train (from the run's last complete checkpoint when resuming); the best checkpoint is loaded at the end."""
-    checkpoint = last_complete_checkpoint(run) if resume else None
-    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+def fit(trainer: PreferenceTrainer, checkpoint: str | None):
+    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end."""
+    return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> dict:
@@ -386,19 +385,21 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
     from arena import model as model_mod
 
     started = time.time()
-    run = find_resumable(cfg, resume) if resume else None
-    if run is not None:
-        cfg = config_mod.load(run.config)
-        print(f"resuming {run.root}")
+    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    run, checkpoint = None, None
+    if resume:
+        run, checkpoint = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
+        run, cfg = RunFolder(run), config_mod.load(RunFolder(run).config)
+        print(f"resuming {run.root} from {checkpoint or 'its start (no complete checkpoint)'}")
     torch.manual_seed(cfg.seed)
     split = prepare_data(cfg, resuming=run is not None)
     built = build(cfg, split)
     check_room(cfg, built)
-    run = run or open_run_folder(cfg)
+    run = run or open_run_folder(cfg, cpu)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     trainer = make_trainer(cfg, run, built, split, callbacks)
-    result = fit(trainer, run, resume=bool(resume))
+    result = fit(trainer, checkpoint)
     if not trainer.is_world_process_zero():
         return run.root
     model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
@@ -414,21 +415,24 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
 # ---- run folders ------------------------------------------------------------------------------------
 
 
-def open_run_folder(cfg: Config) -> RunFolder:
+def open_run_folder(cfg: Config, cpu: bool) -> RunFolder:
     """A new run folder, created by the main process with the resolved config in it; under `accelerate launch`
     every other process gets the same folder, so checkpoints and the best model are found by all ranks."""
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
-    holder = [None]
-    if state.is_main_process:
+    def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
         config_mod.dump(cfg, run.config)
-        holder = [str(run.root)]
-    if state.num_processes > 1:
-        broadcast_object_list(holder)
-    return RunFolder(holder[0])
+        return str(run.root)
+
+    return RunFolder(processes.decided_by_main(create, cpu))
+
+
+def resume_point(cfg: Config, resume: str) -> tuple[str, str | None]:
+    """(run folder, its last complete checkpoint or None) for --resume; run by the main process only, since it
+    moves an incomplete checkpoint aside."""
+    run = find_resumable(cfg, resume)
+    checkpoint = last_complete_checkpoint(run)
+    return str(run.root), None if checkpoint is None else str(checkpoint)
 
 
 def find_resumable(cfg: Config, resume: str) -> RunFolder:

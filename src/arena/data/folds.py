@@ -14,6 +14,7 @@ import pandas as pd
 from arena.config import SAMPLE
 from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, DataError, canonical, label_matrix, load, write_csv
 from arena.data.synthetic import generate_sample
+from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, swap_classes
 
 SAMPLE_DIR = Path("data/sample")
@@ -120,7 +121,11 @@ def training_data(cfg_data) -> pd.DataFrame:
     if cfg_data.train == SAMPLE:
         path = sample_path(cfg_data.sample_rows)
         if not path.exists():
-            write_csv(generate_sample(cfg_data.sample_rows, seed=0), path)
+            try:
+                write_csv(generate_sample(cfg_data.sample_rows, seed=0), path)
+            except UserError:
+                if not path.exists():  # not another process of the same launch writing the same sample
+                    raise
         print(f"note: data.train is the generated sample {path} ({cfg_data.sample_rows} rows); for the "
               f"competition data run `make data` and set data.train=data/train.csv (see data/README.md)",
               file=sys.stderr)

@@ -1,0 +1,62 @@
+"""The processes of one command under `accelerate launch` (or plain python: one process): decisions taken once by
+the main process and shared with every rank, work dealt by tokens, and results gathered back in input order."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def state(cpu: bool):
+    """accelerate's process state; `cpu`: gloo processes on CPU even where GPUs exist (model.device: cpu)."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=cpu)
+
+
+def decided_by_main(decide: Callable[[], T], cpu: bool) -> T:
+    """`decide()` run by the main process only (it may write: a run folder, a renamed checkpoint); every other
+    process gets its result, or raises the same UserError."""
+    from accelerate.utils import broadcast_object_list
+
+    from arena.errors import UserError
+
+    processes = state(cpu)
+    holder = [None]
+    if processes.is_main_process:
+        try:
+            holder = [("value", decide())]
+        except UserError as exc:  # every process stops with the main one's message, none waits forever
+            holder = [("error", exc.problems)]
+    if processes.num_processes > 1:
+        broadcast_object_list(holder)
+    kind, value = holder[0]
+    if kind == "error":
+        raise UserError(problems=value)
+    return value
+
+
+def deal_by_tokens(lengths: list[int], n: int) -> list[list[int]]:
+    """Row indices for `n` processes with token counts as equal as the rows allow: the longest rows first, each
+    to the process with the fewest tokens so far (ties to the lower rank). Each shard keeps its rows sorted."""
+    shards: list[list[int]] = [[] for _ in range(n)]
+    loads = [(0, rank) for rank in range(n)]
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        tokens, rank = heapq.heappop(loads)
+        shards[rank].append(i)
+        heapq.heappush(loads, (tokens + lengths[i], rank))
+    return [sorted(shard) for shard in shards]
+
+
+def gather_to_main(part: T, cpu: bool) -> list[T] | None:
+    """Every process's `part`, in rank order, on the main process (None on the others)."""
+    from accelerate.utils import gather_object
+
+    processes = state(cpu)
+    if processes.num_processes == 1:
+        return [part]
+    parts = gather_object([part])
+    return parts if processes.is_main_process else None

@@ -1,0 +1,183 @@
+"""Several processes on CPU (gloo), launched as on GPUs: `accelerate launch --config_file
+configs/accelerate/ddp-2.yaml`. Training shares one run folder and reports the global batch; every rank sees
+its own shard; --resume works; 2-process predictions equal 1-process ones; FSDP shards the adapter's model."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from arena import data, processes
+from arena.layout import LABEL_COLUMNS, RunFolder
+
+REPO = Path(__file__).resolve().parents[1]
+DDP_2 = REPO / "configs" / "accelerate" / "ddp-2.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file configs/accelerate/ddp-2.yaml -m ARGS` (2 processes), from `cwd`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "LOCAL_RANK", "RANK", "WORLD_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_2),
+                           "--main_process_port", str(free_port()), "-m", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def train_args(model_dir: Path, csv: Path, runs: Path, *extra: str) -> list[str]:
+    return ["arena.cli", "train", "--set", "model.device=cpu", "--set", f"model.path={model_dir}", "--set",
+            "model.family=plain", "--set", f"data.train={csv}", "--set", "data.folds=4", "--set",
+            "prompt.max_length=96", "--set", "prompt.min_tokens=8", "--set", "infer.max_length=96", "--set",
+            "peft.layers_to_transform=null", "--set", f"train.runs_dir={runs}", "--set", "train.per_device_batch_size=2",
+            "--set", "train.grad_accum=2", "--set", "train.max_steps=4", "--set", "train.eval_steps=2", *extra]
+
+
+def cfg_json(model_dir: Path, csv: Path, runs: Path, **sections) -> str:
+    cfg = {"model": {"path": str(model_dir), "family": "plain", "device": "cpu"},
+           "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96},
+           "peft": {"layers_to_transform": None},
+           "data": {"train": str(csv), "folds": 4},
+           "train": {"runs_dir": str(runs), "per_device_batch_size": 2, "grad_accum": 2, "max_steps": 6,
+                     "eval_steps": 2}}
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    return json.dumps(cfg)
+
+
+@pytest.fixture(scope="module")
+def csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ddp-data") / "train.csv"
+    data.write_csv(data.generate_sample(80, seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model_dir, csv, tmp_path_factory) -> RunFolder:
+    tmp = tmp_path_factory.mktemp("ddp-run")
+    proc = launch(*train_args(tiny_model_dir, csv, tmp / "runs"), cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp / "runs").iterdir())
+    assert len(runs) == 1, f"the ranks wrote {len(runs)} run folders: {runs}"
+    return RunFolder(runs[0])
+
+
+def test_two_processes_train_one_run_and_report_the_global_batch(two_process_run):
+    metrics = json.loads(two_process_run.metrics.read_text())
+    assert metrics["world_size"] == 2
+    assert metrics["global_batch"] == 2 * 2 * 2  # per-device x grad-accum x world size
+    assert metrics["global_step"] == 4
+    # 4 steps of 8 rows of the 60 training rows: the epoch fraction counts both ranks' rows
+    assert max(h["epoch"] for h in metrics["history"] if "epoch" in h) == pytest.approx(4 * 8 / 60, abs=0.01)
+    for path in (two_process_run.config, two_process_run.adapter, two_process_run.val_predictions,
+                 two_process_run.loss_curve):
+        assert path.exists(), path
+    assert not list(two_process_run.root.rglob(".*.tmp"))
+
+
+def test_each_rank_trains_on_its_own_shard_of_every_epoch(tiny_model_dir, csv, tmp_path):
+    proc = launch("tests.distributed_probe", "shards", cfg_json(tiny_model_dir, csv, tmp_path / "runs"), cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("SHARDS "))
+    rank0, rank1 = ([tuple(r) for r in rows] for rows in json.loads(line.removeprefix("SHARDS ")))
+    assert len(rank0) == len(rank1) == 30  # 60 training rows, half each
+    assert not set(rank0) & set(rank1)
+
+
+def test_a_two_process_run_resumes_after_a_kill(tiny_model_dir, csv, tmp_path):
+    runs = tmp_path / "runs"
+    killed = launch("tests.distributed_probe", "stop-after", cfg_json(tiny_model_dir, csv, runs), "4", cwd=REPO)
+    assert killed.returncode != 0
+    (run_dir,) = runs.iterdir()
+    run = RunFolder(run_dir)
+    assert not run.adapter.exists() and (run.checkpoints / "checkpoint-4").is_dir()
+    resumed = launch(*train_args(tiny_model_dir, csv, runs, "--resume", "latest"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert list(runs.iterdir()) == [run_dir]
+    metrics = json.loads(run.metrics.read_text())
+    assert metrics["global_step"] == 6 and metrics["world_size"] == 2
+    assert f"resuming {run_dir} from {run.checkpoints / 'checkpoint-4'}" in resumed.stdout
+
+
+@pytest.fixture(scope="module")
+def test_csv(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ddp-test") / "test.csv"
+    data.write_csv(data.generate_sample(30, seed=4).drop(columns=LABEL_COLUMNS), path)
+    return path
+
+
+def test_two_process_predictions_equal_one_process_and_keep_the_order(two_process_run, test_csv, tmp_path):
+    from arena.cli import main
+
+    one = tmp_path / "one.csv"
+    assert main(["predict", "--run", str(two_process_run.root), "--data", str(test_csv), "--out", str(one)]) == 0
+    proc = launch("arena.cli", "predict", "--run", str(two_process_run.root), "--data", str(test_csv), "--out",
+                  str(tmp_path / "two.csv"), "--set", "model.device=cpu", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv", "two.csv"]  # one writer
+    a, b = (pd.read_csv(tmp_path / name, dtype={"id": str}) for name in ("one.csv", "two.csv"))
+    assert b["id"].tolist() == a["id"].tolist() == pd.read_csv(test_csv, dtype={"id": str})["id"].tolist()
+    assert np.abs(a[LABEL_COLUMNS].to_numpy() - b[LABEL_COLUMNS].to_numpy()).max() < 1e-5
+
+
+def test_fsdp_shards_the_adapters_model_over_cpu_processes(tiny_model_dir, csv, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cfg = cfg_json(tiny_model_dir, csv, tmp_path, model={"quantization": "none", "head_init": "random",
+                                                          "length_features": False}, peft={"dropout": 0.0})
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "-m", "tests.distributed_probe", "fsdp", cfg],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("FSDP ")).removeprefix("FSDP "))
+    assert result["world"] == 2 and result["sharded"] and result["grads"] > 10
+    assert result["max_grad_diff"] < 1e-5
+
+
+def test_rows_are_dealt_by_tokens():
+    lengths = [900, 10, 20, 500, 480, 30, 15, 400, 5, 5]
+    shards = processes.deal_by_tokens(lengths, 2)
+    assert sorted(i for s in shards for i in s) == list(range(len(lengths)))
+    tokens = [sum(lengths[i] for i in s) for s in shards]
+    assert abs(tokens[0] - tokens[1]) <= max(lengths)  # the bound of dealing longest-first
+    many = np.random.default_rng(0).integers(50, 2048, size=1000).tolist()
+    loads = [sum(many[i] for i in shard) for shard in processes.deal_by_tokens(many, 2)]
+    assert abs(loads[0] - loads[1]) / sum(many) < 0.001  # while dealing rows in turn gives:
+    alternate = [sum(sorted(many)[r::2]) for r in range(2)]
+    assert abs(alternate[0] - alternate[1]) > abs(loads[0] - loads[1])
+    assert [len(s) for s in processes.deal_by_tokens([7] * 5, 3)] == [2, 2, 1]
+    assert processes.deal_by_tokens([], 2) == [[], []]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs" / "accelerate").glob("*.yaml")))
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(REPO / "configs" / "accelerate" / name))
+    raw = yaml.safe_load((REPO / "configs" / "accelerate" / name).read_text())
+    assert cfg.num_processes == raw["num_processes"] and cfg.num_machines == raw["num_machines"]
+    assert cfg.distributed_type.value in ("MULTI_GPU", "FSDP")
+
+
+@pytest.mark.e2e
+def test_the_embedded_default_trains_with_two_processes(shared_data, tmp_path):
+    small = tmp_path / "small.csv"
+    data.write_csv(data.load(shared_data / "pandalm_human.csv").head(80), small)
+    proc = launch("arena.cli", "train", "--set", "model.device=cpu", "--set", f"data.train={small}", "--set",
+                  f"train.runs_dir={tmp_path / 'runs'}", "--set", "train.max_steps=2", "--set", "train.eval_steps=2",
+                  "--set", "train.max_eval_rows=8", "--set", "prompt.max_length=128", "--set", "infer.max_length=128",
+                  "--set", "train.per_device_batch_size=2", "--set", "train.grad_accum=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads(RunFolder(run_dir).metrics.read_text())
+    assert metrics["world_size"] == 2 and metrics["global_batch"] == 4 and metrics["global_step"] == 2
