@@ -26,6 +26,8 @@ class Runtime:
     device: str  # "cpu" | "cuda"
     dtype: torch.dtype  # compute dtype (bnb compute dtype, activations, and non-quantized weights)
     gradient_checkpointing: bool
+    # FSDP under `accelerate launch` (configs/accelerate/fsdp-*.yaml): the weights are sharded across processes.
+    sharded: bool = False
 
     @property
     def fp16(self) -> bool:
@@ -51,11 +53,14 @@ def runtime_for(cfg: Config) -> Runtime:
     else:
         dtype = torch.float16  # T4 / pre-Ampere: no bf16
     checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[cfg.model.gradient_checkpointing]
-    return Runtime(device=device, dtype=dtype, gradient_checkpointing=checkpointing)
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    return Runtime(device=device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded)
 
 
-def quantization_config(method: str, dtype: torch.dtype):
-    """bitsandbytes settings for the backbone's linear layers (the head is built after loading: never quantized)."""
+def quantization_config(method: str, dtype: torch.dtype, sharded: bool = False):
+    """bitsandbytes settings for the backbone's linear layers (the head is built after loading: never quantized).
+    `sharded`: FSDP flattens every parameter of a unit into one tensor of one dtype, so the 4-bit weights are
+    stored in the compute dtype (FSDP-QLoRA, peft PR #1550)."""
     if method == "none":
         return None
     from transformers import BitsAndBytesConfig
@@ -66,6 +71,7 @@ def quantization_config(method: str, dtype: torch.dtype):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_quant_storage=dtype if sharded else torch.uint8,
         )
     return BitsAndBytesConfig(load_in_8bit=True)
 
@@ -131,8 +137,10 @@ class PreferenceModel(torch.nn.Module):
     """
 
     # What the Trainer and peft ask of a quantized or device-mapped model: the backbone answers.
-    _FROM_BACKBONE = frozenset({"device", "dtype", "hf_device_map", "hf_quantizer", "is_quantized", "quantization_method",
-                                "is_loaded_in_4bit", "is_loaded_in_8bit", "name_or_path"})
+    # (_no_split_modules: the decoder layer class, which FSDP's transformer-based wrapping shards by.)
+    _FROM_BACKBONE = frozenset({"device", "dtype", "_no_split_modules", "hf_device_map", "hf_quantizer",
+                                "is_quantized", "quantization_method", "is_loaded_in_4bit", "is_loaded_in_8bit",
+                                "name_or_path"})
 
     def __init__(self, backbone, head: PreferenceHead):
         super().__init__()
@@ -225,10 +233,11 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
         config=hf_config,
         dtype=rt.dtype,
         attn_implementation=attn_implementation(cfg, hf_config.model_type),
-        quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype),
+        quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype, rt.sharded),
     )
-    if rt.device == "cuda":
-        # One full copy per process (DDP under `accelerate launch`); never shard a model across GPUs.
+    if rt.device == "cuda" and not rt.sharded:
+        # One full copy per process (DDP under `accelerate launch`); never device_map="auto" across GPUs, which is
+        # model-parallel. FSDP places the shards itself.
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     # Silence the load report: a causal-LM checkpoint's output layer is not part of the backbone, by design.
     verbosity = hf_logging.get_verbosity()
@@ -316,9 +325,10 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tok
     if rt.device == "cpu":
         keep_4bit_weights_differentiable(model)
     model = get_peft_model(model, peft_config(cfg))
-    # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler.
+    # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler. Under FSDP they
+    # keep the compute dtype (bf16 on the GPUs FSDP recipes use, no grad scaler), as a unit's tensors share one.
     for param in model.parameters():
-        if param.requires_grad:
+        if param.requires_grad and not rt.sharded:
             param.data = param.data.float()
     return model, tokenizer, rt
 
