@@ -248,6 +248,8 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
         hf_logging.set_verbosity(verbosity)
     device = backbone.get_input_embeddings().weight.device
     head = _new_head(backbone, cfg, bias, rt.dtype, num_features).to(device)
+    if rt.device == "cpu" and kwargs["quantization_config"] is not None:
+        use_one_4bit_kernel(backbone)
     return PreferenceModel(backbone, head)
 
 
@@ -276,11 +278,13 @@ def adapter_problems(cfg: Config, path: Path) -> list[str]:
     return problems
 
 
-def keep_4bit_weights_differentiable(model) -> None:
-    """bitsandbytes on a CPU with AVX512-BF16 repacks a 4-bit layer's weight the first time it runs in eval mode
-    (an evaluation during training), and from then on multiplies with a kernel that has no backward: the
-    gradient through the frozen weight is lost and every adapter below gets wrong gradients. A model being
-    trained keeps the packing off (tests/test_model.py checks the gradients)."""
+def use_one_4bit_kernel(model) -> None:
+    """bitsandbytes on a CPU with AVX512-BF16 repacks a 4-bit layer's weight the first time it runs in eval mode,
+    and from then on multiplies in bfloat16 with a kernel that has no backward. During training (an evaluation
+    between steps) the gradient through the frozen weight is lost and every adapter below gets wrong gradients;
+    at inference the logits differ from those the Trainer's evaluation computed (the run's validation
+    predictions) by about 1e-3. The packing stays off on CPU, for training and inference alike
+    (tests/test_model.py checks both)."""
     import bitsandbytes as bnb
 
     for module in model.modules():
@@ -322,8 +326,6 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tok
     if rt.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.model.enable_input_require_grads()
-    if rt.device == "cpu":
-        keep_4bit_weights_differentiable(model)
     model = get_peft_model(model, peft_config(cfg))
     # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler. Under FSDP they
     # keep the compute dtype (bf16 on the GPUs FSDP recipes use, no grad scaler), as a unit's tensors share one.
