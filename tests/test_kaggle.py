@@ -158,7 +158,9 @@ def test_dry_run_without_bundle_projects_from_the_run(fake_run, tmp_path, no_cre
     push_mod.push(fake_run, dry_run=True)
     out = capsys.readouterr().out
     assert f"arena package --run {fake_run} --out {fake_run}/kaggle-bundle-" in out
-    assert "generated sample rows" in out and "unknown" in out
+    assert "generated sample rows" in out
+    # no measured infer.t4x2_tokens_per_s: the planner projects the throughput from the run's architecture
+    assert "efficiency" in out and "Projected, not measured" in out and "projected wall time: unknown" not in out
     assert "kaggle kernels push -p" in out
     assert not list(fake_run.glob("kaggle-bundle-*"))
 
@@ -243,7 +245,8 @@ def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_crede
     assert "arena==0.1.0" in (bundle / "wheels-dataset" / "requirements.txt").read_text().splitlines()
     assert sorted(p.name for p in (bundle / "kernel").iterdir()) == ["kernel-metadata.json", "kernel.py"]
     pf = json.loads((bundle / "preflight.json").read_text())
-    assert f"20 of 20 rows of {test_csv}" in pf["method"] and pf["projected_hours"] is None
+    assert f"20 of 20 rows of {test_csv}" in pf["method"] and pf["projected_hours"] > 0
+    assert "efficiency" in pf["throughput_method"]
     assert "pre-flight projection" in out and credentials.PLACEHOLDER_USER in out
 
     (fake_run / "adapter" / "marker").write_text("new")

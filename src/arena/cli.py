@@ -109,6 +109,18 @@ def cmd_blend(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from arena import planner
+    from arena.kaggle import preflight
+
+    cfg = _load_config(args)
+    gpus = args.gpus or (2 if args.gpu == "t4" else 1)
+    print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
+    tokenizer, note = planner.tokenizer_for(cfg)
+    print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
+    return 0
+
+
 # ---- kaggle -----------------------------------------------------------------------------------------
 
 def cmd_package(args) -> int:
@@ -185,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preds", nargs="+", required=True, help="test prediction CSVs, same order as --oof")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("plan", help="memory and time of a recipe on a GPU, planned without weights")
+    _add_config_args(p)
+    p.add_argument("--gpu", default="t4", choices=["t4", "a100", "h100"])
+    p.add_argument("--gpus", type=int, default=None, help="GPUs (default: 2 for t4, as on Kaggle, else 1)")
+    p.add_argument("--fsdp", action="store_true", help="weights and optimizer state sharded over the GPUs (FSDP)")
+    p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projection uses")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
     p.add_argument("--run", required=True)

@@ -182,8 +182,9 @@ class InferConfig:
     tta: bool = True
     tta_average: Literal["prob", "logit"] = "prob"
     quantization: Quantization | None = None  # None = as in training; none = the compute dtype (fp16/bf16/fp32)
-    # Inference throughput on Kaggle T4x2 in real (unpadded) tokens/s over both GPUs, with sorted
-    # batching; the pre-flight projection before a push divides the test set's tokens by it. 0 = unknown.
+    # Inference throughput on Kaggle T4x2 in real (unpadded) tokens/s over both GPUs, with sorted batching, as
+    # measured on Kaggle; the pre-flight projection divides the test set's tokens by it. 0 = use the planner's
+    # projection for the architecture (`arena plan`).
     t4x2_tokens_per_s: Annotated[float, Range(ge=0)] = 0.0
 
 

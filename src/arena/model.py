@@ -253,22 +253,42 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
     return PreferenceModel(backbone, head)
 
 
-def adapter_problems(cfg: Config, path: Path) -> list[str]:
+def meta_backbone(hf_config, dtype: torch.dtype | None = None, attn_implementation: str | None = None):
+    """The backbone's architecture on the meta device: shapes and dtypes, no weights, no memory."""
+    from transformers import AutoModel
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    with torch.device("meta"):
+        return AutoModel.from_config(hf_config, **kwargs)
+
+
+def meta_preference_model(cfg: Config, hf_config, dtype: torch.dtype, num_features: int = 0) -> PreferenceModel:
+    """A PreferenceModel on the meta device with the base frozen as after loading, and a head as `load_base`
+    builds it."""
+    backbone = meta_backbone(hf_config, dtype, attn_implementation(cfg, hf_config.model_type))
+    backbone.requires_grad_(False)
+    with torch.device("meta"):
+        head = PreferenceHead(hf_config.hidden_size, num_features, cfg.model.head_init == "prior", dtype)
+    return PreferenceModel(backbone, head)
+
+
+def adapter_problems(cfg: Config, path: Path | str, hf_config=None) -> list[str]:
     """Problems of peft.layers_to_transform and peft.target_modules against the base model's architecture, built
-    from its config.json on the meta device (no weights)."""
-    from transformers import AutoConfig, AutoModel
+    from its config.json (or `hf_config`) on the meta device (no weights)."""
+    from transformers import AutoConfig
 
     if cfg.peft.method != "lora":
         return []
-    hf_config = AutoConfig.from_pretrained(path)
+    hf_config = hf_config or AutoConfig.from_pretrained(path)
     problems = []
     layers = hf_config.num_hidden_layers
     beyond = [i for i in cfg.peft.layers_to_transform or [] if i >= layers]
     if beyond:
         problems.append(f"peft.layers_to_transform: layer(s) {beyond} do not exist: {path} has {layers} layers "
                         f"(0-{layers - 1})")
-    with torch.device("meta"):
-        skeleton = AutoModel.from_config(hf_config)
+    skeleton = meta_backbone(hf_config)
     linear = sorted({name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules()
                      if isinstance(m, torch.nn.Linear)})
     absent = [t for t in cfg.peft.target_modules if t not in linear]
@@ -317,12 +337,18 @@ def peft_config(cfg: Config):
 def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tokenizer=None):
     """Base + head + adapter ready for the Trainer; returns (model, tokenizer, runtime). `tokenizer`: the base
     model's, when the caller has it already."""
-    from peft import get_peft_model
-
     rt = runtime_for(cfg)
     bias = head_bias(cfg, class_prior)
     model = load_base(cfg, rt, bias, num_features)
     tokenizer = tokenizer or load_tokenizer(resolve_model_path(cfg.model.path))
+    return prepare_for_training(model, cfg, rt), tokenizer, rt
+
+
+def prepare_for_training(model: PreferenceModel, cfg: Config, rt: Runtime):
+    """Gradient checkpointing, the adapter, and float32 trainable weights: a PeftModel for the Trainer. The
+    planner applies the same steps to a skeleton on the meta device."""
+    from peft import get_peft_model
+
     if rt.gradient_checkpointing:
         model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.model.enable_input_require_grads()
@@ -332,7 +358,7 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tok
     for param in model.parameters():
         if param.requires_grad and not rt.sharded:
             param.data = param.data.float()
-    return model, tokenizer, rt
+    return model
 
 
 # head.json's format: 2 since the model takes its features as a forward argument. Format 1 (no "format" key)

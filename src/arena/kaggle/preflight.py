@@ -16,7 +16,7 @@ MAX_ROWS = 1000  # token lengths are measured on a sample of at most this many t
 SAMPLE_ROWS = 200  # generated rows when no test CSV is there
 
 
-def project_runtime(mean_tokens: float, rows: int, tta: bool, tokens_per_s: float, limit_hours: float) -> dict:
+def project_runtime(mean_tokens: float, rows: int, tta: bool, tokens_per_s: float | None, limit_hours: float) -> dict:
     """Projected T4x2 wall time: rows x mean tokens x passes / throughput + the load allowance."""
     passes = 2 if tta else 1
     total_tokens = rows * mean_tokens * passes
@@ -24,7 +24,7 @@ def project_runtime(mean_tokens: float, rows: int, tta: bool, tokens_per_s: floa
               "total_tokens": round(total_tokens), "t4x2_tokens_per_s": tokens_per_s,
               "load_allowance_s": LOAD_ALLOWANCE_S, "time_limit_hours": limit_hours,
               "inference_hours": None, "projected_hours": None, "exceeds_limit": None}
-    if tokens_per_s > 0:
+    if tokens_per_s:
         inference_s = total_tokens / tokens_per_s
         result["inference_hours"] = round(inference_s / 3600, 3)
         result["projected_hours"] = round((inference_s + LOAD_ALLOWANCE_S) / 3600, 3)
@@ -55,31 +55,56 @@ def _token_rows(test_csv: str | Path | None):
 
 
 def preflight(run: RunFolder, cfg: Config, test_csv: str | Path | None = None) -> dict:
-    """Measure tokens per row with the run's tokenizer and prompt encoding, and project the T4x2 wall time."""
-    from arena import model, prompts
+    """The Kaggle T4x2 projection for a trained run, with token lengths from the run's own tokenizer."""
+    from arena import model
+
+    return project(cfg, model.load_tokenizer(run.adapter), "the run's tokenizer", test_csv)
+
+
+def project(cfg: Config, tokenizer, tokenizer_note: str, test_csv: str | Path | None = None, gpu: str = "t4",
+            gpus: int = 2) -> dict:
+    """Measure tokens per row with `tokenizer` and the config's prompt encoding, and project the wall time of
+    the hidden test set on `gpus` x `gpu`."""
+    from arena import prompts
 
     df, measured_on = _token_rows(test_csv)
-    tokenizer = model.load_tokenizer(run.adapter)
     ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, max_length=cfg.infer.max_length)
     mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)
-    result = project_runtime(mean_tokens, cfg.kaggle.hidden_test_rows, cfg.infer.tta, cfg.infer.t4x2_tokens_per_s,
+    speed = tokens_per_s(cfg, mean_tokens, gpu, gpus)
+    result = project_runtime(mean_tokens, cfg.kaggle.hidden_test_rows, cfg.infer.tta, speed["tokens_per_s"],
                              cfg.kaggle.time_limit_hours)
-    result["method"] = (f"tokens per row measured with the run's tokenizer and prompt encoding "
+    result |= {"gpu": gpu, "gpus": gpus, "throughput_method": speed["method"]}
+    result["method"] = (f"tokens per row measured with {tokenizer_note} and the prompt encoding "
                         f"(family {cfg.model.family}, infer.max_length {cfg.infer.max_length}) on {measured_on}; "
                         f"projected = kaggle.hidden_test_rows x mean tokens x {result['passes']} "
-                        f"pass{'es (swap TTA)' if result['passes'] == 2 else ''} / infer.t4x2_tokens_per_s "
+                        f"pass{'es (swap TTA)' if result['passes'] == 2 else ''} / tokens per second "
                         f"+ {LOAD_ALLOWANCE_S // 60} min allowance for pip install, model load and tokenising")
     return result
 
 
+def tokens_per_s(cfg: Config, mean_tokens: float, gpu: str = "t4", gpus: int = 2) -> dict:
+    """Inference throughput: infer.t4x2_tokens_per_s when set (measured on Kaggle's T4x2), else the planner's
+    projection for the architecture."""
+    from arena import planner
+
+    if cfg.infer.t4x2_tokens_per_s > 0 and (gpu, gpus) == ("t4", 2):
+        return {"tokens_per_s": cfg.infer.t4x2_tokens_per_s,
+                "method": "infer.t4x2_tokens_per_s, as set in the config (a measured figure)"}
+    try:
+        return planner.throughput(cfg, mean_tokens, gpu=gpu, gpus=gpus)
+    except UserError as e:
+        return {"tokens_per_s": None, "method": f"unknown: {e}; set infer.t4x2_tokens_per_s"}
+
+
 def format_preflight(pf: dict) -> str:
-    lines = ["pre-flight projection (Kaggle GPU T4x2):",
-             f"  method: {pf['method']}",
-             f"  mean tokens per row: {pf['mean_tokens_per_row']}; {pf['hidden_test_rows']:,} hidden rows x "
-             f"{pf['passes']} pass(es) = {pf['total_tokens']:,} tokens"]
+    hardware = f"{pf['gpus']} x {pf['gpu'].upper()}" if "gpu" in pf else "Kaggle GPU T4x2"
+    lines = [f"pre-flight projection ({hardware}):", f"  method: {pf['method']}"]
+    if "throughput_method" in pf:  # absent from bundles built before the planner
+        lines.append(f"  tokens per second: {pf['throughput_method']}")
+    lines += [f"  mean tokens per row: {pf['mean_tokens_per_row']}; {pf['hidden_test_rows']:,} hidden rows x "
+              f"{pf['passes']} pass(es) = {pf['total_tokens']:,} tokens"]
     if pf["projected_hours"] is None:
-        lines.append(f"  projected wall time: unknown (infer.t4x2_tokens_per_s is 0: measure it on Kaggle and set it); "
-                     f"limit {pf['time_limit_hours']} h")
+        lines.append(f"  projected wall time: unknown; limit {pf['time_limit_hours']} h")
         return "\n".join(lines)
     lines.append(f"  projected wall time: {pf['projected_hours']:.2f} h = {pf['inference_hours']:.2f} h inference at "
                  f"{pf['t4x2_tokens_per_s']:g} tokens/s + {pf['load_allowance_s'] / 3600:.2f} h allowance; "
