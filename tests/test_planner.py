@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from arena import config, model as model_mod, planner
+from arena import config, planner
+from arena import model as model_mod
 from arena.kaggle import preflight
 from tests.test_model import tiny_cfg
 

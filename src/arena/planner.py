@@ -404,7 +404,8 @@ def format_memory_plan(plan: dict) -> str:
 def tokenizer_for(cfg: Config):
     """(tokenizer, description) to measure token lengths with: the model folder's own, else the embedded
     Gemma-3 tokenizer as a stand-in (a SentencePiece vocabulary of Gemma-2's size) when the weights are not on disk."""
-    from arena import embedded, model as model_mod
+    from arena import embedded
+    from arena import model as model_mod
 
     path = cfg.model.path
     if embedded.is_embedded(path) or (Path(path).expanduser() / "config.json").is_file():
