@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from arena import cli, config, data, metrics
+from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
@@ -294,6 +295,9 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
                    "base_model_source": "someone/tiny-gemma2/transformers/default/1"},
     })
     run = train.train(cfg)
+    # A calibration far from the identity: the kernel must apply it, and only once.
+    calibration = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))
+    (run / "calibration.json").write_text(json.dumps({"temperature": 0.5, "bias": list(calibration.bias)}))
 
     test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
     input_dir = tmp_path / "input"
@@ -301,6 +305,7 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
 
     bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False, test_csv=input_dir / "test.csv")
     assert not (bundle / "adapter-dataset" / "checkpoints").exists()
+    assert Bundle(bundle).run.calibration.read_text() == (run / "calibration.json").read_text()
     work = tmp_path / "work"
     submission = rehearsal.run_local(bundle, input_dir, work_dir=work)
 
@@ -308,6 +313,11 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
     frame = pd.read_csv(submission, dtype={"id": str})
     metrics.validate_submission(frame, test["id"].astype(str))
     assert list(frame["id"]) == list(test["id"].astype(str))
+    from arena import predict
+
+    raw = pd.read_csv(predict.predict_file(run, input_dir / "test.csv", tmp_path / "raw.csv", tta=True,
+                                           calibrate=False))[LABEL_COLUMNS].to_numpy()
+    assert abs(frame[LABEL_COLUMNS].to_numpy() - calibration.apply(raw)).max() < 1e-4
     log = (work / "kernel.log").read_text()
     assert f"arena from {work}/venv/lib/" in log  # the wheel's copy, not the editable source
     assert "/src/arena/" not in log

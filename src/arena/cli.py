@@ -19,6 +19,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set train.epochs=2 (repeatable)")
 
 
+def _add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"apply {what} (default); --no-calibration leaves predictions raw")
+
+
 def _load_config(args):
     from arena import config
 
@@ -97,7 +102,7 @@ def cmd_predict(args) -> int:
 
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
-        base_model=args.base_model,
+        base_model=args.base_model, calibrate=args.calibration,
     )
     return 0
 
@@ -105,7 +110,16 @@ def cmd_predict(args) -> int:
 def cmd_blend(args) -> int:
     from arena import predict
 
-    predict.blend_files(args.oof, args.preds, args.out)
+    predict.blend_files(args.oof, args.preds, args.out, calibrate=args.calibration)
+    return 0
+
+
+# ---- tracking: calibrate ----------------------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    from arena import calibration
+
+    calibration.calibrate(run_dir=args.run, oof=args.oof, folds=args.folds, seed=args.seed)
     return 0
 
 
@@ -114,7 +128,8 @@ def cmd_blend(args) -> int:
 def cmd_package(args) -> int:
     from arena.kaggle import bundle
 
-    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv)
+    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv,
+                   calibrate=args.calibration)
     return 0
 
 
@@ -178,19 +193,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average with the A<->B swapped order (default: infer.tta from the config)")
     p.add_argument("--base-model", default=None, help="override the base model folder (e.g. under /kaggle/input)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("blend", help="blend several runs' predictions with weights fit on OOF log loss")
     p.add_argument("--oof", nargs="+", required=True, help="OOF prediction CSVs with labels, one per run")
     p.add_argument("--preds", nargs="+", required=True, help="test prediction CSVs, same order as --oof")
     p.add_argument("--out", required=True)
+    _add_calibration_flag(p, "each OOF file's run (or CV folder) calibration; --preds files are taken as written")
     p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("calibrate", help="fit a temperature and class biases on validation/OOF predictions "
+                                         "(cross-fitted before/after); predict, blend and the kernel apply it")
+    p.add_argument("--run", default=None, help="a run folder: fit on its val_predictions.csv")
+    p.add_argument("--oof", default=None, help="a CV folder (or its oof_predictions.csv): fit on the OOF rows")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the reported gain")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
     p.add_argument("--run", required=True)
     p.add_argument("--out", default=None, help="bundle folder (default: RUN/kaggle-bundle-<time>)")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse download")
     p.add_argument("--test-csv", default=None, help="token lengths for the pre-flight projection")
+    _add_calibration_flag(p, "the run's calibration.json, carried into the bundle for the kernel")
     p.set_defaults(func=cmd_package)
 
     p_kernel = sub.add_parser("kernel", help="rehearse the Kaggle kernel locally")
