@@ -146,7 +146,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no
         f"kaggle kernels push -p {bundle}/kernel",
         f"kaggle kernels status {user}/arena-inference",
         f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
-        f"-m 'first try'",
+        f"-m 'first try [arena run run]'",
     ]
     for line in expected:
         assert line in out, line
@@ -195,7 +195,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
         ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
         ["kernels", "push"], ["kernels", "status"], ["competitions", "submit"]]
     assert calls[-1] == ["competitions", "submit", "lmsys-chatbot-arena", "-k", "alice/arena-inference", "-v", "7",
-                         "-f", "submission.csv", "-m", "m"]
+                         "-f", "submission.csv", "-m", "m [arena run run]"]
     assert json.loads((bundle / "kernel" / "kernel-metadata.json").read_text())["id"] == "alice/arena-inference"
     for text in (dry.out, dry.err, real.out, real.err):
         assert secret not in text

@@ -79,19 +79,28 @@ def cmd_score(args) -> int:
 # ---- train / cv -------------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from arena import train
+    from arena import config, train
 
     cfg = _load_config(args)
-    train.train(cfg, resume=args.resume)
+    train.train(cfg, resume=args.resume, origin=config.origin(args.config, args.overrides))
     return 0
 
 
+def _folds(only: str | None) -> list[int] | None:
+    from arena.errors import UserError
+
+    try:
+        return [int(x) for x in only.split(",")] if only else None
+    except ValueError:
+        raise UserError(f"--only {only}: expected comma-separated fold numbers, e.g. 0,1") from None
+
+
 def cmd_cv(args) -> int:
-    from arena import train
+    from arena import config, train
 
     cfg = _load_config(args)
-    only = [int(x) for x in args.only.split(",")] if args.only else None
-    train.cross_validate(cfg, folds=args.folds, only=only)
+    train.cross_validate(cfg, folds=args.folds, only=_folds(args.only),
+                         origin=config.origin(args.config, args.overrides))
     return 0
 
 
@@ -120,6 +129,34 @@ def cmd_calibrate(args) -> int:
     from arena import calibration
 
     calibration.calibrate(run_dir=args.run, oof=args.oof, folds=args.folds, seed=args.seed)
+    return 0
+
+
+# ---- tracking: runs, sweep --------------------------------------------------------------------------
+
+def cmd_runs(args) -> int:
+    from arena import config, tracking
+
+    if args.lb:
+        folder = tracking.find_folder(args.runs_dir, args.lb[0])
+        try:
+            score = float(args.lb[1])
+        except ValueError:
+            score = args.lb[1]
+        tracking.record_score(folder, score)
+        print(f"recorded leaderboard score {score} in {folder.leaderboard}")
+    if args.fetch_lb:
+        competition = args.competition or config.load(args.config).kaggle.competition
+        print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
+    frame = tracking.table(tracking.collect(args.runs_dir, folds=not args.no_folds), args.sort)
+    print(tracking.render(frame, args.format), end="")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from arena import sweep
+
+    sweep.run_sweep(args.configs, args.grid, args.overrides, cv=args.cv, only=_folds(args.only), name=args.name)
     return 0
 
 
@@ -210,6 +247,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the reported gain")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("runs", help="one row per run and CV folder: changes from its recipe, rows, steps, batch, "
+                                    "val/OOF log loss (plain, TTA, calibrated), wall time, leaderboard score")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--sort", default="time", choices=["time", "name", "val", "lb"])
+    p.add_argument("--format", default="table", choices=["table", "csv", "md"])
+    p.add_argument("--no-folds", action="store_true", help="leave out the fold runs inside CV folders")
+    p.add_argument("--lb", nargs=2, metavar=("RUN", "SCORE"), help="record a leaderboard score for a run by hand")
+    p.add_argument("--fetch-lb", action="store_true",
+                   help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
+                        "of those `arena push` tagged with a run here")
+    p.add_argument("--competition", default=None, help="default: kaggle.competition of --config")
+    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("sweep", help="train a grid of --set values (x recipes) one run after another; resumable")
+    p.add_argument("--config", dest="configs", action="append", default=[],
+                   help="a YAML recipe (repeat to compare recipes; default: configs/default.yaml)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a grid axis, e.g. --grid train.learning_rate=1e-4,2e-4 (repeatable: the product is run)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every point")
+    p.add_argument("--cv", type=int, default=None, metavar="K", help="each point is a K-fold CV (arena cv)")
+    p.add_argument("--only", default=None, help="with --cv: the folds to train, e.g. 0,1")
+    p.add_argument("--name", default=None, help="the sweep's name (default: recipe + a hash of the grid)")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
     p.add_argument("--run", required=True)

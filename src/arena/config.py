@@ -398,6 +398,17 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     return from_dict(data, overrides, source=str(path))
 
 
+def origin(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **tags) -> dict:
+    """Where a config came from, as a run stores it (layout.RunFolder.recipe): the recipe file, the --set
+    overrides, the recipe's own resolved values (to list the keys a run changed), and tags such as a sweep's."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        recipe = load(path).to_dict()
+    except ConfigError:  # valid only with its overrides: the run lists those instead of a comparison
+        recipe = None
+    return {"file": str(path), "overrides": list(overrides), "recipe": recipe, **tags}
+
+
 def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The resolved config of a trained run folder (a layout.RunFolder; a bundle's adapter dataset has the same
     layout), with `--set` overrides."""

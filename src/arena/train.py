@@ -379,9 +379,10 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
     return summary
 
 
-def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
+def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | None = None) -> Path:
     """Train one run (validation on fold cfg.data.fold); returns the run folder. `callbacks`: extra
-    TrainerCallbacks (progress, early stopping, tests that stop a run)."""
+    TrainerCallbacks (progress, early stopping, tests that stop a run). `origin`: config.origin(), stored as the
+    run's recipe.json for `arena runs`."""
     from arena import model as model_mod
 
     started = time.time()
@@ -395,7 +396,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
     split = prepare_data(cfg, resuming=run is not None)
     built = build(cfg, split)
     check_room(cfg, built)
-    run = run or open_run_folder(cfg, cpu)
+    run = run or open_run_folder(cfg, cpu, origin)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     trainer = make_trainer(cfg, run, built, split, callbacks)
@@ -415,13 +416,16 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
 # ---- run folders ------------------------------------------------------------------------------------
 
 
-def open_run_folder(cfg: Config, cpu: bool) -> RunFolder:
-    """A new run folder, created by the main process with the resolved config in it; under `accelerate launch`
-    every other process gets the same folder, so checkpoints and the best model are found by all ranks."""
+def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFolder:
+    """A new run folder, created by the main process with the resolved config (and where it came from) in it;
+    under `accelerate launch` every other process gets the same folder, so checkpoints and the best model are
+    found by all ranks."""
 
     def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
         config_mod.dump(cfg, run.config)
+        if origin is not None:
+            write_text(run.recipe, json.dumps(origin, indent=2))
         return str(run.root)
 
     return RunFolder(processes.decided_by_main(create, cpu))
@@ -505,18 +509,21 @@ def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
 # ---- cross-validation -------------------------------------------------------------------------------
 
 
-def cross_validate(cfg: Config, folds: int, only: list[int] | None = None) -> Path:
-    """Train the selected folds; write out-of-fold predictions, OOF log loss and a per-fold table."""
+def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origin: dict | None = None) -> Path:
+    """Train the selected folds; write out-of-fold predictions, OOF log loss and a per-fold table. `origin`
+    (config.origin()) goes into the CV folder and each fold run."""
     selected = only if only is not None else list(range(folds))
     bad = [f for f in selected if not 0 <= f < folds]
     if bad:
         raise UserError(f"--only: folds {bad} are not in 0..{folds - 1}")
     cv = CVFolder(new_folder(cfg.train.runs_dir, f"{cfg.name}-cv"))
+    if origin is not None:
+        write_text(cv.recipe, json.dumps(origin, indent=2))
     rows, oof = [], []
     for fold in selected:
         fold_cfg = config_mod.from_dict(cfg.to_dict(), [f"data.folds={folds}", f"data.fold={fold}",
                                                         f"train.runs_dir={cv.root}", f"name=fold{fold}"])
-        run = RunFolder(train(fold_cfg))
+        run = RunFolder(train(fold_cfg, origin=origin))
         summary = json.loads(run.metrics.read_text())
         rows.append({"fold": fold, "rows": summary["val_rows"], "log_loss": summary["val_log_loss"],
                      "log_loss_tta": summary["val_log_loss_tta"], "accuracy": summary["val_accuracy_tta"],
