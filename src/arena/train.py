@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import config as config_mod
-from arena import data, metrics, processes, prompts
+from arena import data, metrics, processes, prompts, reporting
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder, swap_classes
@@ -154,7 +154,8 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
         greater_is_better=False,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=t.report_to,
+        run_name=run.root.name,
         seed=cfg.seed,
         data_seed=cfg.seed,
         train_sampling_strategy=t.sampling,
@@ -194,6 +195,7 @@ def check_setup(cfg: Config, resuming: bool = False) -> list[str]:
     from transformers.training_args import OptimizerNames
 
     problems = [] if resuming else output_problems(cfg.train.runs_dir, "runs folder", folder=True, may_exist=True)
+    problems += reporting.problems(cfg)
     if cfg.train.optim not in {o.value for o in OptimizerNames}:
         problems.append(f"train.optim: {cfg.train.optim!r} is not an optimizer transformers knows "
                         f"(e.g. adamw_torch, paged_adamw_8bit)")
@@ -308,7 +310,7 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment=False, scaler=built.scaler)
     order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
     eval_logits = EvalLogits(order)
-    return PreferenceTrainer(
+    trainer = PreferenceTrainer(
         model=built.model,
         args=training_arguments(cfg, run, built.runtime),
         data_collator=LeftPadCollator(built.tokenizer.pad_token_id),
@@ -317,6 +319,8 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
         compute_metrics=eval_logits,
         callbacks=[eval_logits, *callbacks],
     )
+    reporting.attach(trainer, run)
+    return trainer
 
 
 def fit(trainer: PreferenceTrainer, checkpoint: str | None):
@@ -400,7 +404,8 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     trainer = make_trainer(cfg, run, built, split, callbacks)
-    result = fit(trainer, checkpoint)
+    with reporting.environment(cfg, run):
+        result = fit(trainer, checkpoint)
     if not trainer.is_world_process_zero():
         return run.root
     model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
