@@ -177,3 +177,16 @@ def test_sweep_reports_every_bad_point_before_training(recipe, monkeypatch, caps
     assert "point 1 (peft.r=8 peft.dropout=2)" in err and "point 2 (peft.r=0 peft.dropout=0.1)" in err
     assert cli.main(["sweep", "--config", str(recipe), "--grid", "peft.r"]) == 2
     assert "expected key=value1,value2" in capsys.readouterr().err
+
+
+def test_a_cv_sweep_point_is_a_tagged_cv_folder_and_is_not_rerun(recipe, tmp_path, monkeypatch, capsys):
+    runs = tmp_path / "runs"
+    args = [[str(recipe)], ["train.learning_rate=5e-4"], [f"train.runs_dir={runs}"]]
+    sweep.run_sweep(*args, cv=3, only=[0], name="cvs")
+    [row] = tracking.sweep_rows(runs, "cvs")
+    assert row["kind"] == "cv 1/3" and row["changes"] == "train.learning_rate=0.0005"
+    monkeypatch.setattr(train, "cross_validate", lambda *a, **k: pytest.fail("a finished CV point ran again"))
+    sweep.run_sweep(*args, cv=3, only=[0], name="cvs")
+    assert "finished earlier" in capsys.readouterr().out
+    with pytest.raises(UserError, match="give --cv too"):
+        sweep.run_sweep(*args, only=[0], name="cvs2")

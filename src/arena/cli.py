@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-lb", action="store_true",
                    help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
                         "of those `arena push` tagged with a run here")
-    p.add_argument("--competition", default=None, help="default: kaggle.competition of --config")
-    p.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--competition", default=None, help="for --fetch-lb (default: kaggle.competition of --config)")
+    p.add_argument("--config", default=None, help="the recipe whose kaggle.competition --fetch-lb reads "
+                                                  "(default: configs/default.yaml)")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("sweep", help="train a grid of --set values (x recipes) one run after another; resumable")

@@ -85,6 +85,8 @@ def run_sweep(recipes: list[str | None], grid_items: list[str], overrides: list[
     """Train every point not finished yet, then print the sweep's rows of the runs table, best first."""
     from arena import train
 
+    if only is not None and cv is None:
+        raise UserError("--only selects folds of --cv K: give --cv too")
     grid = parse_grid(grid_items)
     points = plan_points(recipes or [None], grid, list(overrides))
     name = name or sweep_name(points, cv, only)
