@@ -183,10 +183,10 @@ def calibrate(run_dir=None, oof=None, folds: int = FOLDS, seed: int = 0) -> dict
 
 
 def format_result(result: dict) -> str:
-    gain = result["log_loss_before"] - result["log_loss_after_cross_fitted"]
+    change = result["log_loss_after_cross_fitted"] - result["log_loss_before"]
     cross = result["cross_fit"]
     return (f"calibration on {result['rows']} rows of {result['fitted_on']}: log loss {result['log_loss_before']:.4f} "
-            f"-> {result['log_loss_after_cross_fitted']:.4f} cross-fitted ({cross['folds']} folds; {gain:+.4f}), "
+            f"-> {result['log_loss_after_cross_fitted']:.4f} cross-fitted ({cross['folds']} folds; {change:+.4f}), "
             f"accuracy {result['accuracy_before']:.3f} -> {result['accuracy_after_cross_fitted']:.3f}, mean ECE "
             f"{result['ece_before']:.3f} -> {result['ece_after_cross_fitted']:.3f}; fitted on all rows: "
             f"{describe(Calibration(result['temperature'], tuple(result['bias'])))}")

@@ -166,7 +166,9 @@ def _cell(value) -> str:
 def render(frame: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
-    cells = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    minutes = list(frame.columns).index("wall min")
+    cells = [[f"{v:.1f}" if i == minutes and isinstance(v, float) and not math.isnan(v) else _cell(v)
+              for i, v in enumerate(row)] for row in frame.itertuples(index=False)]
     if fmt == "md":
         lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
