@@ -38,6 +38,7 @@ METHODS = {
     "step0": "default model at step 0 (its head's length-LR init, swap-averaged)",
     "model": "default model",
     "model_tta": "default model + swap TTA",
+    "model_tta_cal": "default model + swap TTA + calibration",
 }
 
 
@@ -134,6 +135,21 @@ def diagnostics(eval_df, res, step0: np.ndarray, summary: dict, y_train: np.ndar
     }
 
 
+def model_calibration(run_folder: RunFolder, seed: int, log) -> tuple[object, dict] | None:
+    """`arena calibrate` on the trained run's own validation predictions: its checkpoint-selection rows, taken
+    from the training file, so no held-out row is seen by the fit. Fewer folds when there are few rows (--quick);
+    None (logged) when there are too few to cross-fit two."""
+    from arena import calibration
+
+    _, truth = calibration.read_predictions(run_folder.val_predictions)
+    folds = min(calibration.FOLDS, len(truth) // calibration.MIN_ROWS_PER_FOLD)
+    if folds < 2:
+        log(f"calibration skipped: {len(truth)} checkpoint-selection rows are too few to cross-fit")
+        return None
+    result = calibration.calibrate(run_dir=run_folder.root, folds=folds, seed=seed)
+    return calibration.read(run_folder.calibration), result
+
+
 def repo_path(p: Path) -> str:
     """`p` as seen from the repository root (how the report names configs), else as is."""
     try:
@@ -215,6 +231,12 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
         predict.prediction_frame(df["id"], res["probs"]).assign(source=df["source"].to_numpy()).to_csv(
             work / f"predictions_{name}.csv", index=False)
 
+    # ---- the trained model, calibrated on its checkpoint-selection rows ------------------------------
+    fitted, cal_model_s = _timed_fit(model_calibration, run_folder, seed, log)
+    if fitted is not None:
+        for name in eval_sets:
+            preds[name]["model_tta_cal"] = fitted[0].apply(model_out[name]["probs"])
+
     # ---- speed ---------------------------------------------------------------------------------------
     lengths = padding_lengths(cfg.infer.max_length, plan.long_length, gpu_cfg)
     speed_results = speed.measure(model, tokenizer, cfg, run_folder, eval_sets[MAIN], scaler, plan, lengths, log,
@@ -237,16 +259,18 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
         "data": {**origin, "dropped_for_leaks": split.dropped_for_leaks,
                  "training_file_rows": len(split.train), "checkpoint_val_rows": len(rows.val)},
         "composition": composition(frames, plan, rows.train, rows.val, eval_sets),
-        "methods": [{"id": k, "label": v} for k, v in METHODS.items()],
+        "methods": [{"id": k, "label": v} for k, v in METHODS.items() if k != "model_tta_cal" or fitted],
         "baselines": baselines.settings(cfg, cal_params),
         "quality": quality(eval_sets, preds),
         "fit_seconds": {"prior": prior_s, "length_lr": lr_s, "length_lr_cal": cal_s, "step0": head_s,
-                        "model": summary["train_wall_seconds"], "model_tta": summary["train_wall_seconds"]},
+                        "model": summary["train_wall_seconds"], "model_tta": summary["train_wall_seconds"],
+                        **({"model_tta_cal": summary["train_wall_seconds"] + cal_model_s} if fitted else {})},
         "eval_wall_seconds": eval_wall,
         "train_summary": {k: v for k, v in summary.items() if k != "history"},
         "diagnostics": diagnostics(eval_sets[MAIN], model_out[MAIN], preds[MAIN]["step0"], summary,
                                    data.label_matrix(rows.train)),
         "speed": speed_results,
+        **({"model_calibration": fitted[1]} if fitted else {}),
     }
     results["wall_seconds"] = time.time() - started
     path = work / "results.json"

@@ -137,8 +137,21 @@ def methods_note(results: dict) -> str:
         f"hidden-state weights at {s0['hidden_state_weights']}), averaged over both orders; *{names['model']}* = "
         f"`{results['config_file']}` ({model_summary(results)}) trained on the training rows"
         + (" with " + ", ".join(f"`{o}`" for o in overrides) if overrides else "")
-        + f", predicting at infer.max_length {cfg['infer']['max_length']}. *Train time* is the wall time of fitting "
-        "on the training rows (the model's excludes loading).")
+        + f", predicting at infer.max_length {cfg['infer']['max_length']}." + model_calibration_note(results)
+        + " *Train time* is the wall time of fitting on the training rows (the model's excludes loading).")
+
+
+def model_calibration_note(results: dict) -> str:
+    """How the calibrated model row was made, when the results have one (results of older runs do not)."""
+    cal = results.get("model_calibration")
+    if cal is None:
+        return ""
+    b_a, b_b, _ = cal["bias"]
+    return (f" *{labels(results)['model_tta_cal']}* = those swap-TTA predictions through `arena calibrate`'s "
+            f"`{cal['form']}` fit on the model's own {cal['rows']} checkpoint-selection rows (its validation "
+            f"predictions; no held-out row): T = {cal['temperature']:.3f}, b_A = {b_a:+.3f}, b_B = {b_b:+.3f}; "
+            f"cross-fitted over {cal['cross_fit']['folds']} folds of those rows it moved their log loss from "
+            f"{cal['log_loss_before']:.4f} to {cal['log_loss_after_cross_fitted']:.4f}.")
 
 
 def verdict(results: dict) -> str:

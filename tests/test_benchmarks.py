@@ -180,7 +180,10 @@ def fake_results() -> dict:
         "quality": {"held-out": {"all": scores(0, 369), "autoj_pairwise_dev": scores(1, 280),
                                  "pandalm_human": scores(2, 89)}, "hh_rlhf_harmless": {"all": scores(3, 64)}},
         "fit_seconds": {"prior": 0.13, "length_lr": 0.031, "length_lr_cal": 0.24, "step0": 0.62, "model": 421.3,
-                        "model_tta": 421.3},
+                        "model_tta": 421.3, "model_tta_cal": 423.9},
+        "model_calibration": {"form": "softmax(log p / T + b)", "temperature": 1.37, "bias": [0.12, -0.05, 0.0],
+                              "rows": 64, "cross_fit": {"folds": 5, "seed": 42, "stratified_by": "true class"},
+                              "log_loss_before": 1.0621, "log_loss_after_cross_fitted": 1.0488},
         "eval_wall_seconds": {"held-out": 362.1, "hh_rlhf_harmless": 68.3},
         "train_summary": {"train_rows": 360, "global_step": 45, "global_batch": 8, "train_wall_seconds": 421.3,
                           "total_wall_seconds": 498.2, "train_examples_per_second": 0.85},
@@ -225,6 +228,21 @@ def test_rendering_the_same_results_twice_gives_the_same_markdown(tmp_path):
         assert needle in text, needle
     for png in ("bench-quality.png", "bench-speed.png"):
         assert (tmp_path / "a" / png).stat().st_size > 5000
+
+
+def test_the_calibrated_model_is_a_row_of_the_quality_table_when_measured(tmp_path):
+    results = fake_results()
+    text = report.markdown(results, tmp_path / "bench.md")
+    row = next(line for line in text.splitlines() if line.startswith("| default model + swap TTA + calibration |"))
+    assert f"{results['quality']['held-out']['all']['model_tta_cal']['log_loss']:.4f}" in row
+    assert "fit on the model's own 64 checkpoint-selection rows" in text and "T = 1.370" in text
+    older = copy.deepcopy(results)  # results written before the calibrated row existed still render
+    del older["model_calibration"], older["fit_seconds"]["model_tta_cal"]
+    older["methods"] = [m for m in older["methods"] if m["id"] != "model_tta_cal"]
+    for scores in [*older["quality"]["held-out"].values(), older["quality"]["hh_rlhf_harmless"]["all"]]:
+        del scores["model_tta_cal"]
+    text = report.render(older, tmp_path / "old" / "bench.md").read_text()
+    assert "calibration |" not in text.replace("length LR + calibration |", "") and "checkpoint-selection rows (" not in text
 
 
 def test_the_model_settings_in_the_report_come_from_the_results_config(tmp_path):
@@ -377,6 +395,12 @@ def test_quick_bench_writes_results_and_the_report_rendered_from_them(tmp_path):
     train_df = data.load(work / "train.csv")
     eval_df = data.load(work / "eval.csv")
     assert not set(split.prompt_keys(train_df)) & set(split.prompt_keys(eval_df))
+    # The calibrated model's fit saw only the run's checkpoint-selection rows, none of the held-out ones.
+    cal = results["model_calibration"]
+    assert cal["fitted_on"] == str(RunFolder(results["run_dir"]).val_predictions)
+    fitted_ids = set(pd.read_csv(cal["fitted_on"], dtype={"id": str})["id"])
+    assert fitted_ids <= set(train_df["id"].astype(str)) and not fitted_ids & set(eval_df["id"].astype(str))
+    assert "default model + swap TTA + calibration" in text
     assert isinstance(pd.read_csv(work / "predictions_held-out.csv"), pd.DataFrame)
 
 

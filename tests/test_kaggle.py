@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from arena import cli, config, data, metrics
+from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
@@ -145,7 +146,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no
         f"kaggle kernels push -p {bundle}/kernel",
         f"kaggle kernels status {user}/arena-inference",
         f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
-        f"-m 'first try'",
+        f"-m 'first try [arena run run]'",
     ]
     for line in expected:
         assert line in out, line
@@ -196,7 +197,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
         ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
         ["kernels", "push"], ["kernels", "status"], ["competitions", "submit"]]
     assert calls[-1] == ["competitions", "submit", "lmsys-chatbot-arena", "-k", "alice/arena-inference", "-v", "7",
-                         "-f", "submission.csv", "-m", "m"]
+                         "-f", "submission.csv", "-m", "m [arena run run]"]
     assert json.loads((bundle / "kernel" / "kernel-metadata.json").read_text())["id"] == "alice/arena-inference"
     for text in (dry.out, dry.err, real.out, real.err):
         assert secret not in text
@@ -297,6 +298,9 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
                    "base_model_source": "someone/tiny-gemma2/transformers/default/1"},
     })
     run = train.train(cfg)
+    # A calibration far from the identity: the kernel must apply it, and only once.
+    calibration = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))
+    (run / "calibration.json").write_text(json.dumps({"temperature": 0.5, "bias": list(calibration.bias)}))
 
     test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
     input_dir = tmp_path / "input"
@@ -304,6 +308,7 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
 
     bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False, test_csv=input_dir / "test.csv")
     assert not (bundle / "adapter-dataset" / "checkpoints").exists()
+    assert Bundle(bundle).run.calibration.read_text() == (run / "calibration.json").read_text()
     work = tmp_path / "work"
     submission = rehearsal.run_local(bundle, input_dir, work_dir=work)
 
@@ -311,6 +316,11 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
     frame = pd.read_csv(submission, dtype={"id": str})
     metrics.validate_submission(frame, test["id"].astype(str))
     assert list(frame["id"]) == list(test["id"].astype(str))
+    from arena import predict
+
+    raw = pd.read_csv(predict.predict_file(run, input_dir / "test.csv", tmp_path / "raw.csv", tta=True,
+                                           calibrate=False))[LABEL_COLUMNS].to_numpy()
+    assert abs(frame[LABEL_COLUMNS].to_numpy() - calibration.apply(raw)).max() < 1e-4
     log = (work / "kernel.log").read_text()
     assert f"arena from {work}/venv/lib/" in log  # the wheel's copy, not the editable source
     assert "/src/arena/" not in log

@@ -19,6 +19,11 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set train.epochs=2 (repeatable)")
 
 
+def _add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=True,
+                   help=f"apply {what} (default); --no-calibration leaves predictions raw")
+
+
 def _load_config(args):
     from arena import config
 
@@ -74,19 +79,28 @@ def cmd_score(args) -> int:
 # ---- train / cv -------------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from arena import train
+    from arena import config, train
 
     cfg = _load_config(args)
-    train.train(cfg, resume=args.resume)
+    train.train(cfg, resume=args.resume, origin=config.origin(args.config, args.overrides))
     return 0
 
 
+def _folds(only: str | None) -> list[int] | None:
+    from arena.errors import UserError
+
+    try:
+        return [int(x) for x in only.split(",")] if only else None
+    except ValueError:
+        raise UserError(f"--only {only}: expected comma-separated fold numbers, e.g. 0,1") from None
+
+
 def cmd_cv(args) -> int:
-    from arena import train
+    from arena import config, train
 
     cfg = _load_config(args)
-    only = [int(x) for x in args.only.split(",")] if args.only else None
-    train.cross_validate(cfg, folds=args.folds, only=only)
+    train.cross_validate(cfg, folds=args.folds, only=_folds(args.only),
+                         origin=config.origin(args.config, args.overrides))
     return 0
 
 
@@ -97,7 +111,7 @@ def cmd_predict(args) -> int:
 
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
-        base_model=args.base_model,
+        base_model=args.base_model, calibrate=args.calibration,
     )
     return 0
 
@@ -105,7 +119,44 @@ def cmd_predict(args) -> int:
 def cmd_blend(args) -> int:
     from arena import predict
 
-    predict.blend_files(args.oof, args.preds, args.out)
+    predict.blend_files(args.oof, args.preds, args.out, calibrate=args.calibration)
+    return 0
+
+
+# ---- tracking: calibrate ----------------------------------------------------------------------------
+
+def cmd_calibrate(args) -> int:
+    from arena import calibration
+
+    calibration.calibrate(run_dir=args.run, oof=args.oof, folds=args.folds, seed=args.seed)
+    return 0
+
+
+# ---- tracking: runs, sweep --------------------------------------------------------------------------
+
+def cmd_runs(args) -> int:
+    from arena import config, tracking
+
+    if args.lb:
+        folder = tracking.find_folder(args.runs_dir, args.lb[0])
+        try:
+            score = float(args.lb[1])
+        except ValueError:
+            score = args.lb[1]
+        tracking.record_score(folder, score)
+        print(f"recorded leaderboard score {score} in {folder.leaderboard}")
+    if args.fetch_lb:
+        competition = args.competition or config.load(args.config).kaggle.competition
+        print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
+    frame = tracking.table(tracking.collect(args.runs_dir, folds=not args.no_folds), args.sort)
+    print(tracking.render(frame, args.format), end="")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from arena import sweep
+
+    sweep.run_sweep(args.configs, args.grid, args.overrides, cv=args.cv, only=_folds(args.only), name=args.name)
     return 0
 
 
@@ -126,7 +177,8 @@ def cmd_plan(args) -> int:
 def cmd_package(args) -> int:
     from arena.kaggle import bundle
 
-    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv)
+    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv,
+                   calibrate=args.calibration)
     return 0
 
 
@@ -190,12 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average with the A<->B swapped order (default: infer.tta from the config)")
     p.add_argument("--base-model", default=None, help="override the base model folder (e.g. under /kaggle/input)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("blend", help="blend several runs' predictions with weights fit on OOF log loss")
     p.add_argument("--oof", nargs="+", required=True, help="OOF prediction CSVs with labels, one per run")
     p.add_argument("--preds", nargs="+", required=True, help="test prediction CSVs, same order as --oof")
     p.add_argument("--out", required=True)
+    _add_calibration_flag(p, "each OOF file's run (or CV folder) calibration; --preds files are taken as written")
     p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("plan", help="memory and time of a recipe on a GPU, planned without weights")
@@ -206,11 +260,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projection uses")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("calibrate", help="fit a temperature and class biases on validation/OOF predictions "
+                                         "(cross-fitted before/after); predict, blend and the kernel apply it")
+    p.add_argument("--run", default=None, help="a run folder: fit on its val_predictions.csv")
+    p.add_argument("--oof", default=None, help="a CV folder (or its oof_predictions.csv): fit on the OOF rows")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the reported gain")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("runs", help="one row per run and CV folder: changes from its recipe, rows, steps, batch, "
+                                    "val/OOF log loss (plain, TTA, calibrated), wall time, leaderboard score")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--sort", default="time", choices=["time", "name", "val", "lb"])
+    p.add_argument("--format", default="table", choices=["table", "csv", "md"])
+    p.add_argument("--no-folds", action="store_true", help="leave out the fold runs inside CV folders")
+    p.add_argument("--lb", nargs=2, metavar=("RUN", "SCORE"), help="record a leaderboard score for a run by hand")
+    p.add_argument("--fetch-lb", action="store_true",
+                   help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
+                        "of those `arena push` tagged with a run here")
+    p.add_argument("--competition", default=None, help="for --fetch-lb (default: kaggle.competition of --config)")
+    p.add_argument("--config", default=None, help="the recipe whose kaggle.competition --fetch-lb reads "
+                                                  "(default: configs/default.yaml)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("sweep", help="train a grid of --set values (x recipes) one run after another; resumable")
+    p.add_argument("--config", dest="configs", action="append", default=[],
+                   help="a YAML recipe (repeat to compare recipes; default: configs/default.yaml)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a grid axis, e.g. --grid train.learning_rate=1e-4,2e-4 (repeatable: the product is run)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="an override for every point")
+    p.add_argument("--cv", type=int, default=None, metavar="K", help="each point is a K-fold CV (arena cv)")
+    p.add_argument("--only", default=None, help="with --cv: the folds to train, e.g. 0,1")
+    p.add_argument("--name", default=None, help="the sweep's name (default: recipe + a hash of the grid)")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
     p.add_argument("--run", required=True)
     p.add_argument("--out", default=None, help="bundle folder (default: RUN/kaggle-bundle-<time>)")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse download")
     p.add_argument("--test-csv", default=None, help="token lengths for the pre-flight projection")
+    _add_calibration_flag(p, "the run's calibration.json, carried into the bundle for the kernel")
     p.set_defaults(func=cmd_package)
 
     p_kernel = sub.add_parser("kernel", help="rehearse the Kaggle kernel locally")

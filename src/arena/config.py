@@ -171,6 +171,9 @@ class TrainConfig:
     runs_dir: Annotated[str, NonEmpty("a folder")] = "runs"
     logging_steps: Count = 10
     max_grad_norm: Annotated[float, Range(gt=0)] = 1.0
+    # The Trainer's logging integration: tensorboard (event files in the run's logs/) or wandb (offline
+    # without an API key); none by default.
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
 @dataclass
@@ -397,6 +400,17 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     return from_dict(data, overrides, source=str(path))
+
+
+def origin(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **tags) -> dict:
+    """Where a config came from, as a run stores it (layout.RunFolder.recipe): the recipe file, the --set
+    overrides, the recipe's own resolved values (to list the keys a run changed), and tags such as a sweep's."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        recipe = load(path).to_dict()
+    except ConfigError:  # valid only with its overrides: the run lists those instead of a comparison
+        recipe = None
+    return {"file": str(path), "overrides": list(overrides), "recipe": recipe, **tags}
 
 
 def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:

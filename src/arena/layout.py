@@ -96,6 +96,11 @@ class RunFolder(_Layout):
     val_predictions = _At("val_predictions.csv")  # validation predictions beside the truth (TRUE_COLUMNS)
     loss_curve = _At("loss_curve.png")
     predictions = _At("predictions")  # where `arena predict` writes when no --out is given
+    recipe = _At("recipe.json")  # the recipe file, --set overrides and sweep tag the run came from
+    calibration = _At("calibration.json")  # from `arena calibrate`: applied by predict, blend and the kernel
+    reliability = _At("reliability.png")  # predicted vs observed frequency per class, before/after calibration
+    leaderboard = _At("leaderboard.json")  # leaderboard scores recorded by `arena runs --lb/--fetch-lb`
+    logs = _At("logs")  # train.report_to: tensorboard event files
 
     def new_bundle_path(self) -> Path:
         """Where `arena package` builds when no --out is given (created by the packager)."""
@@ -110,13 +115,26 @@ class CVFolder(_Layout):
 
     oof_predictions = _At("oof_predictions.csv")
     summary = _At("cv.json")
+    recipe = _At("recipe.json")
+    calibration = _At("calibration.json")  # fit on the OOF predictions; the fold runs inside use it
+    reliability = _At("reliability.png")
+    leaderboard = _At("leaderboard.json")
+
+    def is_cv(self) -> bool:
+        return self.summary.is_file()
+
+
+class Sweep(_Layout):
+    """What `arena sweep` keeps beside the runs it trains (normal run folders tagged in their recipe.json)."""
+
+    plan = _At("sweep.json")  # the recipes and grid points, in order
 
 
 class Bundle(_Layout):
     """What `arena package` writes: two datasets and a kernel, each ready for the kaggle CLI."""
 
     PARTS = ("adapter-dataset", "wheels-dataset", "kernel")
-    adapter_dataset = _At("adapter-dataset")  # config.yaml + adapter/ of the run: a RunFolder layout
+    adapter_dataset = _At("adapter-dataset")  # config.yaml + adapter/ (+ calibration.json) of the run: a RunFolder layout
     wheels = _At("wheels-dataset")  # the arena wheel, the pinned wheels Kaggle's image lacks
     wheel_requirements = _At("wheels-dataset", "requirements.txt")  # what the kernel installs from them
     kernel = _At("kernel")

@@ -175,9 +175,12 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     return logits
 
 
-def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None) -> Path | None:
-    """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission.
+def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None,
+                 calibrate: bool = True) -> Path | None:
+    """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission,
+    calibrated once when the run has a calibration (`calibrate=False` turns it off).
     Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
+    from arena import calibration
     from arena import model as model_mod
 
     run = RunFolder(run_dir)
@@ -196,6 +199,12 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         df = data.load(data_path)
     except data.DataError as exc:
         problems += exc.problems
+    cal = None
+    if calibrate and run.is_trained():
+        try:
+            cal = calibration.for_run(run)
+        except UserError as exc:
+            problems += exc.problems
     if problems:
         raise UserError(problems=problems)
     tta = cfg.infer.tta if tta is None else tta
@@ -212,6 +221,10 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     if logits is None:  # another process of `accelerate launch`: the main one writes
         return None
     probs = combine_tta(logits[0], logits[1], cfg.infer.tta_average) if tta else softmax(logits[0])
+    if cal is not None:
+        probs = cal[0].apply(probs)
+        print(f"calibration applied: {calibration.describe(cal[0])} from {cal[1]}"
+              + ("" if tta else " (fit on swap-averaged predictions; this prediction has no swap TTA)"))
     path = write_submission(prediction_frame(df["id"], probs), df["id"], out_path)
     lengths = [len(x) for x in views[0][0]]
     stats = padding_stats(lengths, sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size),
@@ -238,17 +251,31 @@ def fit_blend_weights(oof_probs: list[np.ndarray], truth: np.ndarray) -> np.ndar
     return softmax(best.x[None, :])[0]
 
 
-def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str) -> Path:
+def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, calibrate: bool = True) -> Path:
     """`arena blend`: weights fit on the runs' OOF log loss, applied to their test predictions. Every file is
-    checked (readable, columns, values, the same ids across runs) before anything is fit or written."""
+    checked (readable, columns, values, the same ids across runs) before anything is fit or written. OOF files
+    hold raw predictions: each is calibrated with the calibration of its run or CV folder, if any (unless
+    `calibrate=False`), as `arena predict` calibrated that run's test predictions; those are taken as written."""
+    from arena import calibration
+
     problems = output_problems(out_path, "blended submission")
     if len(oof_paths) != len(pred_paths):
         problems.append(f"blend: give one --oof file per --preds file, in the same order "
                         f"(got {len(oof_paths)} and {len(pred_paths)})")
     oofs = _read_runs(oof_paths, "OOF", [*LABEL_COLUMNS, *TRUE_COLUMNS], problems)
     preds = _read_runs(pred_paths, "prediction", LABEL_COLUMNS, problems)
+    cals = []
+    for path in oof_paths if calibrate else ():
+        try:
+            cals.append(calibration.for_predictions_file(path))
+        except UserError as exc:
+            problems += exc.problems
     if problems:
         raise UserError(problems=problems)
+    for path, frame, cal in zip(oof_paths, oofs, cals):
+        if cal is not None:
+            frame[LABEL_COLUMNS] = cal[0].apply(frame[LABEL_COLUMNS].to_numpy())
+            print(f"OOF {path}: calibrated with {calibration.describe(cal[0])} from {cal[1]}")
     ids, test_ids = oofs[0].index, preds[0].index
     truth = oofs[0].loc[ids, TRUE_COLUMNS].to_numpy()
     weights = fit_blend_weights([f.loc[ids, LABEL_COLUMNS].to_numpy() for f in oofs], truth)

@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import config as config_mod
-from arena import data, metrics, processes, prompts
+from arena import data, metrics, processes, prompts, reporting
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder, swap_classes
@@ -154,7 +154,8 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
         greater_is_better=False,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        report_to="none",
+        report_to=t.report_to,
+        run_name=run.root.name,
         seed=cfg.seed,
         data_seed=cfg.seed,
         train_sampling_strategy=t.sampling,
@@ -194,6 +195,7 @@ def check_setup(cfg: Config, resuming: bool = False) -> list[str]:
     from transformers.training_args import OptimizerNames
 
     problems = [] if resuming else output_problems(cfg.train.runs_dir, "runs folder", folder=True, may_exist=True)
+    problems += reporting.problems(cfg)
     if cfg.train.optim not in {o.value for o in OptimizerNames}:
         problems.append(f"train.optim: {cfg.train.optim!r} is not an optimizer transformers knows "
                         f"(e.g. adamw_torch, paged_adamw_8bit)")
@@ -308,7 +310,7 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment=False, scaler=built.scaler)
     order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
     eval_logits = EvalLogits(order)
-    return PreferenceTrainer(
+    trainer = PreferenceTrainer(
         model=built.model,
         args=training_arguments(cfg, run, built.runtime),
         data_collator=LeftPadCollator(built.tokenizer.pad_token_id),
@@ -317,6 +319,8 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
         compute_metrics=eval_logits,
         callbacks=[eval_logits, *callbacks],
     )
+    reporting.attach(trainer, run)
+    return trainer
 
 
 def fit(trainer: PreferenceTrainer, checkpoint: str | None):
@@ -379,9 +383,10 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
     return summary
 
 
-def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
+def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | None = None) -> Path:
     """Train one run (validation on fold cfg.data.fold); returns the run folder. `callbacks`: extra
-    TrainerCallbacks (progress, early stopping, tests that stop a run)."""
+    TrainerCallbacks (progress, early stopping, tests that stop a run). `origin`: config.origin(), stored as the
+    run's recipe.json for `arena runs`."""
     from arena import model as model_mod
 
     started = time.time()
@@ -395,11 +400,12 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
     split = prepare_data(cfg, resuming=run is not None)
     built = build(cfg, split)
     check_room(cfg, built)
-    run = run or open_run_folder(cfg, cpu)
+    run = run or open_run_folder(cfg, cpu, origin)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     trainer = make_trainer(cfg, run, built, split, callbacks)
-    result = fit(trainer, checkpoint)
+    with reporting.environment(cfg, run):
+        result = fit(trainer, checkpoint)
     if not trainer.is_world_process_zero():
         return run.root
     model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
@@ -415,13 +421,16 @@ def train(cfg: Config, resume: str | None = None, callbacks=()) -> Path:
 # ---- run folders ------------------------------------------------------------------------------------
 
 
-def open_run_folder(cfg: Config, cpu: bool) -> RunFolder:
-    """A new run folder, created by the main process with the resolved config in it; under `accelerate launch`
-    every other process gets the same folder, so checkpoints and the best model are found by all ranks."""
+def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFolder:
+    """A new run folder, created by the main process with the resolved config (and where it came from) in it;
+    under `accelerate launch` every other process gets the same folder, so checkpoints and the best model are
+    found by all ranks."""
 
     def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
         config_mod.dump(cfg, run.config)
+        if origin is not None:
+            write_text(run.recipe, json.dumps(origin, indent=2))
         return str(run.root)
 
     return RunFolder(processes.decided_by_main(create, cpu))
@@ -505,18 +514,21 @@ def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
 # ---- cross-validation -------------------------------------------------------------------------------
 
 
-def cross_validate(cfg: Config, folds: int, only: list[int] | None = None) -> Path:
-    """Train the selected folds; write out-of-fold predictions, OOF log loss and a per-fold table."""
+def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origin: dict | None = None) -> Path:
+    """Train the selected folds; write out-of-fold predictions, OOF log loss and a per-fold table. `origin`
+    (config.origin()) goes into the CV folder and each fold run."""
     selected = only if only is not None else list(range(folds))
     bad = [f for f in selected if not 0 <= f < folds]
     if bad:
         raise UserError(f"--only: folds {bad} are not in 0..{folds - 1}")
     cv = CVFolder(new_folder(cfg.train.runs_dir, f"{cfg.name}-cv"))
+    if origin is not None:
+        write_text(cv.recipe, json.dumps(origin, indent=2))
     rows, oof = [], []
     for fold in selected:
         fold_cfg = config_mod.from_dict(cfg.to_dict(), [f"data.folds={folds}", f"data.fold={fold}",
                                                         f"train.runs_dir={cv.root}", f"name=fold{fold}"])
-        run = RunFolder(train(fold_cfg))
+        run = RunFolder(train(fold_cfg, origin=origin))
         summary = json.loads(run.metrics.read_text())
         rows.append({"fold": fold, "rows": summary["val_rows"], "log_loss": summary["val_log_loss"],
                      "log_loss_tta": summary["val_log_loss_tta"], "accuracy": summary["val_accuracy_tta"],

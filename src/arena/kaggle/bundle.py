@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from arena import calibration as calibration_mod
 from arena import config as config_mod
 from arena.config import Config
 from arena.embedded import is_embedded
@@ -92,8 +93,9 @@ def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
 
 
-def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
-    """`arena package`: build the offline kernel bundle of a run; never overwrites an existing folder."""
+def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate: bool = True) -> Path:
+    """`arena package`: build the offline kernel bundle of a run; never overwrites an existing folder. The run's
+    calibration (its own or its CV folder's) travels in the adapter dataset unless `calibrate=False`."""
     run = RunFolder(run_dir)
     cfg = config_mod.load_run(run)
     out = Path(out_dir) if out_dir else run.new_bundle_path()
@@ -110,6 +112,10 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
         build.adapter_dataset.mkdir()
         shutil.copy2(run.config, build.run.config)
         shutil.copytree(run.adapter, build.run.adapter)
+        calibration = calibration_mod.file_for_run(run) if calibrate else None
+        if calibration is not None:  # the kernel's `arena predict` applies it, once
+            calibration_mod.read(calibration)
+            shutil.copy2(calibration, build.run.calibration)
         problems = check_trained(build.run)  # the copy the kernel will load
         if problems:
             raise UserError(problems=problems)
@@ -132,6 +138,8 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None) -> Path:
           f"files), {bundle.kernel.name}/ for {user}/{cfg.kaggle.kernel_slug}")
     if user == PLACEHOLDER_USER:
         print(f"  kaggle user: {PLACEHOLDER_USER} (placeholder: no Kaggle credentials found; `arena push` fills in yours)")
+    if bundle.run.calibration.is_file():
+        print(f"  calibrated: {bundle.run.calibration} (from {calibration}) is applied by the kernel's predict")
     print(f"rehearse it offline: arena kernel run-local {out} --input data")
     return out
 

@@ -15,6 +15,7 @@ from arena.errors import UserError
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.bundle import base_model_problems, bundle_config, package, write_metadata
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
+from arena.kaggle.leaderboard import tag_message
 from arena.kaggle.remote import kaggle_executable_display, run_kaggle
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 
@@ -39,7 +40,7 @@ def _raise(problems: list[str]) -> None:
         raise UserError(problems=problems)
 
 
-def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str) -> None:
+def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str, submit_message: str) -> None:
     k = cfg.kaggle
     print(f"dry run: nothing is sent to Kaggle. `arena push` would run ({kaggle_executable_display()}):")
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
@@ -52,7 +53,7 @@ def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str) -> None:
     print(f"  kaggle {shlex.join(['kernels', 'push', '-p', str(bundle.kernel)])}")
     print(f"  kaggle {shlex.join(['kernels', 'status', kernel_id])}")
     print(f"      # every {POLL_SECONDS} s until complete (or error: stop)")
-    print(f"  kaggle {shlex.join(_submit_command(cfg, kernel_id, '<N>', message))}")
+    print(f"  kaggle {shlex.join(_submit_command(cfg, kernel_id, '<N>', submit_message))}")
     print("      # <N>: the version number `kernels push` reports")
 
 
@@ -94,6 +95,8 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
     """`arena push`: package (unless --bundle), create or version both datasets, push the kernel, wait for
     it, then submit it to the code competition. Without credentials: UserError before any network call."""
     run = RunFolder(run_dir)
+    # `arena runs --fetch-lb` finds the run's leaderboard score by this tag in the submission message.
+    submit_message = tag_message(message, run.root.name)
     creds = require_credentials() if not dry_run else find_credentials()
     if dry_run:
         warn_permissions(creds)
@@ -115,7 +118,7 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
         cfg = bundle_config(bundle)
 
     if dry_run:
-        _print_plan(bundle, cfg, user, message)
+        _print_plan(bundle, cfg, user, message, submit_message)
         return None
 
     _raise(base_model_problems(cfg))
@@ -135,7 +138,7 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
     if not match:
         raise UserError("`kaggle kernels push` reported no kernel version; its output is above")
     kernel_id, version = f"{user}/{k.kernel_slug}", match.group(1)
-    submit = _submit_command(cfg, kernel_id, version, message)
+    submit = _submit_command(cfg, kernel_id, version, submit_message)
     if not poll:
         print(f"pushed {kernel_id} version {version}; when it completes, submit it with:\n  kaggle {shlex.join(submit)}")
         return version

@@ -1,0 +1,239 @@
+"""`arena runs`: one row per run and CV folder under the runs folder (what changed from its recipe, rows, steps,
+batch, validation / OOF log loss plain and with swap TTA, calibrated, wall time, leaderboard score), and the
+leaderboard scores recorded in each folder (by hand, or fetched from Kaggle)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from arena.errors import UserError
+from arena.layout import CVFolder, RunFolder
+from arena.writes import write_text
+
+COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
+           "calibrated ll", "wall min", "LB", "sweep"]
+SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
+# Keys every run sets for itself: never "a change from its recipe".
+_OWN_KEYS = {"name", "train.runs_dir"}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def changes(config: dict | None, origin: dict | None) -> str:
+    """The keys of a run's resolved config that differ from its recipe, `key=value` (its overrides when the recipe
+    cannot be compared, '?' when the run stores no origin)."""
+    if origin is None or config is None:
+        return "?"
+    if origin.get("recipe") is None:
+        return " ".join(o for o in origin.get("overrides", []) if o.split("=", 1)[0] not in _OWN_KEYS)
+    mine, theirs = _flat(config), _flat(origin["recipe"])
+    return " ".join(f"{k}={json.dumps(mine.get(k))}" for k in sorted(set(mine) | set(theirs))
+                    if k not in _OWN_KEYS and mine.get(k) != theirs.get(k))
+
+
+def _config(path: Path) -> dict | None:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def latest_score(folder) -> float | None:
+    board = _read_json(folder.leaderboard) or {}
+    scores = board.get("scores") or []
+    return scores[-1]["score"] if scores else None
+
+
+def _calibrated(folder) -> float | None:
+    return (_read_json(folder.calibration) or {}).get("log_loss_after_cross_fitted")
+
+
+def _created(folder) -> float:
+    """When the folder was made: its recipe.json or config.yaml are written then and never rewritten."""
+    for path in (folder.recipe, getattr(folder, "config", folder.recipe), folder.root):
+        if path.exists():
+            return path.stat().st_mtime
+    return 0.0
+
+
+def _recipe_name(origin: dict | None) -> str | None:
+    return Path(origin["file"]).name if origin and origin.get("file") else None
+
+
+def run_row(run: RunFolder, name: str) -> dict:
+    cfg, origin, m = _config(run.config), _read_json(run.recipe), _read_json(run.metrics) or {}
+    return {
+        "run": name, "kind": "run" if m else "unfinished", "recipe": _recipe_name(origin),
+        "base model": ((cfg or {}).get("model") or {}).get("path"), "changes": changes(cfg, origin),
+        "train rows": m.get("train_rows"), "steps": m.get("global_step"), "global batch": m.get("global_batch"),
+        "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"), "calibrated ll": _calibrated(run),
+        "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None, "LB": latest_score(run),
+        "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(run.root),
+        "time": _created(run),
+    }
+
+
+def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:
+    """A CV folder: OOF log loss with TTA from cv.json; the plain one is the fold log losses weighted by rows
+    (a log loss is a mean over rows); rows, steps and wall time summed over its fold runs."""
+    summary, origin = _read_json(cv.summary), _read_json(cv.recipe)
+    first = next((f for f in folds if f["kind"] == "run"), None)
+    cfg = _config(RunFolder(Path(first["path"])).config) if first else None
+    per_fold = (summary or {}).get("per_fold", [])
+    rows = sum(f["rows"] for f in per_fold)
+    done = [f for f in folds if f["kind"] == "run"]
+    if cfg:
+        cfg = {**cfg, "data": {k: v for k, v in cfg["data"].items() if k != "fold"}}
+        recipe = (origin or {}).get("recipe")
+        origin = origin and {**origin, "recipe": recipe and {**recipe, "data": {
+            k: v for k, v in recipe["data"].items() if k != "fold"}}}
+    return {
+        "run": name, "kind": f"cv {len(per_fold)}/{summary['folds']}" if summary else "cv unfinished",
+        "recipe": _recipe_name(origin), "base model": ((cfg or {}).get("model") or {}).get("path"),
+        "changes": changes(cfg, origin), "train rows": sum(f["train rows"] for f in done) if done else None,
+        "steps": sum(f["steps"] for f in done) if done else None,
+        "global batch": first["global batch"] if first else None,
+        "val ll": sum(f["log_loss"] * f["rows"] for f in per_fold) / rows if rows else None,
+        "val ll tta": (summary or {}).get("oof_log_loss"), "calibrated ll": _calibrated(cv),
+        "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv),
+        "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(cv.root),
+        "time": _created(cv),
+    }
+
+
+def collect(runs_dir: str | Path, folds: bool = True) -> list[dict]:
+    """Every run folder (finished or not) and CV folder under `runs_dir`; with `folds`, also the fold runs inside
+    each CV folder (named `<cv folder>/<fold run>`)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no runs folder (train a run first: make train)")
+    rows = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if RunFolder(path).config.is_file():
+            rows.append(run_row(RunFolder(path), path.name))
+            continue
+        fold_runs = [run_row(RunFolder(p), f"{path.name}/{p.name}") for p in sorted(path.iterdir())
+                     if p.is_dir() and RunFolder(p).config.is_file()]
+        if CVFolder(path).is_cv() or fold_runs:
+            row = cv_row(CVFolder(path), path.name, fold_runs)
+            rows.append(row)
+            # Fold runs sort right after their CV folder, whatever the order.
+            rows += [{**f, "time": row["time"], "fold_time": f["time"]} for f in fold_runs] if folds else []
+    return rows
+
+
+def table(rows: list[dict], sort: str = "time") -> pd.DataFrame:
+    if sort not in SORTS:
+        raise UserError(f"--sort {sort}: one of {', '.join(SORTS)}")
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "time", "fold_time", "path", "point", "recipe"])
+    if SORTS[sort] is None:
+        frame = frame.sort_values(["time", "fold_time"], kind="stable", na_position="first")
+    else:
+        frame = frame.sort_values(SORTS[sort], kind="stable", na_position="last")
+    return frame[COLUMNS].reset_index(drop=True)
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value).replace("|", "\\|") or "-"
+
+
+def render(frame: pd.DataFrame, fmt: str = "table") -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    minutes = list(frame.columns).index("wall min")
+    cells = [[f"{v:.1f}" if i == minutes and isinstance(v, float) and not math.isnan(v) else _cell(v)
+              for i, v in enumerate(row)] for row in frame.itertuples(index=False)]
+    if fmt == "md":
+        lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
+    if fmt != "table":
+        raise UserError(f"--format {fmt}: one of table, csv, md")
+    widths = [max(len(c), *(len(r[i]) for r in cells)) if cells else len(c) for i, c in enumerate(frame.columns)]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip()
+                     for line in [list(frame.columns), *cells]) + "\n"
+
+
+# ---- leaderboard scores -----------------------------------------------------------------------------
+
+def find_folder(runs_dir: str | Path, run: str) -> RunFolder | CVFolder:
+    """A run or CV folder: a path, or a name as `arena runs` shows it (under `runs_dir`)."""
+    path = Path(run) if Path(run).is_dir() else Path(runs_dir) / run
+    if RunFolder(path).config.is_file():
+        return RunFolder(path)
+    if CVFolder(path).is_cv():
+        return CVFolder(path)
+    matches = [p for p in Path(runs_dir).glob(f"*/{run}") if RunFolder(p).config.is_file()] \
+        if Path(runs_dir).is_dir() else []
+    if len(matches) == 1:
+        return RunFolder(matches[0])
+    raise UserError(f"{run}: not a run or CV folder (nor a run name under {runs_dir}; `arena runs` lists them)")
+
+
+def record_score(folder: RunFolder | CVFolder, score: float, source: str = "manual", **details) -> bool:
+    """Append a leaderboard score to the folder's leaderboard.json (rewritten atomically: every earlier score
+    kept). A Kaggle submission (by `ref`) already recorded is not added again; returns whether it was added."""
+    if not (isinstance(score, int | float) and math.isfinite(score) and score >= 0):
+        raise UserError(f"leaderboard score {score!r}: not a non-negative number")
+    board = _read_json(folder.leaderboard) if folder.leaderboard.exists() else {"scores": []}
+    if not isinstance(board, dict) or not isinstance(board.get("scores"), list):
+        raise UserError(f"{folder.leaderboard}: not a leaderboard record from `arena runs` (fix or move it aside)")
+    ref = details.get("ref")
+    if ref is not None and any(s.get("ref") == ref for s in board["scores"]):
+        return False
+    board["scores"].append({"score": float(score), "source": source,
+                            "recorded": datetime.now().isoformat(timespec="seconds"), **details})
+    write_text(folder.leaderboard, json.dumps(board, indent=2) + "\n", overwrite=True)
+    return True
+
+
+def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
+    """Leaderboard scores of the competition's submissions whose message names a run here (`arena push` tags
+    them); returns one line per score recorded. UserError before any network call without credentials."""
+    from arena.kaggle import leaderboard
+
+    submissions = leaderboard.fetch_scored_submissions(competition)
+    by_name = {}
+    for row in collect(runs_dir):
+        by_name.setdefault(Path(row["path"]).name, row["path"])
+    lines = []
+    for sub in sorted(submissions, key=lambda s: s["date"]):
+        path = by_name.get(sub["run"])
+        if path is None:
+            lines.append(f"skipped: submission {sub['ref']} names run {sub['run']}, not under {runs_dir}")
+            continue
+        folder = RunFolder(path) if RunFolder(path).config.is_file() else CVFolder(path)
+        if record_score(folder, sub["score"], "kaggle", ref=sub["ref"], date=sub["date"],
+                        description=sub["description"]):
+            lines.append(f"recorded {sub['score']:.5f} for {sub['run']} (submission {sub['ref']}, {sub['date']})")
+    return lines
+
+
+def sweep_rows(runs_dir: str | Path, name: str) -> list[dict]:
+    """The rows of one sweep's runs or CV folders (not the fold runs inside them)."""
+    return [r for r in collect(runs_dir, folds=False) if r["sweep"] == name]
