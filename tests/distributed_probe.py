@@ -8,20 +8,24 @@ import torch
 
 
 def shards(cfg) -> None:
-    """Each rank's training rows for one epoch, gathered on the main process and printed as JSON."""
+    """Each rank's micro-batches of one epoch, as indices into the training dataset, gathered on the main process
+    and printed as JSON."""
     from arena import processes, train
 
     split = train.prepare_data(cfg)
     built = train.build(cfg, split)
     run = train.open_run_folder(cfg, cpu=True)
     trainer = train.make_trainer(cfg, run, built, split)
-    rows = []
-    for batch in trainer.get_train_dataloader():
-        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
-            rows.append(ids[mask.bool()].tolist())
-    gathered = processes.gather_to_main(rows, cpu=True)
+    batches = [train_indices(trainer.train_dataset, batch) for batch in trainer.get_train_dataloader()]
+    gathered = processes.gather_to_main(batches, cpu=True)
     if gathered is not None:
         print("SHARDS " + json.dumps(gathered), flush=True)
+
+
+def train_indices(dataset, batch) -> list[int]:
+    """The dataset indices of a collated batch's rows, found by their tokens (the sample's rows are distinct)."""
+    where = {tuple(ids): i for i, ids in enumerate(dataset.input_ids)}
+    return [where[tuple(ids[mask.bool()].tolist())] for ids, mask in zip(batch["input_ids"], batch["attention_mask"])]
 
 
 def stop_after(cfg, step: int) -> None:

@@ -42,11 +42,38 @@ def test_set_overrides_nested_keys_with_yaml_types():
         ("model.quantization=fp8", "model.quantization: 'fp8' is not one of"),
         ("peft.target_modules=q_proj", "peft.target_modules: expected a list"),
         ("train.epochs", "expected key=value"),
+        ("train.swap_augment=both", "train.swap_augment: 'both' is not one of none, random, paired"),
+        ("train.distill_weight=1.5", "train.distill_weight: 1.5 must be at most 1"),
+        ("train.distill_temperature=0", "train.distill_temperature: 0.0 must be above 0"),
+        ("data.teacher=oof.csv", "data.teacher: expected a list"),
     ],
 )
 def test_bad_overrides_name_the_full_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         config.load(None, [override])
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.swap_augment=paired", "train.per_device_batch_size=3"],
+         "--set: train.per_device_batch_size: 3 is odd: train.swap_augment paired puts each row and its swapped twin"),
+        (["train.swap_augment=paired", "train.sampling=group_by_length"],
+         "--set: train.sampling: group_by_length would split the swapped twins"),
+        (["data.teacher=[a.csv]", "train.teacher_weights=[1, 2]"],
+         "--set: train.teacher_weights: 2 weight(s) for 1 teacher CSV(s) in data.teacher"),
+    ],
+)
+def test_keys_that_do_not_fit_together_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config.load(None, overrides)
+
+
+@pytest.mark.parametrize("old, new", [(True, "random"), (False, "none")])
+def test_older_true_false_swap_augment_still_loads(tmp_path, old, new):
+    path = tmp_path / "config.yaml"
+    path.write_text(f"train:\n  swap_augment: {str(old).lower()}\n")
+    assert config.load(path).train.swap_augment == new
 
 
 def test_unknown_key_in_yaml_names_file_and_path(tmp_path):

@@ -86,13 +86,30 @@ def test_two_processes_train_one_run_and_report_the_global_batch(two_process_run
     assert not list(two_process_run.root.rglob(".*.tmp"))
 
 
-def test_each_rank_trains_on_its_own_shard_of_every_epoch(tiny_model_dir, csv, tmp_path):
-    proc = launch("tests.distributed_probe", "shards", cfg_json(tiny_model_dir, csv, tmp_path / "runs"), cwd=REPO)
+def rank_batches(proc) -> list[list[list[int]]]:
+    """Per rank, the micro-batches of one epoch as training dataset indices (tests.distributed_probe shards)."""
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("SHARDS "))
-    rank0, rank1 = ([tuple(r) for r in rows] for rows in json.loads(line.removeprefix("SHARDS ")))
+    return json.loads(line.removeprefix("SHARDS "))
+
+
+def test_each_rank_trains_on_its_own_shard_of_every_epoch(tiny_model_dir, csv, tmp_path):
+    ranks = rank_batches(launch("tests.distributed_probe", "shards", cfg_json(tiny_model_dir, csv, tmp_path / "runs"),
+                                cwd=REPO))
+    rank0, rank1 = ([i for batch in batches for i in batch] for batches in ranks)
     assert len(rank0) == len(rank1) == 30  # 60 training rows, half each
     assert not set(rank0) & set(rank1)
+
+
+def test_paired_swap_puts_each_row_and_its_twin_in_one_batch_of_one_rank(tiny_model_dir, csv, tmp_path):
+    cfg = cfg_json(tiny_model_dir, csv, tmp_path / "runs", train={"swap_augment": "paired"})
+    ranks = rank_batches(launch("tests.distributed_probe", "shards", cfg, cwd=REPO))
+    pairs = 60  # training rows; their swapped twins are dataset rows 60..119
+    seen = [i for batches in ranks for batch in batches for i in batch]
+    assert sorted(seen) == list(range(2 * pairs))  # the epoch covers both orders of every row once
+    for batches in ranks:
+        for batch in batches:
+            assert sorted(i % pairs for i in batch) == sorted(2 * [i for i in batch if i < pairs]), batch
 
 
 def test_a_two_process_run_resumes_after_a_kill(tiny_model_dir, csv, tmp_path):

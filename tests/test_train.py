@@ -55,11 +55,37 @@ def test_swap_augment_doubles_rows_with_swapped_labels(tiny_model_dir, tiny_toke
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
     df = data.load(sample_csv).head(10)
     scaler = data.fit_feature_scaler(df)
-    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment=True, scaler=scaler)
+    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment="random", scaler=scaler)
     assert len(rows) == 20 and rows.features.shape == (20, len(scaler["mean"]))
     np.testing.assert_array_equal(rows.labels[10:], rows.labels[:10][:, [1, 0, 2]])
     np.testing.assert_array_equal(rows.features[10:], data.head_features(df, scaler, swap=True))
     assert not np.allclose(rows.features[10:], rows.features[:10])
+
+
+def batch_indices(trainer) -> list[list[int]]:
+    """One epoch of the trainer's micro-batches, as indices into its training dataset (found by tokens)."""
+    where = {tuple(ids): i for i, ids in enumerate(trainer.train_dataset.input_ids)}
+    return [[where[tuple(ids[mask.bool()].tolist())] for ids, mask in zip(b["input_ids"], b["attention_mask"])]
+            for b in trainer.get_train_dataloader()]
+
+
+def test_paired_swap_batches_hold_each_row_beside_its_twin(tiny_model_dir, sample_csv, tmp_path):
+    trainers = {}
+    for mode in ("paired", "random"):
+        cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", f"train.swap_augment={mode}")
+        split = train.prepare_data(cfg)
+        trainers[mode] = train.make_trainer(cfg, train.open_run_folder(cfg, cpu=True), train.build(cfg, split), split)
+    n = len(trainers["paired"].train_dataset) // 2
+    batches = batch_indices(trainers["paired"])
+    assert sorted(i for b in batches for i in b) == list(range(2 * n))
+    assert all(sorted(i % n for i in b) == sorted(2 * [i for i in b if i < n]) for b in batches)
+    assert [b[0] for b in batches] != sorted(b[0] % n for b in batches)  # the pairs are shuffled
+    random_batches = batch_indices(trainers["random"])
+    assert not all(sorted(i % n for i in b) == sorted(2 * [i for i in b if i < n]) for b in random_batches)
+    sampler = trainers["paired"]._get_train_sampler()
+    first = list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first and sorted(sampler) == sorted(first)
 
 
 def test_train_writes_a_complete_run_folder(tiny_model_dir, sample_csv, tmp_path):
@@ -156,7 +182,7 @@ def test_head_starts_at_the_length_regression(tiny_model_dir, tiny_tokenizer, sa
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path)
     df = data.load(sample_csv).head(12)
     scaler = data.fit_feature_scaler(df)
-    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment=False, scaler=scaler)
+    rows = train.encode_rows(tiny_tokenizer, df, cfg, swap_augment="none", scaler=scaler)
     coef, intercept = train.fit_length_head(rows.features, rows.labels, seed=0)
     model, tokenizer, _ = model_mod.build_for_training(cfg, num_features=rows.features.shape[1])
     model_mod.init_feature_head(model, coef, intercept)

@@ -147,6 +147,9 @@ class DataConfig:
     folds: Annotated[int, Range(ge=2, why="one fold validates, the others train")] = 5
     fold: Annotated[int, Range(ge=0)] = 0  # the fold held out for validation by `arena train`
     max_rows: Count | None = None  # cap on training rows (after the split), for quick runs
+    # Distillation: CSVs of teacher probabilities by id (an `arena cv` OOF file, a `predict` output, or any CSV of
+    # id + the three class columns). Training rows a teacher covers learn from it too (train.distill_weight).
+    teacher: list[Annotated[str, NonEmpty("a CSV path")]] = field(default_factory=list)
 
 
 @dataclass
@@ -164,7 +167,15 @@ class TrainConfig:
     # Optimizer steps between evaluations (and checkpoints), or a fraction (< 1) of the run's total steps.
     eval_steps: Annotated[int, Range(ge=1, why="or a fraction of the run below 1")] | Annotated[float, Range(gt=0, lt=1)] = 50
     save_total_limit: Count = 2
-    swap_augment: bool = False
+    # Also train every row with A and B swapped: random (rows and twins shuffled apart), paired (every batch holds
+    # each row beside its swapped twin: both orders in the same optimizer step) or none. true/false in older
+    # configs read as random/none.
+    swap_augment: Literal["none", "random", "paired"] = "none"
+    # Distillation (data.teacher): loss = (1 - w) * cross-entropy on the labels + w * T^2 * KL(teacher_T || model_T),
+    # the teachers' KL terms weighted by teacher_weights (default equal); rows no teacher covers use the labels.
+    distill_weight: Probability = 0.5
+    distill_temperature: Annotated[float, Range(gt=0)] = 1.0
+    teacher_weights: list[Annotated[float, Range(gt=0)]] | None = None
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)
     sampling: Literal["random", "group_by_length"] = "random"
     max_eval_rows: Count | None = None
@@ -332,6 +343,16 @@ def _relations(cfg: Config) -> list[tuple[str, str]]:
         problems.append(("prompt.prompt_share", "0 with prompt.response_share 0: no part of an example gets a share"))
     if cfg.data.fold >= cfg.data.folds:
         problems.append(("data.fold", f"{cfg.data.fold} is not in 0..{cfg.data.folds - 1} (data.folds={cfg.data.folds})"))
+    if cfg.train.swap_augment == "paired":
+        if cfg.train.per_device_batch_size % 2:
+            problems.append(("train.per_device_batch_size", f"{cfg.train.per_device_batch_size} is odd: "
+                             "train.swap_augment paired puts each row and its swapped twin in the same batch"))
+        if cfg.train.sampling != "random":
+            problems.append(("train.sampling", f"{cfg.train.sampling} would split the swapped twins of "
+                             "train.swap_augment paired (use random)"))
+    if cfg.train.teacher_weights is not None and len(cfg.train.teacher_weights) != len(cfg.data.teacher):
+        problems.append(("train.teacher_weights", f"{len(cfg.train.teacher_weights)} weight(s) for "
+                         f"{len(cfg.data.teacher)} teacher CSV(s) in data.teacher"))
     if cfg.train.max_steps == 0:
         problems.append(("train.max_steps", "0 trains nothing (-1: as many as train.epochs take)"))
     return problems
@@ -357,6 +378,13 @@ def _set_dotted(data: dict, key: str, raw: str) -> None:
             raise ConfigError(f"--set: '{'.'.join(parts[: i + 1])}' is not a section")
 
 
+def _upgrade(data: dict) -> None:
+    """Older spellings of keys, so that earlier run folders still load: swap_augment was true/false."""
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("swap_augment"), bool):
+        train["swap_augment"] = "random" if train["swap_augment"] else "none"
+
+
 def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), source: str = "<dict>") -> Config:
     """A checked Config from a mapping plus `--set key=value` overrides; ConfigError lists every problem."""
     data = dict(data or {})
@@ -373,6 +401,7 @@ def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), so
         except ConfigError as exc:
             problems.append(str(exc))
     origin = _Origins(source, overridden)
+    _upgrade(data)
     try:
         cfg = _build(Config, data, "", origin)
     except ConfigError as exc:

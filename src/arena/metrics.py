@@ -104,7 +104,7 @@ def calibration(y_true, y_pred, bins: int = 10) -> dict:
 
 # ---- files ------------------------------------------------------------------------------------------
 
-def _ids_text(ids) -> str:
+def ids_text(ids) -> str:
     ids = list(ids)
     shown = ", ".join(str(i) for i in ids[:_SHOW_IDS])
     return f"{len(ids)} row(s) (ids: {shown}{', ...' if len(ids) > _SHOW_IDS else ''})"
@@ -149,16 +149,16 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = Fals
     ids = ids.astype(str)
     dup = ids[ids.duplicated(keep="first") & ~null_id].unique()
     if len(dup):
-        problems.append(f"{name}: duplicated ids: {_ids_text(dup)}")
+        problems.append(f"{name}: duplicated ids: {ids_text(dup)}")
     if expected_ids is not None:
         got = set(ids[~null_id])
         want = {str(i) for i in expected_ids}
         absent = [i for i in dict.fromkeys(str(i) for i in expected_ids) if i not in got]
         extra = [i for i in ids[~null_id].unique() if i not in want]
         if absent:
-            problems.append(f"{name}: ids missing: {_ids_text(absent)}")
+            problems.append(f"{name}: ids missing: {ids_text(absent)}")
         if extra:
-            problems.append(f"{name}: unexpected ids: {_ids_text(extra)}")
+            problems.append(f"{name}: unexpected ids: {ids_text(extra)}")
 
     raw = df[LABEL_COLUMNS]
     values = raw.apply(pd.to_numeric, errors="coerce").astype(np.float64)
@@ -182,7 +182,7 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = Fals
     for mask, what in checks:
         mask = np.asarray(mask, dtype=bool)
         if mask.any():
-            problems.append(f"{name}: {what} in {_ids_text(ids[mask])}")
+            problems.append(f"{name}: {what} in {ids_text(ids[mask])}")
     values.index = ids
     return problems, values
 

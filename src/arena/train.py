@@ -32,6 +32,11 @@ class PreferenceTrainingArguments(TrainingArguments):
     head_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the score head (None: learning_rate). The head reads RMS-normalised hidden "
                 "states and standardised length features, on another scale than the adapter's weights."})
+    distill_weight: float = field(default=0.5, metadata={
+        "help": "share of the loss given to the KL divergence to the teachers, on rows a teacher covers"})
+    distill_temperature: float = field(default=1.0, metadata={"help": "temperature of the teachers and the model"})
+    teacher_weights: list[float] | None = field(default=None, metadata={
+        "help": "weight of each teacher's KL term (None: equal); renormalised over the teachers covering a row"})
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -39,16 +44,70 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
 
 
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, covered: torch.Tensor,
+                      weight: float, temperature: float, teacher_weights: list[float] | None) -> torch.Tensor:
+    """Per row (1 - weight) * cross-entropy on the labels + weight * T^2 * KL(teacher_T || model_T), the KL terms
+    averaged over the teachers covering the row (teacher_weights); rows no teacher covers: the cross-entropy alone.
+    teacher (n, teachers, 3) holds probabilities, covered (n, teachers) which teacher has the row."""
+    logits = logits.float()
+    ce = -(labels * torch.log_softmax(logits, dim=-1)).sum(-1)
+    t = temperature
+    # A teacher's probabilities are softened as its logits would be: log p / T, renormalised.
+    log_p = torch.log_softmax(torch.log(teacher.float().clamp_min(1e-8)) / t, dim=-1)
+    log_q = torch.log_softmax(logits / t, dim=-1).unsqueeze(1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
+    w = covered.float() * (torch.tensor(teacher_weights, dtype=kl.dtype, device=kl.device)
+                           if teacher_weights is not None else 1.0)
+    has_teacher = w.sum(-1) > 0
+    kl_row = (w * kl).sum(-1) / w.sum(-1).clamp_min(1e-12)
+    return torch.where(has_teacher, (1 - weight) * ce + weight * kl_row, ce).mean()
+
+
+class PairedSwapSampler(torch.utils.data.Sampler):
+    """Rows 0..n-1 and their swapped twins n..2n-1 in a seeded random order of the pairs, each row followed by its
+    twin: an even batch size keeps both orders of a row in the same batch, on the same process (accelerate deals
+    whole batches to the processes) and so in the same optimizer step."""
+
+    def __init__(self, pairs: int, seed: int):
+        self.pairs, self.seed, self.epoch = pairs, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 * self.pairs
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        for i in torch.randperm(self.pairs, generator=generator).tolist():
+            yield i
+            yield i + self.pairs
+
+
 class PreferenceTrainer(Trainer):
-    """Soft-label cross-entropy on the model's (n, 3) logits; the head in its own optimizer group."""
+    """Soft-label cross-entropy on the model's (n, 3) logits, mixed with the KL divergence to teachers on rows
+    that carry teacher probabilities; the head in its own optimizer group; swapped twins paired in batches when
+    the training rows ask for it."""
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by grad_accum
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
+        teacher, covered = inputs.pop("teacher", None), inputs.pop("teacher_covered", None)
         logits = model(**inputs)
-        loss = soft_cross_entropy(logits, labels)
+        if teacher is None:
+            loss = soft_cross_entropy(logits, labels)
+        else:
+            loss = distillation_loss(logits, labels, teacher, covered, self.args.distill_weight,
+                                     self.args.distill_temperature, self.args.teacher_weights)
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(dataset, "paired", False):
+            return PairedSwapSampler(len(dataset) // 2, self.args.data_seed if self.args.data_seed is not None
+                                     else self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -63,12 +122,16 @@ class PreferenceTrainer(Trainer):
 
 
 class EncodedRows(torch.utils.data.Dataset):
-    """Token ids, label probabilities and (optionally) head features of encoded rows."""
+    """Token ids, label probabilities and (optionally) head features and teacher probabilities of encoded rows.
+    `paired`: the second half holds the first half's rows swapped, in the same order (train.swap_augment paired)."""
 
-    def __init__(self, input_ids: list[list[int]], labels: np.ndarray, features: np.ndarray | None = None):
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray, features: np.ndarray | None = None,
+                 teacher: tuple[np.ndarray, np.ndarray] | None = None, paired: bool = False):
         self.input_ids = input_ids
         self.labels = labels.astype(np.float32)
         self.features = features
+        self.teacher = teacher  # (probabilities (n, teachers, 3), covered (n, teachers))
+        self.paired = paired
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -77,11 +140,14 @@ class EncodedRows(torch.utils.data.Dataset):
         row = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
         if self.features is not None:
             row["features"] = self.features[i]
+        if self.teacher is not None:
+            row["teacher"], row["teacher_covered"] = self.teacher[0][i], self.teacher[1][i]
         return row
 
     def subset(self, order) -> EncodedRows:
         return EncodedRows([self.input_ids[i] for i in order], self.labels[order],
-                           None if self.features is None else self.features[order])
+                           None if self.features is None else self.features[order],
+                           None if self.teacher is None else (self.teacher[0][order], self.teacher[1][order]))
 
 
 class LeftPadCollator:
@@ -95,7 +161,7 @@ class LeftPadCollator:
 
         input_ids, attention = left_pad([r["input_ids"] for r in rows], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention}
-        for key in ("labels", "features"):
+        for key in ("labels", "features", "teacher", "teacher_covered"):
             if key in rows[0]:
                 batch[key] = torch.tensor(np.stack([r[key] for r in rows]), dtype=torch.float32)
         return batch
@@ -130,6 +196,9 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
     return PreferenceTrainingArguments(
         output_dir=str(run.checkpoints),
         head_learning_rate=t.head_learning_rate,
+        distill_weight=t.distill_weight,
+        distill_temperature=t.distill_temperature,
+        teacher_weights=t.teacher_weights,
         per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size * 2,
         gradient_accumulation_steps=t.grad_accum,
@@ -177,6 +246,7 @@ class Split:
     val: pd.DataFrame
     prior: np.ndarray  # class frequencies of the training rows
     prior_log_loss: float  # the prior's log loss on the validation rows
+    teachers: data.Teachers | None = None  # data.teacher's probabilities, for distillation
 
 
 @dataclass
@@ -206,10 +276,16 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     """The config's training rows, fold cfg.data.fold held out for validation (grouped by prompt). Every
     problem of the data and the set-up is reported at once, before any model loads."""
     problems = check_setup(cfg, resuming)
+    df, teachers = None, None
     try:
         df = data.training_data(cfg.data)
     except data.DataError as exc:
         problems += exc.problems
+    if cfg.data.teacher and df is not None:
+        try:
+            teachers = data.read_teachers(cfg.data.teacher, df["id"])
+        except UserError as exc:
+            problems += exc.problems
     if problems:
         raise UserError(problems=problems)
     folds = data.make_folds(df, cfg.data.folds, cfg.seed)
@@ -223,7 +299,12 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     prior_ll = metrics.log_loss(data.label_matrix(val_df), np.tile(prior, (len(val_df), 1)))
     print(f"data: {len(train_df)} train rows, {len(val_df)} validation rows (fold {cfg.data.fold} of {cfg.data.folds})")
     print(f"baselines on validation: uniform log loss {math.log(3):.4f}, class prior log loss {prior_ll:.4f}")
-    return Split(train_df, val_df, prior, prior_ll)
+    if teachers is not None:
+        cover = teachers.coverage(train_df["id"])
+        print(f"distillation: teacher rows among the {cover['rows']} training rows: "
+              + ", ".join(f"{n} from {path}" for n, path in zip(cover["per_teacher"], teachers.paths))
+              + f"; {cover['without_teacher']} without a teacher learn from their labels only")
+    return Split(train_df, val_df, prior, prior_ll, teachers)
 
 
 def check_base_model(cfg: Config):
@@ -268,17 +349,24 @@ def build(cfg: Config, split: Split) -> Built:
     return Built(model, tokenizer, rt, scaler)
 
 
-def encode_rows(tokenizer, df: pd.DataFrame, cfg: Config, swap_augment: bool, scaler: dict | None) -> EncodedRows:
-    """Rows as the model reads them; with swap_augment also every row with A and B swapped."""
+def encode_rows(tokenizer, df: pd.DataFrame, cfg: Config, swap_augment: str, scaler: dict | None,
+                teachers: data.Teachers | None = None) -> EncodedRows:
+    """Rows as the model reads them, with their teachers' probabilities when given. swap_augment random or
+    paired: also every row with A and B swapped, after all the rows in the same order (paired: the training
+    sampler keeps each row beside its twin)."""
     labels = data.label_matrix(df)
     ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family)
     features = data.head_features(df, scaler) if scaler else None
-    if swap_augment:
+    teacher = teachers.for_rows(df["id"]) if teachers is not None else None
+    if swap_augment != "none":
         ids = ids + prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, swap=True)
         labels = np.concatenate([labels, swap_classes(labels)])
         if scaler:
             features = np.concatenate([features, data.head_features(df, scaler, swap=True)])
-    return EncodedRows(ids, labels, features)
+        if teacher is not None:
+            swapped = teachers.for_rows(df["id"], swap=True)
+            teacher = tuple(np.concatenate([a, b]) for a, b in zip(teacher, swapped))
+    return EncodedRows(ids, labels, features, teacher, paired=swap_augment == "paired")
 
 
 def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -303,11 +391,11 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     at a length-feature logistic regression fit on the training rows."""
     from arena import model as model_mod
 
-    train_rows = encode_rows(built.tokenizer, split.train, cfg, cfg.train.swap_augment, built.scaler)
+    train_rows = encode_rows(built.tokenizer, split.train, cfg, cfg.train.swap_augment, built.scaler, split.teachers)
     if built.scaler and cfg.model.head_init == "prior":
         model_mod.init_feature_head(built.model, *fit_length_head(train_rows.features, train_rows.labels, cfg.seed))
     # Evaluation order does not change the metric: sorted by length, eval batches carry little padding.
-    val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment=False, scaler=built.scaler)
+    val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment="none", scaler=built.scaler)
     order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
     eval_logits = EvalLogits(order)
     trainer = PreferenceTrainer(
@@ -371,6 +459,10 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         "per_device_batch_size": args.per_device_train_batch_size,
         "grad_accum": args.gradient_accumulation_steps,
         "world_size": args.world_size,
+        "swap_augment": cfg.train.swap_augment,
+        "distillation": None if split.teachers is None else {
+            "teachers": split.teachers.paths, "weight": cfg.train.distill_weight,
+            "temperature": cfg.train.distill_temperature, **split.teachers.coverage(split.train["id"])},
         "train_wall_seconds": round(result.metrics.get("train_runtime", time.time() - started), 2),
         "total_wall_seconds": round(time.time() - started, 2),
         "train_examples_per_second": result.metrics.get("train_samples_per_second"),

@@ -1,6 +1,6 @@
 """Competition-format data, by concern: `files` (read, validate, write CSVs), `folds` (swap, dedup, merge, folds,
-the training rows of a config), `features` (length features), `synthetic` (the generated sample). The names
-below are the package's public API."""
+the training rows of a config), `features` (length features), `synthetic` (the generated sample), `teachers`
+(teacher probabilities for distillation). The names below are the package's public API."""
 
 from arena.data.features import (
     HEAD_FEATURE_NAMES,
@@ -12,9 +12,10 @@ from arena.data.features import (
 from arena.data.files import TEXT_COLUMNS, DataError, label_matrix, load, validate, write_csv
 from arena.data.folds import dedup, make_folds, merge, swap_ab, training_data
 from arena.data.synthetic import generate_sample
+from arena.data.teachers import Teachers, read_teachers
 
 __all__ = [
-    "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "dedup",
+    "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "Teachers", "dedup",
     "fit_feature_scaler", "generate_sample", "head_features", "label_matrix", "length_features", "load",
-    "make_folds", "merge", "swap_ab", "training_data", "validate", "write_csv",
+    "make_folds", "merge", "read_teachers", "swap_ab", "training_data", "validate", "write_csv",
 ]
