@@ -29,7 +29,7 @@ def length_lr(seed: int = 0):
     return make_pipeline(StandardScaler(), LogisticRegression(**LENGTH_LR, random_state=seed))
 
 
-def _full_proba(p: np.ndarray, classes) -> np.ndarray:
+def full_proba(p: np.ndarray, classes) -> np.ndarray:
     """Probabilities with all three classes as columns, even if a class was absent in training."""
     out = np.full((len(p), 3), 1e-6)
     out[:, np.asarray(classes).astype(int)] = p
@@ -42,7 +42,7 @@ def fit_length_baseline(train_df: pd.DataFrame, seed: int = 0):
 
 
 def predict_length_baseline(model, df: pd.DataFrame) -> np.ndarray:
-    return _full_proba(model.predict_proba(data.length_features(df)), model.classes_)
+    return full_proba(model.predict_proba(data.length_features(df)), model.classes_)
 
 
 def calibrate(probs: np.ndarray, params: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ def fit_calibrated_length_baseline(train_df: pd.DataFrame, seed: int = 0):
     k = min(CALIBRATION["folds"], len(set(groups)))
     oof = cross_val_predict(length_lr(seed=seed), x, y, groups=groups, cv=GroupKFold(n_splits=k),
                             method="predict_proba")
-    return fit_length_baseline(train_df, seed), fit_calibration(_full_proba(oof, np.unique(y)), y)
+    return fit_length_baseline(train_df, seed), fit_calibration(full_proba(oof, np.unique(y)), y)
 
 
 def fit_head_init(train_df: pd.DataFrame, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:

@@ -1,4 +1,5 @@
-"""One benchmark run: split, train the default model, score baselines and model, time inference -> results.json."""
+"""One benchmark run: split, train the default model, score baselines and model, time inference, train and score
+the variants -> results.json."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 from arena import data, metrics
 from arena.errors import UserError
 from arena.layout import RunFolder, stamp
-from benchmarks import baselines, environment, speed
+from benchmarks import baselines, environment, speed, variants
 from benchmarks.plan import (
     FULL,
     GENERATED,
@@ -244,6 +245,10 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
     del model
     gc.collect()
 
+    # ---- the variants: paired swap, distillation, fold models averaged vs merged ------------------------
+    variant_results = variants.measure(work, overrides, run_folder, model_out[MAIN]["probs"], work / "eval.csv",
+                                       eval_sets[MAIN], seed, log)
+
     results = {
         "schema": SCHEMA, "command": command, "quick": quick, "date": date,
         "environment": {"device": environment.device_info(), "versions": environment.package_versions(),
@@ -270,6 +275,7 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
         "diagnostics": diagnostics(eval_sets[MAIN], model_out[MAIN], preds[MAIN]["step0"], summary,
                                    data.label_matrix(rows.train)),
         "speed": speed_results,
+        "variants": variant_results,
         **({"model_calibration": fitted[1]} if fitted else {}),
     }
     results["wall_seconds"] = time.time() - started

@@ -11,6 +11,7 @@ from arena.errors import UserError
 from benchmarks.figures import plot_quality, plot_speed
 from benchmarks.speed_report import gpu_section, speed_tables
 from benchmarks.text import adapter_summary, fmt_s, labels, md_table, pct, processor
+from benchmarks.variants_report import variants_section
 
 SCHEMA = 1  # the results.json format this renders (measure writes it)
 MAIN = "held-out"  # the main held-out set in results["quality"]; side sets go by their source's name
@@ -224,6 +225,7 @@ def markdown(results: dict, out: Path) -> str:
     parts += ["", "### Results", "", *quality_tables(results), "",
               f"![log loss by method]({out.stem}-quality.png)", "",
               methods_note(results), "", verdict(results), "", model_note(results), "",
+              *variants_section(results, results["quality"][MAIN]["all"]),
               f"## 2. Speed on this {processor(results)} (same trained model, same held-out rows)", "",
               f"{s['rows']} held-out rows, median of {s['repeats']} timed repeats after {s['warmup_passes']} untimed "
               "warm-up pass over the same batches; ratios matter, absolute numbers depend on this machine and its "

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from benchmarks import baselines, measure, plan, report, speed, split, text
+from benchmarks import baselines, measure, plan, report, speed, split, text, variants
 
 from arena import config, data, metrics, predict
 
@@ -126,6 +126,10 @@ def test_fixed_padding_gives_the_logits_of_sorted_batching(tiny_model_dir):
 
 # ---- the report -------------------------------------------------------------------------------------
 
+def difference(mean: float, se: float, verdict: str) -> dict:
+    return {"mean": mean, "se": se, "verdict": verdict}
+
+
 def fake_results() -> dict:
     """A results dict of the shape `measure.run` writes, with made-up values (no two alike)."""
     cfg = config.load(None, ["train.max_steps=45", "data.max_rows=360", "data.folds=10"])
@@ -204,7 +208,46 @@ def fake_results() -> dict:
                   "functions": {"sorted": "arena.predict.logits_for",
                                 "fixed": "benchmarks.speed.fixed_padding_logits",
                                 "tta": "arena.predict.predict_frame", "speed": "benchmarks.speed.measure"}},
+        "variants": {"labels": variants.VARIANTS, "standard_errors": 2.0, "rows": 369, "variants": [
+            {"id": "default", "log_loss": 1.0269, "accuracy": 0.4986, "train_seconds": 421.3, "steps": 45,
+             "train_rows": 360, "fold": 0},
+            {"id": "paired", "log_loss": 1.0241, "accuracy": 0.5041, "train_seconds": 433.7, "steps": 45,
+             "train_rows": 360, "rows_seen": 180, "vs_default": difference(-0.0028, 0.0019, "no measurable difference")},
+            {"id": "distilled", "log_loss": 1.0302, "accuracy": 0.4932, "train_seconds": 447.1, "steps": 45,
+             "train_rows": 360, "vs_default": difference(0.0033, 0.0011, "hurts"),
+             "teacher": {"what": "length LR, out of fold", "folds": 5, "rows": 437, "oof_log_loss": 1.0412,
+                         "weight": 0.5, "temperature": 1.0, "covered": 360}},
+            {"id": "fold_average", "log_loss": 1.0203, "accuracy": 0.5068, "train_seconds": 850.6, "fold": 1,
+             "fold1_log_loss": 1.0311, "vs_default": difference(-0.0066, 0.0024, "helps")},
+            {"id": "fold_merged", "log_loss": 1.0217, "accuracy": 0.5014, "train_seconds": 881.9,
+             "merge_seconds": 31.3, "vs_default": difference(-0.0052, 0.0023, "helps"),
+             "vs_average": difference(0.0014, 0.0009, "no measurable difference"), "mean_abs_diff_vs_average": 0.0087},
+        ]},
     }
+
+
+def test_the_variants_table_holds_every_variant_with_its_verdict(tmp_path):
+    text = report.markdown(fake_results(), tmp_path / "bench.md")
+    for label in variants.VARIANTS.values():
+        assert f"| {label} | " in text, label
+    assert "| paired swap (train.swap_augment: paired) | 1.0241 | 0.5041 | -0.0028 ± 0.0019 | no measurable " \
+           "difference |" in text
+    assert "a teacher weaker than the student" in text or "a teacher at least as good as the student" in text
+    older = fake_results()
+    del older["variants"]
+    assert "### Variants" not in report.markdown(older, tmp_path / "bench.md")
+
+
+def test_a_variant_helps_or_hurts_only_beyond_two_standard_errors():
+    y = np.tile(np.eye(3), (40, 1))
+    default = np.full((120, 3), 1 / 3)
+    better = 0.5 * y + 0.5 * default
+    assert variants.versus_default(y, default, better)["verdict"] == "helps"
+    assert variants.versus_default(y, better, default)["verdict"] == "hurts"
+    noisy = default + np.random.default_rng(0).normal(0, 0.01, default.shape)
+    assert variants.versus_default(y, default, np.abs(noisy))["verdict"] == "no measurable difference"
+    rows = variants.row_log_losses(y, better)
+    assert rows.mean() == pytest.approx(metrics.log_loss(y, better))
 
 
 def test_md_table_formats_numbers_and_escapes_pipes():
@@ -321,7 +364,7 @@ def test_every_number_in_the_report_moves_with_the_results(tmp_path):
 def test_the_report_template_types_no_number():
     """Every string literal of the report's code (format specs aside) is free of digits: numbers come from results."""
     typed = set()
-    for module in ("report", "speed_report", "text"):
+    for module in ("report", "speed_report", "variants_report", "text"):
         tree = ast.parse((REPO / "benchmarks" / f"{module}.py").read_text())
         specs = [v.format_spec for v in ast.walk(tree) if isinstance(v, ast.FormattedValue) and v.format_spec]
         skip = {id(n) for spec in specs for n in ast.walk(spec)}
