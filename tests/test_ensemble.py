@@ -113,6 +113,25 @@ def test_weights_equal_and_given(members, tmp_path, no_credentials):
     assert [m["weight"] for m in json.loads(Bundle(out).ensemble.read_text())["members"]] == [0.5, 0.5]
 
 
+def test_a_fold_run_is_weighted_by_its_cv_folders_oof_with_the_calibration_the_bundle_carries(
+        members, tmp_path, no_credentials):
+    """A fold of `arena cv` is fit on its CV folder's out-of-fold file, calibrated with the CV folder's
+    calibration: the file the bundle carries for that member and its kernel predict applies."""
+    cv = tmp_path / "cv"
+    fold = _member(members[0], cv / "fold-0", GEMMA)
+    (cv / "cv.json").write_text("{}")
+    shutil.copy2(members[0] / "val_predictions.csv", cv / "oof_predictions.csv")
+    (fold / "val_predictions.csv").unlink()  # only the OOF file may be used
+    (cv / "calibration.json").write_text(json.dumps({"temperature": 2.0, "bias": [0.1, 0.2, -0.3]}))
+    out = ensemble.package_ensemble([fold, members[1]], tmp_path / "bundle", wheels=False)
+    stored = json.loads(Bundle(out).ensemble.read_text())
+    assert stored["fit"]["fit_on"][0] == str(cv / "oof_predictions.csv")
+    assert Bundle(out).dataset.member(0).calibration.read_text() == (cv / "calibration.json").read_text()
+    raw, truth = _val(members[0])
+    expected = Calibration(temperature=2.0, bias=(0.1, 0.2, -0.3)).apply(raw)
+    assert stored["fit"]["member_log_loss"][0] == pytest.approx(metrics.log_loss(truth, expected))
+
+
 def _labels_changed(run: Path) -> None:
     frame = pd.read_csv(run / "val_predictions.csv", dtype={"id": str})
     frame.loc[0, TRUE_COLUMNS] = np.roll(frame.loc[0, TRUE_COLUMNS].to_numpy(dtype=float), 1)

@@ -127,7 +127,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
         problems = check_trained(build.run)  # the copy the kernel will load
         if problems:
             raise UserError(problems=problems)
-        _write_wheelhouse(build, cfg, wheels)
+        write_wheelhouse(build, cfg, wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(render_kernel_script(cfg), encoding="utf-8")
         write_metadata(build, cfg, user)
@@ -156,7 +156,7 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def _write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
+def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
     """The arena wheel, the pinned wheels (unless --no-wheels) and the requirements.txt the kernel installs."""
     arena_wheel = wheels_mod.build_arena_wheel(bundle.wheels)
     requirements = [f"arena=={arena_wheel.name.split('-')[1]}"]

@@ -159,7 +159,7 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
             members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
                             "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
         bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit})
-        bundle_mod._write_wheelhouse(build, cfgs[0], wheels)
+        bundle_mod.write_wheelhouse(build, cfgs[0], wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(bundle_mod.render_kernel_script(cfgs[0], kernel_members(build, cfgs)),
                                        encoding="utf-8")
