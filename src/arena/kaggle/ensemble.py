@@ -16,6 +16,7 @@ import pandas as pd
 from arena import calibration as calibration_mod
 from arena import config as config_mod
 from arena import data, metrics
+from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import preflight as preflight_mod
@@ -159,7 +160,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
             members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
                             "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
         bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit})
-        bundle_mod.write_wheelhouse(build, cfgs[0], wheels)
+        # An embedded member needs the most wheels (the GGUF ones on top of the rest).
+        bundle_mod.write_wheelhouse(build, next((c for c in cfgs if is_embedded(c.model.path)), cfgs[0]), wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(bundle_mod.render_kernel_script(cfgs[0], kernel_members(build, cfgs)),
                                        encoding="utf-8")
@@ -186,8 +188,6 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
 def kernel_members(bundle: Bundle, cfgs: list) -> list[list]:
     """What the kernel needs per member: [folder inside the adapter dataset, base model path under /kaggle
     ("" for the embedded model), swap TTA, the file its predictions go to]."""
-    from arena.embedded import is_embedded
-
     return [[str(run.root.relative_to(bundle.adapter_dataset)),
              "" if is_embedded(cfg.model.path) else cfg.kaggle.base_model_kernel_path, cfg.infer.tta,
              EnsembleDataset.member_predictions(index)]

@@ -85,6 +85,13 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
         base = Path(member_cfg.model.path).expanduser()
         if not is_embedded(member_cfg.model.path) and not (base / "config.json").is_file():
             problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+    attached = {}
+    for _, member_cfg in members:
+        if not is_embedded(member_cfg.model.path):
+            kernel_path, base = member_cfg.kaggle.base_model_kernel_path, Path(member_cfg.model.path).expanduser()
+            if attached.setdefault(kernel_path, base).resolve() != base.resolve():
+                problems.append(f"kaggle.base_model_kernel_path {kernel_path}: two members attach different base "
+                                f"models there ({attached[kernel_path]} and {base})")
     test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
     if test_csv is None:
         problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
@@ -107,7 +114,7 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
             continue
         kernel_path = Path(member_cfg.kaggle.base_model_kernel_path)
         rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
-        if not (root / rel).exists():  # members may share a base model
+        if not (root / rel).exists():  # members may share a base model (checked above to be the same one)
             _link(root / rel, Path(member_cfg.model.path).expanduser())
     (root / "working").mkdir(parents=True)
 
