@@ -18,6 +18,9 @@ ADAPTER_DATASET = "__ADAPTER_DATASET__"
 WHEELS_DATASET = "__WHEELS_DATASET__"
 BASE_MODEL = "__BASE_MODEL__"  # base weights under /kaggle/input; "" = as the run's config says (embedded)
 TTA = "__TTA__"
+# An ensemble: [folder in the adapter dataset, base model, TTA, predictions file] per member, predicted in turn
+# (one process each, so GPU memory is freed between them) and blended by `arena kernel blend`; [] = one run.
+MEMBERS = "__MEMBERS__"
 
 ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
 INPUT = ROOT / "input"
@@ -73,13 +76,18 @@ def main() -> None:
     launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
               if gpus > 1 else [sys.executable, "-m", "arena.cli"])
-    cmd = [*launch, "predict", "--run", find_input(ADAPTER_DATASET),
-           "--data", find_input(COMPETITION) / "test.csv", "--out", SUBMISSION, "--tta" if TTA else "--no-tta"]
-    if BASE_MODEL:
-        if not on_root(BASE_MODEL).is_dir():
-            fail(f"base model folder {on_root(BASE_MODEL)} not found: attach it (kernel-metadata.json model_sources)")
-        cmd += ["--base-model", on_root(BASE_MODEL)]
-    run(cmd, env={**os.environ, **OFFLINE})
+    dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / "test.csv"
+    members = [[dataset / folder, base, tta, SUBMISSION.parent / out] for folder, base, tta, out in MEMBERS]
+    for run_dir, base, tta, out in members or [[dataset, BASE_MODEL, TTA, SUBMISSION]]:
+        cmd = [*launch, "predict", "--run", run_dir, "--data", test, "--out", out, "--tta" if tta else "--no-tta"]
+        if base:
+            if not on_root(base).is_dir():
+                fail(f"base model folder {on_root(base)} not found: attach it (kernel-metadata.json model_sources)")
+            cmd += ["--base-model", on_root(base)]
+        run(cmd, env={**os.environ, **OFFLINE})
+    if members:
+        run([sys.executable, "-m", "arena.cli", "kernel", "blend", dataset, "--data", test, "--out", SUBMISSION,
+             "--preds", *(out for *_, out in members)], env={**os.environ, **OFFLINE})
     if not SUBMISSION.is_file():
         fail(f"arena predict wrote no {SUBMISSION}")
     print(f"kernel: wrote {SUBMISSION}", flush=True)

@@ -175,10 +175,21 @@ def cmd_plan(args) -> int:
 # ---- kaggle -----------------------------------------------------------------------------------------
 
 def cmd_package(args) -> int:
-    from arena.kaggle import bundle
+    from arena.kaggle import bundle, ensemble
 
-    bundle.package(run_dir=args.run, out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv,
+    if len(args.run) > 1 or args.weights is not None:
+        ensemble.package_ensemble(run_dirs=args.run, out_dir=args.out, wheels=not args.no_wheels,
+                                  test_csv=args.test_csv, calibrate=args.calibration, weights=args.weights)
+        return 0
+    bundle.package(run_dir=args.run[0], out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv,
                    calibrate=args.calibration)
+    return 0
+
+
+def cmd_kernel_blend(args) -> int:
+    from arena.kaggle import ensemble
+
+    ensemble.blend_members(args.dataset, args.preds, args.data, args.out)
     return 0
 
 
@@ -296,7 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("package", help="build the offline Kaggle bundle (adapter, wheels, kernel)")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, action="append",
+                   help="the run; repeat it for an ensemble the kernel predicts with in turn and blends")
+    p.add_argument("--weights", default=None, metavar="oof|equal|W1,W2",
+                   help="an ensemble's blend weights: fit on the runs' OOF/validation predictions (default), "
+                        "equal, or one non-negative number per --run")
     p.add_argument("--out", default=None, help="bundle folder (default: RUN/kaggle-bundle-<time>)")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse download")
     p.add_argument("--test-csv", default=None, help="token lengths for the pre-flight projection")
@@ -310,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder holding the competition's test.csv")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
     p.set_defaults(func=cmd_kernel_run_local)
+    p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
+    p.add_argument("dataset", help="the ensemble bundle's adapter dataset (holds the weights)")
+    p.add_argument("--preds", nargs="+", required=True, help="each member's predictions, in member order")
+    p.add_argument("--data", required=True, help="the test CSV the predictions are for")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_kernel_blend)
 
     p = sub.add_parser("push", help="package (if needed) and push datasets + kernel to Kaggle, then submit")
     p.add_argument("--run", required=True)

@@ -140,11 +140,42 @@ class Bundle(_Layout):
     kernel = _At("kernel")
     kernel_script = _At("kernel", KERNEL_FILE)
     kernel_metadata = _At("kernel", KERNEL_METADATA)
-    preflight = _At("preflight.json")  # the projected Kaggle wall time
+    preflight = _At("preflight.json")  # the projected Kaggle wall time (an ensemble's: every member's, and the sum)
+    ensemble = _At("adapter-dataset", "ensemble.json")  # only in an ensemble bundle: see EnsembleDataset
 
     @property
     def run(self) -> RunFolder:
         return RunFolder(self.adapter_dataset)
 
+    @property
+    def dataset(self) -> "EnsembleDataset":
+        return EnsembleDataset(self.adapter_dataset)
+
+    def member_runs(self) -> list[RunFolder]:
+        """The runs the kernel predicts with, in order: every member of an ensemble, else the one run."""
+        return self.dataset.member_runs() if self.ensemble.is_file() else [self.run]
+
     def missing_parts(self) -> list[str]:
         return [part for part in self.PARTS if not (self.root / part).is_dir()]
+
+
+class EnsembleDataset(_Layout):
+    """The adapter dataset of an ensemble bundle (`arena package` with several --run), as the kernel sees it:
+    one RunFolder layout per member instead of the run's own, and the blend weights."""
+
+    ensemble = _At("ensemble.json")  # members in order, their weights and how the weights were fit
+    members = _At("members")
+
+    def member(self, index: int) -> RunFolder:
+        return RunFolder(self.members / f"member-{index}")
+
+    def member_runs(self) -> list[RunFolder]:
+        runs = []
+        while self.member(len(runs)).root.is_dir():
+            runs.append(self.member(len(runs)))
+        return runs
+
+    @staticmethod
+    def member_predictions(index: int) -> str:
+        """The file the kernel's `arena predict` of member `index` writes in its working folder."""
+        return f"member-{index}-predictions.csv"

@@ -50,22 +50,29 @@ def _title(slug: str) -> str:
     return " ".join(word.capitalize() for word in slug.split("-"))
 
 
-def kernel_metadata(cfg: Config, user: str) -> dict:
+def kernel_metadata(cfg: Config, user: str, members: list[Config] = ()) -> dict:
+    """The kernel's metadata; an ensemble's `members` (cfg among them) add every base model they need."""
     k = cfg.kaggle
     datasets = [f"{user}/{k.adapter_dataset_slug}", f"{user}/{k.wheels_dataset_slug}"]
+    members = list(members) or [cfg]
     values = {
         "__KERNEL_ID__": f"{user}/{k.kernel_slug}",
         "__TITLE__": _title(k.kernel_slug),
         "__COMPETITION_SOURCES__": [k.competition],
-        "__DATASET_SOURCES__": datasets + ([k.base_model_dataset] if k.base_model_dataset else []),
-        "__MODEL_SOURCES__": [k.base_model_source] if k.base_model_source else [],
+        "__DATASET_SOURCES__": list(dict.fromkeys(datasets + [m.kaggle.base_model_dataset for m in members
+                                                              if m.kaggle.base_model_dataset])),
+        "__MODEL_SOURCES__": list(dict.fromkeys(m.kaggle.base_model_source for m in members
+                                                if m.kaggle.base_model_source)),
     }
     template = json.loads((TEMPLATES / f"{KERNEL_METADATA}.template").read_text(encoding="utf-8"))
     return {key: values.get(value, value) if isinstance(value, str) else value for key, value in template.items()}
 
 
-def render_kernel_script(cfg: Config) -> str:
+def render_kernel_script(cfg: Config, members: list[list] = ()) -> str:
+    """kernel.py for a run, or for an ensemble whose `members` the kernel predicts with in turn
+    (ensemble.kernel_members)."""
     values = {
+        "MEMBERS": list(members),
         "COMPETITION": cfg.kaggle.competition,
         "ADAPTER_DATASET": cfg.kaggle.adapter_dataset_slug,
         "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
@@ -86,7 +93,8 @@ def write_metadata(bundle: Bundle, cfg: Config, user: str) -> None:
     k = cfg.kaggle
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
         write_json(folder / DATASET_METADATA, _dataset_metadata(_title(slug), user, slug))
-    write_json(bundle.kernel_metadata, kernel_metadata(cfg, user))
+    members = [config_mod.load_run(run) for run in bundle.member_runs()] if bundle.ensemble.is_file() else []
+    write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members))
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -119,7 +127,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
         problems = check_trained(build.run)  # the copy the kernel will load
         if problems:
             raise UserError(problems=problems)
-        _write_wheelhouse(build, cfg, wheels)
+        write_wheelhouse(build, cfg, wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(render_kernel_script(cfg), encoding="utf-8")
         write_metadata(build, cfg, user)
@@ -148,7 +156,7 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
-def _write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
+def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
     """The arena wheel, the pinned wheels (unless --no-wheels) and the requirements.txt the kernel installs."""
     arena_wheel = wheels_mod.build_arena_wheel(bundle.wheels)
     requirements = [f"arena=={arena_wheel.name.split('-')[1]}"]
@@ -167,9 +175,13 @@ def _write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
 
 
 def bundle_config(bundle: Bundle) -> Config:
-    """The run config inside a bundle from `arena package`."""
+    """The run config inside a bundle from `arena package` (an ensemble's first member's: its kaggle section
+    names the datasets and kernel)."""
     missing = bundle.missing_parts()
     if missing:
         raise UserError(f"{bundle.root}: not a bundle from `arena package` (no {missing[0]}/)")
-    return config_mod.load_run(bundle.run)
+    runs = bundle.member_runs()
+    if not runs:
+        raise UserError(f"{bundle.ensemble}: an ensemble bundle without members in {bundle.dataset.members}")
+    return config_mod.load_run(runs[0])
 

