@@ -50,3 +50,15 @@ def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
                   "grad_accum": 1, "learning_rate": 1e-3},
     })
     return train.train(cfg)
+
+
+@pytest.fixture
+def no_credentials(tmp_path, monkeypatch):
+    """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "kaggle-config"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return home / "kaggle-config"

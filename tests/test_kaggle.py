@@ -19,18 +19,6 @@ REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
 
 @pytest.fixture
-def no_credentials(tmp_path, monkeypatch):
-    """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "kaggle-config"))
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    return home / "kaggle-config"
-
-
-@pytest.fixture
 def no_subprocess(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"a subprocess was started: {args}")

@@ -160,6 +160,13 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from arena import merge
+
+    merge.merge_runs(args.run, args.out)
+    return 0
+
+
 def cmd_plan(args) -> int:
     from arena import planner
     from arena.kaggle import preflight
@@ -262,6 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_calibration_flag(p, "each OOF file's run (or CV folder) calibration; --preds files are taken as written")
     p.set_defaults(func=cmd_blend)
+
+    p = sub.add_parser("merge", help="merge runs' LoRA adapters into the base weights (averaged over the runs): a "
+                                     "standalone model folder that predict and package take like a run")
+    p.add_argument("--run", required=True, action="append", help="a trained LoRA run (repeat to average several)")
+    p.add_argument("--out", required=True, help="the merged model folder (must not exist)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("plan", help="memory and time of a recipe on a GPU, planned without weights")
     _add_config_args(p)

@@ -89,8 +89,12 @@ class RunFolder(_Layout):
     """What `arena train` writes. A bundle's adapter dataset has the same config + adapter layout."""
 
     config = _At("config.yaml")  # the resolved config
-    adapter = _At("adapter")  # LoRA adapter + head weights (peft), tokenizer, head.json
+    adapter = _At("adapter")  # LoRA adapter + head weights (peft), tokenizer, head.json; or a merged model (below)
     head = _At("adapter", "head.json")  # the head's shape and length-feature scaling
+    # From `arena merge`: adapter/ holds the whole merged backbone (its config.json and safetensors, no
+    # adapter_config.json), the tokenizer, head.json and the head's weights; the base model is not needed.
+    merged_model_config = _At("adapter", "config.json")
+    merged_head = _At("adapter", "head.safetensors")
     checkpoints = _At("checkpoints")  # Trainer checkpoints, for --resume
     metrics = _At("metrics.json")
     val_predictions = _At("val_predictions.csv")  # validation predictions beside the truth (TRUE_COLUMNS)
@@ -108,6 +112,9 @@ class RunFolder(_Layout):
 
     def is_trained(self) -> bool:
         return self.config.is_file() and self.adapter.is_dir()
+
+    def is_merged(self) -> bool:
+        return self.merged_model_config.is_file()
 
 
 class CVFolder(_Layout):
@@ -148,7 +155,7 @@ class Bundle(_Layout):
         return RunFolder(self.adapter_dataset)
 
     @property
-    def dataset(self) -> "EnsembleDataset":
+    def dataset(self) -> EnsembleDataset:
         return EnsembleDataset(self.adapter_dataset)
 
     def member_runs(self) -> list[RunFolder]:

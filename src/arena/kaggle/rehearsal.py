@@ -13,9 +13,8 @@ import tempfile
 from pathlib import Path
 
 from arena import config as config_mod
-from arena.embedded import is_embedded
 from arena.errors import UserError
-from arena.kaggle.bundle import base_model_problems, bundle_config
+from arena.kaggle.bundle import base_model_problems, bundle_config, needs_base_model
 from arena.layout import SUBMISSION_FILE, Bundle
 from arena.model import check_trained
 
@@ -80,14 +79,15 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     cfg = bundle_config(bundle)
     members = [(run, config_mod.load_run(run)) for run in bundle.member_runs()]  # an ensemble's, else the run
     problems = []
-    for run, member_cfg in members:
-        problems += check_trained(run) + base_model_problems(member_cfg)
+    members = [(run, member_cfg, needs_base_model(member_cfg, run.is_merged())) for run, member_cfg in members]
+    for run, member_cfg, needs_base in members:
+        problems += check_trained(run) + base_model_problems(member_cfg, run.is_merged())
         base = Path(member_cfg.model.path).expanduser()
-        if not is_embedded(member_cfg.model.path) and not (base / "config.json").is_file():
+        if needs_base and not (base / "config.json").is_file():
             problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
     attached = {}
-    for _, member_cfg in members:
-        if not is_embedded(member_cfg.model.path):
+    for _, member_cfg, needs_base in members:
+        if needs_base:
             kernel_path, base = member_cfg.kaggle.base_model_kernel_path, Path(member_cfg.model.path).expanduser()
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
                 problems.append(f"kaggle.base_model_kernel_path {kernel_path}: two members attach different base "
@@ -109,8 +109,8 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     _link(inputs / cfg.kaggle.competition / "test.csv", test_csv)
     _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
     _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
-    for _, member_cfg in members:
-        if is_embedded(member_cfg.model.path):
+    for _, member_cfg, needs_base in members:
+        if not needs_base:
             continue
         kernel_path = Path(member_cfg.kaggle.base_model_kernel_path)
         rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
