@@ -79,14 +79,19 @@ def main() -> None:
 
     command, cfg_json, *rest = sys.argv[1:]
     cfg = config.from_dict(json.loads(cfg_json))
-    if command == "shards":
-        shards(cfg)
-    elif command == "stop-after":
-        stop_after(cfg, int(rest[0]))
-    elif command == "fsdp":
-        fsdp(cfg)
-    else:
-        raise SystemExit(f"unknown probe {command}")
+    from arena import processes
+
+    try:
+        if command == "shards":
+            shards(cfg)
+        elif command == "stop-after":
+            stop_after(cfg, int(rest[0]))
+        elif command == "fsdp":
+            fsdp(cfg)
+        else:
+            raise SystemExit(f"unknown probe {command}")
+    finally:
+        processes.finish()
 
 
 if __name__ == "__main__":

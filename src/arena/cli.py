@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        from arena import processes
+
+        processes.finish()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the main process and shared with every rank, work dealt by tokens, and results g
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -60,3 +61,11 @@ def gather_to_main(part: T, cpu: bool) -> list[T] | None:
         return [part]
     parts = gather_object([part])
     return parts if processes.is_main_process else None
+
+
+def finish() -> None:
+    """Close this process's process group, if one was opened. A gloo group left to the interpreter's exit can
+    abort the process ("terminate called without an active exception") after its work is done."""
+    dist = sys.modules.get("torch.distributed")  # never imported: never opened, and no torch import to pay for
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
