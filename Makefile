@@ -48,7 +48,7 @@ package: setup
 submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS=--dry-run to only print
 	$(BIN)/arena push --run $(RUN) $(ARGS)
 
-bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~30 min on 2 cores)
+bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~50 min on 2 cores)
 	$(BIN)/python -m benchmarks --out docs/benchmarks.md $(ARGS)
 
 test: setup
