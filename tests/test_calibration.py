@@ -61,6 +61,20 @@ def test_calibrate_a_run_writes_json_and_plot_and_never_overwrites(tmp_path, cap
     assert calibration.read(run.calibration) == Calibration(stored["temperature"], tuple(stored["bias"]))
     with pytest.raises(UserError, match="already exists"):
         calibration.calibrate(run_dir=run.root)
+    assert "warning" not in out
+
+
+def test_calibrate_warns_when_the_cross_fitted_log_loss_does_not_improve(tmp_path, capsys, monkeypatch):
+    run = RunFolder(tmp_path / "runs" / "r-1")
+    probs, truth = _overconfident(400)
+    _write_predictions(run.val_predictions, probs, truth)
+    # Folds that fit badly (as a few validation rows can): the cross-fitted predictions are the STRONG distortion.
+    monkeypatch.setattr(calibration, "cross_fit", lambda p, t, folds, seed: STRONG.apply(p))
+    result = calibration.calibrate(run_dir=run.root)
+    assert result["log_loss_after_cross_fitted"] > result["log_loss_before"]
+    out = capsys.readouterr().out
+    assert "warning: cross-fitted, the calibration did not lower the log loss of these 400 rows" in out
+    assert run.calibration.exists()  # written all the same: the user asked for it; --no-calibration skips it
 
 
 def test_calibrate_a_cv_folder_and_its_fold_runs_use_it(tmp_path):

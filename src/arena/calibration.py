@@ -179,6 +179,9 @@ def calibrate(run_dir=None, oof=None, folds: int = FOLDS, seed: int = 0) -> dict
     print(format_result(result))
     print(f"wrote {target.calibration} and {target.reliability.name}; predict, blend and the kernel apply it "
           "(--no-calibration turns it off)")
+    if result["log_loss_after_cross_fitted"] >= result["log_loss_before"]:
+        print(f"warning: cross-fitted, the calibration did not lower the log loss of these {len(truth)} rows: it may "
+              "not help on new rows either; weigh it on held-out data or predict with --no-calibration")
     return result
 
 
