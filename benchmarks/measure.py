@@ -199,7 +199,7 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
                  f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}", "name=bench", *plan.overrides]
     cfg = config.load(None, overrides)
     log("training the default model: configs/default.yaml with " + " ".join(overrides))
-    run_folder = RunFolder(train.train(cfg))
+    run_folder = RunFolder(train.train(cfg, origin=config.origin(None, overrides)))
     gc.collect()
     summary = json.loads(run_folder.metrics.read_text())
     rows = train.prepare_data(cfg)  # exactly the rows the model trained and selected its checkpoint on

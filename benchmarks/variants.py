@@ -73,9 +73,10 @@ class Variants:
         self.ids = eval_df["id"].astype(str).to_numpy()
 
     def train(self, name: str, *extra: str) -> tuple[RunFolder, dict]:
-        cfg = config.load(None, [*self.overrides, f"name=bench-{name}", *extra])
+        overrides = [*self.overrides, f"name=bench-{name}", *extra]
+        cfg = config.load(None, overrides)
         self.log(f"variant {name}: training with " + " ".join(extra))
-        run = RunFolder(train.train(cfg))
+        run = RunFolder(train.train(cfg, origin=config.origin(None, overrides)))
         return run, json.loads(run.metrics.read_text())
 
     def predict(self, run_dir: Path, name: str) -> np.ndarray:

@@ -424,6 +424,11 @@ def test_quick_bench_writes_results_and_the_report_rendered_from_them(tmp_path):
     cfg = results["config"]
     assert cfg == config.load(RunFolder(results["run_dir"]).config).to_dict()
     assert cfg["data"]["train"] == str(work / "train.csv") and cfg["train"]["max_steps"] == 2
+    # `arena runs` on the benchmark's runs lists what it changed from configs/default.yaml.
+    from arena import tracking
+
+    run = RunFolder(results["run_dir"])
+    assert "train.max_steps=2" in tracking.changes(cfg, json.loads(run.recipe.read_text()))
     p, t = cfg["peft"], cfg["train"]
     assert f"LoRA r{p['r']} (alpha {p['alpha']})" in text
     assert f"prompt.max_length {cfg['prompt']['max_length']}" in text
