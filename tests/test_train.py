@@ -143,12 +143,16 @@ def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, t
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert not (run_dir / "adapter").exists()
     assert train.find_resumable(cfg, "latest").root == run_dir
+    before = json.loads((run_dir / "checkpoints" / "checkpoint-4" / "wall_clock.json").read_text())["seconds"]
     resumed = train.train(cfg, resume="latest")
     assert resumed == run_dir
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["global_step"] == 6
     steps = [h["step"] for h in m["history"] if "loss" in h]
     assert 5 in steps and 1 in steps  # history carries over the resumed part
+    # the wall time counts the killed process up to its checkpoint, as `arena runs` shows it
+    assert before > 0 and m["wall_seconds_before_resume"] == before
+    assert m["total_wall_seconds"] > before and m["train_wall_seconds"] > before
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tiny_model_dir, sample_csv, tmp_path):

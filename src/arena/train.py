@@ -191,6 +191,31 @@ class EvalLogits(TrainerCallback):
             self.latest = None
 
 
+class WallClock(TrainerCallback):
+    """Writes the run's wall time so far into each checkpoint, so a resumed run reports the time of all its
+    processes (the Trainer's train_runtime covers only the last one)."""
+
+    FILE = "wall_clock.json"
+
+    def __init__(self, started: float, before: float = 0.0):
+        self.started, self.before = started, before
+
+    def seconds(self) -> float:
+        return self.before + time.time() - self.started
+
+    @classmethod
+    def recorded(cls, checkpoint: str | None) -> float:
+        """The wall seconds a checkpoint's run had spent when it was saved (0 without a record)."""
+        record = Path(checkpoint or "") / cls.FILE
+        return json.loads(record.read_text())["seconds"] if checkpoint and record.is_file() else 0.0
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                write_text(checkpoint / self.FILE, json.dumps({"seconds": round(self.seconds(), 2)}), overwrite=True)
+
+
 def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArguments:
     t = cfg.train
     return PreferenceTrainingArguments(
@@ -441,8 +466,8 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
 
 
 def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
-                  scores: dict, started: float) -> dict:
-    """metrics.json and loss_curve.png."""
+                  scores: dict, clock: WallClock) -> dict:
+    """metrics.json and loss_curve.png; wall times count the processes before a resume too."""
     args, state = trainer.args, trainer.state
     summary = {
         "run_dir": str(run.root),
@@ -463,8 +488,9 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         "distillation": None if split.teachers is None else {
             "teachers": split.teachers.paths, "weight": cfg.train.distill_weight,
             "temperature": cfg.train.distill_temperature, **split.teachers.coverage(split.train["id"])},
-        "train_wall_seconds": round(result.metrics.get("train_runtime", time.time() - started), 2),
-        "total_wall_seconds": round(time.time() - started, 2),
+        "train_wall_seconds": round(clock.before + result.metrics.get("train_runtime", clock.seconds()), 2),
+        "total_wall_seconds": round(clock.seconds(), 2),
+        "wall_seconds_before_resume": round(clock.before, 2),
         "train_examples_per_second": result.metrics.get("train_samples_per_second"),
         "device": built.runtime.device,
         "compute_dtype": str(built.runtime.dtype).removeprefix("torch."),
@@ -481,13 +507,14 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     run's recipe.json for `arena runs`."""
     from arena import model as model_mod
 
-    started = time.time()
+    clock = WallClock(time.time())
     cpu = model_mod.runtime_for(cfg).device == "cpu"
     run, checkpoint = None, None
     if resume:
         run, checkpoint = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
         run, cfg = RunFolder(run), config_mod.load(RunFolder(run).config)
         print(f"resuming {run.root} from {checkpoint or 'its start (no complete checkpoint)'}")
+        clock.before = WallClock.recorded(checkpoint)
     torch.manual_seed(cfg.seed)
     split = prepare_data(cfg, resuming=run is not None)
     built = build(cfg, split)
@@ -495,14 +522,14 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     run = run or open_run_folder(cfg, cpu, origin)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
-    trainer = make_trainer(cfg, run, built, split, callbacks)
+    trainer = make_trainer(cfg, run, built, split, [clock, *callbacks])
     with reporting.environment(cfg, run):
         result = fit(trainer, checkpoint)
     if not trainer.is_world_process_zero():
         return run.root
     model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
     scores = evaluate(cfg, run, built, split, trainer)
-    summary = write_summary(cfg, run, built, split, trainer, result, scores, started)
+    summary = write_summary(cfg, run, built, split, trainer, result, scores, clock)
     print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
           f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
           f"uniform {math.log(3):.4f}")
