@@ -18,9 +18,10 @@ import pytest
 from transformers import TrainerCallback
 
 from arena import cli, config, data, predict, train
+from arena.errors import UserError
 from arena.kaggle import rehearsal
 from arena.layout import LABEL_COLUMNS, RunFolder
-from arena.writes import atomic_file
+from arena.writes import atomic_file, atomic_folder
 from tests.test_train import StopAfterCheckpoint, tiny_train_cfg
 
 
@@ -325,6 +326,26 @@ def test_an_interrupted_write_leaves_no_file(work):
         raise KeyboardInterrupt
     assert files_under(work) == ["out"]
 
+
+
+def test_an_interrupted_folder_build_leaves_nothing_and_a_finished_one_lands(work):
+    target = work / "bundles" / "b1"
+    with pytest.raises(KeyboardInterrupt), atomic_folder(target, "bundle") as staging:
+        (staging / "half.txt").write_text("x")
+        raise KeyboardInterrupt
+    assert files_under(work) == ["bundles"]
+    with atomic_folder(target, "bundle") as staging:
+        (staging / "done.txt").write_text("x")
+    assert (target / "done.txt").read_text() == "x"
+
+
+def test_a_folder_that_appears_during_a_build_is_not_overwritten(work):
+    target = work / "merged"
+    with pytest.raises(UserError, match="appeared while it was built"), atomic_folder(target, "merged model") as staging:
+        (staging / "model.safetensors").write_text("new")
+        target.mkdir()
+        (target / "mine.txt").write_text("keep")
+    assert files_under(work) == ["merged", "merged/mine.txt"]
 
 @pytest.mark.parametrize("interrupt,code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
 def test_an_interrupt_prints_one_line_and_exits_130_or_143(interrupt, code, work, monkeypatch, capsys):

@@ -10,8 +10,6 @@ their length-feature weights first brought onto one shared feature scaling."""
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from arena import config as config_mod
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
-from arena.writes import output_problems
+from arena.writes import atomic_folder, output_problems
 
 MERGED_FORMAT = 1
 
@@ -144,9 +142,8 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
     merged = model.merge_and_unload(adapter_names=[active])
     head, scaler = average_heads([head_tensors(run) for run in runs], scalers)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = RunFolder(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, "merged model") as staging:
+        build = RunFolder(staging)
         build.adapter.mkdir()
         stored = stored_dtype(resolve_model_path(cfgs[0].model.path))
         merged.model.to(stored)
@@ -165,12 +162,6 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
         problems = model_mod.check_trained(build)
         if problems:
             raise UserError(problems=problems)
-        if out.exists():
-            raise UserError(f"{out}: appeared while merging; a merged folder never overwrites an existing one")
-        build.root.rename(out)
-    except BaseException:
-        shutil.rmtree(build.root, ignore_errors=True)
-        raise
     print(f"wrote {out}: the merged model ({str(stored).removeprefix('torch.')}) with its tokenizer and the averaged "
           f"head; `arena predict --run {out}` and `arena package --run {out}` load it like a run "
           f"(infer.quantization: nf4 | int8 | none)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,3 +71,21 @@ def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     with atomic_file(path, overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+@contextmanager
+def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
+    """A hidden folder beside `path` to build a `what` (bundle, merged model) in. When the block ends without
+    error it is renamed to `path`; on any error or interrupt it is removed, so a half-built `path` never
+    exists and an existing one (even one that appeared meanwhile) is never overwritten."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield staging
+        if path.exists() or path.is_symlink():
+            raise UserError(f"{path}: appeared while it was built; an existing {what} is never overwritten")
+        staging.rename(path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

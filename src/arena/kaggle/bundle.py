@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from arena import calibration as calibration_mod
@@ -20,7 +19,7 @@ from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
 from arena.model import check_trained
-from arena.writes import output_problems
+from arena.writes import atomic_folder, output_problems
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 
@@ -120,10 +119,9 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
     if problems:
         raise UserError(problems=problems)
     user = kaggle_user()
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Built aside and renamed into place: an interrupted build never leaves a half bundle at `out`.
-    build = Bundle(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, "bundle") as staging:
+        build = Bundle(staging)
         build.adapter_dataset.mkdir()
         shutil.copy2(run.config, build.run.config)
         shutil.copytree(run.adapter, build.run.adapter)
@@ -140,12 +138,6 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
         write_metadata(build, cfg, user)
         pf = preflight_mod.preflight(build.run, cfg, test_csv)
         write_json(build.preflight, pf)
-        if out.exists():
-            raise UserError(f"{out}: appeared while packaging; a bundle never overwrites an existing folder")
-        build.root.rename(out)
-    except BaseException:
-        shutil.rmtree(build.root, ignore_errors=True)
-        raise
     bundle = Bundle(out)
     print(preflight_mod.format_preflight(pf))
     print(f"bundle: {out}\n  {bundle.adapter_dataset.name}/ {_size_mb(bundle.adapter_dataset):.1f} MB, "

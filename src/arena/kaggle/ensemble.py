@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
-from arena.writes import output_problems
+from arena.writes import atomic_folder, output_problems
 
 WEIGHT_MODES = ("oof", "equal")
 
@@ -143,9 +142,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
     fit["mode"] = mode
 
     user = kaggle_user()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Bundle(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, "bundle") as staging:
+        build = Bundle(staging)
         build.dataset.members.mkdir(parents=True)
         members = []
         for index, (run, cal) in enumerate(zip(runs, calibrations)):
@@ -170,12 +168,6 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
         pf = preflight_mod.sum_projections([preflight_mod.preflight(member, cfg, test_csv)
                                             for member, cfg in zip(build.member_runs(), cfgs)], [str(r.root) for r in runs])
         bundle_mod.write_json(build.preflight, pf)
-        if out.exists():
-            raise UserError(f"{out}: appeared while packaging; a bundle never overwrites an existing folder")
-        build.root.rename(out)
-    except BaseException:
-        shutil.rmtree(build.root, ignore_errors=True)
-        raise
     print(format_fit(fit, runs))
     print(preflight_mod.format_preflight(pf))
     print(f"ensemble bundle: {out} ({len(runs)} members in {Bundle(out).dataset.members}, blend weights in "
