@@ -206,8 +206,8 @@ class WallClock(TrainerCallback):
     @classmethod
     def recorded(cls, checkpoint: str | None) -> float:
         """The wall seconds a checkpoint's run had spent when it was saved (0 without a record)."""
-        record = Path(checkpoint or "") / cls.FILE
-        return json.loads(record.read_text())["seconds"] if checkpoint and record.is_file() else 0.0
+        record = Path(checkpoint) / cls.FILE if checkpoint else None
+        return json.loads(record.read_text())["seconds"] if record and record.is_file() else 0.0
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

@@ -119,7 +119,6 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
     if problems:
         raise UserError(problems=problems)
     user = kaggle_user()
-    # Built aside and renamed into place: an interrupted build never leaves a half bundle at `out`.
     with atomic_folder(out, "bundle") as staging:
         build = Bundle(staging)
         build.adapter_dataset.mkdir()
