@@ -197,8 +197,8 @@ class WallClock(TrainerCallback):
 
     FILE = "wall_clock.json"
 
-    def __init__(self, started: float, before: float = 0.0):
-        self.started, self.before = started, before
+    def __init__(self, started: float):
+        self.started, self.before = started, 0.0  # `before`: set from the checkpoint on resume
 
     def seconds(self) -> float:
         return self.before + time.time() - self.started
