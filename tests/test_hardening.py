@@ -405,7 +405,7 @@ class FirstStep(TrainerCallback):
 
 
 def test_a_full_disk_is_an_error_before_training(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr(train, "free_bytes", lambda path: 10 * 2**20)
+    monkeypatch.setattr(train.run, "free_bytes", lambda path: 10 * 2**20)
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
     with pytest.raises(train.UserError, match="10 MiB free on its disk; this run needs about"):
         train.train(cfg)

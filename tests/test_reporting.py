@@ -19,7 +19,7 @@ def test_report_to_is_a_checked_choice_defaulting_to_none():
 def test_wandb_not_installed_is_a_config_error_before_any_model_loads(tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    monkeypatch.setattr(train, "build", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(train.run, "build", lambda *a, **k: pytest.fail("the model was built"))
     csv = tmp_path / "train.csv"
     data.write_csv(data.generate_sample(30, seed=1), csv)
     code = cli.main(["train", "--set", "train.report_to=wandb", "--set", f"data.train={csv}",

@@ -1,0 +1,42 @@
+"""Training on the HF Trainer, by concern: trainer.py (the PreferenceTrainer, its losses, sampler, collator and
+callbacks), run.py (`train()` and its named steps), resume.py (run folders, checkpoints), cv.py (K-fold CV).
+`from arena import train; train.train(cfg)` and every name below keep working from `arena.train`."""
+
+from arena.errors import UserError
+from arena.train.cv import cross_validate
+from arena.train.resume import find_resumable, last_complete_checkpoint, open_run_folder, resume_point
+from arena.train.run import (
+                             Built,
+                             Split,
+                             build,
+                             check_base_model,
+                             check_room,
+                             check_setup,
+                             encode_rows,
+                             evaluate,
+                             fit,
+                             fit_length_head,
+                             make_trainer,
+                             plot_curves,
+                             prepare_data,
+                             train,
+                             write_summary,
+)
+from arena.train.trainer import (
+                             EncodedRows,
+                             EvalLogits,
+                             LeftPadCollator,
+                             PairedSwapSampler,
+                             PreferenceTrainer,
+                             PreferenceTrainingArguments,
+                             WallClock,
+                             distillation_loss,
+                             soft_cross_entropy,
+                             training_arguments,
+)
+
+__all__ = ["Built", "UserError", "EncodedRows", "EvalLogits", "LeftPadCollator", "PairedSwapSampler", "PreferenceTrainer",
+           "PreferenceTrainingArguments", "Split", "WallClock", "build", "check_base_model", "check_room",
+           "check_setup", "cross_validate", "distillation_loss", "encode_rows", "evaluate", "find_resumable", "fit",
+           "fit_length_head", "last_complete_checkpoint", "make_trainer", "open_run_folder", "plot_curves",
+           "prepare_data", "resume_point", "soft_cross_entropy", "train", "training_arguments", "write_summary"]

@@ -1,0 +1,328 @@
+"""`train()`: the named steps of one run, writing one never-overwritten run folder: prepare data, build, fit,
+evaluate, write the summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from arena import config as config_mod
+from arena import data, metrics, processes, prompts, reporting
+from arena.config import Config
+from arena.errors import UserError
+from arena.layout import TRUE_COLUMNS, RunFolder, swap_classes
+from arena.train.resume import open_run_folder, resume_point
+from arena.train.trainer import (
+    EncodedRows,
+    EvalLogits,
+    LeftPadCollator,
+    PreferenceTrainer,
+    WallClock,
+    training_arguments,
+)
+from arena.writes import atomic_file, free_bytes, output_problems, write_text
+
+
+@dataclass
+class Split:
+    """Training and validation rows of one run, with the class-prior baseline on validation."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    prior: np.ndarray  # class frequencies of the training rows
+    prior_log_loss: float  # the prior's log loss on the validation rows
+    teachers: data.Teachers | None = None  # data.teacher's probabilities, for distillation
+
+
+@dataclass
+class Built:
+    """What training needs besides the data: the model with its adapter, its tokenizer, where it runs, and
+    the head's length-feature scaling (None when the head reads no features)."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    runtime: object
+    scaler: dict | None
+
+
+def check_setup(cfg: Config, resuming: bool = False) -> list[str]:
+    """Problems found before any data or model loads: where the run will be written, the optimizer's name."""
+    from transformers.training_args import OptimizerNames
+
+    problems = [] if resuming else output_problems(cfg.train.runs_dir, "runs folder", folder=True, may_exist=True)
+    problems += reporting.problems(cfg)
+    if cfg.train.optim not in {o.value for o in OptimizerNames}:
+        problems.append(f"train.optim: {cfg.train.optim!r} is not an optimizer transformers knows "
+                        f"(e.g. adamw_torch, paged_adamw_8bit)")
+    return problems
+
+
+def prepare_data(cfg: Config, resuming: bool = False) -> Split:
+    """The config's training rows, fold cfg.data.fold held out for validation (grouped by prompt). Every
+    problem of the data and the set-up is reported at once, before any model loads."""
+    problems = check_setup(cfg, resuming)
+    df, teachers = None, None
+    try:
+        df = data.training_data(cfg.data)
+    except data.DataError as exc:
+        problems += exc.problems
+    if cfg.data.teacher and df is not None:
+        try:
+            teachers = data.read_teachers(cfg.data.teacher, df["id"])
+        except UserError as exc:
+            problems += exc.problems
+    if problems:
+        raise UserError(problems=problems)
+    folds = data.make_folds(df, cfg.data.folds, cfg.seed)
+    train_df = df[folds != cfg.data.fold].reset_index(drop=True)
+    val_df = df[folds == cfg.data.fold].reset_index(drop=True)
+    if cfg.data.max_rows is not None:
+        train_df = train_df.sample(n=min(cfg.data.max_rows, len(train_df)), random_state=cfg.seed).reset_index(drop=True)
+    if cfg.train.max_eval_rows is not None and len(val_df) > cfg.train.max_eval_rows:
+        val_df = val_df.sample(n=cfg.train.max_eval_rows, random_state=cfg.seed).reset_index(drop=True)
+    prior = data.label_matrix(train_df).mean(axis=0)
+    prior_ll = metrics.log_loss(data.label_matrix(val_df), np.tile(prior, (len(val_df), 1)))
+    print(f"data: {len(train_df)} train rows, {len(val_df)} validation rows (fold {cfg.data.fold} of {cfg.data.folds})")
+    print(f"baselines on validation: uniform log loss {math.log(3):.4f}, class prior log loss {prior_ll:.4f}")
+    if teachers is not None:
+        cover = teachers.coverage(train_df["id"])
+        print(f"distillation: teacher rows among the {cover['rows']} training rows: "
+              + ", ".join(f"{n} from {path}" for n, path in zip(cover["per_teacher"], teachers.paths))
+              + f"; {cover['without_teacher']} without a teacher learn from their labels only")
+    return Split(train_df, val_df, prior, prior_ll, teachers)
+
+
+def check_base_model(cfg: Config):
+    """What the base model must offer this config, checked from its config.json and tokenizer before its weights
+    load: the layers and modules the adapter targets exist, and prompt.max_length and infer.max_length hold the
+    format's scaffold plus min_tokens of each part. Returns the base model's tokenizer."""
+    from arena import model as model_mod
+    from arena.embedded import resolve_model_path
+
+    path = resolve_model_path(cfg.model.path)
+    problems = model_mod.adapter_problems(cfg, path)
+    tokenizer = model_mod.load_tokenizer(path)
+    problems += [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
+                                                         ("infer.max_length", cfg.infer.max_length))
+                 if (problem := prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, length))]
+    if problems:
+        raise config_mod.ConfigError(problems=problems)
+    return tokenizer
+
+
+def check_room(cfg: Config, built: Built) -> None:
+    """Disk room for the run, known once the model is built and before anything is written: each checkpoint
+    holds the trainable weights and Adam's two moments (float32), save_total_limit of them plus one while
+    rotating, then the final adapter; 64 MiB more for logs, predictions and plots."""
+    trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad) * 4
+    need = trainable * 3 * (cfg.train.save_total_limit + 1) + trainable + 64 * 2**20
+    free = free_bytes(cfg.train.runs_dir)
+    if free < need:
+        raise UserError(f"{cfg.train.runs_dir}: {free / 2**20:.0f} MiB free on its disk; this run needs about "
+                        f"{need / 2**20:.0f} MiB (train.save_total_limit={cfg.train.save_total_limit} checkpoints "
+                        f"of {3 * trainable / 2**20:.0f} MiB each, and the adapter)")
+
+
+def build(cfg: Config, split: Split) -> Built:
+    """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
+    from arena import model as model_mod
+
+    tokenizer = check_base_model(cfg)
+    scaler = data.fit_feature_scaler(split.train) if cfg.model.length_features else None
+    model, tokenizer, rt = model_mod.build_for_training(
+        cfg, class_prior=split.prior, num_features=len(scaler["mean"]) if scaler else 0, tokenizer=tokenizer)
+    return Built(model, tokenizer, rt, scaler)
+
+
+def encode_rows(tokenizer, df: pd.DataFrame, cfg: Config, swap_augment: str, scaler: dict | None,
+                teachers: data.Teachers | None = None) -> EncodedRows:
+    """Rows as the model reads them, with their teachers' probabilities when given. swap_augment random or
+    paired: also every row with A and B swapped, after all the rows in the same order (paired: the training
+    sampler keeps each row beside its twin)."""
+    labels = data.label_matrix(df)
+    ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family)
+    features = data.head_features(df, scaler) if scaler else None
+    teacher = teachers.for_rows(df["id"]) if teachers is not None else None
+    if swap_augment != "none":
+        ids = ids + prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, swap=True)
+        labels = np.concatenate([labels, swap_classes(labels)])
+        if scaler:
+            features = np.concatenate([features, data.head_features(df, scaler, swap=True)])
+        if teacher is not None:
+            swapped = teachers.for_rows(df["id"], swap=True)
+            teacher = tuple(np.concatenate([a, b]) for a, b in zip(teacher, swapped))
+    return EncodedRows(ids, labels, features, teacher, paired=swap_augment == "paired")
+
+
+def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multinomial logistic regression of the labels (one-hot or soft) on the head's length features, its
+    regularisation chosen by 5-fold cross-validated log loss on the training rows."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    n = len(labels)
+    # Soft labels: every row once per class, weighted by that class's probability.
+    x = np.concatenate([features] * 3)
+    y = np.repeat(np.arange(3), n)
+    w = labels.T.reshape(-1)
+    keep = w > 0
+    lr = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
+                              use_legacy_attributes=False, random_state=seed)
+    lr.fit(x[keep], y[keep], sample_weight=w[keep])
+    return lr.coef_, lr.intercept_
+
+
+def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callbacks=()) -> PreferenceTrainer:
+    """The encoded rows and the Trainer; with `model.head_init: prior` and length features, the head starts
+    at a length-feature logistic regression fit on the training rows."""
+    from arena import model as model_mod
+
+    train_rows = encode_rows(built.tokenizer, split.train, cfg, cfg.train.swap_augment, built.scaler, split.teachers)
+    if built.scaler and cfg.model.head_init == "prior":
+        model_mod.init_feature_head(built.model, *fit_length_head(train_rows.features, train_rows.labels, cfg.seed))
+    # Evaluation order does not change the metric: sorted by length, eval batches carry little padding.
+    val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment="none", scaler=built.scaler)
+    order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
+    eval_logits = EvalLogits(order)
+    trainer = PreferenceTrainer(
+        model=built.model,
+        args=training_arguments(cfg, run, built.runtime),
+        data_collator=LeftPadCollator(built.tokenizer.pad_token_id),
+        train_dataset=train_rows,
+        eval_dataset=val_rows.subset(order),
+        compute_metrics=eval_logits,
+        callbacks=[eval_logits, *callbacks],
+    )
+    reporting.attach(trainer, run)
+    return trainer
+
+
+def fit(trainer: PreferenceTrainer, checkpoint: str | None):
+    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end."""
+    return trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> dict:
+    """The trained (best) model on the validation rows, plain and with swap TTA through the inference code;
+    the plain order's logits are the best checkpoint's evaluation when the Trainer kept them. Writes
+    val_predictions.csv (predictions beside the truth)."""
+    from arena import predict
+
+    kept = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
+    plain = kept.by_step.get(trainer.state.best_global_step) if kept else None
+    val = predict.predict_frame(trainer.model, built.tokenizer, split.val, cfg, built.runtime, tta=True,
+                                max_length=cfg.prompt.max_length, feature_scaler=built.scaler, plain_logits=plain)
+    frame = predict.prediction_frame(split.val["id"], val["probs"])
+    frame[TRUE_COLUMNS] = data.label_matrix(split.val)
+    frame["fold"] = cfg.data.fold
+    with atomic_file(run.val_predictions) as tmp:
+        frame.to_csv(tmp, index=False)
+    truth = data.label_matrix(split.val)
+    return {
+        "val_log_loss": metrics.log_loss(truth, val["probs_plain"]),
+        "val_accuracy": metrics.accuracy(truth, val["probs_plain"]),
+        "val_log_loss_tta": metrics.log_loss(truth, val["probs"]),
+        "val_accuracy_tta": metrics.accuracy(truth, val["probs"]),
+    }
+
+
+def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
+                  scores: dict, clock: WallClock) -> dict:
+    """metrics.json and loss_curve.png; wall times count the processes before a resume too."""
+    args, state = trainer.args, trainer.state
+    summary = {
+        "run_dir": str(run.root),
+        "fold": cfg.data.fold,
+        "train_rows": len(split.train),
+        "val_rows": len(split.val),
+        "uniform_log_loss": math.log(3),
+        "prior_log_loss": split.prior_log_loss,
+        **scores,
+        "best_eval_log_loss": state.best_metric,
+        "best_checkpoint": state.best_model_checkpoint,
+        "global_step": state.global_step,
+        "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "grad_accum": args.gradient_accumulation_steps,
+        "world_size": args.world_size,
+        "swap_augment": cfg.train.swap_augment,
+        "distillation": None if split.teachers is None else {
+            "teachers": split.teachers.paths, "weight": cfg.train.distill_weight,
+            "temperature": cfg.train.distill_temperature, **split.teachers.coverage(split.train["id"])},
+        "train_wall_seconds": round(clock.before + result.metrics.get("train_runtime", clock.seconds()), 2),
+        "total_wall_seconds": round(clock.seconds(), 2),
+        "wall_seconds_before_resume": round(clock.before, 2),
+        "train_examples_per_second": result.metrics.get("train_samples_per_second"),
+        "device": built.runtime.device,
+        "compute_dtype": str(built.runtime.dtype).removeprefix("torch."),
+        "history": list(state.log_history),
+    }
+    write_text(run.metrics, json.dumps(summary, indent=2, default=float))
+    plot_curves(summary["history"], run.loss_curve, split.prior_log_loss)
+    return summary
+
+
+def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | None = None) -> Path:
+    """Train one run (validation on fold cfg.data.fold); returns the run folder. `callbacks`: extra
+    TrainerCallbacks (progress, early stopping, tests that stop a run). `origin`: config.origin(), stored as the
+    run's recipe.json for `arena runs`."""
+    from arena import model as model_mod
+
+    clock = WallClock(time.time())
+    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    run, checkpoint = None, None
+    if resume:
+        run, checkpoint = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
+        run, cfg = RunFolder(run), config_mod.load(RunFolder(run).config)
+        print(f"resuming {run.root} from {checkpoint or 'its start (no complete checkpoint)'}")
+        clock.before = WallClock.recorded(checkpoint)
+    torch.manual_seed(cfg.seed)
+    split = prepare_data(cfg, resuming=run is not None)
+    built = build(cfg, split)
+    check_room(cfg, built)
+    run = run or open_run_folder(cfg, cpu, origin)
+    print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
+          f"{str(built.runtime.dtype).removeprefix('torch.')})")
+    trainer = make_trainer(cfg, run, built, split, [clock, *callbacks])
+    with reporting.environment(cfg, run):
+        result = fit(trainer, checkpoint)
+    if not trainer.is_world_process_zero():
+        return run.root
+    model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
+    scores = evaluate(cfg, run, built, split, trainer)
+    summary = write_summary(cfg, run, built, split, trainer, result, scores, clock)
+    print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
+          f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
+          f"uniform {math.log(3):.4f}")
+    print(f"train wall time {summary['train_wall_seconds']:.0f} s; run saved to {run.root}")
+    return run.root
+
+
+def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    eval_pts = [(h["step"], h["eval_log_loss"]) for h in history if "eval_log_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train_pts:
+        ax.plot(*zip(*train_pts), label="train loss", alpha=0.7)
+    if eval_pts:
+        ax.plot(*zip(*eval_pts), marker="o", label="validation log loss")
+    ax.axhline(prior_ll, linestyle="--", color="grey", label=f"class prior {prior_ll:.3f}")
+    ax.axhline(math.log(3), linestyle=":", color="grey", label="uniform 1.099")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("log loss")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)

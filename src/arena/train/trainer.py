@@ -1,0 +1,253 @@
+"""The HF Trainer for preference rows: its arguments, the soft-label and distillation losses, the paired swap
+sampler, the encoded rows and their collator, and the callbacks a run attaches (evaluation logits, wall clock)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from arena import metrics
+from arena.config import Config
+from arena.layout import RunFolder
+from arena.writes import write_text
+
+
+@dataclass
+class PreferenceTrainingArguments(TrainingArguments):
+    """TrainingArguments plus what the preference trainer adds."""
+
+    head_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the score head (None: learning_rate). The head reads RMS-normalised hidden "
+                "states and standardised length features, on another scale than the adapter's weights."})
+    distill_weight: float = field(default=0.5, metadata={
+        "help": "share of the loss given to the KL divergence to the teachers, on rows a teacher covers"})
+    distill_temperature: float = field(default=1.0, metadata={"help": "temperature of the teachers and the model"})
+    teacher_weights: list[float] | None = field(default=None, metadata={
+        "help": "weight of each teacher's KL term (None: equal); renormalised over the teachers covering a row"})
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against label probabilities (one-hot or soft votes)."""
+    return -(target * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, covered: torch.Tensor,
+                      weight: float, temperature: float, teacher_weights: list[float] | None) -> torch.Tensor:
+    """Per row (1 - weight) * cross-entropy on the labels + weight * T^2 * KL(teacher_T || model_T), the KL terms
+    averaged over the teachers covering the row (teacher_weights); rows no teacher covers: the cross-entropy alone.
+    teacher (n, teachers, 3) holds probabilities, covered (n, teachers) which teacher has the row."""
+    logits = logits.float()
+    ce = -(labels * torch.log_softmax(logits, dim=-1)).sum(-1)
+    t = temperature
+    # A teacher's probabilities are softened as its logits would be: log p / T, renormalised.
+    log_p = torch.log_softmax(torch.log(teacher.float().clamp_min(1e-8)) / t, dim=-1)
+    log_q = torch.log_softmax(logits / t, dim=-1).unsqueeze(1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
+    w = covered.float() * (torch.tensor(teacher_weights, dtype=kl.dtype, device=kl.device)
+                           if teacher_weights is not None else 1.0)
+    has_teacher = w.sum(-1) > 0
+    kl_row = (w * kl).sum(-1) / w.sum(-1).clamp_min(1e-12)
+    return torch.where(has_teacher, (1 - weight) * ce + weight * kl_row, ce).mean()
+
+
+class PairedSwapSampler(torch.utils.data.Sampler):
+    """Rows 0..n-1 and their swapped twins n..2n-1 in a seeded random order of the pairs, each row followed by its
+    twin: an even batch size keeps both orders of a row in the same batch, on the same process (accelerate deals
+    whole batches to the processes) and so in the same optimizer step."""
+
+    def __init__(self, pairs: int, seed: int):
+        self.pairs, self.seed, self.epoch = pairs, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 2 * self.pairs
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        for i in torch.randperm(self.pairs, generator=generator).tolist():
+            yield i
+            yield i + self.pairs
+
+
+class PreferenceTrainer(Trainer):
+    """Soft-label cross-entropy on the model's (n, 3) logits, mixed with the KL divergence to teachers on rows
+    that carry teacher probabilities; the head in its own optimizer group; swapped twins paired in batches when
+    the training rows ask for it."""
+
+    loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by grad_accum
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        teacher, covered = inputs.pop("teacher", None), inputs.pop("teacher_covered", None)
+        logits = model(**inputs)
+        if teacher is None:
+            loss = soft_cross_entropy(logits, labels)
+        else:
+            loss = distillation_loss(logits, labels, teacher, covered, self.args.distill_weight,
+                                     self.args.distill_temperature, self.args.teacher_weights)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if getattr(dataset, "paired", False):
+            return PairedSwapSampler(len(dataset) // 2, self.args.data_seed if self.args.data_seed is not None
+                                     else self.args.seed)
+        return super()._get_train_sampler(train_dataset)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        head_lr = self.args.head_learning_rate
+        if head_lr is not None:
+            head = {id(p) for n, p in self.model.named_parameters() if p.requires_grad and ".score." in f".{n}"}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in head]
+            head_params = [p for p in self.model.parameters() if id(p) in head]
+            optimizer.add_param_group({"params": head_params, "lr": head_lr, "weight_decay": 0.0})
+        return optimizer
+
+
+class EncodedRows(torch.utils.data.Dataset):
+    """Token ids, label probabilities and (optionally) head features and teacher probabilities of encoded rows.
+    `paired`: the second half holds the first half's rows swapped, in the same order (train.swap_augment paired)."""
+
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray, features: np.ndarray | None = None,
+                 teacher: tuple[np.ndarray, np.ndarray] | None = None, paired: bool = False):
+        self.input_ids = input_ids
+        self.labels = labels.astype(np.float32)
+        self.features = features
+        self.teacher = teacher  # (probabilities (n, teachers, 3), covered (n, teachers))
+        self.paired = paired
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        row = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        if self.features is not None:
+            row["features"] = self.features[i]
+        if self.teacher is not None:
+            row["teacher"], row["teacher_covered"] = self.teacher[0][i], self.teacher[1][i]
+        return row
+
+    def subset(self, order) -> EncodedRows:
+        return EncodedRows([self.input_ids[i] for i in order], self.labels[order],
+                           None if self.features is None else self.features[order],
+                           None if self.teacher is None else (self.teacher[0][order], self.teacher[1][order]))
+
+
+class LeftPadCollator:
+    """A batch padded to its longest row, on the left (model.left_pad), with float labels and features."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        from arena.model import left_pad
+
+        input_ids, attention = left_pad([r["input_ids"] for r in rows], self.pad_token_id)
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        for key in ("labels", "features", "teacher", "teacher_covered"):
+            if key in rows[0]:
+                batch[key] = torch.tensor(np.stack([r[key] for r in rows]), dtype=torch.float32)
+        return batch
+
+
+class EvalLogits(TrainerCallback):
+    """The Trainer's compute_metrics (log loss, accuracy), which also keeps each evaluation's logits by optimizer
+    step, in the validation rows' order: the final validation reuses the best checkpoint's instead of predicting
+    the same rows again."""
+
+    def __init__(self, order: np.ndarray):
+        self.order = order  # validation row at each position of the (length-sorted) eval dataset
+        self.latest: np.ndarray | None = None
+        self.by_step: dict[int, np.ndarray] = {}
+
+    def __call__(self, eval_pred) -> dict:
+        logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if len(logits) == len(self.order):
+            self.latest = np.empty_like(logits, dtype=np.float32)
+            self.latest[self.order] = logits
+        probs = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=-1).numpy()
+        return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.latest is not None:
+            self.by_step[state.global_step] = self.latest
+            self.latest = None
+
+
+class WallClock(TrainerCallback):
+    """Writes the run's wall time so far into each checkpoint, so a resumed run reports the time of all its
+    processes (the Trainer's train_runtime covers only the last one)."""
+
+    FILE = "wall_clock.json"
+
+    def __init__(self, started: float):
+        self.started, self.before = started, 0.0  # `before`: set from the checkpoint on resume
+
+    def seconds(self) -> float:
+        return self.before + time.time() - self.started
+
+    @classmethod
+    def recorded(cls, checkpoint: str | None) -> float:
+        """The wall seconds a checkpoint's run had spent when it was saved (0 without a record)."""
+        record = Path(checkpoint) / cls.FILE if checkpoint else None
+        return json.loads(record.read_text())["seconds"] if record and record.is_file() else 0.0
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if checkpoint.is_dir():
+                write_text(checkpoint / self.FILE, json.dumps({"seconds": round(self.seconds(), 2)}), overwrite=True)
+
+
+def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArguments:
+    t = cfg.train
+    return PreferenceTrainingArguments(
+        output_dir=str(run.checkpoints),
+        head_learning_rate=t.head_learning_rate,
+        distill_weight=t.distill_weight,
+        distill_temperature=t.distill_temperature,
+        teacher_weights=t.teacher_weights,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size * 2,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        optim=t.optim,
+        max_grad_norm=t.max_grad_norm,
+        fp16=rt.fp16,
+        bf16=rt.bf16,
+        use_cpu=rt.device == "cpu",
+        eval_strategy="steps",
+        eval_steps=t.eval_steps,
+        save_strategy="steps",
+        save_steps=t.eval_steps,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="log_loss",
+        greater_is_better=False,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=t.report_to,
+        run_name=run.root.name,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        train_sampling_strategy=t.sampling,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+    )
