@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        from arena.versions import check_torch
+
+        check_torch()  # before any command imports transformers, which would disable an older torch unannounced
         return args.func(args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -182,6 +182,9 @@ class TrainConfig:
     runs_dir: Annotated[str, NonEmpty("a folder")] = "runs"
     logging_steps: Count = 10
     max_grad_norm: Annotated[float, Range(gt=0)] = 1.0
+    # Stop (with a checkpoint) after this many consecutive optimizer steps with a non-finite loss or an update the
+    # float16 grad scaler skipped: the sign of a compute dtype that overflows on the model.
+    nan_patience: Count = 25
     # The Trainer's logging integration: tensorboard (event files in the run's logs/) or wandb (offline
     # without an API key); none by default.
     report_to: Literal["none", "tensorboard", "wandb"] = "none"

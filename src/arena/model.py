@@ -38,7 +38,37 @@ class Runtime:
         return self.device == "cuda" and self.dtype == torch.bfloat16
 
 
-def runtime_for(cfg: Config) -> Runtime:
+# Model families whose activations overflow float16's 65504 (every logit non-finite): model_type -> (attention
+# implementations under which float16 is safe, why). On a GPU without bf16 such a model computes in float32.
+FP16_OVERFLOWS = {
+    "gemma3_text": (frozenset(), "Gemma-3's activations reach ~1e5 on real rows (transformers issue #36822)"),
+    "gemma3": (frozenset(), "Gemma-3's activations reach ~1e5 on real rows (transformers issue #36822)"),
+    "phi": (frozenset({"sdpa"}), "Phi's eager attention multiplies queries and keys in float16 before scaling "
+                                 "(transformers PR #28163)"),
+}
+
+
+def fp16_overflow(model_type: str, attention: str) -> str | None:
+    """Why this model, with this attention, overflows in float16 (None when it does not)."""
+    safe, why = FP16_OVERFLOWS.get(model_type, (None, None))
+    return None if why is None or attention in safe else why
+
+
+def compute_dtype_problems(cfg: Config, hf_config) -> list[str]:
+    """model.compute_dtype float16 asked for a model that overflows in it (checked from config.json, before the
+    weights load)."""
+    why = fp16_overflow(hf_config.model_type, attn_implementation(cfg, hf_config.model_type))
+    if cfg.model.compute_dtype != "float16" or why is None:
+        return []
+    return [f"model.compute_dtype: float16 overflows on {hf_config.model_type} with "
+            f"{attn_implementation(cfg, hf_config.model_type)} attention: {why}; use float32, bfloat16 where the GPU "
+            f"has it, or auto (which picks one of them)"]
+
+
+def runtime_for(cfg: Config, model_path: str | Path | None = None) -> Runtime:
+    """Device, compute dtype and checkpointing for this config on this machine. compute_dtype auto: float32 on
+    CPU, bfloat16 on Ampere and newer, float16 before (T4), except for a model that overflows in float16, which
+    gets float32 there (its config.json, at `model_path` or model.path, is read only then)."""
     device = cfg.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,10 +81,41 @@ def runtime_for(cfg: Config) -> Runtime:
     elif torch.cuda.is_bf16_supported(including_emulation=False):
         dtype = torch.bfloat16  # Ampere and newer
     else:
-        dtype = torch.float16  # T4 / pre-Ampere: no bf16
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(resolve_model_path(str(model_path or cfg.model.path))).model_type
+        overflows = fp16_overflow(model_type, attn_implementation(cfg, model_type))
+        dtype = torch.float32 if overflows else torch.float16  # T4 / pre-Ampere: no bf16
     checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[cfg.model.gradient_checkpointing]
     sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     return Runtime(device=device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded)
+
+
+def autocast(device: str, dtype: torch.dtype):
+    """The context an inference or evaluation forward runs in: on CUDA, torch.autocast at the compute dtype
+    (without it peft's 4-bit LoRA layers run the adapter in float32); elsewhere nothing."""
+    import contextlib
+
+    if str(device).startswith("cuda") and dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(device_type="cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def compute_dtype_of(model) -> torch.dtype:
+    """The compute dtype a loaded model was built with (config.dtype, which transformers sets from the load)."""
+    dtype = getattr(model.config, "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def cuda_device_index() -> int:
+    """This process's GPU: its LOCAL_RANK under `accelerate launch`, else 0. Set as the current device before
+    anything is placed, since bitsandbytes quantizes onto torch.cuda.current_device() (under FSDP no device_map
+    says otherwise, and every rank would load onto GPU 0)."""
+    index = int(os.environ.get("LOCAL_RANK", 0))
+    torch.cuda.set_device(index)
+    return index
 
 
 def quantization_config(method: str, dtype: torch.dtype, sharded: bool = False):
@@ -159,6 +220,11 @@ class PreferenceModel(torch.nn.Module):
     def get_input_embeddings(self):
         return self.model.get_input_embeddings()
 
+    def enable_input_require_grads(self):
+        """Deliberately nothing. peft calls this on an unquantized model (else it hooks the embeddings itself) so
+        that reentrant checkpointing sees inputs that need gradients. arena checkpoints non-reentrant, which needs
+        none (model.enable_checkpointing); with them, backward would run through the frozen layers too."""
+
     def forward(self, input_ids=None, attention_mask=None, features=None, inputs_embeds=None,
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None) -> torch.Tensor:
         """Logits (n, 3). `features`: the head's (n, num_features) standardised length features, when it reads
@@ -235,10 +301,15 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
         attn_implementation=attn_implementation(cfg, hf_config.model_type),
         quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype, rt.sharded),
     )
-    if rt.device == "cuda" and not rt.sharded:
-        # One full copy per process (DDP under `accelerate launch`); never device_map="auto" across GPUs, which is
-        # model-parallel. FSDP places the shards itself.
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    problems = compute_dtype_problems(cfg, hf_config)
+    if problems:
+        raise UserError(problems=problems)
+    if rt.device == "cuda":
+        index = cuda_device_index()
+        if not rt.sharded:
+            # One full copy per process (DDP under `accelerate launch`); never device_map="auto" across GPUs, which
+            # is model-parallel. FSDP shards the weights itself, from this process's GPU.
+            kwargs["device_map"] = {"": index}
     # Silence the load report: a causal-LM checkpoint's output layer is not part of the backbone, by design.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -344,14 +415,22 @@ def build_for_training(cfg: Config, class_prior=None, num_features: int = 0, tok
     return prepare_for_training(model, cfg, rt), tokenizer, rt
 
 
+def enable_checkpointing(backbone) -> None:
+    """Non-reentrant activation checkpointing, without the hook transformers adds that makes the input embeddings
+    require gradients: only reentrant checkpointing needs it, and with it backward (and its recompute) runs through
+    the frozen layers below the first adapter (the 9B recipe, 1 x 512 tokens: 26.3 vs 19.6 TFLOP per step). The
+    gradients of the trainable weights are the same either way (tests/test_model.py)."""
+    backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    backbone.disable_input_require_grads()
+
+
 def prepare_for_training(model: PreferenceModel, cfg: Config, rt: Runtime):
     """Gradient checkpointing, the adapter, and float32 trainable weights: a PeftModel for the Trainer. The
     planner applies the same steps to a skeleton on the meta device."""
     from peft import get_peft_model
 
     if rt.gradient_checkpointing:
-        model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.model.enable_input_require_grads()
+        enable_checkpointing(model.model)
     model = get_peft_model(model, peft_config(cfg))
     # Trainable weights (adapter + head) stay float32: fp16 master weights break the grad scaler. Under FSDP they
     # keep the compute dtype (bf16 on the GPUs FSDP recipes use, no grad scaler), as a unit's tensors share one.
@@ -366,10 +445,12 @@ def prepare_for_training(model: PreferenceModel, cfg: Config, rt: Runtime):
 HEAD_FORMAT = 2
 
 
-def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, feature_scaler: dict | None = None) -> None:
-    """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape and feature scaling."""
+def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, feature_scaler: dict | None = None,
+                 state_dict: dict | None = None) -> None:
+    """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape and feature scaling.
+    `state_dict`: the model's full weights where the model itself holds only a shard (FSDP)."""
     run.adapter.mkdir(parents=True, exist_ok=False)
-    model.save_pretrained(run.adapter)
+    model.save_pretrained(run.adapter, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(run.adapter)
     head = {"format": HEAD_FORMAT, "bias": bias is not None, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
     run.head.write_text(json.dumps(head, indent=1))
@@ -532,7 +613,7 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     from peft import PeftModel
 
     head = read_head(run)
-    rt = runtime_for(cfg)
+    rt = runtime_for(cfg, run.adapter if run.is_merged() else base_model)
     # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * NUM_LABELS if head["bias"] else None
     scaler = head.get("feature_scaler")

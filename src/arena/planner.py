@@ -239,10 +239,27 @@ def _meta_model(cfg: Config, hf_config, dtype: torch.dtype, checkpointing: bool,
 
 
 def _set_checkpointing(base, on: bool) -> None:
+    from arena import model as model_mod
+
     if on:
-        base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model_mod.enable_checkpointing(base.model)
     else:
-        base.model.gradient_checkpointing_disable()
+        base.model.activation_checkpointing_disable()
+
+
+def training_flops(model, rows: int, length: int, num_features: int) -> int:
+    """FLOPs of one forward and backward (with checkpointing's recompute) of `rows` x `length` tokens, counted by
+    torch's FlopCounterMode on whatever device the model is on (meta: shapes only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    batch = _inputs(rows, length, num_features, device)
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(**batch).float().logsumexp(-1).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
 
 
 def inference_batch(cfg: Config) -> tuple[int, int]:
@@ -279,6 +296,7 @@ def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = Fal
     features = _num_features(cfg)
 
     step_activations = training_activation_peak(model, rows, length, features)
+    step_flops = training_flops(model, rows, length, features)
     per_sequence = {}
     for on in (checkpointing, not checkpointing):
         _set_checkpointing(base, on)
@@ -312,6 +330,7 @@ def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = Fal
             "inference_activations": infer_activations,
         },
         "train_batch": {"rows": rows, "length": length}, "infer_batch": {"rows": infer_rows, "length": infer_length},
+        "training_flops_per_step": step_flops,
         "training_peak": round(train_peak), "inference_peak": round(infer_peak),
         "training_verdict": verdict(train_peak), "inference_verdict": verdict(infer_peak),
         "safe_fraction": SAFE_FRACTION,
@@ -391,6 +410,8 @@ def format_memory_plan(plan: dict) -> str:
         f"  training step ({plan['train_batch']['rows']} x {plan['train_batch']['length']} tokens): activations "
         f"{gib(b['training_step_activations']).strip()}, peak {gib(plan['training_peak']).strip()} -> "
         f"{plan['training_verdict'].upper()}",
+        f"  training compute per micro-batch: {plan['training_flops_per_step'] / 1e12:.2f} TFLOP (forward, backward "
+        f"and recompute, counted on the meta device; backward stops at the first layer with trainable weights)",
         f"  inference ({plan['infer_batch']['rows']} x {plan['infer_batch']['length']} tokens): weights "
         f"{gib(b['inference_weights']).strip()}, activations {gib(b['inference_activations']).strip()}, peak "
         f"{gib(plan['inference_peak']).strip()} -> {plan['inference_verdict'].upper()}",

@@ -61,15 +61,26 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
                        features: np.ndarray | None = None, pad_to: int | None = None,
                        desc: str = "predict") -> np.ndarray:
     """Logits (n, 3) in the input order, running these batches of row indices; each batch is padded to its
-    longest row, or to `pad_to` tokens."""
-    from arena.model import left_pad
+    longest row, or to `pad_to` tokens. On CUDA the forward runs under autocast at the model's compute dtype. Rows
+    whose logits are not finite are named on stderr (by position in `input_ids`)."""
+    import sys
+
+    from arena.model import autocast, compute_dtype_of, left_pad
 
     out = np.zeros((len(input_ids), 3), dtype=np.float32)
-    for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
-        ids, mask = left_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
-        batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), features=batch_features)
-        out[batch] = logits.float().cpu().numpy()
+    dtype = compute_dtype_of(model)
+    with autocast(device, dtype):
+        for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
+            ids, mask = left_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
+            batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), features=batch_features)
+            out[batch] = logits.float().cpu().numpy()
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if len(bad):
+        shown = ", ".join(str(i) for i in bad[:20]) + (", ..." if len(bad) > 20 else "")
+        print(f"warning: {desc}: {len(bad)} of {len(out)} rows have non-finite logits (rows {shown}): the compute "
+              f"dtype {str(dtype).removeprefix('torch.')} overflowed? float16 does on some models: set "
+              f"model.compute_dtype=float32 (or bfloat16 where the GPU has it)", file=sys.stderr)
     return out
 
 

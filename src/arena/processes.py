@@ -6,16 +6,25 @@ from __future__ import annotations
 import heapq
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
+# How long a collective waits for the slowest process. NCCL's default is 10 minutes and accelerate 1.15's
+# PartialState passes none: processes that meet after long solo work (rank 0 writing a checkpoint, a longer shard)
+# would be killed. The state is created once, early (train() does it before the model loads), with this timeout;
+# a later PartialState(...) reuses it, whatever it is given.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
+
+
 def state(cpu: bool):
-    """accelerate's process state; `cpu`: gloo processes on CPU even where GPUs exist (model.device: cpu)."""
+    """accelerate's process state, its process group waiting COLLECTIVE_TIMEOUT; `cpu`: gloo processes on CPU even
+    where GPUs exist (model.device: cpu)."""
     from accelerate import PartialState
 
-    return PartialState(cpu=cpu)
+    return PartialState(cpu=cpu, timeout=COLLECTIVE_TIMEOUT)
 
 
 def decided_by_main(decide: Callable[[], T], cpu: bool) -> T:

@@ -14,11 +14,14 @@ from arena.train.run import (
                              check_setup,
                              encode_rows,
                              evaluate,
-                             fit,
+                             finish,
+    fit,
                              fit_length_head,
                              make_trainer,
                              plot_curves,
                              prepare_data,
+    run_callbacks,
+    save_adapter,
                              train,
                              write_summary,
 )
@@ -26,6 +29,7 @@ from arena.train.trainer import (
                              EncodedRows,
                              EvalLogits,
                              LeftPadCollator,
+    NonFiniteGuard,
                              PairedSwapSampler,
                              PreferenceTrainer,
                              PreferenceTrainingArguments,
@@ -35,8 +39,9 @@ from arena.train.trainer import (
                              training_arguments,
 )
 
-__all__ = ["Built", "UserError", "EncodedRows", "EvalLogits", "LeftPadCollator", "PairedSwapSampler", "PreferenceTrainer",
-           "PreferenceTrainingArguments", "Split", "WallClock", "build", "check_base_model", "check_room",
-           "check_setup", "cross_validate", "distillation_loss", "encode_rows", "evaluate", "find_resumable", "fit",
-           "fit_length_head", "last_complete_checkpoint", "make_trainer", "open_run_folder", "plot_curves",
-           "prepare_data", "resume_point", "soft_cross_entropy", "train", "training_arguments", "write_summary"]
+__all__ = ["Built", "EncodedRows", "EvalLogits", "LeftPadCollator", "NonFiniteGuard", "PairedSwapSampler",
+           "PreferenceTrainer", "PreferenceTrainingArguments", "Split", "UserError", "WallClock", "build",
+           "check_base_model", "check_room", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
+           "evaluate", "find_resumable", "finish", "fit", "fit_length_head", "last_complete_checkpoint",
+           "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",
+           "save_adapter", "soft_cross_entropy", "train", "training_arguments", "write_summary"]

@@ -23,6 +23,7 @@ from arena.train.trainer import (
     EncodedRows,
     EvalLogits,
     LeftPadCollator,
+    NonFiniteGuard,
     PreferenceTrainer,
     WallClock,
     training_arguments,
@@ -103,11 +104,13 @@ def check_base_model(cfg: Config):
     """What the base model must offer this config, checked from its config.json and tokenizer before its weights
     load: the layers and modules the adapter targets exist, and prompt.max_length and infer.max_length hold the
     format's scaffold plus min_tokens of each part. Returns the base model's tokenizer."""
+    from transformers import AutoConfig
+
     from arena import model as model_mod
     from arena.embedded import resolve_model_path
 
     path = resolve_model_path(cfg.model.path)
-    problems = model_mod.adapter_problems(cfg, path)
+    problems = model_mod.adapter_problems(cfg, path) + model_mod.compute_dtype_problems(cfg, AutoConfig.from_pretrained(path))
     tokenizer = model_mod.load_tokenizer(path)
     problems += [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
                                                          ("infer.max_length", cfg.infer.max_length))
@@ -208,7 +211,8 @@ def fit(trainer: PreferenceTrainer, checkpoint: str | None):
     return trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> dict:
+def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer,
+             write: bool = True) -> dict:
     """The trained (best) model on the validation rows, plain and with swap TTA through the inference code;
     the plain order's logits are the best checkpoint's evaluation when the Trainer kept them. Writes
     val_predictions.csv (predictions beside the truth)."""
@@ -221,8 +225,9 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
     frame = predict.prediction_frame(split.val["id"], val["probs"])
     frame[TRUE_COLUMNS] = data.label_matrix(split.val)
     frame["fold"] = cfg.data.fold
-    with atomic_file(run.val_predictions) as tmp:
-        frame.to_csv(tmp, index=False)
+    if write:
+        with atomic_file(run.val_predictions) as tmp:
+            frame.to_csv(tmp, index=False)
     truth = data.label_matrix(split.val)
     return {
         "val_log_loss": metrics.log_loss(truth, val["probs_plain"]),
@@ -276,6 +281,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
 
     clock = WallClock(time.time())
     cpu = model_mod.runtime_for(cfg).device == "cpu"
+    processes.state(cpu)  # once, before anything else: its timeout, and this process's GPU before weights load
     run, checkpoint = None, None
     if resume:
         run, checkpoint = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
@@ -289,19 +295,47 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     run = run or open_run_folder(cfg, cpu, origin)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
-    trainer = make_trainer(cfg, run, built, split, [clock, *callbacks])
+    guard = NonFiniteGuard(cfg.train.nan_patience, str(built.runtime.dtype).removeprefix("torch."))
+    trainer = make_trainer(cfg, run, built, split, run_callbacks(clock, guard, callbacks))
     with reporting.environment(cfg, run):
         result = fit(trainer, checkpoint)
-    if not trainer.is_world_process_zero():
-        return run.root
-    model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior), built.scaler)
-    scores = evaluate(cfg, run, built, split, trainer)
-    summary = write_summary(cfg, run, built, split, trainer, result, scores, clock)
-    print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
-          f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
-          f"uniform {math.log(3):.4f}")
-    print(f"train wall time {summary['train_wall_seconds']:.0f} s; run saved to {run.root}")
+    guard.raise_if_tripped(run.root)
+    summary = finish(cfg, run, built, split, trainer, result, clock)
+    if summary is not None:
+        print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
+              f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
+              f"uniform {math.log(3):.4f}")
+        print(f"train wall time {summary['train_wall_seconds']:.0f} s; run saved to {run.root}")
     return run.root
+
+
+def run_callbacks(clock: WallClock, guard: NonFiniteGuard, extra=()) -> list:
+    """Every TrainerCallback a run attaches besides the evaluation's, in one list (the one place to add one)."""
+    return [clock, guard, *extra]
+
+
+def save_adapter(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> None:
+    """The trained adapter and head into the run folder: the one place a run saves them. Under FSDP the weights
+    are sharded: every process takes part in gathering them (accelerate's get_state_dict), the main one writes."""
+    from arena import model as model_mod
+
+    state_dict = trainer.accelerator.get_state_dict(trainer.model) if built.runtime.sharded else None
+    if trainer.is_world_process_zero():
+        model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior),
+                               built.scaler, state_dict=state_dict)
+
+
+def finish(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
+           clock: WallClock) -> dict | None:
+    """Save, evaluate, summarise; the summary on the main process, None on the others. With DDP the main
+    process holds a whole model and finishes alone. Under FSDP the weights' gathering and every forward need all
+    processes: they all save and evaluate the same rows, in step; the main one writes."""
+    main = trainer.is_world_process_zero()
+    if not main and not built.runtime.sharded:
+        return None
+    save_adapter(cfg, run, built, split, trainer)
+    scores = evaluate(cfg, run, built, split, trainer, write=main)
+    return write_summary(cfg, run, built, split, trainer, result, scores, clock) if main else None
 
 
 def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:

@@ -15,12 +15,13 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from arena import metrics
 from arena.config import Config
 from arena.layout import RunFolder
+from arena.processes import COLLECTIVE_TIMEOUT
 from arena.writes import write_text
 
 
 @dataclass
 class PreferenceTrainingArguments(TrainingArguments):
-    """TrainingArguments plus what the preference trainer adds."""
+    """TrainingArguments plus what the preference trainer adds; one process trains on one GPU."""
 
     head_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the score head (None: learning_rate). The head reads RMS-normalised hidden "
@@ -30,6 +31,14 @@ class PreferenceTrainingArguments(TrainingArguments):
     distill_temperature: float = field(default=1.0, metadata={"help": "temperature of the teachers and the model"})
     teacher_weights: list[float] | None = field(default=None, metadata={
         "help": "weight of each teacher's KL term (None: equal); renormalised over the teachers covering a row"})
+
+
+    @property
+    def n_gpu(self) -> int:
+        # The Trainer gives one process that sees several GPUs n_gpu > 1: batches of per-device x n_gpu rows for
+        # nn.DataParallel, which never wraps 4-bit models, so they ran doubled on one GPU. Here a process uses one
+        # GPU; `accelerate launch` (configs/accelerate/) runs one process per GPU.
+        return min(super().n_gpu, 1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,6 +102,10 @@ class PreferenceTrainer(Trainer):
         else:
             loss = distillation_loss(logits, labels, teacher, covered, self.args.distill_weight,
                                      self.args.distill_temperature, self.args.teacher_weights)
+        if model.training:
+            for guard in self.callback_handler.callbacks:
+                if isinstance(guard, NonFiniteGuard):
+                    guard.observe(loss)
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
@@ -209,6 +222,51 @@ class WallClock(TrainerCallback):
                 write_text(checkpoint / self.FILE, json.dumps({"seconds": round(self.seconds(), 2)}), overwrite=True)
 
 
+class NonFiniteGuard(TrainerCallback):
+    """Stops training after `patience` consecutive optimizer steps whose loss was not finite or whose update the
+    float16 grad scaler skipped (it skips steps with overflowing gradients and lowers its scale: a few at the start
+    are normal, a streak means the compute dtype overflows). The stop saves a checkpoint, so the run can resume;
+    `raise_if_tripped` then names the step, the loss, the cause and the fix. Every process stops together."""
+
+    def __init__(self, patience: int, compute_dtype: str):
+        self.patience, self.compute_dtype = patience, compute_dtype
+        self.streak, self.step_loss, self.step_finite = 0, None, True
+        self.tripped: str | None = None
+
+    def observe(self, loss: torch.Tensor) -> None:
+        """Called by PreferenceTrainer.compute_loss for every training micro-batch."""
+        value = loss.detach().float()
+        if not bool(torch.isfinite(value)):
+            self.step_finite = False
+        self.step_loss = value.item()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        skipped = bool(getattr(kwargs.get("optimizer"), "step_was_skipped", False))
+        bad = not self.step_finite or skipped
+        if args.world_size > 1:  # the decision is every process's, else one would wait for the others forever
+            flag = torch.tensor([float(bad)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = bool(flag.item())
+        self.streak = self.streak + 1 if bad else 0
+        if self.streak >= self.patience and self.tripped is None:
+            what = "non-finite losses" if not self.step_finite else "optimizer steps skipped by the grad scaler"
+            self.tripped = (f"training stopped at step {state.global_step}: {self.streak} consecutive steps with "
+                            f"{what} (last loss {self.step_loss}; train.nan_patience={self.patience}). Likely cause: "
+                            f"the compute dtype {self.compute_dtype} overflows on this model. Fix: "
+                            f"model.compute_dtype float32 (or bfloat16 on a GPU that has it)")
+            control.should_training_stop = True
+            control.should_save = True
+        self.step_finite = True
+        return control
+
+    def raise_if_tripped(self, run_root) -> None:
+        if self.tripped is not None:
+            from arena.errors import UserError
+
+            raise UserError(f"{self.tripped}. A checkpoint was saved in {run_root}: set the fix in its config.yaml "
+                            f"and continue with `arena train --resume {run_root}`, or train anew with the fix")
+
+
 def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArguments:
     t = cfg.train
     return PreferenceTrainingArguments(
@@ -250,4 +308,5 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
         label_names=["labels"],
         ddp_find_unused_parameters=False,
         dataloader_num_workers=0,
+        ddp_timeout=int(COLLECTIVE_TIMEOUT.total_seconds()),
     )
