@@ -269,3 +269,13 @@ def test_an_old_torch_is_refused_before_any_command_runs(monkeypatch, capsys):
     monkeypatch.setattr(cli, "cmd_plan", lambda args: pytest.fail("the command ran"))
     assert cli.main(["plan"]) == 2
     assert "needs torch >= 2.6" in capsys.readouterr().err
+
+
+def test_the_plan_uses_the_compute_dtype_a_run_would(tmp_path):
+    folder = _config_dir(tmp_path, "gemma3_text")
+    cfg = tiny_cfg(folder, model={"quantization": "none", "length_features": False})
+    hf_config, _ = planner.architecture(cfg)
+    assert planner._compute_dtype(cfg, planner.GPUS["t4"], hf_config) == torch.float32  # no bf16, fp16 overflows
+    assert planner._compute_dtype(cfg, planner.GPUS["a100"], hf_config) == torch.bfloat16
+    gemma2, _ = planner.architecture(tiny_cfg(_config_dir(tmp_path, "gemma2")))
+    assert planner._compute_dtype(cfg, planner.GPUS["t4"], gemma2) == torch.float16

@@ -96,10 +96,16 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
                     f"({', '.join(sorted(PUBLISHED))}): the plan needs the architecture")
 
 
-def _compute_dtype(cfg: Config, gpu: GPU) -> torch.dtype:
+def _compute_dtype(cfg: Config, gpu: GPU, hf_config) -> torch.dtype:
+    """As model.runtime_for picks it on that GPU: float32 where float16 would overflow on this model."""
+    from arena import model as model_mod
+
     if cfg.model.compute_dtype != "auto":
         return getattr(torch, cfg.model.compute_dtype)
-    return torch.bfloat16 if gpu.bf16 else torch.float16
+    if gpu.bf16:
+        return torch.bfloat16
+    attention = model_mod.attn_implementation(cfg, hf_config.model_type)
+    return torch.float32 if model_mod.fp16_overflow(hf_config.model_type, attention) else torch.float16
 
 
 def _dtype_bytes(dtype: torch.dtype) -> int:
@@ -277,7 +283,7 @@ def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = Fal
         raise UserError(f"--gpu {gpu}: unknown (known: {', '.join(GPUS)})")
     device = GPUS[gpu]
     hf_config, source = architecture(cfg)
-    dtype = _compute_dtype(cfg, device)
+    dtype = _compute_dtype(cfg, device, hf_config)
     checkpointing = cfg.model.gradient_checkpointing != "off"  # "auto" turns it on for CUDA
     quantization = cfg.model.quantization
     infer_quantization = cfg.infer.quantization or quantization
@@ -376,7 +382,7 @@ def throughput(cfg: Config, tokens_per_row: float, gpu: str = "t4", gpus: int = 
     efficiency = anchor_efficiency()
     flops = forward_flops_per_token(hf_config, _linear_numel(backbone), tokens_per_row)
     compute_bound = gpus * device.tensor_tflops * 1e12 * efficiency / flops
-    weights = weight_bytes(backbone, cfg.infer.quantization or cfg.model.quantization, _compute_dtype(cfg, device))
+    weights = weight_bytes(backbone, cfg.infer.quantization or cfg.model.quantization, _compute_dtype(cfg, device, hf_config))
     batch_tokens = min(cfg.infer.max_batch_tokens, cfg.infer.max_batch_size * tokens_per_row)
     read_bound = gpus * batch_tokens * device.bandwidth_gb_s * 1e9 / (weights["linear"] + weights["other"])
     method = (f"{gpus} x {device.name} at {device.tensor_tflops:g} TFLOP/s x efficiency {efficiency:.3f} / "
