@@ -2,7 +2,9 @@
 wrong and where (the file, row id and column, or the config key and where its value came from), and writes
 nothing. Interrupts exit 130/143 without a partial file; training survives a kill during a checkpoint save."""
 
+import csv
 import gzip
+import io
 import json
 import shutil
 import signal
@@ -46,11 +48,46 @@ def write_csv_text(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-def turns_csv(path: Path, bad_response_a: str) -> Path:
-    """One good row and one row whose response_a is `bad_response_a` (raw JSON text)."""
+def turns_csv(path: Path, bad_response_a: str, long_first_row: bool = False) -> Path:
+    """One good row and one row whose response_a is `bad_response_a` (raw JSON text); with `long_first_row` the
+    good row is 100 KiB long, so that the bad row lies past the first 64 KiB of the file."""
     header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
-    return write_csv_text(path, header, [["r1", '["hi"]', '["a"]', '["b"]', 1, 0, 0],
+    first = json.dumps(["x" * 100_000 if long_first_row else "a"])
+    return write_csv_text(path, header, [["r1", '["hi"]', first, '["b"]', 1, 0, 0],
                                          ["r2", '["hi"]', bad_response_a, '["b"]', 0, 1, 0]])
+
+
+def text_argv(work: Path, command: str, raw: str) -> list[str]:
+    """`arena data validate` of a two-row CSV whose row r2 has `raw` as response_a, or `arena train` on the
+    generated sample with that row inserted as its second line."""
+    if command == "validate":
+        return ["data", "validate", str(turns_csv(work / "t.csv", raw))]
+    good = labelled_csv(work)
+    header, first, rest = good.read_text(encoding="utf-8").split("\n", 2)
+    bad = dict.fromkeys(header.split(","), "")
+    bad.update({"id": "r2", "prompt": '["hi"]', "response_a": raw, "response_b": '["b"]',
+                "winner_model_a": "1", "winner_model_b": "0", "winner_tie": "0"})
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(bad.values())
+    good.write_text(f"{header}\n{first}\n{line.getvalue()}{rest}", encoding="utf-8")
+    return ["train", "--set", f"data.train={good}", "--set", f"train.runs_dir={work / 'out' / 'runs'}"]
+
+
+def utf16(work: Path) -> Path:
+    path = work / "test.csv"
+    path.write_bytes("id,prompt,response_a,response_b\n1,[],[],[]\n".encode("utf-16"))
+    return path
+
+
+def labels_spelled(work: Path, label: str) -> Path:
+    header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
+    return write_csv_text(work / "truth.csv", header, [["r1", '["hi"]', '["a"]', '["b"]', 1, 0, 0],
+                                                       ["r2", '["hi"]', '["a"]', '["b"]', label, 0, 0]])
+
+
+def bytes_csv(path: Path, raw: bytes) -> Path:
+    path.write_bytes(raw)
+    return path
 
 
 def make_test_csv(work: Path) -> Path:
@@ -197,6 +234,34 @@ DATA_PROBES = [
         ("a list of numbers", "[1, 2]", "turn 1 is a JSON number"),
     ]
 ] + [
+] + [
+    (f"{command}: text that is not Unicode: {what}", lambda w, r, raw=raw, c=command: text_argv(w, c, raw),
+     ["row id=r2 (line 3): column response_a", needle])
+    for command in ("validate", "train")
+    for what, raw, needle in [
+        ("a lone surrogate (half an emoji)", '["ok \\ud83d"]', "turn 1 holds a lone surrogate \\ud83d"),
+        ("a low surrogate alone", '["\\udc80"]', "turn 1 holds a lone surrogate \\udc80"),
+        ("a NUL escape", '["a\\u0000b"]', "turn 1 holds a NUL character"),
+        ("a raw NUL byte", '["a\x00b"]', "holds a NUL byte (on line 3)"),
+    ]
+] + [
+    ("validate: a NUL byte past the first 64 KiB is named as one early is",
+     lambda w, r: ["data", "validate", str(turns_csv(w / "t.csv", '["a\x00b"]', long_first_row=True))],
+     ["row id=r2 (line 3): column response_a: holds a NUL byte (on line 3)"]),
+    ("validate: a NUL byte in another column", lambda w, r: ["data", "validate", str(write_csv_text(
+        w / "t.csv", ["id", "model_a", "prompt", "response_a", "response_b"], [["r1", "m\x00", '["a"]', '["b"]', '["c"]']]))],
+     ["row id=r1 (line 2): column model_a: holds a NUL byte"]),
+    ("validate: a UTF-16 file", lambda w, r: ["data", "validate", str(utf16(w))], ["UTF-16 text", "not a UTF-8 CSV"]),
+    ("validate: a label spelled with other digits (float() reads it, score does not)",
+     lambda w, r: ["data", "validate", str(labels_spelled(w, "\u0661"))], ["column winner_model_a: label '\u0661' is not a number"]),
+    ("validate: a label with an underscore", lambda w, r: ["data", "validate", str(labels_spelled(w, "0_1"))],
+     ["label '0_1' is not a number"]),
+    ("score: the same label is refused there too", lambda w, r: ["score", "--pred", str(probs_csv(
+        w / "pred.csv", ["r1", "r2"], [[0.5, 0.2, 0.3]] * 2)), "--truth", str(labels_spelled(w, "\u0661"))],
+     ["truth.csv: non-numeric values in 1 row(s) (ids: r2)"]),
+    ("score: a prediction with a lone surrogate byte", lambda w, r: ["score", "--pred", str(bytes_csv(
+        w / "pred.csv", b"id,winner_model_a,winner_model_b,winner_tie\nr1,0.5,0.2,0.3\nr2\xed\xa0\xbd,0.5,0.2,0.3\n")),
+        "--truth", str(labels_csv(w))], ["pred.csv: row id=r2\\xed\\xa0\\xbd (line 3): column id: not valid UTF-8 (byte 0xed"]),
     ("validate: every bad file, not just the first",
      lambda w, r: ["data", "validate", str(turns_csv(w / "one.csv", "5")), str(turns_csv(w / "two.csv", "{}"))],
      ["one.csv: row id=r2", "two.csv: row id=r2"]),
@@ -428,3 +493,48 @@ def test_scheduler_choices_are_transformers_own():
 def test_no_temporary_file_is_left_by_a_normal_run(tiny_run):
     assert not [p for p in Path(tiny_run).rglob(".*.tmp")]
 
+
+
+# ---- a hidden test set is read leniently; training data stays strict -------------------------------------
+
+def odd_test_csv(work: Path) -> Path:
+    """A test CSV (no labels) whose rows hold what the hidden test may: a number and an object as turns, a bare
+    string, a lone surrogate, a NUL escape and bytes that are not UTF-8."""
+    rows = [b'id,prompt,response_a,response_b',
+            b'1,"[""hi""]","[5]","[""b""]"',
+            b'2,"[""hi""]","[{""text"": ""a""}]","7"',
+            b'3,"[""cut \\ud83d""]","[""a\\u0000""]","[""b""]"',
+            b'4,"[""caf\xe9""]","[""a""]","[""b\xff""]"']
+    path = work / "inputs" / "odd.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    return path
+
+
+def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission(work, tiny_run, capsys):
+    from arena import metrics
+
+    test_csv = odd_test_csv(work)
+    with pytest.raises(data.DataError):  # strict for training and validation data
+        data.load(test_csv)
+    out = work / "out" / "sub.csv"
+    assert cli.main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"{test_csv}: repaired for prediction: 1 NUL characters dropped, 1 cells that are not a JSON list read "
+            f"as one turn, 1 lone surrogates replaced by U+FFFD, 3 turns that are not strings taken as their text, "
+            f"2 undecodable bytes replaced by U+FFFD") in err
+    metrics.validate_submission(metrics.read_columns(out, "submission"), ["1", "2", "3", "4"])
+    repaired = data.load_test(test_csv)
+    assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
+    assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
+
+
+def test_every_reader_keeps_an_id_spelled_like_na(work):
+    """The rehearsal's check of the kernel's submission, score, calibrate and the teachers share one reader."""
+    from arena import metrics
+
+    ids = ["NA", "null", "nan", "N/A", "None"]
+    sub = probs_csv(work / "sub.csv", ids, [[0.2, 0.3, 0.5]] * len(ids))
+    frame = metrics.read_columns(sub, "submission")
+    assert list(frame["id"]) == ids
+    metrics.validate_submission(frame, ids)
