@@ -4,7 +4,6 @@ scoring / validation of submission files."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
