@@ -565,3 +565,17 @@ def test_every_reader_keeps_an_id_spelled_like_na(work):
     frame = metrics.read_columns(sub, "submission")
     assert list(frame["id"]) == ids
     metrics.validate_submission(frame, ids)
+
+
+# ---- damaged records ------------------------------------------------------------------------------------
+
+def test_runs_names_a_damaged_metrics_json_instead_of_calling_the_run_unfinished(work, tiny_run, capsys):
+    run = RunFolder(work / "runs" / "tiny-1")
+    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints"))
+    truncate(run.metrics)
+    before = files_under(work)
+    assert cli.main(["runs", "--runs-dir", str(work / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny-1" in out and "damaged" in out and "unfinished" not in out
+    assert f"warning: {run.metrics}: damaged, left out of the table (JSONDecodeError" in err
+    assert files_under(work) == before

@@ -163,8 +163,10 @@ def cmd_runs(args) -> int:
     if args.fetch_lb:
         competition = args.competition or config.load(args.config).kaggle.competition
         print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
-    frame = tracking.table(tracking.collect(args.runs_dir, folds=not args.no_folds), args.sort)
-    print(tracking.render(frame, args.format), end="")
+    rows = tracking.collect(args.runs_dir, folds=not args.no_folds)
+    print(tracking.render(tracking.table(rows, args.sort), args.format), end="")
+    for line in tracking.damaged_files(rows):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
