@@ -179,6 +179,21 @@ CONFIG_PROBES = [
 ]
 
 
+def damage_val_predictions(run: RunFolder) -> None:
+    """Three problems in three rows: a probability above 1, a probability that is text, a missing true label."""
+    text = run.val_predictions.read_text().splitlines()
+    header = text[0].split(",")
+    rows = [line.split(",") for line in text[1:]]
+    rows[0][header.index("winner_model_a")] = "1.5"
+    rows[1][header.index("winner_model_b")] = "\u0661"
+    rows[2][header.index("true_winner_tie")] = ""
+    run.val_predictions.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+
+
+def bad_calibration(run: RunFolder) -> None:
+    run.calibration.write_text(json.dumps({"temperature": -1, "bias": [0, "x", 0]}))
+
+
 def tiny_base(tiny_run: Path) -> str:
     return config.load(RunFolder(tiny_run).config).model.path
 
@@ -223,14 +238,34 @@ RUN_DAMAGE = [
         {**json.loads((run.adapter / "adapter_config.json").read_text()), "r": 7})), "adapter_config.json says r=7"),
 ]
 
+def needles(needle: str | list[str]) -> list[str]:
+    return [needle] if isinstance(needle, str) else needle
+
+
+def head_with_three_problems(run: RunFolder) -> None:
+    head = json.loads(run.head.read_text())
+    run.head.write_text(json.dumps({**head, "format": 99, "num_labels": 2, "feature_scaler": {"names": ["x"]}}))
+
+
+RUN_DAMAGE += [
+    ("head.json with three problems: every one named", head_with_three_problems,
+     ["made by a newer version of arena", "num_labels is 2, expected 3", "feature_scaler needs names, mean and std"]),
+]
+
 RUN_PROBES = [
-    (f"predict: {name}", lambda w, r, d=damage: predict_argv(w, run_copy(w, r, d)), [needle])
+    (f"predict: {name}", lambda w, r, d=damage: predict_argv(w, run_copy(w, r, d)), needles(needle))
     for name, damage, needle in RUN_DAMAGE
 ] + [
     (f"package: {name}", lambda w, r, d=damage: ["package", "--run", str(run_copy(w, r, d)), "--no-wheels", "--out",
-                                                 str(w / "out" / "bundle")], [needle])
+                                                 str(w / "out" / "bundle")], needles(needle))
     for name, damage, needle in RUN_DAMAGE
 ] + [
+    ("calibrate: every problem of its predictions, the labels' too",
+     lambda w, r: ["calibrate", "--run", str(run_copy(w, r, damage_val_predictions))],
+     ["val_predictions.csv: values outside [0, 1] in 1 row(s)", "non-numeric values in 1 row(s)",
+      "(its true_winner_model_a, true_winner_model_b, true_winner_tie labels): missing (NaN) values in 1 row(s)"]),
+    ("calibrate: every problem of calibration.json", lambda w, r: predict_argv(w, run_copy(w, r, bad_calibration)),
+     ["calibration.json: temperature -1 is not a positive finite number", "calibration.json: bias[1] 'x' is not a finite"]),
     ("predict --set infer.max_length=0", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=0"),
      ["--set: infer.max_length: 0 must be at least 1"]),
     ("predict --set infer.max_length=10", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=10"),
