@@ -184,7 +184,7 @@ def test_bad_label_values(tmp_path):
     assert "row id=1 (line 2): column winner_model_a: label 2 is not in 0..1" in msg
     assert "row id=1 (line 2): column winner_model_b: label -1 is not in 0..1" in msg
     assert "row id=2 (line 3): column winner_model_a: missing label" in msg
-    assert "row id=3 (line 4): column winner_model_a: label is NaN" in msg
+    assert "row id=3 (line 4): column winner_model_a: label 'nan' is not a number" in msg
     assert "row id=4 (line 5): column winner_model_a: label 'yes' is not a number" in msg
 
 

@@ -2,7 +2,9 @@
 wrong and where (the file, row id and column, or the config key and where its value came from), and writes
 nothing. Interrupts exit 130/143 without a partial file; training survives a kill during a checkpoint save."""
 
+import csv
 import gzip
+import io
 import json
 import shutil
 import signal
@@ -46,11 +48,46 @@ def write_csv_text(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
-def turns_csv(path: Path, bad_response_a: str) -> Path:
-    """One good row and one row whose response_a is `bad_response_a` (raw JSON text)."""
+def turns_csv(path: Path, bad_response_a: str, long_first_row: bool = False) -> Path:
+    """One good row and one row whose response_a is `bad_response_a` (raw JSON text); with `long_first_row` the
+    good row is 100 KiB long, so that the bad row lies past the first 64 KiB of the file."""
     header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
-    return write_csv_text(path, header, [["r1", '["hi"]', '["a"]', '["b"]', 1, 0, 0],
+    first = json.dumps(["x" * 100_000 if long_first_row else "a"])
+    return write_csv_text(path, header, [["r1", '["hi"]', first, '["b"]', 1, 0, 0],
                                          ["r2", '["hi"]', bad_response_a, '["b"]', 0, 1, 0]])
+
+
+def text_argv(work: Path, command: str, raw: str) -> list[str]:
+    """`arena data validate` of a two-row CSV whose row r2 has `raw` as response_a, or `arena train` on the
+    generated sample with that row inserted as its second line."""
+    if command == "validate":
+        return ["data", "validate", str(turns_csv(work / "t.csv", raw))]
+    good = labelled_csv(work)
+    header, first, rest = good.read_text(encoding="utf-8").split("\n", 2)
+    bad = dict.fromkeys(header.split(","), "")
+    bad.update({"id": "r2", "prompt": '["hi"]', "response_a": raw, "response_b": '["b"]',
+                "winner_model_a": "1", "winner_model_b": "0", "winner_tie": "0"})
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(bad.values())
+    good.write_text(f"{header}\n{first}\n{line.getvalue()}{rest}", encoding="utf-8")
+    return ["train", "--set", f"data.train={good}", "--set", f"train.runs_dir={work / 'out' / 'runs'}"]
+
+
+def utf16(work: Path) -> Path:
+    path = work / "test.csv"
+    path.write_bytes("id,prompt,response_a,response_b\n1,[],[],[]\n".encode("utf-16"))
+    return path
+
+
+def labels_spelled(work: Path, label: str) -> Path:
+    header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
+    return write_csv_text(work / "truth.csv", header, [["r1", '["hi"]', '["a"]', '["b"]', 1, 0, 0],
+                                                       ["r2", '["hi"]', '["a"]', '["b"]', label, 0, 0]])
+
+
+def bytes_csv(path: Path, raw: bytes) -> Path:
+    path.write_bytes(raw)
+    return path
 
 
 def make_test_csv(work: Path) -> Path:
@@ -109,10 +146,52 @@ CONFIG_PROBES = [
      lambda w, r: ["train", "--set", f"model.path={tiny_base(r)}", "--set", "peft.layers_to_transform=null", "--set",
                    "peft.target_modules=[q_proj, qkv_proj]", "--set", f"data.train={labelled_csv(w)}"],
      ["peft.target_modules: ['qkv_proj'] are not linear layers of"]),
+    ("an empty recipe", lambda w, r: ["train", "--config", str(write_yaml(w, "# nothing yet\n"))],
+     ["bad.yaml: an empty recipe (no keys)"]),
+    ("a recipe of an empty mapping", lambda w, r: ["plan", "--config", str(write_yaml(w, "{}\n"))],
+     ["bad.yaml: an empty recipe (no keys)"]),
+    ("a --set typo gets the nearest key", lambda w, r: ["train", "--set", "train.lerning_rate=1e-4"],
+     ["--set: unknown key 'train.lerning_rate' (did you mean train.learning_rate"]),
+    ("a --set typo in a section", lambda w, r: ["train", "--set", "promt.max_length=512"],
+     ["unknown key 'promt' (did you mean prompt.max_length"]),
+    ("a YAML typo gets the nearest key too", lambda w, r: ["train", "--config", str(write_yaml(w, "peft:\n  rr: 8\n"))],
+     ["bad.yaml: unknown key 'peft.rr' (did you mean peft.r?)"]),
+    ("prompt.max_length beyond the model's positions (read from its config.json)",
+     lambda w, r: ["train", "--set", f"model.path={tiny_base(r)}", "--set", "prompt.max_length=1000000000",
+                   "--set", f"data.train={labelled_csv(w)}"],
+     ["--set: prompt.max_length: 1000000000 is more than the 2048 positions the base model has",
+      "max_position_embeddings in", "config.json"]),
+    ("predict --set infer.max_length beyond the model's positions",
+     lambda w, r: predict_argv(w, r, "--set", "infer.max_length=1000000000"),
+     ["--set: infer.max_length: 1000000000 is more than the 2048 positions"]),
+    ("plan: prompt.max_length beyond a published model's positions",
+     lambda w, r: ["plan", "--config", str(config.CONFIG_DIR / "gemma2-9b-qlora-t4x2.yaml"), "--set",
+                   "prompt.max_length=1000000000"], ["prompt.max_length: 1000000000 is more than the 8192 positions"]),
+    ("plan --gpus -3", lambda w, r: ["plan", "--gpus", "-3"], ["argument --gpus: -3 must be at least 1"]),
+    ("plan --gpus 0 (was silently 2)", lambda w, r: ["plan", "--gpus", "0"], ["argument --gpus: 0 must be at least 1"]),
+    ("cv --folds 1", lambda w, r: ["cv", "--folds", "1"], ["argument --folds: 1 must be at least 2"]),
+    ("data sample --rows 0", lambda w, r: ["data", "sample", "--rows", "0", "--out", str(w / "s.csv")],
+     ["argument --rows: 0 must be at least 1"]),
+    ("sweep --cv x", lambda w, r: ["sweep", "--cv", "x"], ["argument --cv: 'x' is not a whole number"]),
     ("runs folder that is a file",
      lambda w, r: ["train", "--set", f"train.runs_dir={touch(w / 'inputs' / 'afile')}", "--set",
                    f"data.train={labelled_csv(w)}"], ["afile: a file, not a folder (runs folder)"]),
 ]
+
+
+def damage_val_predictions(run: RunFolder) -> None:
+    """Three problems in three rows: a probability above 1, a probability that is text, a missing true label."""
+    text = run.val_predictions.read_text().splitlines()
+    header = text[0].split(",")
+    rows = [line.split(",") for line in text[1:]]
+    rows[0][header.index("winner_model_a")] = "1.5"
+    rows[1][header.index("winner_model_b")] = "\u0661"
+    rows[2][header.index("true_winner_tie")] = ""
+    run.val_predictions.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+
+
+def bad_calibration(run: RunFolder) -> None:
+    run.calibration.write_text(json.dumps({"temperature": -1, "bias": [0, "x", 0]}))
 
 
 def tiny_base(tiny_run: Path) -> str:
@@ -159,14 +238,34 @@ RUN_DAMAGE = [
         {**json.loads((run.adapter / "adapter_config.json").read_text()), "r": 7})), "adapter_config.json says r=7"),
 ]
 
+def needles(needle: str | list[str]) -> list[str]:
+    return [needle] if isinstance(needle, str) else needle
+
+
+def head_with_three_problems(run: RunFolder) -> None:
+    head = json.loads(run.head.read_text())
+    run.head.write_text(json.dumps({**head, "format": 99, "num_labels": 2, "feature_scaler": {"names": ["x"]}}))
+
+
+RUN_DAMAGE += [
+    ("head.json with three problems: every one named", head_with_three_problems,
+     ["made by a newer version of arena", "num_labels is 2, expected 3", "feature_scaler needs names, mean and std"]),
+]
+
 RUN_PROBES = [
-    (f"predict: {name}", lambda w, r, d=damage: predict_argv(w, run_copy(w, r, d)), [needle])
+    (f"predict: {name}", lambda w, r, d=damage: predict_argv(w, run_copy(w, r, d)), needles(needle))
     for name, damage, needle in RUN_DAMAGE
 ] + [
     (f"package: {name}", lambda w, r, d=damage: ["package", "--run", str(run_copy(w, r, d)), "--no-wheels", "--out",
-                                                 str(w / "out" / "bundle")], [needle])
+                                                 str(w / "out" / "bundle")], needles(needle))
     for name, damage, needle in RUN_DAMAGE
 ] + [
+    ("calibrate: every problem of its predictions, the labels' too",
+     lambda w, r: ["calibrate", "--run", str(run_copy(w, r, damage_val_predictions))],
+     ["val_predictions.csv: values outside [0, 1] in 1 row(s)", "non-numeric values in 1 row(s)",
+      "(its true_winner_model_a, true_winner_model_b, true_winner_tie labels): missing (NaN) values in 1 row(s)"]),
+    ("calibrate: every problem of calibration.json", lambda w, r: predict_argv(w, run_copy(w, r, bad_calibration)),
+     ["calibration.json: temperature -1 is not a positive finite number", "calibration.json: bias[1] 'x' is not a finite"]),
     ("predict --set infer.max_length=0", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=0"),
      ["--set: infer.max_length: 0 must be at least 1"]),
     ("predict --set infer.max_length=10", lambda w, r: predict_argv(w, r, "--set", "infer.max_length=10"),
@@ -197,6 +296,34 @@ DATA_PROBES = [
         ("a list of numbers", "[1, 2]", "turn 1 is a JSON number"),
     ]
 ] + [
+] + [
+    (f"{command}: text that is not Unicode: {what}", lambda w, r, raw=raw, c=command: text_argv(w, c, raw),
+     ["row id=r2 (line 3): column response_a", needle])
+    for command in ("validate", "train")
+    for what, raw, needle in [
+        ("a lone surrogate (half an emoji)", '["ok \\ud83d"]', "turn 1 holds a lone surrogate \\ud83d"),
+        ("a low surrogate alone", '["\\udc80"]', "turn 1 holds a lone surrogate \\udc80"),
+        ("a NUL escape", '["a\\u0000b"]', "turn 1 holds a NUL character"),
+        ("a raw NUL byte", '["a\x00b"]', "holds a NUL byte (on line 3)"),
+    ]
+] + [
+    ("validate: a NUL byte past the first 64 KiB is named as one early is",
+     lambda w, r: ["data", "validate", str(turns_csv(w / "t.csv", '["a\x00b"]', long_first_row=True))],
+     ["row id=r2 (line 3): column response_a: holds a NUL byte (on line 3)"]),
+    ("validate: a NUL byte in another column", lambda w, r: ["data", "validate", str(write_csv_text(
+        w / "t.csv", ["id", "model_a", "prompt", "response_a", "response_b"], [["r1", "m\x00", '["a"]', '["b"]', '["c"]']]))],
+     ["row id=r1 (line 2): column model_a: holds a NUL byte"]),
+    ("validate: a UTF-16 file", lambda w, r: ["data", "validate", str(utf16(w))], ["UTF-16 text", "not a UTF-8 CSV"]),
+    ("validate: a label spelled with other digits (float() reads it, score does not)",
+     lambda w, r: ["data", "validate", str(labels_spelled(w, "\u0661"))], ["column winner_model_a: label '\u0661' is not a number"]),
+    ("validate: a label with an underscore", lambda w, r: ["data", "validate", str(labels_spelled(w, "0_1"))],
+     ["label '0_1' is not a number"]),
+    ("score: the same label is refused there too", lambda w, r: ["score", "--pred", str(probs_csv(
+        w / "pred.csv", ["r1", "r2"], [[0.5, 0.2, 0.3]] * 2)), "--truth", str(labels_spelled(w, "\u0661"))],
+     ["truth.csv: non-numeric values in 1 row(s) (ids: r2)"]),
+    ("score: a prediction with a lone surrogate byte", lambda w, r: ["score", "--pred", str(bytes_csv(
+        w / "pred.csv", b"id,winner_model_a,winner_model_b,winner_tie\nr1,0.5,0.2,0.3\nr2\xed\xa0\xbd,0.5,0.2,0.3\n")),
+        "--truth", str(labels_csv(w))], ["pred.csv: row id=r2\\xed\\xa0\\xbd (line 3): column id: not valid UTF-8 (byte 0xed"]),
     ("validate: every bad file, not just the first",
      lambda w, r: ["data", "validate", str(turns_csv(w / "one.csv", "5")), str(turns_csv(w / "two.csv", "{}"))],
      ["one.csv: row id=r2", "two.csv: row id=r2"]),
@@ -404,12 +531,67 @@ class FirstStep(TrainerCallback):
             self.step = state.global_step
 
 
-def test_a_full_disk_is_an_error_before_training(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
-    monkeypatch.setattr(train.run, "free_bytes", lambda path: 10 * 2**20)
+def test_a_full_disk_is_an_error_before_the_model_loads(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
+    from arena import model, room
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model loaded before the room check")
+
+    monkeypatch.setattr(room, "free_bytes", lambda path: 10 * 2**20)
+    monkeypatch.setattr(model, "load_base", no_load)
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
     with pytest.raises(train.UserError, match="10 MiB free on its disk; this run needs about"):
         train.train(cfg)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 72 MiB tmpfs: room for the tiny run (its room check asks 64 MiB for logs and plots) until it is filled."""
+    import os
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=72m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+class FillDiskAfterFirstSave(TrainerCallback):
+    """Something else fills the disk once training is under way (the room check passed, a checkpoint is saved)."""
+
+    def __init__(self, disk: Path):
+        self.filler = disk / "filler.bin"
+
+    def on_save(self, args, state, control, **kwargs):
+        if not self.filler.exists():
+            with open(self.filler, "wb") as out:
+                try:
+                    while True:
+                        out.write(b"\0" * 2**20)
+                        out.flush()
+                except OSError:
+                    pass
+
+
+def test_a_disk_that_fills_during_a_save_says_so_and_resume_recovers(tiny_model_dir, sample_csv, small_disk, capsys):
+    runs = small_disk / "runs"
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, runs, "train.max_steps=4")
+    with pytest.raises(UserError) as info:
+        train.train(cfg, callbacks=[FillDiskAfterFirstSave(small_disk)])
+    message = str(info.value)
+    assert "no space left on device while writing a checkpoint" in message, message
+    assert "free some room, then `arena train --resume`" in message
+    (small_disk / "filler.bin").unlink()
+    (run_dir,) = runs.iterdir()
+    capsys.readouterr()
+    assert train.train(cfg, resume="latest") == run_dir
+    assert "from " + str(run_dir / "checkpoints" / "checkpoint-2") in capsys.readouterr().out
+    assert json.loads(RunFolder(run_dir).metrics.read_text())["global_step"] == 4
 
 
 def test_every_recipe_passes_the_range_checks():
@@ -428,3 +610,109 @@ def test_scheduler_choices_are_transformers_own():
 def test_no_temporary_file_is_left_by_a_normal_run(tiny_run):
     assert not [p for p in Path(tiny_run).rglob(".*.tmp")]
 
+
+
+# ---- a hidden test set is read leniently; training data stays strict -------------------------------------
+
+def odd_test_csv(work: Path) -> Path:
+    """A test CSV (no labels) whose rows hold what the hidden test may: a number and an object as turns, a bare
+    string, a lone surrogate, a NUL escape and bytes that are not UTF-8."""
+    rows = [b'id,prompt,response_a,response_b',
+            b'1,"[""hi""]","[5]","[""b""]"',
+            b'2,"[""hi""]","[{""text"": ""a""}]","7"',
+            b'3,"[""cut \\ud83d""]","[""a\\u0000""]","[""b""]"',
+            b'4,"[""caf\xe9""]","[""a""]","[""b\xff""]"']
+    path = work / "inputs" / "odd.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    return path
+
+
+def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission(work, tiny_run, capsys):
+    from arena import metrics
+
+    test_csv = odd_test_csv(work)
+    with pytest.raises(data.DataError):  # strict for training and validation data
+        data.load(test_csv)
+    out = work / "out" / "sub.csv"
+    assert cli.main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"{test_csv}: repaired for prediction: 1 NUL characters dropped, 1 cells that are not a JSON list read "
+            f"as one turn, 1 lone surrogates replaced by U+FFFD, 3 turns that are not strings taken as their text, "
+            f"2 undecodable bytes replaced by U+FFFD") in err
+    metrics.validate_submission(metrics.read_columns(out, "submission"), ["1", "2", "3", "4"])
+    repaired = data.load_test(test_csv)
+    assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
+    assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
+
+
+def test_every_reader_keeps_an_id_spelled_like_na(work):
+    """The rehearsal's check of the kernel's submission, score, calibrate and the teachers share one reader."""
+    from arena import metrics
+
+    ids = ["NA", "null", "nan", "N/A", "None"]
+    sub = probs_csv(work / "sub.csv", ids, [[0.2, 0.3, 0.5]] * len(ids))
+    frame = metrics.read_columns(sub, "submission")
+    assert list(frame["id"]) == ids
+    metrics.validate_submission(frame, ids)
+
+
+# ---- damaged records ------------------------------------------------------------------------------------
+
+def test_runs_names_a_damaged_metrics_json_instead_of_calling_the_run_unfinished(work, tiny_run, capsys):
+    run = RunFolder(work / "runs" / "tiny-1")
+    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints"))
+    truncate(run.metrics)
+    before = files_under(work)
+    assert cli.main(["runs", "--runs-dir", str(work / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny-1" in out and "damaged" in out and "unfinished" not in out
+    assert f"warning: {run.metrics}: damaged, left out of the table (JSONDecodeError" in err
+    assert files_under(work) == before
+
+
+# ---- push --bundle checks what package checks ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("hardening-bundle")
+    run = run_copy(root, tiny_run)
+    out = root / "bundle"
+    assert cli.main(["package", "--run", str(run), "--no-wheels", "--out", str(out)]) == 0
+    return out
+
+
+def test_push_bundle_makes_every_package_check_before_any_kaggle_call(work, tiny_bundle, capsys, monkeypatch):
+    from arena.kaggle import push
+
+    def no_kaggle(*args, **kwargs):
+        raise AssertionError("a kaggle call")
+
+    monkeypatch.setattr(push, "run_kaggle", no_kaggle)
+    bundle = work / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    truncate(bundle / "adapter-dataset" / "adapter" / "adapter_model.safetensors")
+    (bundle / "preflight.json").unlink()
+    before = files_under(work)
+    capsys.readouterr()
+    for extra in ([], ["--dry-run"]):
+        assert cli.main(["push", "--run", str(bundle / "adapter-dataset"), "--bundle", str(bundle), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "adapter_model.safetensors: not a whole safetensors file" in err, err
+        assert "preflight.json: missing (the pre-flight projection)" in err
+        assert "Traceback" not in err
+    assert files_under(work) == before
+
+
+def test_a_staging_folder_left_by_a_killed_package_is_no_bundle_and_is_cleaned_up(work, tiny_bundle, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    staging = work / f".bundle.{int(dead.stdout)}.k1lled"
+    shutil.copytree(tiny_bundle, staging)
+    assert cli.main(["push", "--run", str(staging / "adapter-dataset"), "--bundle", str(staging), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "the staging folder of an interrupted `arena package`, not a bundle (removed it)" in err
+    assert not staging.exists()
+    shutil.copytree(tiny_bundle, staging)  # and the next build beside it removes it too
+    with atomic_folder(work / "bundle", "bundle") as build:
+        (build / "x").write_text("x")
+    assert files_under(work) == ["bundle", "bundle/x"]

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from arena import metrics
 from arena.errors import UserError
@@ -71,14 +70,30 @@ def cross_fit(probs: np.ndarray, truth: np.ndarray, folds: int = FOLDS, seed: in
 # ---- where calibrations live ------------------------------------------------------------------------
 
 def read(path: Path) -> Calibration:
+    """A calibration.json; UserError listing every problem of it."""
+    what = "not a calibration from `arena calibrate`"
     try:
         stored = json.loads(Path(path).read_text(encoding="utf-8"))
-        cal = Calibration(temperature=float(stored["temperature"]), bias=tuple(float(b) for b in stored["bias"]))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: not a calibration from `arena calibrate` ({type(exc).__name__}: {exc})") from None
-    if len(cal.bias) != len(LABEL_COLUMNS) or not cal.temperature > 0 or not np.isfinite([cal.temperature, *cal.bias]).all():
-        raise UserError(f"{path}: temperature must be positive and bias hold {len(LABEL_COLUMNS)} finite numbers")
-    return cal
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(stored, dict):
+        raise UserError(f"{path}: {what} (a JSON {type(stored).__name__}, not an object)")
+    problems = []
+    temperature, bias = stored.get("temperature"), stored.get("bias")
+    if not _is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
+        problems.append(f"{path}: temperature {temperature!r} is not a positive finite number ({what}?)")
+    if not isinstance(bias, list) or len(bias) != len(LABEL_COLUMNS):
+        problems.append(f"{path}: bias {bias!r} is not a list of {len(LABEL_COLUMNS)} numbers ({what}?)")
+    else:
+        problems += [f"{path}: bias[{i}] {b!r} is not a finite number" for i, b in enumerate(bias)
+                     if not (_is_number(b) and math.isfinite(b))]
+    if problems:
+        raise UserError(problems=problems)
+    return Calibration(temperature=float(temperature), bias=tuple(float(b) for b in bias))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def file_for_run(run: RunFolder) -> Path | None:
@@ -133,9 +148,9 @@ def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(predicted probabilities, true labels) of a predictions file with TRUE_COLUMNS; every problem reported."""
     frame = metrics.read_columns(path, "predictions", ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
     problems, values = metrics.check_frame(frame[["id", *LABEL_COLUMNS]], str(path))
-    truth = frame[TRUE_COLUMNS].apply(pd.to_numeric, errors="coerce")
-    if truth.isna().to_numpy().any():
-        problems.append(f"{path}: missing or non-numeric true_* label values")
+    truth_frame = frame[["id", *TRUE_COLUMNS]].set_axis(["id", *LABEL_COLUMNS], axis=1)
+    truth_problems, truth = metrics.check_frame(truth_frame, f"{path} (its {', '.join(TRUE_COLUMNS)} labels)")
+    problems += [p for p in truth_problems if "duplicated ids" not in p and "empty id" not in p]  # named once
     if problems:
         raise UserError(problems=problems)
     return values.to_numpy(), truth.to_numpy(dtype=np.float64)
@@ -145,13 +160,20 @@ def calibrate(run_dir=None, oof=None, folds: int = FOLDS, seed: int = 0) -> dict
     """`arena calibrate`: fit on the run's validation (or the CV folder's OOF) predictions, report the log loss
     before and cross-fitted after, write calibration.json and reliability.png in that folder (never over
     earlier ones)."""
-    if folds < 2:
-        raise UserError(f"--folds {folds}: cross-fitting needs at least 2 folds")
-    target, source = _source(run_dir, oof)
-    problems = output_problems(target.calibration, "calibration") + output_problems(target.reliability, "plot")
+    problems = [f"--folds {folds}: cross-fitting needs at least 2 folds"] if folds < 2 else []
+    target = source = None
+    try:
+        target, source = _source(run_dir, oof)
+    except UserError as exc:
+        problems += exc.problems
+    if target is not None:
+        problems += output_problems(target.calibration, "calibration") + output_problems(target.reliability, "plot")
+        try:
+            probs, truth = read_predictions(source)
+        except UserError as exc:
+            problems += exc.problems
     if problems:
         raise UserError(problems=problems)
-    probs, truth = read_predictions(source)
     if len(truth) < MIN_ROWS_PER_FOLD * folds:
         raise UserError(f"{source}: {len(truth)} rows: too few to cross-fit {folds} folds (at least "
                         f"{MIN_ROWS_PER_FOLD * folds})")

@@ -13,6 +13,21 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_
                "TOKENIZERS_PARALLELISM": "false"}
 
 
+def at_least(low: int):
+    """An argparse type: an integer of at least `low` (counts of rows, folds, GPUs), else a clear usage error."""
+    def count(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+
+    count.__name__ = f"a whole number >= {low}"
+    return count
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML recipe (default: configs/default.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -148,8 +163,10 @@ def cmd_runs(args) -> int:
     if args.fetch_lb:
         competition = args.competition or config.load(args.config).kaggle.competition
         print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
-    frame = tracking.table(tracking.collect(args.runs_dir, folds=not args.no_folds), args.sort)
-    print(tracking.render(frame, args.format), end="")
+    rows = tracking.collect(args.runs_dir, folds=not args.no_folds)
+    print(tracking.render(tracking.table(rows, args.sort), args.format), end="")
+    for line in tracking.damaged_files(rows):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -172,7 +189,7 @@ def cmd_plan(args) -> int:
     from arena.kaggle import preflight
 
     cfg = _load_config(args)
-    gpus = args.gpus or (2 if args.gpu == "t4" else 1)
+    gpus = args.gpus if args.gpus is not None else 2 if args.gpu == "t4" else 1
     print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
     print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
@@ -227,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+")
     p.set_defaults(func=cmd_data_validate)
     p = data_sub.add_parser("sample", help="write a generated, learnable sample in the competition's format")
-    p.add_argument("--rows", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rows", type=at_least(1), default=600)
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_sample)
     p = data_sub.add_parser("download", help="download the competition data with the kaggle CLI")
@@ -248,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
     _add_config_args(p)
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--folds", type=at_least(2), default=5)
     p.add_argument("--only", help="comma-separated fold indices to train, e.g. 0,2")
     p.set_defaults(func=cmd_cv)
 
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="memory and time of a recipe on a GPU, planned without weights")
     _add_config_args(p)
     p.add_argument("--gpu", default="t4", choices=["t4", "a100", "h100"])
-    p.add_argument("--gpus", type=int, default=None, help="GPUs (default: 2 for t4, as on Kaggle, else 1)")
+    p.add_argument("--gpus", type=at_least(1), default=None, help="GPUs (default: 2 for t4, as on Kaggle, else 1)")
     p.add_argument("--fsdp", action="store_true", help="weights and optimizer state sharded over the GPUs (FSDP)")
     p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projection uses")
     p.set_defaults(func=cmd_plan)
@@ -288,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(cross-fitted before/after); predict, blend and the kernel apply it")
     p.add_argument("--run", default=None, help="a run folder: fit on its val_predictions.csv")
     p.add_argument("--oof", default=None, help="a CV folder (or its oof_predictions.csv): fit on the OOF rows")
-    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the reported gain")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", type=at_least(2), default=5, help="cross-fitting folds for the reported gain")
+    p.add_argument("--seed", type=at_least(0), default=0)
     p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("runs", help="one row per run and CV folder: changes from its recipe, rows, steps, batch, "
@@ -314,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a grid axis, e.g. --grid train.learning_rate=1e-4,2e-4 (repeatable: the product is run)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="an override for every point")
-    p.add_argument("--cv", type=int, default=None, metavar="K", help="each point is a K-fold CV (arena cv)")
+    p.add_argument("--cv", type=at_least(2), default=None, metavar="K", help="each point is a K-fold CV (arena cv)")
     p.add_argument("--only", default=None, help="with --cv: the folds to train, e.g. 0,1")
     p.add_argument("--name", default=None, help="the sweep's name (default: recipe + a hash of the grid)")
     p.set_defaults(func=cmd_sweep)
@@ -367,7 +384,10 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # a usage error (exit 2, after argparse's message) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     from arena.errors import UserError
 
     previous = signal.signal(signal.SIGTERM, _terminate)

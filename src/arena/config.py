@@ -8,6 +8,8 @@ naming the key's dotted path and where its value came from (the YAML file or --s
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
 import re
 import types
@@ -315,6 +317,29 @@ def _coerce(value, tp, path: str, origin: _Origins):
     return value
 
 
+def all_keys(cls=None, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema (sections and leaves), e.g. model, model.path, train.learning_rate."""
+    keys = []
+    for f in dataclasses.fields(cls or Config):
+        full = f"{prefix}{f.name}"
+        keys.append(full)
+        tp = typing.get_type_hints(cls or Config)[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += all_keys(tp, full + ".")
+    return keys
+
+
+def _did_you_mean(key: str) -> str:
+    """' (did you mean a.b?)' for the nearest known keys: by the whole path, else by its last part anywhere."""
+    keys = all_keys()
+    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.75)
+    if not near:
+        leaf = key.rsplit(".", 1)[-1]
+        near = [k for k in keys if k.rsplit(".", 1)[-1] in difflib.get_close_matches(
+            leaf, [k.rsplit(".", 1)[-1] for k in keys], n=3, cutoff=0.75)][:3]
+    return f" (did you mean {' or '.join(near)}?)" if near else ""
+
+
 def _build(cls, data: dict, prefix: str, origin: _Origins):
     """The dataclass `cls` from a mapping; raises ConfigError listing the problem of every key."""
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -323,7 +348,8 @@ def _build(cls, data: dict, prefix: str, origin: _Origins):
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else key
         if key not in known:
-            problems.append(f"{origin(full)}: unknown key '{full}' (known: {', '.join(sorted(known))})")
+            problems.append(f"{origin(full)}: unknown key '{full}'{_did_you_mean(full)} (known here: "
+                            f"{', '.join(sorted(known))})")
             continue
         try:
             kwargs[key] = _coerce(value, hints[key], full, origin)
@@ -334,9 +360,39 @@ def _build(cls, data: dict, prefix: str, origin: _Origins):
     return cls(**kwargs)
 
 
+def model_positions(model_path: str) -> tuple[int, str] | None:
+    """(max_position_embeddings, its config.json) of a base model on disk, read as plain JSON (no model code, no
+    weights); None when the folder (or the embedded model's converted copy) is not there yet."""
+    from arena import embedded
+
+    if embedded.is_embedded(model_path):
+        folder = embedded.cache_dir() / model_path[len(embedded.EMBEDDED_PREFIX):]
+    else:
+        folder = Path(model_path).expanduser()
+    path = folder / "config.json"
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent here (a Kaggle path), or damaged: the model checks name that
+        return None
+    hf = hf if isinstance(hf, dict) else {}
+    limit = hf.get("max_position_embeddings", (hf.get("text_config") or {}).get("max_position_embeddings"))
+    return (limit, str(path)) if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+def length_problems(cfg: Config, positions: int, source: str) -> list[tuple[str, str]]:
+    """(key, problem) for prompt.max_length and infer.max_length beyond the model's `positions`."""
+    return [(key, f"{length} is more than the {positions} positions the base model has (max_position_embeddings "
+                  f"in {source})")
+            for key, length in (("prompt.max_length", cfg.prompt.max_length), ("infer.max_length", cfg.infer.max_length))
+            if length > positions]
+
+
 def _relations(cfg: Config) -> list[tuple[str, str]]:
-    """(key, problem) for values that are fine alone but not together."""
+    """(key, problem) for values that are fine alone but not together (and with the base model's config.json)."""
     problems = []
+    positions = model_positions(cfg.model.path)
+    if positions:
+        problems += length_problems(cfg, *positions)
     floor = 3 * cfg.prompt.min_tokens
     for key, length in (("prompt.max_length", cfg.prompt.max_length), ("infer.max_length", cfg.infer.max_length)):
         if length < floor:
@@ -368,7 +424,8 @@ def _set_dotted(data: dict, key: str, raw: str) -> None:
     for i, part in enumerate(parts):
         field_names = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
         if part not in field_names:
-            raise ConfigError(f"--set: unknown key '{'.'.join(parts[: i + 1])}'")
+            known = f" (known here: {', '.join(sorted(field_names))})" if field_names else ""
+            raise ConfigError(f"--set: unknown key '{'.'.join(parts[: i + 1])}'{_did_you_mean(key)}{known}")
         if i == len(parts) - 1:
             try:
                 node[part] = yaml.safe_load(raw) if raw != "" else ""
@@ -431,6 +488,9 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if not data:
+        raise ConfigError(f"{path}: an empty recipe (no keys): it would train on the schema's defaults, which are not "
+                          f"{DEFAULT_CONFIG.name}'s; write the keys to train with (copy {DEFAULT_CONFIG} to start)")
     return from_dict(data, overrides, source=str(path))
 
 

@@ -4,7 +4,6 @@ scoring / validation of submission files."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -111,21 +110,11 @@ def ids_text(ids) -> str:
 
 
 def read_columns(path, role: str, columns: list[str] = SUBMISSION_COLUMNS) -> pd.DataFrame:
-    """`columns` of a CSV of predictions or labels (ids as text); UserError naming the file when it cannot be
-    read or lacks a column."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: {role} file not found")
-    try:
-        header = list(pd.read_csv(path, nrows=0).columns)
-        missing = [c for c in columns if c not in header]
-        if missing:
-            found = ", ".join(map(str, header[:12])) + (", ..." if len(header) > 12 else "")
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)} (found: {found})")
-        # Only an empty cell is missing: an id spelled "NA" or "null" is an id.
-        return pd.read_csv(path, usecols=columns, dtype={"id": str}, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path}: cannot read the {role} CSV: {exc}") from None
+    """`columns` of a CSV of predictions or labels, as text (read by the package's one CSV reader: only an empty
+    cell is missing, so an id spelled "NA" or "null" is an id); UserError naming the file, row and column."""
+    from arena.data.files import read_table  # arena.data imports this module
+
+    return read_table(path, role, columns)
 
 
 def check_frame(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = False) -> tuple[list[str], pd.DataFrame]:
@@ -142,7 +131,7 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = Fals
         return [f"{name}: missing column(s) {', '.join(missing_cols)}"], pd.DataFrame()
     problems = []
     ids = df["id"]
-    null_id = ids.isna()
+    null_id = ids.isna() | (ids.astype(str).str.strip() == "")
     if null_id.any():
         problems.append(f"{name}: {int(null_id.sum())} row(s) with an empty id (rows: "
                         f"{', '.join(str(i) for i in np.flatnonzero(null_id.to_numpy())[:_SHOW_IDS])})")
@@ -160,10 +149,13 @@ def _check(df: pd.DataFrame, name: str, expected_ids=None, rescaled: bool = Fals
         if extra:
             problems.append(f"{name}: unexpected ids: {ids_text(extra)}")
 
-    raw = df[LABEL_COLUMNS]
-    values = raw.apply(pd.to_numeric, errors="coerce").astype(np.float64)
-    nan = raw.isna().any(axis=1)
-    bad = values.isna().any(axis=1) & ~nan
+    from arena.data.files import parse_number  # the one number reader: score takes what validate takes
+
+    parsed = [[parse_number(cell) for cell in row] for row in df[LABEL_COLUMNS].itertuples(index=False)]
+    values = pd.DataFrame([[np.nan if v is None else v for v, _ in row] for row in parsed], columns=LABEL_COLUMNS,
+                          dtype=np.float64)
+    nan = pd.Series([any(e == "missing" for _, e in row) for row in parsed], dtype=bool)
+    bad = pd.Series([any(e == "not a number" for _, e in row) for row in parsed], dtype=bool) & ~nan
     checks = [
         (nan, "missing (NaN) values"),
         (bad, "non-numeric values"),

@@ -526,20 +526,26 @@ def _read_json(path: Path, problems: list[str], what: str):
 
 
 def _head_problems(run: RunFolder, head) -> list[str]:
-    if not isinstance(head, dict) or not {"bias", "num_labels"} <= set(head):
-        return [f"{run.head}: not a head description (needs bias and num_labels): made by another version of arena?"]
+    """Every problem of head.json's content (not only the first)."""
+    if not isinstance(head, dict):
+        return [f"{run.head}: not a head description (a JSON {type(head).__name__}, not an object): made by "
+                f"another version of arena?"]
+    problems = [f"{run.head}: no {key} key: not a head description made by arena" for key in ("bias", "num_labels")
+                if key not in head]
     made = head.get("format", 1)
     if not isinstance(made, int) or made > HEAD_FORMAT:
-        return [f"{run.head}: made by a newer version of arena (head format {made}; this version reads up to "
-                f"{HEAD_FORMAT}): upgrade arena to load it"]
-    if head["num_labels"] != NUM_LABELS:
-        return [f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}"]
+        problems.append(f"{run.head}: made by a newer version of arena (head format {made}; this version reads up "
+                        f"to {HEAD_FORMAT}): upgrade arena to load it")
+    if "bias" in head and not isinstance(head["bias"], bool):
+        problems.append(f"{run.head}: bias is {head['bias']!r}, expected true or false")
+    if "num_labels" in head and head["num_labels"] != NUM_LABELS:
+        problems.append(f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}")
     scaler = head.get("feature_scaler")
     if scaler is not None:
         lengths = {len(scaler.get(k) or []) for k in ("names", "mean", "std")} if isinstance(scaler, dict) else {0}
         if len(lengths) != 1 or 0 in lengths:
-            return [f"{run.head}: feature_scaler needs names, mean and std of one length"]
-    return []
+            problems.append(f"{run.head}: feature_scaler needs names, mean and std of one length")
+    return problems
 
 
 def tensor_shapes(path: Path, problems: list[str]) -> dict[str, list[int]] | None:

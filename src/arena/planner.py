@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from arena import config as config_mod
 from arena.config import Config
 from arena.errors import UserError
 
@@ -290,6 +291,9 @@ def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = Fal
     shards = gpus if sharded else 1
 
     problems = model_mod.adapter_problems(cfg, source, hf_config)
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions:  # before any meta tensor of prompt.max_length^2 overflows
+        problems += [f"{key}: {problem}" for key, problem in config_mod.length_problems(cfg, positions, source)]
     if problems:
         raise UserError("\n".join(problems))
     base, model = _meta_model(cfg, hf_config, dtype, checkpointing, sharded)

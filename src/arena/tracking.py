@@ -23,11 +23,22 @@ SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 _OWN_KEYS = {"name", "train.runs_dir"}
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _read_json(path: Path, damaged: list[str] | None = None) -> dict | None:
+    """A folder's JSON record, None when absent; one that is there but does not parse (or is not a record) is
+    named in `damaged`, so a damaged run is listed as such, never silently as unfinished."""
+    if not path.exists():
         return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        record, why = None, f"{type(exc).__name__}: {exc}"
+    else:
+        why = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not a record"
+    if why is None:
+        return record
+    if damaged is not None:
+        damaged.append(f"{path}: damaged, left out of the table ({why}); the run's other files are intact")
+    return None
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -53,21 +64,26 @@ def changes(config: dict | None, origin: dict | None) -> str:
                     if k not in _OWN_KEYS and mine.get(k) != theirs.get(k))
 
 
-def _config(path: Path) -> dict | None:
+def _config(path: Path, damaged: list[str] | None = None) -> dict | None:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        cfg = exc
+    if isinstance(cfg, dict) or not path.exists():
+        return cfg if isinstance(cfg, dict) else None
+    if damaged is not None:
+        damaged.append(f"{path}: damaged, left out of the table ({cfg if isinstance(cfg, Exception) else 'not a mapping'})")
+    return None
 
 
-def latest_score(folder) -> float | None:
-    board = _read_json(folder.leaderboard) or {}
+def latest_score(folder, damaged: list[str] | None = None) -> float | None:
+    board = _read_json(folder.leaderboard, damaged) or {}
     scores = board.get("scores") or []
     return scores[-1]["score"] if scores else None
 
 
-def _calibrated(folder) -> float | None:
-    return (_read_json(folder.calibration) or {}).get("log_loss_after_cross_fitted")
+def _calibrated(folder, damaged: list[str] | None = None) -> float | None:
+    return (_read_json(folder.calibration, damaged) or {}).get("log_loss_after_cross_fitted")
 
 
 def _created(folder) -> float:
@@ -83,22 +99,27 @@ def _recipe_name(origin: dict | None) -> str | None:
 
 
 def run_row(run: RunFolder, name: str) -> dict:
-    cfg, origin, m = _config(run.config), _read_json(run.recipe), _read_json(run.metrics) or {}
+    damaged: list[str] = []
+    cfg, origin = _config(run.config, damaged), _read_json(run.recipe, damaged)
+    m = _read_json(run.metrics, damaged) or {}
+    kind = "run" if m else "damaged" if run.metrics.exists() else "unfinished"
     return {
-        "run": name, "kind": "run" if m else "unfinished", "recipe": _recipe_name(origin),
+        "run": name, "kind": kind, "recipe": _recipe_name(origin),
         "base model": ((cfg or {}).get("model") or {}).get("path"), "changes": changes(cfg, origin),
         "train rows": m.get("train_rows"), "steps": m.get("global_step"), "global batch": m.get("global_batch"),
-        "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"), "calibrated ll": _calibrated(run),
-        "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None, "LB": latest_score(run),
-        "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(run.root),
-        "time": _created(run),
+        "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"),
+        "calibrated ll": _calibrated(run, damaged),
+        "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None,
+        "LB": latest_score(run, damaged), "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"),
+        "path": str(run.root), "time": _created(run), "damaged": damaged,
     }
 
 
 def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:
     """A CV folder: OOF log loss with TTA from cv.json; the plain one is the fold log losses weighted by rows
     (a log loss is a mean over rows); rows, steps and wall time summed over its fold runs."""
-    summary, origin = _read_json(cv.summary), _read_json(cv.recipe)
+    damaged: list[str] = []
+    summary, origin = _read_json(cv.summary, damaged), _read_json(cv.recipe, damaged)
     first = next((f for f in folds if f["kind"] == "run"), None)
     cfg = _config(RunFolder(Path(first["path"])).config) if first else None
     per_fold = (summary or {}).get("per_fold", [])
@@ -110,16 +131,17 @@ def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:
         origin = origin and {**origin, "recipe": recipe and {**recipe, "data": {
             k: v for k, v in recipe["data"].items() if k != "fold"}}}
     return {
-        "run": name, "kind": f"cv {len(per_fold)}/{summary['folds']}" if summary else "cv unfinished",
+        "run": name, "kind": f"cv {len(per_fold)}/{summary['folds']}" if summary else
+        "cv damaged" if cv.summary.exists() else "cv unfinished",
         "recipe": _recipe_name(origin), "base model": ((cfg or {}).get("model") or {}).get("path"),
         "changes": changes(cfg, origin), "train rows": sum(f["train rows"] for f in done) if done else None,
         "steps": sum(f["steps"] for f in done) if done else None,
         "global batch": first["global batch"] if first else None,
         "val ll": sum(f["log_loss"] * f["rows"] for f in per_fold) / rows if rows else None,
-        "val ll tta": (summary or {}).get("oof_log_loss"), "calibrated ll": _calibrated(cv),
-        "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv),
+        "val ll tta": (summary or {}).get("oof_log_loss"), "calibrated ll": _calibrated(cv, damaged),
+        "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv, damaged),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(cv.root),
-        "time": _created(cv),
+        "time": _created(cv), "damaged": damaged,
     }
 
 
@@ -142,6 +164,11 @@ def collect(runs_dir: str | Path, folds: bool = True) -> list[dict]:
             # Fold runs sort right after their CV folder, whatever the order.
             rows += [{**f, "time": row["time"], "fold_time": f["time"]} for f in fold_runs] if folds else []
     return rows
+
+
+def damaged_files(rows: list[dict]) -> list[str]:
+    """One line per damaged record file behind the rows of `collect` (printed beside the table)."""
+    return [line for row in rows for line in row.get("damaged", [])]
 
 
 def table(rows: list[dict], sort: str = "time") -> pd.DataFrame:

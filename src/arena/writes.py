@@ -3,7 +3,9 @@ that never leave a partial file and never overwrite an earlier one."""
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -73,14 +75,48 @@ def write_text(path: str | Path, text: str, overwrite: bool = False) -> Path:
     return Path(path)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def staging_owner(path: str | Path) -> int | None:
+    """The process id of the `atomic_folder` build that `path` is the staging folder of (`.<name>.<pid>.<random>`),
+    or None when it is not one."""
+    match = re.fullmatch(r"\.(.+)\.(\d+)\.[A-Za-z0-9_]+", Path(path).name)
+    return int(match.group(2)) if match else None
+
+
+def discard_if_stale(folder: str | Path) -> bool:
+    """Remove `folder` when it is a staging folder that a killed build left (its process is gone)."""
+    pid = staging_owner(folder)
+    if pid is None or _alive(pid) or not Path(folder).is_dir():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def remove_stale_staging(path: str | Path) -> list[Path]:
+    """Remove the staging folders of `path` that killed builds left; returns them."""
+    path = Path(path)
+    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if discard_if_stale(p)]
+
+
 @contextmanager
 def atomic_folder(path: str | Path, what: str) -> Iterator[Path]:
     """A hidden folder beside `path` to build a `what` (bundle, merged model) in. When the block ends without
     error it is renamed to `path`; on any error or interrupt it is removed, so a half-built `path` never
-    exists and an existing one (even one that appeared meanwhile) is never overwritten."""
+    exists and an existing one (even one that appeared meanwhile) is never overwritten. A staging folder that a
+    killed build left beside `path` is removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    remove_stale_staging(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent))
     try:
         yield staging
         if path.exists() or path.is_symlink():

@@ -9,13 +9,23 @@ from arena.data.features import (
     head_features,
     length_features,
 )
-from arena.data.files import TEXT_COLUMNS, DataError, label_matrix, load, validate, write_csv
+from arena.data.files import (
+    TEXT_COLUMNS,
+    DataError,
+    label_matrix,
+    load,
+    load_test,
+    parse_number,
+    read_table,
+    validate,
+    write_csv,
+)
 from arena.data.folds import dedup, make_folds, merge, swap_ab, training_data
 from arena.data.synthetic import generate_sample
 from arena.data.teachers import Teachers, read_teachers
 
 __all__ = [
     "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "Teachers", "dedup",
-    "fit_feature_scaler", "generate_sample", "head_features", "label_matrix", "length_features", "load",
-    "make_folds", "merge", "read_teachers", "swap_ab", "training_data", "validate", "write_csv",
+    "fit_feature_scaler", "generate_sample", "head_features", "label_matrix", "length_features", "load", "load_test",
+    "make_folds", "merge", "parse_number", "read_table", "read_teachers", "swap_ab", "training_data", "validate", "write_csv",
 ]

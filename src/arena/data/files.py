@@ -1,5 +1,11 @@
 """Competition-format CSV files: reading with validation (every problem named by file, row id and column),
-the label matrix, and the atomic, never-overwriting writer.
+the label matrix, and the atomic, never-overwriting writer. Every CSV the package reads goes through
+`_read_records` (encoding, archives, CSV shape) and one text rule (`_text_problem`: no undecodable bytes, lone
+surrogates or NUL characters); `read_table` gives any CSV's columns as text, `parse_number` reads every number.
+
+`load(path)` is strict (training and validation data); `load_test(path)` repairs what a hidden test set may hold
+(a turn that is not a string becomes its text, undecodable bytes and lone surrogates become U+FFFD, NUL characters
+are dropped) and prints the counts.
 
 In memory, `prompt`, `response_a` and `response_b` hold Python lists of strings (one per turn, all three
 padded to the same number of turns); on disk they are JSON-encoded lists, as in the competition's CSVs.
@@ -12,7 +18,9 @@ import io
 import json
 import math
 import re
+import sys
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +39,11 @@ MAX_SHOWN_PROBLEMS = 200
 # Bytes that are not valid UTF-8 decode (with errors="surrogateescape") to lone surrogates U+DC80..U+DCFF,
 # which valid UTF-8 text can never contain.
 _BAD_BYTE = re.compile(r"[\udc80-\udcff]")
+# What no text may hold once decoded (a JSON "\ud83d" escape is half of an emoji; tokenizers refuse it) and NUL.
+_UNSAFE = re.compile(r"[\x00\ud800-\udfff]")
+# A plain decimal number, the only spelling of a label or probability (float() also takes "nan", "1_0", "١").
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+REPLACEMENT = "\ufffd"
 
 
 class DataError(UserError):
@@ -52,9 +65,21 @@ class _Record:
     fields: list[str]
 
 
+@dataclass
+class _Row:
+    """A record of the right shape: where it is (for messages), its id, and the cells that broke the text rule."""
+
+    where: str
+    rid: str
+    first_line: int
+    fields: list[str]
+    bad: set[int]
+
+
 def _printable(text: str) -> str:
-    """Undo surrogate escapes so that messages can always be printed."""
-    return _BAD_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+    """Undo surrogate escapes (and spell out lone surrogates and NULs) so that messages can always be printed."""
+    text = _BAD_BYTE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", text)
+    return _UNSAFE.sub(lambda m: "\\x00" if m.group() == "\x00" else f"\\u{ord(m.group()):04x}", text)
 
 
 def _snippet(text: str, width: int = 60) -> str:
@@ -81,8 +106,9 @@ def _read_records(path: Path, problems: list[str]) -> tuple[list[str], list[_Rec
             problems.append(f"{name}: a {kind}, not a CSV: extract it first (Kaggle's download is a zip: "
                             f"unzip it into a folder and pass the CSV inside)")
             return None
-    if b"\x00" in raw[:65536]:
-        problems.append(f"{name}: binary data (NUL bytes), not a CSV")
+    header_end = raw.find(b"\n")
+    if b"\x00" in raw[: header_end if header_end >= 0 else len(raw)]:  # NULs past the header are named per cell
+        problems.append(f"{name}: binary data or UTF-16 text (NUL bytes in the header line), not a UTF-8 CSV")
         return None
     text = raw.decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
     if not text.strip():
@@ -120,63 +146,183 @@ _JSON_KINDS = {dict: "object", list: "list", str: "string", bool: "boolean", int
                type(None): "null"}
 
 
-def _parse_turns(value: str) -> tuple[list[str] | None, str | None]:
+def _text_problem(text: str) -> str | None:
+    """The one text rule, for every decoded string read (a turn, a cell): no lone surrogate, no NUL."""
+    match = _UNSAFE.search(text)
+    if match is None:
+        return None
+    if match.group() == "\x00":
+        return f"holds a NUL character (at char {match.start()}): not text"
+    return (f"holds a lone surrogate \\u{ord(match.group()):04x} at char {match.start()} (half of a UTF-16 pair, "
+            f"e.g. a cut emoji): not valid Unicode")
+
+
+def _repair_text(text: str, repairs: Counter) -> str:
+    """Lenient reading: lone surrogates become U+FFFD and NUL characters are dropped, each counted."""
+    if _UNSAFE.search(text) is None:
+        return text
+    repairs["NUL characters dropped"] += text.count("\x00")
+    repairs["lone surrogates replaced by U+FFFD"] += len(re.findall(r"[\ud800-\udfff]", text))
+    return re.sub(r"[\ud800-\udfff]", REPLACEMENT, text.replace("\x00", ""))
+
+
+def _turn_text(turn) -> str:
+    return "" if turn is None else turn if isinstance(turn, str) else json.dumps(turn, ensure_ascii=False)
+
+
+def _parse_turns(value: str, repairs: Counter | None = None) -> tuple[list[str] | None, str | None]:
     """A JSON list of turns -> list[str]. Returns (turns, error).
 
     A turn is a string; `null` (a missing turn, as in the competition's data) reads as "", and a JSON boolean
-    as its text (real data holds `[true]` where a model answered "True"). Anything else is an error.
+    as its text (real data holds `[true]` where a model answered "True"). Anything else is an error, unless
+    `repairs` (lenient reading) is given: then a turn that is not a string becomes its text, a cell that is not
+    a JSON list is one turn, and each repair is counted.
     """
+    lenient = repairs is not None
     if not value.strip():
+        if lenient:
+            repairs["empty cells read as one empty turn"] += 1
+            return [""], None
         return None, "empty, expected a JSON list of strings"
     try:
         obj = json.loads(value, strict=False)  # tolerate raw control characters (tabs, newlines) in strings
     except json.JSONDecodeError as exc:
+        if lenient:
+            repairs["cells that are not JSON read as one turn of their text"] += 1
+            return [_repair_text(value, repairs)], None
         return None, f"invalid JSON ({exc.msg} at char {exc.pos}): {_snippet(value)}"
     if not isinstance(obj, list):
-        return None, f"expected a JSON list of strings, got a JSON {_JSON_KINDS[type(obj)]}: {_snippet(value)}"
+        if lenient:
+            repairs["cells that are not a JSON list read as one turn"] += 1
+            obj = [obj]
+        else:
+            return None, f"expected a JSON list of strings, got a JSON {_JSON_KINDS[type(obj)]}: {_snippet(value)}"
+    turns = []
     for i, turn in enumerate(obj, 1):
         if not isinstance(turn, (str, bool, type(None))):
-            return None, (f"turn {i} is a JSON {_JSON_KINDS[type(turn)]}, expected a string (or null): "
-                          f"{_snippet(value)}")
-    return ["" if t is None else json.dumps(t) if isinstance(t, bool) else t for t in obj], None
+            if not lenient:
+                return None, (f"turn {i} is a JSON {_JSON_KINDS[type(turn)]}, expected a string (or null): "
+                              f"{_snippet(value)}")
+            repairs["turns that are not strings taken as their text"] += 1
+        text = _turn_text(turn)
+        problem = _text_problem(text)
+        if problem and not lenient:
+            return None, f"turn {i} {problem}: {_snippet(value)}"
+        turns.append(_repair_text(text, repairs) if problem else text)
+    return turns, None
 
 
 def _bad_byte_message(rec: _Record, col_idx: int) -> str | None:
+    """The text rule on a raw cell: bytes that are not UTF-8, or a NUL byte, named with their line."""
     value = rec.fields[col_idx]
-    match = _BAD_BYTE.search(value)
+    match = _BAD_BYTE.search(value) or re.search("\x00", value)
     if match is None:
         return None
     # Quoting never adds newlines, so the line of the bad byte is the record's first line plus the newlines
     # in the fields before it.
     before = sum(f.count("\n") for f in rec.fields[:col_idx]) + value.count("\n", 0, match.start())
-    byte = ord(match.group()) - 0xDC00
-    return f"not valid UTF-8 (byte 0x{byte:02x} on line {rec.first_line + before})"
+    line = rec.first_line + before
+    if match.group() == "\x00":
+        return f"holds a NUL byte (on line {line}): not text"
+    return f"not valid UTF-8 (byte 0x{ord(match.group()) - 0xDC00:02x} on line {line})"
+
+
+def _repair_bytes(value: str, repairs: Counter) -> str:
+    """Lenient reading of a raw cell: undecodable bytes become U+FFFD (as UTF-8 decoding with errors="replace")."""
+    if _BAD_BYTE.search(value) is None:
+        return value
+    repairs["undecodable bytes replaced by U+FFFD"] += len(_BAD_BYTE.findall(value))
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def parse_number(raw) -> tuple[float | None, str | None]:
+    """The one reading of a number in a CSV cell (labels, probabilities): a plain decimal, e.g. 1, 0.25, 1e-3.
+    Returns (value, None), (None, "missing") for an empty cell, or (None, "not a number")."""
+    if not isinstance(raw, str):  # a frame built in memory
+        value = float(raw)
+        return (None, "missing") if math.isnan(value) else (value, None)
+    raw = raw.strip()
+    if raw == "":
+        return None, "missing"
+    if not _NUMBER.fullmatch(raw):
+        return None, "not a number"
+    return float(raw), None
 
 
 def _parse_label(raw: str) -> tuple[float | None, str | None]:
-    raw = raw.strip()
-    if raw == "":
+    value, error = parse_number(raw)
+    if error == "missing":
         return None, "missing label"
-    try:
-        value = float(raw)
-    except ValueError:
-        return None, f"label {_snippet(raw)} is not a number"
-    if math.isnan(value):
-        return None, "label is NaN"
+    if error:
+        return None, f"label {_snippet(raw.strip())} is not a number"
     if not 0.0 <= value <= 1.0:
-        return None, f"label {raw} is not in 0..1"
+        return None, f"label {raw.strip()} is not in 0..1"
     return value, None
 
 
-def _load(path, require_labels: bool | None) -> tuple[pd.DataFrame, int]:
-    """Read and check a CSV; returns (frame, number of rows whose turn lists were padded)."""
+def _cells(path: Path, problems: list[str], repairs: Counter | None = None):
+    """(header, rows) of a CSV, every cell through the text rule; None when unreadable.
+    Rows with the wrong number of fields and cells that break the text rule are named in `problems` (repaired
+    and counted instead with `repairs`)."""
+    name = str(path)
+    parsed = _read_records(path, problems)
+    if parsed is None:
+        return None
+    header, records = parsed
+    id_index = header.index("id") if "id" in header else None
+    rows = []
+    for rec in records:
+        fields = rec.fields
+        rid = fields[id_index] if id_index is not None and id_index < len(fields) else ""
+        where = f"{name}: row id={_printable(rid) if rid.strip() else '?'} (line {rec.first_line})"
+        if len(fields) != len(header):
+            problems.append(f"{where}: has {len(fields)} fields, the header has {len(header)}")
+            continue
+        bad = set()
+        for i, col in enumerate(header):
+            msg = _bad_byte_message(rec, i)
+            if msg and repairs is not None:
+                fields[i] = _repair_text(_repair_bytes(fields[i], repairs), repairs)
+            elif msg:
+                problems.append(f"{where}: column {_printable(col)}: {msg}")
+                bad.add(i)
+        rows.append(_Row(where, fields[id_index] if id_index is not None else "", rec.first_line, fields, bad))
+    return header, rows
+
+
+def read_table(path, role: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """The columns of any CSV (every one, or `columns`) as text, through the same checks as the competition's
+    data (encoding, archives, shape, the text rule). Only an empty cell is missing: an id spelled "NA" is an id.
+    DataError naming the file (and the row id and column) lists every problem."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {role} file not found")
+    problems: list[str] = []
+    parsed = _cells(path, problems)
+    if parsed is None:
+        raise DataError(problems=problems)
+    header, rows = parsed
+    wanted = columns or list(dict.fromkeys(header))
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        found = ", ".join(header[:12]) + (", ..." if len(header) > 12 else "")
+        problems.insert(0, f"{path}: missing column(s) {', '.join(missing)} (found: {found})")
+    if problems:
+        raise DataError(problems=problems)
+    index = {c: header.index(c) for c in wanted}
+    return pd.DataFrame({c: [row.fields[i] for row in rows] for c, i in index.items()}, dtype=object)
+
+
+def _load(path, require_labels: bool | None, repairs: Counter | None = None) -> tuple[pd.DataFrame, int]:
+    """Read and check a CSV; returns (frame, number of rows whose turn lists were padded). `repairs`: read
+    leniently (a hidden test set), counting each repair there."""
     path = Path(path)
     name = str(path)
     problems: list[str] = []
-    parsed = _read_records(path, problems)
+    parsed = _cells(path, problems, repairs)
     if parsed is None:
         raise DataError(problems=problems)
-    header, records = parsed
+    header, rows = parsed
 
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -195,33 +341,26 @@ def _load(path, require_labels: bool | None) -> tuple[pd.DataFrame, int]:
     first_line_of_id: dict[str, int] = {}
     padded = 0
 
-    for rec in records:
-        fields = rec.fields
-        rid = fields[index["id"]] if "id" in index and index["id"] < len(fields) else ""
-        where = f"{name}: row id={_printable(rid) if rid.strip() else '?'} (line {rec.first_line})"
-        if len(fields) != len(header):
-            problems.append(f"{where}: has {len(fields)} fields, the header has {len(header)}")
-            continue
-        for col in columns:
-            msg = _bad_byte_message(rec, index[col])
-            if msg:
-                problems.append(f"{where}: column {_printable(col)}: {msg}")
-
+    for row in rows:
+        where, rid, fields, bad = row.where, row.rid, row.fields, row.bad
         if "id" in index:
             if not rid.strip():
                 problems.append(f"{where}: column id: missing id")
             elif rid in first_line_of_id:
                 problems.append(f"{where}: column id: duplicate id (first on line {first_line_of_id[rid]})")
             else:
-                first_line_of_id[rid] = rec.first_line
+                first_line_of_id[rid] = row.first_line
 
         turns = {}
         for col in TEXT_COLUMNS:
-            if col not in index or _BAD_BYTE.search(fields[index[col]]):
+            if col not in index or index[col] in bad:
                 continue
-            turns[col], error = _parse_turns(fields[index[col]])
+            turns[col], error = _parse_turns(fields[index[col]], repairs)
             if error:
                 problems.append(f"{where}: column {col}: {error}")
+        for col in columns:
+            if col not in TEXT_COLUMNS and index[col] not in bad and (problem := _text_problem(fields[index[col]])):
+                problems.append(f"{where}: column {_printable(col)}: {problem}")
         if all(turns.get(col) is not None for col in TEXT_COLUMNS):
             lengths = {len(t) for t in turns.values()}
             n_turns = max(max(lengths), 1)
@@ -274,6 +413,19 @@ def load(path, require_labels: bool | None = None) -> pd.DataFrame:
     if padded:
         warnings.warn(f"{path}: {padded} rows have prompt/response lists of different lengths; "
                       f"padded the shorter ones with empty turns", stacklevel=2)
+    return df
+
+
+def load_test(path) -> pd.DataFrame:
+    """Read a test CSV to predict (the hidden test set in a submission kernel), repairing what would otherwise
+    be refused: a turn that is not a string becomes its text, undecodable bytes and lone surrogates become
+    U+FFFD, NUL characters are dropped. The counts are printed (stderr). Missing or duplicate ids and rows of the
+    wrong shape are still errors: no submission could name them."""
+    repairs: Counter = Counter()
+    df, padded = _load(path, None, repairs)
+    if repairs:
+        print(f"{path}: repaired for prediction: " + ", ".join(f"{n} {what}" for what, n in sorted(repairs.items())),
+              file=sys.stderr, flush=True)
     return df
 
 

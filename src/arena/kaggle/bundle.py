@@ -19,7 +19,7 @@ from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_folder, output_problems
+from arena.writes import atomic_folder, discard_if_stale, output_problems, staging_owner
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 
@@ -170,6 +170,51 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
     bundle.wheel_requirements.write_text(
         "# installed by kernel.py: pip install --no-index --find-links <this folder> -r requirements.txt\n"
         + "\n".join(requirements) + "\n", encoding="utf-8")
+
+
+def bundle_problems(bundle: Bundle) -> list[str]:
+    """Every check `arena package` makes, on a bundle it made earlier (for `arena push --bundle`), before any
+    kaggle call: not a staging folder of an interrupted package (removed when its process is gone), every part
+    there, each member run whole (adapter, head, tokenizer, weights, calibration) with its base model reachable
+    from the kernel, the pre-flight projection and the kernel's files readable."""
+    root = bundle.root
+    pid = staging_owner(root)
+    if pid is not None:
+        fate = "removed it" if discard_if_stale(root) else f"process {pid} may still be building it"
+        return [f"{root}: the staging folder of an interrupted `arena package`, not a bundle ({fate}); package again"]
+    if not root.is_dir():
+        return [f"{root}: not found (a bundle from `arena package`)"]
+    missing = bundle.missing_parts()
+    if missing:
+        return [f"{root}: not a bundle from `arena package` (no {', '.join(p + '/' for p in missing)})"]
+    runs = bundle.member_runs()
+    if not runs:
+        return [f"{bundle.ensemble}: an ensemble bundle without members in {bundle.dataset.members}"]
+    problems = []
+    for run in runs:
+        try:
+            cfg = config_mod.load_run(run)
+        except UserError as exc:
+            problems += exc.problems
+            continue
+        problems += base_model_problems(cfg, run.is_merged()) + check_trained(run)
+        if run.calibration.exists():
+            try:
+                calibration_mod.read(run.calibration)
+            except UserError as exc:
+                problems += exc.problems
+    for path, what in ((bundle.preflight, "the pre-flight projection"), (bundle.kernel_metadata, "the kernel's metadata")):
+        try:
+            if not isinstance(json.loads(path.read_text(encoding="utf-8")), dict):
+                problems.append(f"{path}: not a JSON object ({what}); the bundle is damaged: package again")
+        except FileNotFoundError:
+            problems.append(f"{path}: missing ({what}); the bundle is incomplete: package again")
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: not valid JSON ({exc}; {what}); the bundle is damaged: package again")
+    for path in (bundle.kernel_script, bundle.wheel_requirements):
+        if not path.is_file():
+            problems.append(f"{path}: missing; the bundle is incomplete: package again")
+    return problems
 
 
 def bundle_config(bundle: Bundle) -> Config:

@@ -13,7 +13,7 @@ from arena import config as config_mod
 from arena.config import Config
 from arena.errors import UserError
 from arena.kaggle import preflight as preflight_mod
-from arena.kaggle.bundle import base_model_problems, bundle_config, package, write_metadata
+from arena.kaggle.bundle import base_model_problems, bundle_config, bundle_problems, package, write_metadata
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.leaderboard import tag_message
 from arena.kaggle.remote import kaggle_executable_display, run_kaggle
@@ -95,6 +95,8 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
     """`arena push`: package (unless --bundle), create or version both datasets, push the kernel, wait for
     it, then submit it to the code competition. Without credentials: UserError before any network call."""
     run = RunFolder(run_dir)
+    if bundle_dir is not None:  # every check `arena package` makes, before any kaggle call
+        _raise(bundle_problems(Bundle(bundle_dir)))
     # `arena runs --fetch-lb` finds the run's leaderboard score by this tag in the submission message.
     submit_message = tag_message(message, run.root.name)
     creds = require_credentials() if not dry_run else find_credentials()

@@ -100,7 +100,7 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
     if problems:
         raise UserError(problems=problems)
-    expected_ids = data.load(test_csv)["id"]
+    expected_ids = data.load_test(test_csv)["id"]  # as the kernel reads it
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
     work.mkdir(parents=True, exist_ok=True)
 
@@ -141,9 +141,7 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     submission = root / "working" / SUBMISSION_FILE
     if not submission.is_file():
         raise UserError(f"the kernel exited 0 but wrote no {submission}")
-    import pandas as pd
-
-    metrics.validate_submission(pd.read_csv(submission, dtype={"id": str}), expected_ids)
+    metrics.validate_submission(metrics.read_columns(submission, "submission"), expected_ids)
     print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
     return submission
 

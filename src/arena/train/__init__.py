@@ -10,7 +10,6 @@ from arena.train.run import (
                              Split,
                              build,
                              check_base_model,
-                             check_room,
                              check_setup,
                              encode_rows,
                              evaluate,
@@ -41,7 +40,7 @@ from arena.train.trainer import (
 
 __all__ = ["Built", "EncodedRows", "EvalLogits", "LeftPadCollator", "NonFiniteGuard", "PairedSwapSampler",
            "PreferenceTrainer", "PreferenceTrainingArguments", "Split", "UserError", "WallClock", "build",
-           "check_base_model", "check_room", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
+           "check_base_model", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
            "evaluate", "find_resumable", "finish", "fit", "fit_length_head", "last_complete_checkpoint",
            "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",
            "save_adapter", "soft_cross_entropy", "train", "training_arguments", "write_summary"]

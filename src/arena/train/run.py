@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from arena import config as config_mod
-from arena import data, metrics, processes, prompts, reporting
+from arena import data, metrics, processes, prompts, reporting, room
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import TRUE_COLUMNS, RunFolder, swap_classes
@@ -28,7 +28,7 @@ from arena.train.trainer import (
     WallClock,
     training_arguments,
 )
-from arena.writes import atomic_file, free_bytes, output_problems, write_text
+from arena.writes import atomic_file, output_problems, write_text
 
 
 @dataclass
@@ -120,19 +120,6 @@ def check_base_model(cfg: Config):
     return tokenizer
 
 
-def check_room(cfg: Config, built: Built) -> None:
-    """Disk room for the run, known once the model is built and before anything is written: each checkpoint
-    holds the trainable weights and Adam's two moments (float32), save_total_limit of them plus one while
-    rotating, then the final adapter; 64 MiB more for logs, predictions and plots."""
-    trainable = sum(p.numel() for p in built.model.parameters() if p.requires_grad) * 4
-    need = trainable * 3 * (cfg.train.save_total_limit + 1) + trainable + 64 * 2**20
-    free = free_bytes(cfg.train.runs_dir)
-    if free < need:
-        raise UserError(f"{cfg.train.runs_dir}: {free / 2**20:.0f} MiB free on its disk; this run needs about "
-                        f"{need / 2**20:.0f} MiB (train.save_total_limit={cfg.train.save_total_limit} checkpoints "
-                        f"of {3 * trainable / 2**20:.0f} MiB each, and the adapter)")
-
-
 def build(cfg: Config, split: Split) -> Built:
     """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
     from arena import model as model_mod
@@ -208,7 +195,8 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
 
 def fit(trainer: PreferenceTrainer, checkpoint: str | None):
     """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end."""
-    return trainer.train(resume_from_checkpoint=checkpoint)
+    with room.disk_full_is_an_error(trainer.args.output_dir, "a checkpoint", "free some room, then `arena train --resume`"):
+        return trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer,
@@ -290,8 +278,8 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
         clock.before = WallClock.recorded(checkpoint)
     torch.manual_seed(cfg.seed)
     split = prepare_data(cfg, resuming=run is not None)
+    room.check_room(cfg)  # before the model loads
     built = build(cfg, split)
-    check_room(cfg, built)
     run = run or open_run_folder(cfg, cpu, origin)
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
