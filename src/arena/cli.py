@@ -111,7 +111,7 @@ def cmd_predict(args) -> int:
 
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
-        base_model=args.base_model, calibrate=args.calibration,
+        base_model=args.base_model, calibrate=args.calibration, deadline=args.deadline, budget_hours=args.budget_hours,
     )
     return 0
 
@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the A<->B swapped order (default: infer.tta from the config)")
     p.add_argument("--base-model", default=None, help="override the base model folder (e.g. under /kaggle/input)")
+    p.add_argument("--deadline", default=None, metavar="WHEN",
+                   help="finish by then (epoch seconds or ISO time): every row in the plain order first, then swap "
+                        "TTA for as many rows as the measured speed fits")
+    p.add_argument("--budget-hours", type=float, default=None, metavar="H", help="as --deadline, H hours from now")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     p.set_defaults(func=cmd_predict)

@@ -1,0 +1,132 @@
+"""The time budget of a prediction: a deadline (`arena predict --deadline` / `--budget-hours`; in the kernel,
+kaggle.time_limit_hours less kaggle.deadline_margin_minutes from the kernel's start) and the two passes run
+within it: the plain order for every row first, then the swapped order for as many rows as the time, projected
+from the speed measured as the passes go, allows. Rows a pass never reached keep NaN logits (predict fills them)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from arena.errors import UserError
+
+# Kept free after the passes for merging the processes' shards, calibrating and writing the submission.
+FINISH_RESERVE_S = 15.0
+# The rehearsal's stand-in for a slower GPU: every batch counts this many extra seconds on the budget's clock
+# (nothing sleeps), so a local rehearsal can run out of time the way a slow hidden rerun would.
+SLOW_BATCH_ENV = "ARENA_REHEARSE_SECONDS_PER_BATCH"
+
+
+def parse_deadline(deadline: str | None, budget_hours: float | None, now: float | None = None) -> float | None:
+    """The deadline as epoch seconds from `--deadline` (epoch seconds or an ISO time; without a zone, local time)
+    or `--budget-hours` (from now); None when neither is given. UserError for a bad or past value."""
+    now = time.time() if now is None else now
+    if deadline is not None and budget_hours is not None:
+        raise UserError("--deadline and --budget-hours: give one of them, not both")
+    if budget_hours is not None:
+        if not budget_hours > 0:
+            raise UserError(f"--budget-hours {budget_hours}: must be a positive number of hours")
+        return now + budget_hours * 3600
+    if deadline is None:
+        return None
+    try:
+        at = float(deadline)
+    except ValueError:
+        try:
+            at = datetime.fromisoformat(deadline).timestamp()
+        except ValueError:
+            raise UserError(f"--deadline {deadline}: expected epoch seconds (e.g. 1790000000) or an ISO time "
+                            f"(e.g. 2026-12-02T13:00:00+00:00)") from None
+    if at <= now:
+        raise UserError(f"--deadline {deadline}: already passed ({now - at:.0f} s ago)")
+    return at
+
+
+class Clock:
+    """Wall-clock seconds (epoch), plus the rehearsal's simulated slowness (SLOW_BATCH_ENV) per batch."""
+
+    def __init__(self, extra_per_batch: float | None = None):
+        self.extra_per_batch = float(os.environ.get(SLOW_BATCH_ENV, 0)) if extra_per_batch is None else extra_per_batch
+        self.simulated = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.simulated
+
+    def batch_done(self) -> None:
+        self.simulated += self.extra_per_batch
+
+
+@dataclass
+class PassReport:
+    """What the budget let through: rows predicted in each order, and why a pass stopped (None: it finished)."""
+    rows: int
+    plain_rows: int = 0
+    swapped_rows: int = 0
+    tta: bool = False
+    stopped: str | None = None
+    seconds: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        line = f"plain order: {self.plain_rows} of {self.rows} rows"
+        if self.tta:
+            share = self.swapped_rows / self.rows if self.rows else 1.0
+            line += f"; swap TTA: {self.swapped_rows} of {self.rows} rows ({share:.0%})"
+        return line + (f"; stopped: {self.stopped}" if self.stopped else "; every pass finished")
+
+
+def run_passes(forward: Callable[[int, list[int]], np.ndarray], batches: list[list[int]], costs: list[float],
+               rows: int, tta: bool, deadline: float | None, clock: Clock | None = None,
+               desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None, PassReport]:
+    """Logits (rows, 3) of the plain order (view 0) and, with `tta`, of the swapped order (view 1), NaN where a
+    pass did not reach. `forward(view, batch)` gives the logits of a batch of row indices; `batches` are the
+    sorted batches (longest first), `costs` their padded token counts. The plain pass runs every batch while its projected time fits before the
+    deadline (less FINISH_RESERVE_S); the swapped pass then runs the same batches shortest first (most rows for
+    the time), each only when its plain twin's measured time, scaled by how the swapped batches compared so far,
+    still fits."""
+    clock = clock or Clock()
+    report = PassReport(rows=rows, tta=tta)
+    plain = np.full((rows, 3), np.nan, dtype=np.float32)
+    swapped = np.full((rows, 3), np.nan, dtype=np.float32) if tta else None
+    limit = None if deadline is None else deadline - FINISH_RESERVE_S
+    took = [0.0] * len(batches)  # measured seconds of each plain batch
+    plain_time, plain_cost = 0.0, 0.0
+    bar = tqdm(total=len(batches) * (2 if tta else 1), desc=desc, unit="batch", mininterval=2,
+               disable=len(batches) < 4)
+    for k, batch in enumerate(batches):
+        start = clock.now()
+        # seconds per padded token measured so far; before the first batch there is nothing to project from
+        projected = plain_time / plain_cost * costs[k] if plain_cost else 0.0
+        if limit is not None and start + projected > limit:
+            report.stopped = (f"the deadline, during the plain pass (next batch projected {projected:.1f} s, "
+                              f"{max(limit - start, 0):.1f} s left before the finish reserve)")
+            break
+        plain[batch] = forward(0, batch)
+        clock.batch_done()
+        took[k] = clock.now() - start
+        plain_time, plain_cost = plain_time + took[k], plain_cost + costs[k]
+        report.plain_rows += len(batch)
+        bar.update()
+    report.seconds["plain"] = round(plain_time, 3)
+    if tta and report.stopped is None:
+        ratio_num, ratio_den = 0.0, 0.0  # swapped vs plain seconds of the batches done in both orders
+        for k in reversed(range(len(batches))):
+            start = clock.now()
+            projected = took[k] * (ratio_num / ratio_den if ratio_den else 1.0)
+            if limit is not None and start + projected > limit:
+                report.stopped = (f"the deadline, during the swapped pass (next batch projected {projected:.1f} s, "
+                                  f"{max(limit - start, 0):.1f} s left before the finish reserve)")
+                break
+            swapped[batches[k]] = forward(1, batches[k])
+            clock.batch_done()
+            ratio_num, ratio_den = ratio_num + clock.now() - start, ratio_den + took[k]
+            report.swapped_rows += len(batches[k])
+            bar.update()
+        report.seconds["swapped"] = round(ratio_num, 3)
+    bar.close()
+    return plain, swapped, report

@@ -1,0 +1,141 @@
+"""A prediction that always finishes and always scores: the deadline and time-aware swap TTA (arena.budget), rows
+without finite logits filled in, identical responses set to a tie."""
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from arena import budget, data, predict
+from arena import model as model_mod
+from arena.errors import UserError
+from arena.layout import LABEL_COLUMNS
+
+
+def test_deadline_from_epoch_iso_time_or_budget_and_clear_errors():
+    now = 1_800_000_000.0
+    assert budget.parse_deadline(None, None, now) is None
+    assert budget.parse_deadline(str(now + 60), None, now) == now + 60
+    iso = datetime.fromtimestamp(now + 3600, timezone.utc).isoformat()
+    assert budget.parse_deadline(iso, None, now) == pytest.approx(now + 3600)
+    assert budget.parse_deadline(None, 0.5, now) == now + 1800
+    for deadline, hours, message in [("soon", None, "expected epoch seconds"), (str(now - 1), None, "already passed"),
+                                     (str(now + 60), 1.0, "not both"), (None, 0.0, "positive")]:
+        with pytest.raises(UserError, match=message):
+            budget.parse_deadline(deadline, hours, now)
+
+
+def fake_forward(calls):
+    def forward(view, batch):
+        calls.append((view, list(batch)))
+        return np.zeros((len(batch), 3), dtype=np.float32)
+    return forward
+
+
+def test_swap_tta_covers_the_rows_the_measured_speed_fits_shortest_first():
+    batches = [[i] for i in range(10)]  # longest first, as sorted_batches gives them
+    clock = budget.Clock(extra_per_batch=1.0)  # every batch takes a (simulated) second
+    calls = []
+    deadline = time.time() + budget.FINISH_RESERVE_S + 14.5  # the plain pass (10 s) and 4 swapped batches fit
+    plain, swapped, report = budget.run_passes(fake_forward(calls), batches, [1.0] * 10, 10, True, deadline, clock)
+    assert np.isfinite(plain).all()
+    assert [b for view, b in calls if view == 1] == [[9], [8], [7], [6]]  # shortest rows first
+    assert np.isfinite(swapped).all(axis=1).tolist() == [False] * 6 + [True] * 4
+    assert (report.plain_rows, report.swapped_rows) == (10, 4)
+    assert "during the swapped pass" in report.stopped
+    assert "swap TTA: 4 of 10 rows (40%)" in report.describe()
+
+
+def test_the_plain_pass_stops_at_the_deadline_and_without_one_everything_runs():
+    clock = budget.Clock(extra_per_batch=1.0)
+    deadline = time.time() + budget.FINISH_RESERVE_S + 5.5
+    plain, swapped, report = budget.run_passes(fake_forward([]), [[i] for i in range(10)], [1.0] * 10, 10, True,
+                                               deadline, clock)
+    assert report.plain_rows == 5 and report.swapped_rows == 0 and "during the plain pass" in report.stopped
+    assert np.isfinite(plain).all(axis=1).sum() == 5 and not np.isfinite(swapped).any()
+    _, swapped, report = budget.run_passes(fake_forward([]), [[0, 1], [2]], [2.0, 1.0], 3, True, None,
+                                           budget.Clock(extra_per_batch=1e6))
+    assert report.stopped is None and np.isfinite(swapped).all()
+
+
+def test_rows_without_finite_logits_take_the_other_order_else_the_prior():
+    plain = np.array([[1.0, 0.0, 0.0], [np.nan, 0.0, 0.0], [np.inf, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    swapped = np.array([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0], [np.nan, 0.0, 0.0], [np.nan] * 3])
+    probs, counts = predict.probabilities(plain, swapped, "prob")
+    assert counts == {"tta": 1, "plain_only": 1, "swapped_only": 1, "prior": 1}
+    np.testing.assert_allclose(probs[0], predict.softmax(plain[:1])[0])  # both orders agree
+    np.testing.assert_allclose(probs[1], predict.softmax(np.array([[2.0, 0.0, 0.0]]))[0])  # swapped back
+    np.testing.assert_allclose(probs[3], predict.softmax(plain[3:])[0])
+    np.testing.assert_allclose(probs[2], probs[[0, 1, 3]].mean(axis=0))  # the prior of the other rows
+    nothing, counts = predict.probabilities(np.full((2, 3), np.nan), None, "prob")
+    np.testing.assert_allclose(nothing, 1 / 3)
+    assert counts["prior"] == 2
+
+
+@pytest.fixture(scope="module")
+def test_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("deadline-test") / "test.csv"
+    df = data.generate_sample(20, seed=5).drop(columns=LABEL_COLUMNS)
+    for i in range(3):  # the same text as response_a, spaced differently
+        df.at[df.index[i], "response_b"] = [f"  {' '.join(t.split())}\n" for t in df["response_a"].iloc[i]]
+    data.write_csv(df, path)
+    return path
+
+
+def with_nan_logits(monkeypatch, bad_calls: set[int]):
+    """Every model the prediction loads emits NaN logits for all rows of the forward calls numbered `bad_calls`
+    (0-based, plain pass first)."""
+    load = model_mod.load_trained
+    calls = []
+
+    def poison(module, args, kwargs, output):
+        calls.append(len(calls))
+        return output.masked_fill(torch.ones_like(output, dtype=torch.bool), float("nan")) \
+            if calls[-1] in bad_calls else output
+
+    def load_poisoned(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        loaded[0].register_forward_hook(poison, with_kwargs=True)
+        return loaded
+
+    monkeypatch.setattr(model_mod, "load_trained", load_poisoned)
+    return calls
+
+
+def test_nan_logits_still_give_a_valid_submission_with_the_counts_printed(tiny_run, test_csv, tmp_path,
+                                                                           monkeypatch, capsys):
+    overrides = ["infer.max_batch_size=4"]  # 20 rows: 5 batches per order
+    calls = with_nan_logits(monkeypatch, {0, 1, 5 + 3})  # plain batches 0 and 1; swapped batch 1 (shortest first)
+    path = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=True, overrides=overrides)
+    assert len(calls) == 10
+    sub = pd.read_csv(path, dtype={"id": str})
+    assert sub["id"].tolist() == data.load(test_csv)["id"].tolist()
+    assert np.isfinite(sub[LABEL_COLUMNS].to_numpy()).all()
+    out = capsys.readouterr().out
+    assert "swap TTA: 12 of 20 rows (60%)" in out
+    assert "non-finite logits in 8 row(s) of the plain order and 4 of the swapped order: 4 took the swapped " \
+           "order's prediction" in out
+    assert "4 row(s) have no finite prediction in either order" in out
+
+
+def test_identical_responses_are_found_after_whitespace_normalisation_and_set_to_a_tie(tiny_run, test_csv, tmp_path,
+                                                                                      capsys):
+    df = data.load(test_csv)
+    assert predict.identical_responses(df).tolist() == [True] * 3 + [False] * 17
+    path = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=False,
+                                overrides=["infer.identical_tie=0.8"])
+    probs = pd.read_csv(path)[LABEL_COLUMNS].to_numpy()
+    np.testing.assert_allclose(probs[:3], [[0.1, 0.1, 0.8]] * 3)
+    assert "identical responses: 3 row(s) set to P(tie) = 0.8" in capsys.readouterr().out
+    plain = pd.read_csv(predict.predict_file(tiny_run, test_csv, tmp_path / "off.csv", tta=False))
+    assert not np.allclose(plain[LABEL_COLUMNS].to_numpy()[:3], [[0.1, 0.1, 0.8]] * 3)  # off by default
+
+
+def test_a_bad_deadline_is_refused_before_any_model_loads(tiny_run, test_csv, tmp_path, monkeypatch):
+    monkeypatch.setattr(model_mod, "load_trained", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(UserError, match="--deadline yesterday"):
+        predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", deadline="yesterday")
+    assert not (tmp_path / "sub.csv").exists()
