@@ -48,6 +48,16 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
     return at
 
 
+def kernel_deadline(started: float, kaggle) -> float:
+    """The kernel's deadline (epoch seconds): kaggle.time_limit_hours less kaggle.deadline_margin_minutes after
+    its start, `started`."""
+    deadline = started + kaggle.time_limit_hours * 3600 - kaggle.deadline_margin_minutes * 60
+    print(f"deadline: {datetime.fromtimestamp(deadline).isoformat(timespec='seconds')} = the kernel's start + "
+          f"kaggle.time_limit_hours {kaggle.time_limit_hours:g} h - kaggle.deadline_margin_minutes "
+          f"{kaggle.deadline_margin_minutes:g} min ({(deadline - time.time()) / 3600:.2f} h from now)", flush=True)
+    return deadline
+
+
 class Clock:
     """Wall-clock seconds (epoch), plus the rehearsal's simulated slowness (SLOW_BATCH_ENV) per batch."""
 

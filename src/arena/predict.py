@@ -236,7 +236,8 @@ def set_identical_ties(probs: np.ndarray, df: pd.DataFrame, tie: float | None) -
 
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None,
-                 calibrate: bool = True, deadline: str | None = None, budget_hours: float | None = None) -> Path | None:
+                 calibrate: bool = True, deadline: str | None = None, budget_hours: float | None = None,
+                 kernel_start: float | None = None) -> Path | None:
     """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission,
     calibrated once when the run has a calibration (`calibrate=False` turns it off). With a `deadline` (epoch
     seconds or ISO time) or `budget_hours`, the plain order of every row comes first and swap TTA covers as many
@@ -252,6 +253,10 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     except UserError as exc:
         problems += exc.problems
     try:
+        if kernel_start is not None and cfg is not None:
+            if deadline is not None or budget_hours is not None:
+                raise UserError("--kernel-start: give it alone, without --deadline or --budget-hours")
+            deadline = str(budget.kernel_deadline(kernel_start, cfg.kaggle))
         until = budget.parse_deadline(deadline, budget_hours)
     except UserError as exc:
         problems += exc.problems
