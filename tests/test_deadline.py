@@ -125,13 +125,17 @@ def test_identical_responses_are_found_after_whitespace_normalisation_and_set_to
                                                                                       capsys):
     df = data.load(test_csv)
     assert predict.identical_responses(df).tolist() == [True] * 3 + [False] * 17
-    path = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=False,
-                                overrides=["infer.identical_tie=0.8"])
+    path = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=False)  # 0.8 by default
     probs = pd.read_csv(path)[LABEL_COLUMNS].to_numpy()
     np.testing.assert_allclose(probs[:3], [[0.1, 0.1, 0.8]] * 3)
     assert "identical responses: 3 row(s) set to P(tie) = 0.8" in capsys.readouterr().out
-    plain = pd.read_csv(predict.predict_file(tiny_run, test_csv, tmp_path / "off.csv", tta=False))
-    assert not np.allclose(plain[LABEL_COLUMNS].to_numpy()[:3], [[0.1, 0.1, 0.8]] * 3)  # off by default
+    path = predict.predict_file(tiny_run, test_csv, tmp_path / "half.csv", tta=False,
+                                overrides=["infer.identical_tie=0.5"])
+    np.testing.assert_allclose(pd.read_csv(path)[LABEL_COLUMNS].to_numpy()[:3], [[0.25, 0.25, 0.5]] * 3)
+    off = pd.read_csv(predict.predict_file(tiny_run, test_csv, tmp_path / "off.csv", tta=False,
+                                           overrides=["infer.identical_tie=null"]))
+    assert not np.allclose(off[LABEL_COLUMNS].to_numpy()[:3], [[0.1, 0.1, 0.8]] * 3)
+    np.testing.assert_allclose(off[LABEL_COLUMNS].to_numpy()[3:], probs[3:], atol=1e-6)  # the other rows as predicted
 
 
 def test_a_bad_deadline_is_refused_before_any_model_loads(tiny_run, test_csv, tmp_path, monkeypatch):
@@ -139,3 +143,89 @@ def test_a_bad_deadline_is_refused_before_any_model_loads(tiny_run, test_csv, tm
     with pytest.raises(UserError, match="--deadline yesterday"):
         predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", deadline="yesterday")
     assert not (tmp_path / "sub.csv").exists()
+
+
+# ---- the kernel: the machine check, and a rehearsal that runs out of time ----------------------------------
+
+def kernel_module(tmp_path):
+    """The rendered kernel.py, imported as a module (its main() is not run)."""
+    import importlib.util
+
+    from arena import config
+    from arena.kaggle import bundle as bundle_mod
+
+    path = tmp_path / "kernel.py"
+    path.write_text(bundle_mod.render_kernel_script(config.from_dict({})), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("rendered_kernel", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_on_kaggle_the_kernel_stops_at_once_on_the_wrong_machine(tmp_path, monkeypatch, capsys):
+    import json
+
+    from arena.kaggle import bundle as bundle_mod
+
+    kernel = kernel_module(tmp_path)
+    template = json.loads((bundle_mod.TEMPLATES / f"{bundle_mod.KERNEL_METADATA}.template").read_text())
+    assert kernel.MACHINE_SHAPE == template["machine_shape"]  # what the kernel expects is what the bundle asks for
+    t4x2 = ["GPU 0: Tesla T4 (UUID: GPU-a)", "GPU 1: Tesla T4 (UUID: GPU-b)"]
+    monkeypatch.delenv("ARENA_SKIP_GPU_CHECK", raising=False)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    kernel.check_machine(t4x2)
+    for wrong in ([t4x2[0]], ["GPU 0: Tesla P100-PCIE-16GB (UUID: GPU-c)"], []):
+        with pytest.raises(SystemExit, match="built for 2 x Tesla T4 .*Set the accelerator to GPU T4 x2"):
+            kernel.check_machine(wrong)
+    monkeypatch.setenv("ARENA_SKIP_GPU_CHECK", "1")  # the rehearsal
+    kernel.check_machine([])
+    monkeypatch.delenv("ARENA_SKIP_GPU_CHECK")
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")  # not on Kaggle: listed, never refused
+    kernel.check_machine([])
+    assert "kernel: GPUs: none" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny_run, tmp_path, no_credentials,
+                                                                           monkeypatch, capfd):
+    """30 rows in batches of 2 (15 per order), each batch counted as 100 s: the plain pass takes 1500 s of the
+    kernel's 2300 s, and the swapped pass gets what is left (about 7 of its 15 batches; start-up is real time)."""
+    import re
+
+    from arena.kaggle import bundle as bundle_mod
+    from arena.kaggle import rehearsal
+    from arena.layout import RunFolder
+
+    run = tmp_path / "run"
+    shutil_copy_run(tiny_run, run, {"kaggle": {"time_limit_hours": 2300 / 3600, "deadline_margin_minutes": 0,
+                                               "base_model_kernel_path": "/kaggle/input/tiny-gemma2/1",
+                                               "base_model_dataset": "someone/tiny-gemma2"},
+                                    "infer": {"max_batch_size": 2, "tta": True}})
+    test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
+    data.write_csv(test, tmp_path / "input" / "test.csv")
+    bundle = bundle_mod.package(RunFolder(run).root, out_dir=tmp_path / "bundle", wheels=False)
+    monkeypatch.setenv(budget.SLOW_BATCH_ENV, "100")
+    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=tmp_path / "work")
+    frame = pd.read_csv(submission, dtype={"id": str})
+    assert frame["id"].tolist() == test["id"].astype(str).tolist()
+    log = (tmp_path / "work" / "kernel.log").read_text()
+    assert "kernel: GPUs: none" in log and "--kernel-start" in log
+    assert "deadline: " in log and "kaggle.time_limit_hours 0.638889 h - kaggle.deadline_margin_minutes 0 min" in log
+    tta_rows = int(re.search(r"swap TTA: (\d+) of 30 rows", log).group(1))
+    assert 0 < tta_rows < 30, log
+    assert "stopped by the deadline, during the swapped pass" in log
+    assert "no finite prediction" not in log  # every row has its plain prediction
+
+
+def shutil_copy_run(source, target, changes: dict) -> None:
+    """A copy of a trained run with some config values changed."""
+    import shutil
+
+    from arena import config
+    from arena.layout import RunFolder
+
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
+    raw = config.load_run(RunFolder(source)).to_dict()
+    for section, values in changes.items():
+        raw[section] |= values
+    config.dump(config.from_dict(raw), target / "config.yaml")
