@@ -229,3 +229,18 @@ def shutil_copy_run(source, target, changes: dict) -> None:
     for section, values in changes.items():
         raw[section] |= values
     config.dump(config.from_dict(raw), target / "config.yaml")
+
+
+def test_the_preflight_shows_the_projected_swap_tta_share():
+    from arena.kaggle import preflight
+
+    fits = preflight.project_runtime(500, 25000, True, 2000, 9.0)  # 1.74 h of each order against 9 h
+    assert budget.projected_tta_share(fits, 20) == 1.0
+    slow = preflight.project_runtime(500, 25000, True, 600, 9.0)  # 5.79 h per order: 2.63 h left for the second
+    one_pass = 12.5e6 / 600 / 3600
+    expected = (9 - 20 / 60 - preflight.LOAD_ALLOWANCE_S / 3600 - one_pass) / one_pass
+    assert budget.projected_tta_share(slow, 20) == pytest.approx(expected, abs=1e-3)
+    assert "projected swap TTA share: 45% of rows" in preflight.format_preflight(
+        slow | {"method": "m", "tta_share": budget.projected_tta_share(slow, 20)})
+    assert budget.projected_tta_share(preflight.project_runtime(500, 25000, True, 300, 9.0), 20) == 0.0
+    assert budget.projected_tta_share(preflight.project_runtime(500, 25000, False, 2000, 9.0), 20) is None

@@ -48,6 +48,17 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
     return at
 
 
+def projected_tta_share(pf: dict, margin_minutes: float) -> float | None:
+    """The share of rows a pre-flight projection (kaggle.preflight) expects the kernel's swapped pass to cover
+    before its deadline (time limit less the margin, less the load allowance and the plain pass); None without
+    swap TTA or a throughput. 0 when even the plain pass does not fit."""
+    if pf["passes"] != 2 or pf["inference_hours"] is None:
+        return None
+    one_pass = pf["inference_hours"] / 2
+    left = pf["time_limit_hours"] - margin_minutes / 60 - pf["load_allowance_s"] / 3600 - one_pass
+    return round(min(max(left / one_pass, 0.0), 1.0), 3) if one_pass > 0 else 1.0
+
+
 def kernel_deadline(started: float, kaggle) -> float:
     """The kernel's deadline (epoch seconds): kaggle.time_limit_hours less kaggle.deadline_margin_minutes after
     its start, `started`."""
