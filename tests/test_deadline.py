@@ -1,6 +1,7 @@
 """A prediction that always finishes and always scores: the deadline and time-aware swap TTA (arena.budget), rows
 without finite logits filled in, identical responses set to a tie."""
 
+import pickle
 import time
 from datetime import datetime, timezone
 
@@ -244,3 +245,24 @@ def test_the_preflight_shows_the_projected_swap_tta_share():
         slow | {"method": "m", "tta_share": budget.projected_tta_share(slow, 20)})
     assert budget.projected_tta_share(preflight.project_runtime(500, 25000, True, 300, 9.0), 20) == 0.0
     assert budget.projected_tta_share(preflight.project_runtime(500, 25000, False, 2000, 9.0), 20) is None
+
+
+def test_the_main_process_waits_for_shards_until_the_deadline_and_names_a_rank_that_never_wrote(tmp_path, monkeypatch,
+                                                                                                capsys):
+    from types import SimpleNamespace
+
+    from arena import processes
+
+    main = SimpleNamespace(num_processes=3, process_index=0, is_main_process=True)
+    monkeypatch.setattr(processes, "state", lambda cpu: main)
+    late = processes.shard_file(tmp_path, 1)  # rank 1 wrote before the deadline; rank 2 never does
+    late.write_bytes(pickle.dumps("rank 1's rows"))
+    start = time.time()
+    parts = processes.collect_shards("rank 0's rows", tmp_path, cpu=True, deadline=time.time() + 1.5, poll_s=0.1)
+    assert parts == ["rank 0's rows", "rank 1's rows", None]
+    assert 1.4 < time.time() - start < 10
+    assert "process 2 wrote no predictions" in capsys.readouterr().out
+    worker = SimpleNamespace(num_processes=3, process_index=2, is_main_process=False)
+    monkeypatch.setattr(processes, "state", lambda cpu: worker)
+    assert processes.collect_shards("rank 2's rows", tmp_path, cpu=True) is None
+    assert processes.shard_file(tmp_path, 2).is_file()

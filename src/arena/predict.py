@@ -4,6 +4,7 @@ submission writer, and blending runs with weights fit on out-of-fold log loss.""
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,8 +180,8 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     plain, swapped, report = budget.run_passes(forward, batches, costs, len(rows), len(views) > 1, deadline,
                                                desc="predict" + where)
     print(f"budget{where}: {report.describe()}", flush=True)
-    parts = processes.collect_shards((rows, plain, swapped, report), shards, cpu,
-                                     None if deadline is None else deadline + budget.FINISH_RESERVE_S / 3)
+    # the passes stop FINISH_RESERVE_S before the deadline: the other ranks' shards are due by then
+    parts = processes.collect_shards((rows, plain, swapped, report), shards, cpu, deadline)
     if parts is None:
         return None
     whole = [np.full((n, 3), np.nan, dtype=np.float32) for _ in views]
@@ -344,8 +345,6 @@ def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: f
         print(f"WARNING: {counts['prior']} row(s) have no finite prediction in either order (non-finite logits, "
               f"or not reached in time): they take the class prior of the other rows", flush=True)
     if deadline is not None:
-        import time
-
         print(f"time left before the deadline: {deadline - time.time():.0f} s "
               f"(finish reserve {budget.FINISH_RESERVE_S:.0f} s)", flush=True)
 
