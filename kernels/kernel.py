@@ -85,14 +85,14 @@ def check_machine(gpus: list[str]) -> None:
 
 
 def main() -> None:
-    gpus = list_gpus()
-    check_machine(gpus)
+    listed = list_gpus()
+    check_machine(listed)
     wheels = find_input(WHEELS_DATASET)
     run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
          "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
     run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
          "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])
-    gpus = len(gpus)
+    gpus = len(listed)
     # Two GPUs (T4x2): one process per GPU through accelerate, each with its own model copy and half the tokens.
     launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
