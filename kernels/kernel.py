@@ -99,24 +99,38 @@ def main() -> None:
               if gpus > 1 else [sys.executable, "-m", "arena.cli"])
     dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / "test.csv"
     members = [[dataset / folder, base, tta, SUBMISSION.parent / out] for folder, base, tta, out in MEMBERS]
-    failed = []  # ensemble members whose predict failed: the blend leaves them out (one run: the kernel fails)
-    for index, (run_dir, base, tta, out) in enumerate(members or [[dataset, BASE_MODEL, TTA, SUBMISSION]]):
-        cmd = [*launch, "predict", "--run", run_dir, "--data", test, "--out", out, "--tta" if tta else "--no-tta",
-               "--kernel-start", STARTED]
+
+    def predict(run_dir, base, out, *flags) -> bool:
+        cmd = [*launch, "predict", "--run", run_dir, "--data", test, "--out", out, "--kernel-start", STARTED, *flags]
         if base:
             if not on_root(base).is_dir():
                 fail(f"base model folder {on_root(base)} not found: attach it (kernel-metadata.json model_sources)")
             cmd += ["--base-model", on_root(base)]
-        if not run(cmd, may_fail=bool(members), env={**os.environ, **OFFLINE}):
-            print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend",
-                  flush=True)
-            failed.append(index)
-    if members and len(failed) == len(members):
+        return run(cmd, may_fail=bool(members), env={**os.environ, **OFFLINE})
+
+    if not members:
+        predict(dataset, BASE_MODEL, SUBMISSION, "--tta" if TTA else "--no-tta")
+    # An ensemble: every member's plain order first (its logits kept), then the swapped orders in the time left.
+    done = {}  # member -> its predictions; a member whose plain predict failed is left out of the blend
+    for index, (run_dir, base, tta, out) in enumerate(members):
+        plain = out.with_name(f"{out.stem}-plain.csv") if tta else out
+        if predict(run_dir, base, plain, "--no-tta", "--logits", out.with_suffix(".npz")):
+            done[index] = plain
+        else:
+            print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend", flush=True)
+    if members and not done:
         fail(f"every one of the {len(members)} ensemble members failed: no submission")
+    for index, (run_dir, base, tta, out) in enumerate(members):
+        if tta and index in done:
+            if predict(run_dir, base, out, "--tta", "--logits", out.with_suffix(".npz")):
+                done[index] = out
+            else:
+                print(f"kernel: WARNING: member {index}'s swap TTA failed: its plain predictions are blended", flush=True)
     if members:
+        left_out = [i for i in range(len(members)) if i not in done]
         run([sys.executable, "-m", "arena.cli", "kernel", "blend", dataset, "--data", test, "--out", SUBMISSION,
-             "--preds", *(out for *_, out in members), *(["--left-out", *failed] if failed else [])],
-            env={**os.environ, **OFFLINE})
+             "--preds", *(done.get(i, m[3]) for i, m in enumerate(members)),
+             *(["--left-out", *left_out] if left_out else [])], env={**os.environ, **OFFLINE})
     if not SUBMISSION.is_file():
         fail(f"arena predict wrote no {SUBMISSION}")
     print(f"kernel: wrote {SUBMISSION}", flush=True)

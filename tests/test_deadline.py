@@ -266,3 +266,26 @@ def test_the_main_process_waits_for_shards_until_the_deadline_and_names_a_rank_t
     monkeypatch.setattr(processes, "state", lambda cpu: worker)
     assert processes.collect_shards("rank 2's rows", tmp_path, cpu=True) is None
     assert processes.shard_file(tmp_path, 2).is_file()
+
+
+def test_kept_plain_logits_are_not_predicted_again(tiny_run, test_csv, tmp_path, monkeypatch, capsys):
+    """The kernel's ensembles: a plain-only predict keeps its logits; the later swap-TTA predict runs only the
+    swapped order and gives what one predict with TTA gives."""
+    logits = tmp_path / "member.npz"
+    plain = predict.predict_file(tiny_run, test_csv, tmp_path / "plain.csv", tta=False, logits_file=logits)
+    assert f"logits of 20 rows kept in {logits}" in capsys.readouterr().out
+    calls = with_nan_logits(monkeypatch, set())  # nothing poisoned: it counts the forward calls
+    both = predict.predict_file(tiny_run, test_csv, tmp_path / "both.csv", tta=True, logits_file=logits)
+    swapped_only = len(calls)
+    once = predict.predict_file(tiny_run, test_csv, tmp_path / "once.csv", tta=True)
+    assert swapped_only > 0 and len(calls) == 3 * swapped_only  # one pass, then both passes
+    np.testing.assert_allclose(pd.read_csv(both)[LABEL_COLUMNS].to_numpy(), pd.read_csv(once)[LABEL_COLUMNS].to_numpy(),
+                               atol=1e-5)
+    again = predict.predict_file(tiny_run, test_csv, tmp_path / "again.csv", tta=False, logits_file=logits)
+    assert len(calls) == 3 * swapped_only  # every plain logit known and no TTA: no model ran
+    np.testing.assert_allclose(pd.read_csv(again)[LABEL_COLUMNS].to_numpy(),
+                               pd.read_csv(plain)[LABEL_COLUMNS].to_numpy())
+    other = tmp_path / "other.csv"
+    data.write_csv(data.generate_sample(5, seed=9).drop(columns=LABEL_COLUMNS), other)
+    with pytest.raises(UserError, match="other rows than 5 rows"):
+        predict.predict_file(tiny_run, other, tmp_path / "bad.csv", tta=True, logits_file=logits)

@@ -102,52 +102,65 @@ class PassReport:
 
 
 def run_passes(forward: Callable[[int, list[int]], np.ndarray], batches: list[list[int]], costs: list[float],
-               rows: int, tta: bool, deadline: float | None, clock: Clock | None = None,
-               desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None, PassReport]:
+               rows: int, tta: bool, deadline: float | None, clock: Clock | None = None, desc: str = "predict",
+               known_plain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
     """Logits (rows, 3) of the plain order (view 0) and, with `tta`, of the swapped order (view 1), NaN where a
     pass did not reach. `forward(view, batch)` gives the logits of a batch of row indices; `batches` are the
-    sorted batches (longest first), `costs` their padded token counts. The plain pass runs every batch while its projected time fits before the
-    deadline (less FINISH_RESERVE_S); the swapped pass then runs the same batches shortest first (most rows for
-    the time), each only when its plain twin's measured time, scaled by how the swapped batches compared so far,
-    still fits."""
+    sorted batches (longest first), `costs` their padded token counts. The plain pass runs every batch while its
+    projected time fits before the deadline (less FINISH_RESERVE_S); the swapped pass then runs the same batches
+    shortest first (most rows for the time), each only when its projected time still fits: its plain twin's
+    measured time scaled by how the swapped batches compared so far, or, when the plain logits are
+    `known_plain` (an earlier call predicted them), the swapped pass's own seconds per token so far."""
     clock = clock or Clock()
     report = PassReport(rows=rows, tta=tta)
-    plain = np.full((rows, 3), np.nan, dtype=np.float32)
     swapped = np.full((rows, 3), np.nan, dtype=np.float32) if tta else None
     limit = None if deadline is None else deadline - FINISH_RESERVE_S
-    took = [0.0] * len(batches)  # measured seconds of each plain batch
-    plain_time, plain_cost = 0.0, 0.0
-    bar = tqdm(total=len(batches) * (2 if tta else 1), desc=desc, unit="batch", mininterval=2,
+    took: list[float | None] = [None] * len(batches)  # measured seconds of each plain batch
+    bar = tqdm(total=len(batches) * ((known_plain is None) + tta), desc=desc, unit="batch", mininterval=2,
                disable=len(batches) < 4)
-    for k, batch in enumerate(batches):
+
+    def fits(projected: float, which: str) -> bool:
+        now = clock.now()
+        if limit is not None and now + projected > limit:
+            report.stopped = (f"the deadline, during the {which} pass (next batch projected {projected:.1f} s, "
+                              f"{max(limit - now, 0):.1f} s left before the finish reserve)")
+            return False
+        return True
+
+    def timed(view: int, batch: list[int]) -> tuple[np.ndarray, float]:
         start = clock.now()
-        # seconds per padded token measured so far; before the first batch there is nothing to project from
-        projected = plain_time / plain_cost * costs[k] if plain_cost else 0.0
-        if limit is not None and start + projected > limit:
-            report.stopped = (f"the deadline, during the plain pass (next batch projected {projected:.1f} s, "
-                              f"{max(limit - start, 0):.1f} s left before the finish reserve)")
-            break
-        plain[batch] = forward(0, batch)
+        logits = forward(view, batch)
         clock.batch_done()
-        took[k] = clock.now() - start
-        plain_time, plain_cost = plain_time + took[k], plain_cost + costs[k]
-        report.plain_rows += len(batch)
         bar.update()
-    report.seconds["plain"] = round(plain_time, 3)
-    if tta and report.stopped is None:
-        ratio_num, ratio_den = 0.0, 0.0  # swapped vs plain seconds of the batches done in both orders
-        for k in reversed(range(len(batches))):
-            start = clock.now()
-            projected = took[k] * (ratio_num / ratio_den if ratio_den else 1.0)
-            if limit is not None and start + projected > limit:
-                report.stopped = (f"the deadline, during the swapped pass (next batch projected {projected:.1f} s, "
-                                  f"{max(limit - start, 0):.1f} s left before the finish reserve)")
+        return logits, clock.now() - start
+
+    if known_plain is None:
+        plain = np.full((rows, 3), np.nan, dtype=np.float32)
+        plain_time, plain_cost = 0.0, 0.0
+        for k, batch in enumerate(batches):
+            # seconds per padded token measured so far; before the first batch there is nothing to project from
+            if not fits(plain_time / plain_cost * costs[k] if plain_cost else 0.0, "plain"):
                 break
-            swapped[batches[k]] = forward(1, batches[k])
-            clock.batch_done()
-            ratio_num, ratio_den = ratio_num + clock.now() - start, ratio_den + took[k]
+            plain[batch], took[k] = timed(0, batch)
+            plain_time, plain_cost = plain_time + took[k], plain_cost + costs[k]
+            report.plain_rows += len(batch)
+        report.seconds["plain"] = round(plain_time, 3)
+    else:
+        plain = np.asarray(known_plain, dtype=np.float32).copy()
+        report.plain_rows = rows
+    if tta and report.stopped is None:
+        swapped_time, swapped_cost, twin_time = 0.0, 0.0, 0.0  # twin_time: plain seconds of the same batches
+        for k in reversed(range(len(batches))):
+            if took[k] is not None:
+                projected = took[k] * (swapped_time / twin_time if twin_time else 1.0)
+            else:
+                projected = swapped_time / swapped_cost * costs[k] if swapped_cost else 0.0
+            if not fits(projected, "swapped"):
+                break
+            swapped[batches[k]], seconds = timed(1, batches[k])
+            swapped_time, swapped_cost, twin_time = (swapped_time + seconds, swapped_cost + costs[k],
+                                                     twin_time + (took[k] or 0.0))
             report.swapped_rows += len(batches[k])
-            bar.update()
-        report.seconds["swapped"] = round(ratio_num, 3)
+        report.seconds["swapped"] = round(swapped_time, 3)
     bar.close()
     return plain, swapped, report

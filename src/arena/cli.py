@@ -112,7 +112,7 @@ def cmd_predict(args) -> int:
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
         base_model=args.base_model, calibrate=args.calibration, deadline=args.deadline, budget_hours=args.budget_hours,
-        kernel_start=args.kernel_start,
+        kernel_start=args.kernel_start, logits_file=args.logits,
     )
     return 0
 
@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernel-start", type=float, default=None, metavar="EPOCH",
                    help="(run by the kernel) its start time: the deadline is kaggle.time_limit_hours less "
                         "kaggle.deadline_margin_minutes after it")
+    p.add_argument("--logits", default=None, metavar="FILE",
+                   help="keep every row's logits in FILE (.npz); if FILE exists, take its plain-order logits "
+                        "instead of predicting them again (then only the swapped order runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     p.set_defaults(func=cmd_predict)

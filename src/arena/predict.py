@@ -150,13 +150,15 @@ View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head feature
 
 
 def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views: list[View], pad_id: int,
-                     deadline: float | None = None, shards: str | Path | None = None):
+                     deadline: float | None = None, shards: str | Path | None = None,
+                     known_plain: np.ndarray | None = None):
     """(plain logits, swapped logits or None, one budget.PassReport per process) of every row on the main process
     (None on the others); NaN where a pass did not reach a row. Under `accelerate launch` each process loads its
     own copy of the model (on its GPU, or the CPU) and predicts its share of the rows, dealt so that every process
     gets the same number of tokens, within the deadline (budget.run_passes); it writes its share to its own file
     in `shards` and the main process merges them (processes.collect_shards: no collective that could time out
-    while one GPU is slower). One process predicts every row."""
+    while one GPU is slower). One process predicts every row. `known_plain`: every row's plain logits, predicted
+    by an earlier call (then only the swapped order runs)."""
     from arena import budget, processes
     from arena import model as model_mod
 
@@ -178,7 +180,8 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     costs = [len(b) * max(lengths[i] for i in b) for b in batches]
     where = f" (process {procs.process_index})" if procs.num_processes > 1 else ""
     plain, swapped, report = budget.run_passes(forward, batches, costs, len(rows), len(views) > 1, deadline,
-                                               desc="predict" + where)
+                                               desc="predict" + where,
+                                               known_plain=None if known_plain is None else known_plain[rows])
     print(f"budget{where}: {report.describe()}", flush=True)
     # the passes stop FINISH_RESERVE_S before the deadline: the other ranks' shards are due by then
     parts = processes.collect_shards((rows, plain, swapped, report), shards, cpu, deadline)
@@ -238,11 +241,13 @@ def set_identical_ties(probs: np.ndarray, df: pd.DataFrame, tie: float | None) -
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None,
                  calibrate: bool = True, deadline: str | None = None, budget_hours: float | None = None,
-                 kernel_start: float | None = None) -> Path | None:
+                 kernel_start: float | None = None, logits_file=None) -> Path | None:
     """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission,
     calibrated once when the run has a calibration (`calibrate=False` turns it off). With a `deadline` (epoch
     seconds or ISO time) or `budget_hours`, the plain order of every row comes first and swap TTA covers as many
     rows as the time left allows (budget.run_passes). Rows without finite logits are filled in (probabilities()).
+    `logits_file`: written with every row's logits when it does not exist; when it does, its plain logits are
+    taken instead of predicted again (the kernel's ensembles: every member's plain order before any swapped one).
     Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
     from arena import budget, calibration, processes
     from arena import model as model_mod
@@ -275,6 +280,7 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
             cal = calibration.for_run(run)
         except UserError as exc:
             problems += exc.problems
+    known = read_logits(logits_file, df, problems) if logits_file and Path(logits_file).exists() else None
     cpu = cfg is None or model_mod.runtime_for(cfg).device == "cpu"
     # every process writes its shard beside the same output file: the main process names both (they are stamped)
     out_path, shards = (Path(p) for p in processes.decided_by_main(lambda: shard_names(out_path, run, data_path), cpu))
@@ -291,11 +297,16 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     views = [encode_view(tokenizer, df, cfg, max_length, scaler)]
     if tta:
         views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
-    merged = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id, until, shards)
+    if known is not None and not tta:  # nothing left to predict: no model to load
+        merged = known, None, [budget.PassReport(rows=len(df), plain_rows=len(df))]
+    else:
+        merged = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id, until, shards, known)
     if merged is None:  # another process of `accelerate launch`: the main one writes
         return None
     shutil.rmtree(shards, ignore_errors=True)
     plain, swapped, reports = merged
+    if logits_file and known is None:
+        write_logits(logits_file, df["id"], plain, swapped)
     probs, counts = probabilities(plain, swapped, cfg.infer.tta_average)
     report_budget(reports, counts, len(df), tta, until)
     if cal is not None:
@@ -315,6 +326,29 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         truth = data.label_matrix(df)
         print(f"labels present: log loss {metrics.log_loss(truth, probs):.4f}, accuracy {metrics.accuracy(truth, probs):.3f}")
     return path
+
+
+def write_logits(path, ids, plain: np.ndarray, swapped: np.ndarray | None) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, ids=np.asarray(ids, dtype=str), plain=plain,
+                 swapped=np.full_like(plain, np.nan) if swapped is None else swapped)
+    print(f"logits of {len(plain)} rows kept in {path}")
+
+
+def read_logits(path, df: pd.DataFrame | None, problems: list[str]) -> np.ndarray | None:
+    """The plain logits that `write_logits` kept for these rows (None, with the problem added, if the file is
+    not one, or is for other rows)."""
+    try:
+        with np.load(path) as kept:
+            ids, plain = kept["ids"], kept["plain"]
+    except (OSError, ValueError, KeyError) as exc:
+        problems.append(f"--logits {path}: not a logits file from `arena predict --logits` ({exc})")
+        return None
+    if df is not None and (plain.shape != (len(df), 3) or ids.tolist() != df["id"].astype(str).tolist()):
+        problems.append(f"--logits {path}: holds the logits of other rows than {len(df)} rows of this --data "
+                        f"(ids differ); give a new file name to predict them")
+        return None
+    return plain
 
 
 def shard_names(out_path, run: RunFolder, data_path) -> tuple[str, str]:
