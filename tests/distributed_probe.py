@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py in several processes (`accelerate launch` or torchrun): what a test needs to
-see from inside the ranks. `python -m tests.distributed_probe {shards,stop-after,fsdp} CONFIG_JSON ...`"""
+see from inside the ranks. `python -m tests.distributed_probe {shards,stop-after,fsdp,delayed-predict} CONFIG_JSON ...`"""
 
 import json
 import sys
@@ -74,6 +74,29 @@ def fsdp(cfg) -> None:
     dist.destroy_process_group()
 
 
+def delayed_predict(run_dir: str, test_csv: str, out: str, delay_s: str) -> None:
+    """`arena predict` in a process group whose collectives time out after 5 s, with rank 1 starting its share
+    `delay_s` seconds late (as a slower GPU finishes hours late): the predictions must still meet."""
+    import time
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from arena import model as model_mod
+    from arena import predict
+
+    dist.init_process_group("gloo", timeout=timedelta(seconds=5))  # accelerate's state reuses this group
+    if dist.get_rank() == 1:
+        load = model_mod.load_trained
+
+        def late_load(*args, **kwargs):
+            time.sleep(float(delay_s))
+            return load(*args, **kwargs)
+
+        model_mod.load_trained = late_load
+    predict.predict_file(run_dir, test_csv, out, overrides=["model.device=cpu"])
+
+
 def main() -> None:
     from arena import config
 
@@ -88,6 +111,8 @@ def main() -> None:
             stop_after(cfg, int(rest[0]))
         elif command == "fsdp":
             fsdp(cfg)
+        elif command == "delayed-predict":
+            delayed_predict(*rest)
         else:
             raise SystemExit(f"unknown probe {command}")
     finally:

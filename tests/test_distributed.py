@@ -198,3 +198,17 @@ def test_the_embedded_default_trains_with_two_processes(shared_data, tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     metrics = json.loads(RunFolder(run_dir).metrics.read_text())
     assert metrics["world_size"] == 2 and metrics["global_batch"] == 4 and metrics["global_step"] == 2
+
+
+def test_a_rank_finishing_past_the_collective_timeout_still_meets_the_other(two_process_run, test_csv, tmp_path):
+    """Rank 1 starts 15 s late in a group whose collectives time out after 5 s (NCCL's is 10 minutes against
+    hours of work): each rank leaves its share in a shard file, so the main one waits for it and writes."""
+    out = tmp_path / "sub.csv"
+    proc = launch("tests.distributed_probe", "delayed-predict", "{}", str(two_process_run.root), str(test_csv),
+                  str(out), "15", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = pd.read_csv(out, dtype={"id": str})
+    assert sub["id"].tolist() == pd.read_csv(test_csv, dtype={"id": str})["id"].tolist()
+    assert np.isfinite(sub[LABEL_COLUMNS].to_numpy()).all()
+    assert "no finite prediction" not in proc.stdout  # every row of both ranks arrived
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]  # the shard folder is cleaned up

@@ -190,6 +190,13 @@ def test_kernel_blend_averages_the_members_with_the_stored_weights(tmp_path, tes
     with pytest.raises(UserError, match="1 file\\(s\\) for 2 ensemble members"):
         ensemble.blend_members(dataset.root, paths[:1], test_csv, tmp_path / "other.csv")
     assert not (tmp_path / "other.csv").exists()
+    paths[0].unlink()  # member 0's predict failed in the kernel: the blend is member 1 alone, reweighted to 1
+    out = ensemble.blend_members(dataset.root, paths, test_csv, tmp_path / "degraded.csv", left_out=[0])
+    degraded = pd.read_csv(out, dtype={"id": str}).set_index("id").loc[list(ids), LABEL_COLUMNS].to_numpy()
+    assert np.abs(degraded - probs[1]).max() < 1e-6
+    with pytest.raises(UserError, match="every ensemble member is left out"):
+        ensemble.blend_members(dataset.root, paths, test_csv, tmp_path / "none.csv", left_out=[0, 1])
+    assert not (tmp_path / "none.csv").exists()
 
 
 @pytest.mark.e2e
@@ -212,3 +219,23 @@ def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, te
     assert "--base-model " + str(work / "kaggle/input/tiny-llama/1") in log
     assert log.count("calibration applied") == 1
     assert "blended 2 members" in log and "rehearsal passed" in capfd.readouterr().out
+
+
+@pytest.mark.e2e
+def test_a_failing_member_leaves_a_valid_blend_of_the_others(members, tmp_path, test_csv, no_credentials, capfd):
+    out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, test_csv=test_csv,
+                                    weights="0.7,0.3")
+    broken = Bundle(out).member_runs()[0]  # loads and passes every check, then fails in its `arena predict`
+    raw = config.load_run(broken).to_dict()
+    raw["infer"]["max_length"] = 25  # the config allows it, but with the format's scaffold predict refuses it (exit 2)
+    broken.config.unlink()
+    config.dump(config.from_dict(raw), broken.config)
+    work = tmp_path / "work"
+    submission = rehearsal.run_local(out, test_csv.parent, work_dir=work)
+    only = pd.read_csv(predict.predict_file(members[1], test_csv, tmp_path / "member-1.csv"), dtype={"id": str})
+    frame = pd.read_csv(submission, dtype={"id": str})
+    assert np.abs(frame[LABEL_COLUMNS].to_numpy() - only[LABEL_COLUMNS].to_numpy()).max() < 1e-4
+    log = (work / "kernel.log").read_text()
+    assert "kernel: WARNING: ensemble member 0" in log and "FAILED: it is left out of the blend" in log
+    assert "LEFT OUT of the blend: members 1 reweighted from 0.300 to 1.000" in log
+    assert "blended 1 members (of 2)" in log

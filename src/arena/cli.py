@@ -126,7 +126,8 @@ def cmd_predict(args) -> int:
 
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
-        base_model=args.base_model, calibrate=args.calibration,
+        base_model=args.base_model, calibrate=args.calibration, deadline=args.deadline, budget_hours=args.budget_hours,
+        kernel_start=args.kernel_start, logits_file=args.logits,
     )
     return 0
 
@@ -213,7 +214,7 @@ def cmd_package(args) -> int:
 def cmd_kernel_blend(args) -> int:
     from arena.kaggle import ensemble
 
-    ensemble.blend_members(args.dataset, args.preds, args.data, args.out)
+    ensemble.blend_members(args.dataset, args.preds, args.data, args.out, left_out=args.left_out)
     return 0
 
 
@@ -276,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with the A<->B swapped order (default: infer.tta from the config)")
     p.add_argument("--base-model", default=None, help="override the base model folder (e.g. under /kaggle/input)")
+    p.add_argument("--deadline", default=None, metavar="WHEN",
+                   help="finish by then (epoch seconds or ISO time): every row in the plain order first, then swap "
+                        "TTA for as many rows as the measured speed fits")
+    p.add_argument("--budget-hours", type=float, default=None, metavar="H", help="as --deadline, H hours from now")
+    p.add_argument("--kernel-start", type=float, default=None, metavar="EPOCH",
+                   help="(run by the kernel) its start time: the deadline is kaggle.time_limit_hours less "
+                        "kaggle.deadline_margin_minutes after it")
+    p.add_argument("--logits", default=None, metavar="FILE",
+                   help="keep every row's logits in FILE (.npz); if FILE exists, take its plain-order logits "
+                        "instead of predicting them again (then only the swapped order runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     p.set_defaults(func=cmd_predict)
@@ -360,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preds", nargs="+", required=True, help="each member's predictions, in member order")
     p.add_argument("--data", required=True, help="the test CSV the predictions are for")
     p.add_argument("--out", required=True)
+    p.add_argument("--left-out", nargs="+", type=int, default=[], metavar="INDEX",
+                   help="members whose predict failed: left out, the others' weights scaled up to sum to 1")
     p.set_defaults(func=cmd_kernel_blend)
 
     p = sub.add_parser("push", help="package (if needed) and push datasets + kernel to Kaggle, then submit")

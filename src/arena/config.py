@@ -205,6 +205,10 @@ class InferConfig:
     # measured on Kaggle; the pre-flight projection divides the test set's tokens by it. 0 = use the planner's
     # projection for the architecture (`arena plan`).
     t4x2_tokens_per_s: Annotated[float, Range(ge=0)] = 0.0
+    # P(tie) given to rows whose two responses are the same text after whitespace normalisation (the others split
+    # evenly between A and B); null = predicted as any row. Measured in the README ("Identical responses"): on the
+    # one file here that has such rows every one is a tie; 0.8 rather than higher, as 6 rows are few.
+    identical_tie: Annotated[float, Range(ge=0, le=1)] | None = 0.8
 
 
 @dataclass
@@ -221,6 +225,9 @@ class KaggleConfig:
     base_model_kernel_path: str = ""
     hidden_test_rows: Count = 25000
     time_limit_hours: Annotated[float, Range(gt=0)] = 9.0
+    # The kernel's deadline is time_limit_hours less this margin, from the kernel's start: what runs after the last
+    # prediction (blend, writing) and slack for a slower session. Swap TTA covers what fits before it.
+    deadline_margin_minutes: Annotated[float, Range(ge=0)] = 20.0
 
 
 @dataclass

@@ -3,6 +3,8 @@ submission writer, and blending runs with weights fit on out-of-fold log loss.""
 
 from __future__ import annotations
 
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -158,48 +160,121 @@ def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Pat
 View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
 
 
-def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views: list[View], pad_id: int):
-    """Logits (n, 3) of every view (plain, swapped), on the main process (None on the others). Under `accelerate
-    launch` each process loads its own copy of the model (on its GPU, or the CPU) and predicts its share of the
-    rows, dealt so that every process gets the same number of tokens; one process predicts every row."""
+def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views: list[View], pad_id: int,
+                     deadline: float | None = None, shards: str | Path | None = None,
+                     known_plain: np.ndarray | None = None):
+    """(plain logits, swapped logits or None, one budget.PassReport per process) of every row on the main process
+    (None on the others); NaN where a pass did not reach a row. Under `accelerate launch` each process loads its
+    own copy of the model (on its GPU, or the CPU) and predicts its share of the rows, dealt so that every process
+    gets the same number of tokens, within the deadline (budget.run_passes); it writes its share to its own file
+    in `shards` and the main process merges them (processes.collect_shards: no collective that could time out
+    while one GPU is slower). One process predicts every row. `known_plain`: every row's plain logits, predicted
+    by an earlier call (then only the swapped order runs)."""
+    from arena import budget, processes
     from arena import model as model_mod
-    from arena import processes
 
     cpu = model_mod.runtime_for(cfg).device == "cpu"
     procs = processes.state(cpu)
+    n = len(views[0][0])
     rows = processes.deal_by_tokens([len(x) for x in views[0][0]], procs.num_processes)[procs.process_index]
     model, _, _ = model_mod.load_trained(cfg, run, base_model, cfg.infer.quantization)
+    model.eval()
     device = model_device(model)
-    part = []
-    for k, (ids, features) in enumerate(views):
-        part.append(logits_for(model, [ids[i] for i in rows], pad_id, cfg, device,
-                               None if features is None else features[rows],
-                               desc=f"predict view {k + 1}/{len(views)}" + (
-                                   f" (process {procs.process_index})" if procs.num_processes > 1 else "")))
-    parts = processes.gather_to_main((rows, part), cpu)
+    local = [([ids[i] for i in rows], None if features is None else features[rows]) for ids, features in views]
+
+    def forward(view: int, batch: list[int]) -> np.ndarray:
+        ids, features = local[view]
+        return logits_for_batches(model, ids, pad_id, device, [batch], features)[batch]
+
+    lengths = [len(x) for x in local[0][0]]
+    batches = sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
+    costs = [len(b) * max(lengths[i] for i in b) for b in batches]
+    where = f" (process {procs.process_index})" if procs.num_processes > 1 else ""
+    plain, swapped, report = budget.run_passes(forward, batches, costs, len(rows), len(views) > 1, deadline,
+                                               desc="predict" + where,
+                                               known_plain=None if known_plain is None else known_plain[rows])
+    print(f"budget{where}: {report.describe()}", flush=True)
+    # the passes stop FINISH_RESERVE_S before the deadline: the other ranks' shards are due by then
+    parts = processes.collect_shards((rows, plain, swapped, report), shards, cpu, deadline)
     if parts is None:
         return None
-    logits = [np.zeros((len(ids), 3), dtype=np.float32) for ids, _ in views]
-    for shard, shard_logits in parts:
-        for whole, piece in zip(logits, shard_logits):
-            whole[shard] = piece
-    return logits
+    whole = [np.full((n, 3), np.nan, dtype=np.float32) for _ in views]
+    reports = []
+    for part in parts:
+        if part is None:  # a rank that never wrote: its rows stay NaN, filled in like rows the budget left out
+            continue
+        shard, *pieces, shard_report = part
+        for target, piece in zip(whole, pieces):
+            target[shard] = piece
+        reports.append(shard_report)
+    return whole[0], (whole[1] if len(views) > 1 else None), reports
+
+
+def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str) -> tuple[np.ndarray, dict]:
+    """Probabilities of every row from its plain and swapped logits (NaN: not predicted), and the counts of each
+    case. A row with finite logits in both orders averages them (swap TTA); one finite order alone is taken as
+    it is; a row with neither (non-finite logits, or a pass that never reached it) takes the class prior of this
+    prediction: the mean probability of the rows that have one (uniform when none has), so the submission is
+    always valid."""
+    plain_ok = np.isfinite(plain).all(axis=1)
+    swapped_ok = np.isfinite(swapped).all(axis=1) if swapped is not None else np.zeros(len(plain), dtype=bool)
+    probs = np.full((len(plain), 3), np.nan)
+    both, only_plain, only_swapped = plain_ok & swapped_ok, plain_ok & ~swapped_ok, swapped_ok & ~plain_ok
+    if both.any():
+        probs[both] = combine_tta(plain[both], swapped[both], how)
+    probs[only_plain] = softmax(plain[only_plain])
+    if only_swapped.any():
+        probs[only_swapped] = softmax(swap_classes(swapped[only_swapped]))
+    neither = ~(plain_ok | swapped_ok)
+    probs[neither] = probs[~neither].mean(axis=0) if (~neither).any() else np.full(3, 1 / 3)
+    return probs, {"tta": int(both.sum()), "plain_only": int(only_plain.sum()), "swapped_only": int(only_swapped.sum()),
+                   "prior": int(neither.sum())}
+
+
+def identical_responses(df: pd.DataFrame) -> np.ndarray:
+    """Rows whose two responses are the same text after whitespace normalisation (every turn, in order)."""
+    def normal(turns) -> str:
+        return " ".join("\n".join("" if t is None else str(t) for t in turns).split())
+
+    return np.array([normal(a) == normal(b) for a, b in zip(df["response_a"], df["response_b"])], dtype=bool)
+
+
+def set_identical_ties(probs: np.ndarray, df: pd.DataFrame, tie: float | None) -> tuple[np.ndarray, int]:
+    """`infer.identical_tie`: rows with identical responses get P(tie) = `tie`, the rest split evenly between A
+    and B (None: left as predicted). Returns the probabilities and the number of rows set."""
+    same = identical_responses(df)
+    if tie is None or not same.any():
+        return probs, 0
+    probs = probs.copy()
+    probs[same] = [(1 - tie) / 2, (1 - tie) / 2, tie]
+    return probs, int(same.sum())
 
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None,
-                 calibrate: bool = True) -> Path | None:
+                 calibrate: bool = True, deadline: str | None = None, budget_hours: float | None = None,
+                 kernel_start: float | None = None, logits_file=None) -> Path | None:
     """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission,
-    calibrated once when the run has a calibration (`calibrate=False` turns it off).
+    calibrated once when the run has a calibration (`calibrate=False` turns it off). With a `deadline` (epoch
+    seconds or ISO time) or `budget_hours`, the plain order of every row comes first and swap TTA covers as many
+    rows as the time left allows (budget.run_passes). Rows without finite logits are filled in (probabilities()).
+    `logits_file`: written with every row's logits when it does not exist; when it does, its plain logits are
+    taken instead of predicted again (the kernel's ensembles: every member's plain order before any swapped one).
     Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
-    from arena import calibration
+    from arena import budget, calibration, processes
     from arena import model as model_mod
 
     run = RunFolder(run_dir)
-    if out_path is None:
-        out_path = run.predictions / f"{Path(data_path).stem}-{stamp()}.csv"
-    cfg, df, problems = None, None, output_problems(out_path, "prediction file")
+    cfg, df, problems = None, None, []
     try:
         cfg = config_mod.load_run(run, list(overrides))
+    except UserError as exc:
+        problems += exc.problems
+    try:
+        if kernel_start is not None and cfg is not None:
+            if deadline is not None or budget_hours is not None:
+                raise UserError("--kernel-start: give it alone, without --deadline or --budget-hours")
+            deadline = str(budget.kernel_deadline(kernel_start, cfg.kaggle))
+        until = budget.parse_deadline(deadline, budget_hours)
     except UserError as exc:
         problems += exc.problems
     if run.is_trained():
@@ -216,26 +291,42 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
             cal = calibration.for_run(run)
         except UserError as exc:
             problems += exc.problems
+    known = read_logits(logits_file, df, problems) if logits_file and Path(logits_file).exists() else None
+    cpu = cfg is None or model_mod.runtime_for(cfg).device == "cpu"
+    # every process writes its shard beside the same output file: the main process names both (they are stamped)
+    out_path, shards = (Path(p) for p in processes.decided_by_main(lambda: shard_names(out_path, run, data_path), cpu))
+    problems = output_problems(out_path, "prediction file") + problems
     if problems:
         raise UserError(problems=problems)
     tta = cfg.infer.tta if tta is None else tta
     scaler = model_mod.read_head(run).get("feature_scaler")
     tokenizer = model_mod.load_tokenizer(run.adapter)
     max_length = cfg.infer.max_length
-    budget = prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, max_length)
-    if budget:
-        raise config_mod.ConfigError(f"infer.max_length: {budget}")
+    budget_problem = prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, max_length)
+    if budget_problem:
+        raise config_mod.ConfigError(f"infer.max_length: {budget_problem}")
     views = [encode_view(tokenizer, df, cfg, max_length, scaler)]
     if tta:
         views.append(encode_view(tokenizer, df, cfg, max_length, scaler, swap=True))
-    logits = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id)
-    if logits is None:  # another process of `accelerate launch`: the main one writes
+    if known is not None and not tta:  # nothing left to predict: no model to load
+        merged = known, None, [budget.PassReport(rows=len(df), plain_rows=len(df))]
+    else:
+        merged = logits_for_views(run, cfg, base_model, views, tokenizer.pad_token_id, until, shards, known)
+    if merged is None:  # another process of `accelerate launch`: the main one writes
         return None
-    probs = combine_tta(logits[0], logits[1], cfg.infer.tta_average) if tta else softmax(logits[0])
+    shutil.rmtree(shards, ignore_errors=True)
+    plain, swapped, reports = merged
+    if logits_file and known is None:
+        write_logits(logits_file, df["id"], plain, swapped)
+    probs, counts = probabilities(plain, swapped, cfg.infer.tta_average)
+    report_budget(reports, counts, len(df), tta, until)
     if cal is not None:
         probs = cal[0].apply(probs)
         print(f"calibration applied: {calibration.describe(cal[0])} from {cal[1]}"
               + ("" if tta else " (fit on swap-averaged predictions; this prediction has no swap TTA)"))
+    probs, ties = set_identical_ties(probs, df, cfg.infer.identical_tie)
+    if ties:
+        print(f"identical responses: {ties} row(s) set to P(tie) = {cfg.infer.identical_tie:g} (infer.identical_tie)")
     path = write_submission(prediction_frame(df["id"], probs), df["id"], out_path)
     lengths = [len(x) for x in views[0][0]]
     stats = padding_stats(lengths, sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size),
@@ -246,6 +337,61 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         truth = data.label_matrix(df)
         print(f"labels present: log loss {metrics.log_loss(truth, probs):.4f}, accuracy {metrics.accuracy(truth, probs):.3f}")
     return path
+
+
+def write_logits(path, ids, plain: np.ndarray, swapped: np.ndarray | None) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, ids=np.asarray(ids, dtype=str), plain=plain,
+                 swapped=np.full_like(plain, np.nan) if swapped is None else swapped)
+    print(f"logits of {len(plain)} rows kept in {path}")
+
+
+def read_logits(path, df: pd.DataFrame | None, problems: list[str]) -> np.ndarray | None:
+    """The plain logits that `write_logits` kept for these rows (None, with the problem added, if the file is
+    not one, or is for other rows)."""
+    try:
+        with np.load(path) as kept:
+            ids, plain = kept["ids"], kept["plain"]
+    except (OSError, ValueError, KeyError) as exc:
+        problems.append(f"--logits {path}: not a logits file from `arena predict --logits` ({exc})")
+        return None
+    if df is not None and (plain.shape != (len(df), 3) or ids.tolist() != df["id"].astype(str).tolist()):
+        problems.append(f"--logits {path}: holds the logits of other rows than {len(df)} rows of this --data "
+                        f"(ids differ); give a new file name to predict them")
+        return None
+    return plain
+
+
+def shard_names(out_path, run: RunFolder, data_path) -> tuple[str, str]:
+    """The submission's path (default: RUN/predictions/<data>-<time>.csv) and the folder beside it where each
+    process leaves its share."""
+    out = Path(out_path) if out_path else run.predictions / f"{Path(data_path).stem}-{stamp()}.csv"
+    return str(out), str(out.with_name(f".{out.name}.shards-{stamp()}"))
+
+
+def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: float | None) -> None:
+    """The lines a kernel log needs: how many rows got swap TTA and why it stopped, and every filled-in row."""
+    from arena import budget
+
+    stopped = sorted({r.stopped for r in reports if r.stopped})
+    if tta:
+        print(f"swap TTA: {counts['tta']} of {rows} rows ({counts['tta'] / max(rows, 1):.0%}); "
+              + (f"stopped by {'; '.join(stopped)}" if stopped else
+                 "every row" + ("" if deadline is None else " within the deadline")), flush=True)
+    elif stopped:
+        print(f"plain pass stopped by {'; '.join(stopped)}", flush=True)
+    reached = sum(r.plain_rows for r in reports), sum(r.swapped_rows for r in reports)
+    nonfinite = reached[0] - counts["tta"] - counts["plain_only"], reached[1] - counts["tta"] - counts["swapped_only"]
+    if any(nonfinite):
+        print(f"WARNING: non-finite logits in {nonfinite[0]} row(s) of the plain order"
+              + (f" and {nonfinite[1]} of the swapped order" if tta else "")
+              + f": {counts['swapped_only']} took the swapped order's prediction, the rest as below", flush=True)
+    if counts["prior"]:
+        print(f"WARNING: {counts['prior']} row(s) have no finite prediction in either order (non-finite logits, "
+              f"or not reached in time): they take the class prior of the other rows", flush=True)
+    if deadline is not None:
+        print(f"time left before the deadline: {deadline - time.time():.0f} s "
+              f"(finish reserve {budget.FINISH_RESERVE_S:.0f} s)", flush=True)
 
 
 # ---- blending ---------------------------------------------------------------------------------------

@@ -1,12 +1,16 @@
 """The processes of one command under `accelerate launch` (or plain python: one process): decisions taken once by
-the main process and shared with every rank, work dealt by tokens, and results gathered back in input order."""
+the main process and shared with every rank, work dealt by tokens, and results gathered back in input order
+(through a collective, or through shard files when the ranks may finish far apart)."""
 
 from __future__ import annotations
 
 import heapq
+import pickle
 import sys
+import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -70,6 +74,46 @@ def gather_to_main(part: T, cpu: bool) -> list[T] | None:
         return [part]
     parts = gather_object([part])
     return parts if processes.is_main_process else None
+
+
+def shard_file(folder: str | Path, rank: int) -> Path:
+    return Path(folder) / f"shard-{rank}.pkl"
+
+
+def collect_shards(part: T, folder: str | Path, cpu: bool, deadline: float | None = None,
+                   poll_s: float = 1.0) -> list[T | None] | None:
+    """Every process's `part`, in rank order, on the main process (None on the others), with no collective: each
+    process writes its part to its own file in `folder` (atomic) and the main process waits for the files, at most
+    until `deadline` (epoch seconds; None: no bound). A rank whose file is not there by then is named and its part
+    is None. Ranks may finish hours apart: nothing times out as NCCL's 10-minute collectives do."""
+    from arena.writes import atomic_file
+
+    processes = state(cpu)
+    if processes.num_processes == 1:
+        return [part]
+    with atomic_file(shard_file(folder, processes.process_index)) as tmp:
+        tmp.write_bytes(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL))
+    if not processes.is_main_process:
+        return None
+    ranks = range(processes.num_processes)
+    waited = time.time()
+    while not all(shard_file(folder, r).is_file() for r in ranks):
+        if deadline is not None and time.time() >= deadline:
+            break
+        time.sleep(poll_s)
+    parts = []
+    for rank in ranks:
+        path = shard_file(folder, rank)
+        if path.is_file():
+            parts.append(pickle.loads(path.read_bytes()))
+        else:
+            print(f"WARNING: process {rank} wrote no predictions to {path} by the deadline (it died or is stuck); "
+                  f"its rows are filled in as rows without a prediction", flush=True)
+            parts.append(None)
+    waited = time.time() - waited
+    if waited > 60:
+        print(f"waited {waited:.0f} s for the other processes' predictions", flush=True)
+    return parts
 
 
 def finish() -> None:

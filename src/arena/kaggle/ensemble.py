@@ -208,27 +208,45 @@ def read_weights(dataset: EnsembleDataset) -> list[float]:
     return weights
 
 
-def blend_members(dataset_dir, pred_paths: list, data_path, out_path) -> Path:
+def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=()) -> Path:
     """`arena kernel blend`: the ensemble's submission, the members' predictions (one `arena predict` output per
-    member, in order, each already calibrated by its own predict) averaged with the bundle's weights."""
+    member, in order, each already calibrated by its own predict) averaged with the bundle's weights. Members in
+    `left_out` (their predict failed in the kernel) are left out and the others' weights scaled up to sum to 1,
+    with a warning; leaving out every member is an error, never a prior submission."""
     from arena import predict
 
     weights = read_weights(EnsembleDataset(dataset_dir))
     problems = output_problems(out_path, "blended submission")
     if len(pred_paths) != len(weights):
         problems.append(f"--preds: {len(pred_paths)} file(s) for {len(weights)} ensemble members")
+    left_out = sorted({int(i) for i in left_out})
+    if any(not 0 <= i < len(weights) for i in left_out):
+        problems.append(f"--left-out {left_out}: member indices are 0 to {len(weights) - 1}")
+    kept = [i for i in range(len(weights)) if i not in left_out]
+    if not kept:
+        problems.append(f"--left-out {left_out}: every ensemble member is left out; there is nothing to blend")
+    kept_weight = sum(weights[i] for i in kept)
+    if kept and kept_weight <= 0:
+        problems.append(f"--left-out {left_out}: the members left have weight 0 in {EnsembleDataset(dataset_dir).ensemble}")
     expected = data.load(data_path)["id"].astype(str)
     frames = []
-    for path in pred_paths:
+    for i in kept if len(pred_paths) == len(weights) else ():
         try:
-            found, values = metrics.check_frame(metrics.read_columns(path, "member prediction"), str(path), expected)
+            found, values = metrics.check_frame(metrics.read_columns(pred_paths[i], "member prediction"),
+                                                str(pred_paths[i]), expected)
         except UserError as exc:
             found, values = exc.problems, None
         problems += found
         frames.append(values)
     if problems:
         raise UserError(problems=problems)
-    blended = sum(w * f.loc[list(expected), LABEL_COLUMNS].to_numpy(dtype=np.float64) for w, f in zip(weights, frames))
+    used = [weights[i] / kept_weight for i in kept]
+    if left_out:
+        print(f"WARNING: ensemble member(s) {', '.join(map(str, left_out))} failed and are LEFT OUT of the blend: "
+              f"members {', '.join(map(str, kept))} reweighted from {', '.join(f'{weights[i]:.3f}' for i in kept)} "
+              f"to {', '.join(f'{w:.3f}' for w in used)}", flush=True)
+    blended = sum(w * f.loc[list(expected), LABEL_COLUMNS].to_numpy(dtype=np.float64) for w, f in zip(used, frames))
     path = predict.write_submission(predict.prediction_frame(expected, blended), expected, out_path)
-    print(f"blended {len(weights)} members with weights {', '.join(f'{w:.3f}' for w in weights)}: wrote {path}")
+    print(f"blended {len(kept)} members{f' (of {len(weights)})' if left_out else ''} with weights "
+          f"{', '.join(f'{w:.3f}' for w in used)}: wrote {path}")
     return path

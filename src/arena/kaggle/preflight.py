@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arena.budget import projected_tta_share
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
@@ -73,7 +74,8 @@ def project(cfg: Config, tokenizer, tokenizer_note: str, test_csv: str | Path | 
     speed = tokens_per_s(cfg, mean_tokens, gpu, gpus)
     result = project_runtime(mean_tokens, cfg.kaggle.hidden_test_rows, cfg.infer.tta, speed["tokens_per_s"],
                              cfg.kaggle.time_limit_hours)
-    result |= {"gpu": gpu, "gpus": gpus, "throughput_method": speed["method"]}
+    result |= {"gpu": gpu, "gpus": gpus, "throughput_method": speed["method"],
+               "tta_share": projected_tta_share(result, cfg.kaggle.deadline_margin_minutes)}
     result["method"] = (f"tokens per row measured with {tokenizer_note} and the prompt encoding "
                         f"(family {cfg.model.family}, infer.max_length {cfg.infer.max_length}) on {measured_on}; "
                         f"projected = kaggle.hidden_test_rows x mean tokens x {result['passes']} "
@@ -111,6 +113,9 @@ def format_preflight(pf: dict) -> str:
     lines.append(f"  projected wall time: {pf['projected_hours']:.2f} h = {pf['inference_hours']:.2f} h inference at "
                  f"{pf['t4x2_tokens_per_s']:g} tokens/s + {pf['load_allowance_s'] / 3600:.2f} h allowance; "
                  f"limit {pf['time_limit_hours']} h")
+    if pf.get("tta_share") is not None:
+        lines.append(f"  projected swap TTA share: {pf['tta_share']:.0%} of rows (the kernel runs the plain order for "
+                     f"every row, then the swapped order until its deadline)")
     if pf["exceeds_limit"]:
         lines.append(f"  WARNING: the projection EXCEEDS the {pf['time_limit_hours']} h limit: the kernel would time out. "
                      f"Lower infer.max_length, turn off infer.tta, or use a faster model.")
