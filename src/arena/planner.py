@@ -157,6 +157,19 @@ def optimizer_state_bytes_per_param(optim: str) -> int:
 
 # ---- activations: live tensor bytes on the meta device ---------------------------------------------------------
 
+def _is_padding_check(func, args) -> bool:
+    """Meta tensors have no values. The model reads values only in its padding checks ("is every token real?"), and
+    the plan's rows are full: every such check is true."""
+    return func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta and args[0].dtype == torch.bool
+
+
+class FullRows(torch.utils._python_dispatch.TorchDispatchMode):
+    """Answers the model's padding checks on meta tensors (true: the plan's rows are full); every other op runs."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return True if _is_padding_check(func, args) else func(*args, **(kwargs or {}))
+
+
 class LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
     """Bytes of the storages that ops create, while they are alive, and their peak. Storages that exist before
     (parameters, buffers, inputs) are not counted; a view shares its base's storage and is counted once."""
@@ -174,9 +187,7 @@ class LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         from torch.utils._pytree import tree_flatten
 
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].is_meta and args[0].dtype == torch.bool:
-            # Meta tensors have no values. The model reads values only in its padding checks ("is every token
-            # real?"), and the plan's rows are full: every such check is true.
+        if _is_padding_check(func, args):
             return True
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
@@ -263,7 +274,7 @@ def training_flops(model, rows: int, length: int, num_features: int) -> int:
     batch = _inputs(rows, length, num_features, device)
     model.train()
     counter = FlopCounterMode(display=False)
-    with counter:
+    with counter, FullRows():
         model(**batch).float().logsumexp(-1).sum().backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
