@@ -241,9 +241,9 @@ def _meta_model(cfg: Config, hf_config, dtype: torch.dtype, checkpointing: bool,
 
 def _set_checkpointing(base, on: bool) -> None:
     if on:
-        base.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
-        base.model.gradient_checkpointing_disable()
+        base.model.activation_checkpointing_disable()
 
 
 def inference_batch(cfg: Config) -> tuple[int, int]:
