@@ -100,7 +100,8 @@ def test_calibrate_refuses_bad_input_with_exit_2(tmp_path, capsys):
     frame.loc[3, TRUE_COLUMNS[0]] = "x"
     frame.to_csv(run.val_predictions, index=False)
     assert cli.main(["calibrate", "--run", str(run.root)]) == 2
-    assert "true_* label values" in capsys.readouterr().err and not run.calibration.exists()
+    err = capsys.readouterr().err
+    assert "labels): non-numeric values in 1 row(s) (ids: r3)" in err and not run.calibration.exists()
 
 
 @pytest.fixture

@@ -150,6 +150,9 @@ CONFIG_PROBES = [
      ["bad.yaml: an empty recipe (no keys)"]),
     ("a recipe of an empty mapping", lambda w, r: ["plan", "--config", str(write_yaml(w, "{}\n"))],
      ["bad.yaml: an empty recipe (no keys)"]),
+    ("a bare on/off is read as the choice, not as YAML's true/false",
+     lambda w, r: ["train", "--set", "model.gradient_checkpointing=on", "--set", "train.epochs=0"],
+     ["train.epochs: 0.0 must be above 0"]),
     ("a --set typo gets the nearest key", lambda w, r: ["train", "--set", "train.lerning_rate=1e-4"],
      ["--set: unknown key 'train.lerning_rate' (did you mean train.learning_rate"]),
     ("a --set typo in a section", lambda w, r: ["train", "--set", "promt.max_length=512"],
@@ -716,3 +719,48 @@ def test_a_staging_folder_left_by_a_killed_package_is_no_bundle_and_is_cleaned_u
     with atomic_folder(work / "bundle", "bundle") as build:
         (build / "x").write_text("x")
     assert files_under(work) == ["bundle", "bundle/x"]
+
+
+# ---- a quiet console ------------------------------------------------------------------------------------------
+
+def test_checkpointing_uses_transformers_current_api_without_warnings(tiny_model_dir):
+    """transformers 5 renamed gradient_checkpointing_enable/disable to activation_checkpointing_*: training and the
+    planner use the current names, so they print no FutureWarning."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig
+
+    from arena import model, planner
+
+    cfg = config.from_dict({"model": {"path": str(tiny_model_dir), "family": "plain"},
+                            "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = model.meta_preference_model(cfg, AutoConfig.from_pretrained(tiny_model_dir), torch.float32)
+        runtime = model.Runtime(device="cpu", dtype=torch.float32, gradient_checkpointing=True, sharded=False)
+        model.prepare_for_training(base, cfg, runtime)
+        planner._set_checkpointing(base, False)
+        planner._set_checkpointing(base, True)
+    assert base.model.is_activation_checkpointing
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+
+
+def test_bitsandbytes_kernels_noise_is_dropped_at_its_logger_and_nothing_else_is():
+    import logging
+
+    from arena import model
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+
+    def record(message: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
+
+    assert not logger.filter(record(model.BNB_KERNELS_NOISE + ": No module named 'kernels'. Please make sure ..."))
+    assert logger.filter(record("Register pytorch bitsandbytes kernels because no native library was found"))
+    assert logging.getLogger("bitsandbytes").filter(record(model.BNB_KERNELS_NOISE))  # no blanket filter
+
+
+def test_a_bare_on_or_off_is_the_choice_of_that_name():
+    assert config.load(None, ["model.gradient_checkpointing=on"]).model.gradient_checkpointing == "on"
+    assert config.load(None, ["model.gradient_checkpointing=off"]).model.gradient_checkpointing == "off"

@@ -281,6 +281,8 @@ def _coerce(value, tp, path: str, origin: _Origins):
         return value
     if kind is Literal:
         choices = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):  # YAML 1.1 reads a bare on/off as true/false
+            value = "on" if value else "off"
         if value not in choices:
             allowed = ", ".join(str(c) for c in choices)
             raise ConfigError(f"{where}: {path}: {value!r} is not one of {allowed}")

@@ -4,6 +4,7 @@ features); its quantization, adapters (LoRA / prompt tuning), per-device dtype a
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +18,24 @@ from arena.errors import UserError
 from arena.layout import RunFolder
 
 NUM_LABELS = 3
+
+
+class DropMessage(logging.Filter):
+    """Drops one library log message (by its start) and lets every other record of that logger through."""
+
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
+
+# On a CPU with AVX512-BF16, importing bitsandbytes tries to fetch a fused 4-bit kernel from the hub through the
+# `kernels` package and warns when it cannot. arena runs offline and keeps that packing off (use_one_4bit_kernel),
+# so the warning is noise; the filter sits on that one logger, for that one message.
+BNB_KERNELS_NOISE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(DropMessage(BNB_KERNELS_NOISE))
 
 
 @dataclass

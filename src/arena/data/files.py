@@ -1,7 +1,8 @@
 """Competition-format CSV files: reading with validation (every problem named by file, row id and column),
-the label matrix, and the atomic, never-overwriting writer. Every CSV the package reads goes through
-`_read_records` (encoding, archives, CSV shape) and one text rule (`_text_problem`: no undecodable bytes, lone
-surrogates or NUL characters); `read_table` gives any CSV's columns as text, `parse_number` reads every number.
+the label matrix, and the atomic, never-overwriting writer. Every CSV the package reads goes through `_cells`
+(encoding, archives, CSV shape) and one text rule: no undecodable byte or NUL in a cell (`_bad_byte_message`), no
+lone surrogate or NUL in a decoded turn (`_text_problem`). `read_table` gives any CSV's columns as text;
+`parse_number` reads every number.
 
 `load(path)` is strict (training and validation data); `load_test(path)` repairs what a hidden test set may hold
 (a turn that is not a string becomes its text, undecodable bytes and lone surrogates become U+FFFD, NUL characters
@@ -358,9 +359,6 @@ def _load(path, require_labels: bool | None, repairs: Counter | None = None) -> 
             turns[col], error = _parse_turns(fields[index[col]], repairs)
             if error:
                 problems.append(f"{where}: column {col}: {error}")
-        for col in columns:
-            if col not in TEXT_COLUMNS and index[col] not in bad and (problem := _text_problem(fields[index[col]])):
-                problems.append(f"{where}: column {_printable(col)}: {problem}")
         if all(turns.get(col) is not None for col in TEXT_COLUMNS):
             lengths = {len(t) for t in turns.values()}
             n_turns = max(max(lengths), 1)
@@ -422,7 +420,7 @@ def load_test(path) -> pd.DataFrame:
     U+FFFD, NUL characters are dropped. The counts are printed (stderr). Missing or duplicate ids and rows of the
     wrong shape are still errors: no submission could name them."""
     repairs: Counter = Counter()
-    df, padded = _load(path, None, repairs)
+    df, _ = _load(path, None, repairs)
     if repairs:
         print(f"{path}: repaired for prediction: " + ", ".join(f"{n} {what}" for what, n in sorted(repairs.items())),
               file=sys.stderr, flush=True)
