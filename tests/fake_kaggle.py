@@ -21,7 +21,8 @@ Fixture API (`fake_kaggle`; in a test file: `from tests.fake_kaggle import fake_
     fake.models["owner/model/fw/var/1"] = "ok" | "not-consented"   (absent: 404)
     fake.invalid_sources = {"dataset": [...], "competition": [...], "kernel": [...], "model": [...]}
     fake.submission_rejection = "..."        # CreateCodeSubmission answers HTTP 400 with this message
-    fake.submissions                         # [ApiSubmission], newest first; score_submission(ref, ...)
+    fake.submissions                         # [ApiSubmission], newest first; score_submission(ref, ...),
+                                             #   add_submission(description)
     fake.calls                               # [(service method name, request dict)] in order
 """
 
@@ -101,7 +102,7 @@ class FakeKaggle:
         self.access_token = TOKEN
         self.datasets: dict[str, FakeDataset] = {}
         self.dataset_processing = "ready"
-        self.processing_polls = 1  # a new dataset version reports "blobs_received" for this many status calls
+        self.processing_polls = 0  # a new dataset version reports "blobs_received" for this many status calls
         self.dataset_create_error: str | None = None
         self.kernels: dict[str, FakeKernel] = {}
         self.on_kernel_push = None
@@ -170,6 +171,15 @@ class FakeKaggle:
         if error:
             sub.error_description = error
 
+    def add_submission(self, description: str) -> ApiSubmission:
+        """A submission made elsewhere (as CreateCodeSubmission would record it), newest first."""
+        sub = ApiSubmission()
+        sub.ref = 1000 + len(self.submissions)
+        sub.date = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
+        sub.description, sub.file_name, sub.status = description, "submission.csv", SubmissionStatus.PENDING
+        self.submissions.insert(0, sub)
+        return sub
+
     def called(self, method: str) -> list[dict]:
         return [body for name, body in self.calls if name == method]
 
@@ -209,9 +219,8 @@ class FakeKaggle:
             return 404, {"code": 404, "message": "Dataset not found"}
         latest = dataset.versions[-1]
         polls = self._status_polls[dataset.ref] = self._status_polls.get(dataset.ref, 0) + 1
-        if latest.status == "processing":
-            if polls > self.processing_polls:
-                latest.status = self.dataset_processing
+        if latest.status == "processing" and polls > self.processing_polls:
+            latest.status = self.dataset_processing
         resp = ApiGetDatasetStatusResponse()
         resp.status = DatabundleVersionStatus["BLOBS_RECEIVED" if latest.status == "processing"
                                               else latest.status.upper()]
@@ -354,13 +363,7 @@ class FakeKaggle:
     def _api_CreateCodeSubmission(self, body):
         if self.submission_rejection:
             return 400, {"code": 400, "message": self.submission_rejection}
-        sub = ApiSubmission()
-        sub.ref = 1000 + len(self.submissions)
-        sub.date = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
-        sub.description = body.get("submissionDescription", "")
-        sub.file_name = body.get("fileName", "")
-        sub.status = SubmissionStatus.PENDING
-        self.submissions.insert(0, sub)
+        sub = self.add_submission(body.get("submissionDescription", ""))
         resp = ApiCreateCodeSubmissionResponse()
         resp.message, resp.ref = "Successfully submitted to LMSYS - Chatbot Arena Human Preference Predictions", sub.ref
         return 200, resp
@@ -429,17 +432,14 @@ class _Handler(BaseHTTPRequestHandler):
 # ---- the pytest fixture -----------------------------------------------------------------------------
 
 @pytest.fixture(name="fake_kaggle")
-def fake_kaggle_fixture(tmp_path, monkeypatch):
-    """A running FakeKaggle that the real kaggle CLI reaches, a fresh HOME, the legacy API key of its user in
-    KAGGLE_USERNAME/KAGGLE_KEY (tests of other credentials delete them), and `arena push` polling without
-    sleeping. Use it in a test file with `from tests.fake_kaggle import fake_kaggle_fixture  # noqa: F401`."""
+def fake_kaggle_fixture(no_credentials, monkeypatch):
+    """A running FakeKaggle that the real kaggle CLI reaches, a fresh HOME (conftest's no_credentials), the legacy
+    API key of its user in KAGGLE_USERNAME/KAGGLE_KEY (tests of other credentials delete them), and `arena push`
+    polling without sleeping. Use it in a test file with `from tests.fake_kaggle import fake_kaggle_fixture  # noqa: F401`."""
     from arena.kaggle import push
 
-    home = tmp_path / "kaggle-home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / ".kaggle"))
-    for var in ("KAGGLE_API_TOKEN", "KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_API_ENVIRONMENT"):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(no_credentials.parent / ".kaggle"))  # HOME: a fresh folder
+    for var in ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_API_ENVIRONMENT"):
         monkeypatch.delenv(var, raising=False)
     fake = FakeKaggle().start()
     for name, value in fake.env().items():

@@ -73,8 +73,9 @@ def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, run_and_bundle, capsys):
 
     # Kaggle scores it (the competition is closed: the private score counts); a later one errors in the rerun.
     fake.score_submission(submit_ref := fake.submissions[0].ref, public="0.95110", private="0.94020")
-    assert _push(run, bundle) == 0
-    fake.score_submission(fake.submissions[0].ref, error="Notebook Timeout: exceeded 9 hours")
+    later = fake.add_submission(submit["submissionDescription"])
+    fake.score_submission(later.ref, error="Notebook Timeout: exceeded 9 hours")
+    fake.add_submission(submit["submissionDescription"])  # still pending: nothing to record yet
     assert cli.main(["runs", "--runs-dir", str(run.parent), "--fetch-lb", "--format", "csv"]) == 0
     out += _everything(capsys)
     board = json.loads(RunFolder(run).leaderboard.read_text())["scores"]
@@ -185,7 +186,7 @@ def _oauth_login(home: Path, token: str) -> None:
 @pytest.mark.parametrize("kind", ["kaggle.json", "env key", "env token", "token file path", "access_token file",
                                   "stored login"])
 def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, monkeypatch, capsys, kind):
-    home = Path(credentials.Path.home())
+    home = Path.home()  # the fixture's fresh HOME
     monkeypatch.delenv("KAGGLE_USERNAME")
     monkeypatch.delenv("KAGGLE_KEY")
     secret = fake_kaggle.access_token

@@ -52,7 +52,7 @@ JUDGEMENTS = {
 }
 # Output of any command that means it never got a proper answer.
 _UNREACHABLE = re.compile(r"Max retries exceeded|Connection refused|NewConnectionError|Failed to resolve|"
-                          r"Name or service not known|timed out", re.I)
+                          r"Name or service not known|Read timed out|ConnectTimeout")
 _UNAUTHORIZED = re.compile(r"401 Client Error|Unauthenticated|kaggle auth login|Invalid credentials", re.I)
 _NOT_FOUND = re.compile(r"404|not found", re.I)
 
