@@ -168,6 +168,19 @@ def test_kernel_finds_inputs_in_the_old_mount_layout(tmp_path, monkeypatch):
     assert kernel.find_base_model("datasets/bob/tiny-llama") == inputs / "tiny-llama"
 
 
+def test_rehearsal_mounts_the_base_model_where_kaggle_does():
+    def mounts(**kaggle):
+        cfg = config.from_dict({"model": {"path": "/m"}, "kaggle": kaggle})
+        return rehearsal._base_mount(cfg, current=True), rehearsal._base_mount(cfg, current=False)
+
+    assert mounts(base_model_source="mistral-ai/mistral/pyTorch/7b/1") == ("models/mistral-ai/mistral/pytorch/7b/1",
+                                                                           "mistral/pytorch/7b/1")
+    # the old key names a sub-folder of the dataset: kept in both layouts
+    assert mounts(base_model_dataset="bob/llama-w", base_model_kernel_path="/kaggle/input/llama-w/1") == (
+        "datasets/bob/llama-w/1", "llama-w/1")
+    assert mounts(base_model_kernel_path="/kaggle/input/tiny/1") == ("tiny/1", "tiny/1")  # nothing else to go by
+
+
 def test_kernel_launch_line_processes(tmp_path, monkeypatch):
     kernel = _kernel_module(tmp_path, monkeypatch)
     monkeypatch.setattr(kernel, "gpu_count", lambda: 0)

@@ -197,6 +197,7 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
         requirements += [f"{name}=={versions[name]}" for name, role in roles.items() if role == "pin"]
         lacks = sorted(name for name, role in roles.items() if role == "dep")
         print("shipped because the Kaggle image lacks them or has them too old: " + (", ".join(lacks) or "none"))
+        print("taken from the Kaggle image: " + ", ".join(wheels_mod.image_requirements(roles)))
     bundle.wheel_requirements.write_text(
         "# installed by kernel.py: pip install --no-index --find-links <this folder> -r requirements.txt\n"
         + "\n".join(requirements) + "\n", encoding="utf-8")

@@ -49,7 +49,7 @@ def _read_json(path: Path, what: str) -> dict:
     except (OSError, ValueError) as exc:  # the message of a JSON error may quote the key: never shown
         raise UserError(f"{path}: not readable as JSON ({type(exc).__name__}); it should be {what}") from None
     if not isinstance(stored, dict):
-        raise UserError(f"{path}: not a JSON object; it should be {what}")
+        raise UserError(f"{path}: not a Kaggle API token: expected a JSON object, {what}")
     return stored
 
 

@@ -93,20 +93,28 @@ def _mounts(bundle: Bundle, cfg, members, layout: str) -> dict[str, Path]:
     for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
         mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
     for _, member_cfg, needs_base in members:
-        if not needs_base:
-            continue
-        mk, base = member_cfg.kaggle, Path(member_cfg.model.path).expanduser()
-        if len(mk.base_model_source.split("/")) == 5:
-            owner_slug, model, framework, variation, version = mk.base_model_source.split("/")
-            rel = (f"models/{owner_slug}/{model}/{framework.lower()}/{variation}/{version}" if current
-                   else f"{model}/{framework.lower()}/{variation}/{version}")
-        elif mk.base_model_dataset:
-            rel = f"datasets/{mk.base_model_dataset}" if current else mk.base_model_dataset.split("/")[1]
-        else:  # only the old kaggle.base_model_kernel_path: exactly there
-            path = Path(kernel_base_model(member_cfg))
-            rel = str(path.relative_to("/kaggle/input") if path.is_relative_to("/kaggle/input") else path)
-        mounts.setdefault(rel, base)
+        if needs_base:
+            mounts.setdefault(_base_mount(member_cfg, current), Path(member_cfg.model.path).expanduser())
     return mounts
+
+
+def _base_mount(cfg, current: bool) -> str:
+    """Where Kaggle mounts the base model of `cfg` (relative to /kaggle/input): its Kaggle model or dataset in
+    the current or old layout, plus any sub-folder the old kaggle.base_model_kernel_path names inside it."""
+    k = cfg.kaggle
+    path = Path(kernel_base_model(cfg))
+    given = path.relative_to("/kaggle/input").parts if path.is_relative_to("/kaggle/input") else path.parts
+    if len(k.base_model_source.split("/")) == 5:
+        owner, model, framework, variation, version = k.base_model_source.split("/")
+        old = [model, framework.lower(), variation, version]
+        new = ["models", owner, *old]
+    elif k.base_model_dataset:
+        owner, slug = k.base_model_dataset.split("/")
+        old, new = [slug], ["datasets", owner, slug]
+    else:  # only the old kaggle.base_model_kernel_path: exactly there
+        return "/".join(given)
+    sub = list(given[len(old):]) if list(given[:len(old)]) == old else []
+    return "/".join((new if current else old) + sub)
 
 
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1) -> Path:
