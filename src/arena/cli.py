@@ -221,7 +221,8 @@ def cmd_kernel_blend(args) -> int:
 def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 
-    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work)
+    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
+                        processes=args.processes)
     return 0
 
 
@@ -365,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("--input", required=True, help="folder holding the competition's test.csv")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
+    p.add_argument("--layout", choices=["current", "old"], default="current",
+                   help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
+                        "or old (/kaggle/input/<slug>)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the kernel's own `accelerate launch` line with this many CPU processes (2: as on T4x2)")
     p.set_defaults(func=cmd_kernel_run_local)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
     p.add_argument("dataset", help="the ensemble bundle's adapter dataset (holds the weights)")

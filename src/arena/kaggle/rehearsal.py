@@ -1,9 +1,11 @@
-"""`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout, with a Python that sees this
-machine's packages as Kaggle's image would (minus arena and what the wheelhouse ships), then its submission
-checked."""
+"""`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout (Kaggle's current mount layout
+by default, the older one on request), with a Python that sees this machine's packages as Kaggle's image would
+(minus arena and what the wheelhouse ships), optionally as several CPU processes through the kernel's own
+`accelerate launch` line (as on T4x2), then its submission checked."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import site
@@ -14,11 +16,14 @@ from pathlib import Path
 
 from arena import config as config_mod
 from arena.errors import UserError
-from arena.kaggle.bundle import base_model_problems, bundle_config, needs_base_model
+from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.layout import SUBMISSION_FILE, Bundle
 from arena.model import check_trained
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
+PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # kernel.py: processes to launch instead of one per GPU
+PORT_ENV = "ARENA_KERNEL_PORT"  # kernel.py: where those processes meet
+LAYOUTS = ("current", "old")
 # site-packages entries of arena itself (the kernel must install it from the bundle).
 _OWN_ENTRIES = re.compile(r"^(arena|arena-[^-]+\.dist-info|__editable__[._]+arena[-_].*)$")
 
@@ -71,8 +76,51 @@ def find_test_csv(input_dir: Path, competition: str) -> Path | None:
     return None
 
 
-def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
-    """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle and check its submission."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mounts(bundle: Bundle, cfg, members, layout: str) -> dict[str, Path]:
+    """Where Kaggle mounts each input (relative to /kaggle/input) -> what to link there, in `layout`."""
+    owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
+    k = cfg.kaggle
+    current = layout == "current"
+    mounts = {(f"competitions/{k.competition}" if current else k.competition): None}
+    for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
+        mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
+    for _, member_cfg, needs_base in members:
+        if needs_base:
+            mounts.setdefault(_base_mount(member_cfg, current), Path(member_cfg.model.path).expanduser())
+    return mounts
+
+
+def _base_mount(cfg, current: bool) -> str:
+    """Where Kaggle mounts the base model of `cfg` (relative to /kaggle/input): its Kaggle model or dataset in
+    the current or old layout, plus any sub-folder the old kaggle.base_model_kernel_path names inside it."""
+    k = cfg.kaggle
+    path = Path(kernel_base_model(cfg))
+    given = path.relative_to("/kaggle/input").parts if path.is_relative_to("/kaggle/input") else path.parts
+    if len(k.base_model_source.split("/")) == 5:
+        owner, model, framework, variation, version = k.base_model_source.split("/")
+        old = [model, framework.lower(), variation, version]
+        new = ["models", owner, *old]
+    elif k.base_model_dataset:
+        owner, slug = k.base_model_dataset.split("/")
+        old, new = [slug], ["datasets", owner, slug]
+    else:  # only the old kaggle.base_model_kernel_path: exactly there
+        return "/".join(given)
+    sub = list(given[len(old):]) if list(given[:len(old)]) == old else []
+    return "/".join((new if current else old) + sub)
+
+
+def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1) -> Path:
+    """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
+    layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
+    check its submission."""
     from arena import data, metrics
 
     bundle = Bundle(bundle_dir)
@@ -88,16 +136,20 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     attached = {}
     for _, member_cfg, needs_base in members:
         if needs_base:
-            kernel_path, base = member_cfg.kaggle.base_model_kernel_path, Path(member_cfg.model.path).expanduser()
+            kernel_path, base = kernel_base_model(member_cfg), Path(member_cfg.model.path).expanduser()
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
-                problems.append(f"kaggle.base_model_kernel_path {kernel_path}: two members attach different base "
-                                f"models there ({attached[kernel_path]} and {base})")
+                problems.append(f"base model {kernel_path}: two members attach different base models there "
+                                f"({attached[kernel_path]} and {base})")
     test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
     if test_csv is None:
         problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    if layout not in LAYOUTS:
+        problems.append(f"--layout {layout}: one of {', '.join(LAYOUTS)}")
+    if processes < 1:
+        problems.append(f"--processes {processes}: at least 1")
     if problems:
         raise UserError(problems=problems)
     expected_ids = data.load_test(test_csv)["id"]  # as the kernel reads it
@@ -106,16 +158,11 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
 
     root = work / "kaggle"
     inputs = root / "input"
-    _link(inputs / cfg.kaggle.competition / "test.csv", test_csv)
-    _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
-    _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
-    for _, member_cfg, needs_base in members:
-        if not needs_base:
-            continue
-        kernel_path = Path(member_cfg.kaggle.base_model_kernel_path)
-        rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
-        if not (root / rel).exists():  # members may share a base model (checked above to be the same one)
-            _link(root / rel, Path(member_cfg.model.path).expanduser())
+    for rel, target in _mounts(bundle, cfg, members, layout).items():
+        if target is None:  # the competition: only its test.csv
+            _link(inputs / rel / "test.csv", test_csv)
+        elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
+            _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
 
     python = _kernel_python(work, bundle.wheels)
@@ -123,8 +170,12 @@ def run_local(bundle_dir, input_dir, work_dir=None) -> Path:
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1",
                 "ARENA_SKIP_GPU_CHECK": "1"})  # this machine is not the Kaggle one the bundle is built for
+    env.pop(PROCESSES_ENV, None)
+    if processes > 1:  # the kernel's T4x2 launch line, on CPU: torch.distributed over gloo
+        env.update({PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port())})
     log = work / "kernel.log"
-    print(f"rehearsing {bundle.kernel_script} in {root} (offline; log: {log})", flush=True)
+    print(f"rehearsing {bundle.kernel_script} in {root} ({layout} mount layout, {processes} process"
+          f"{'es' if processes > 1 else ''}, offline; log: {log})", flush=True)
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([str(python), str(bundle.kernel_script.resolve())], cwd=root / "working",
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
