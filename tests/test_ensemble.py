@@ -215,8 +215,8 @@ def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, te
         expected = expected + weight * pd.read_csv(path, dtype={"id": str})[LABEL_COLUMNS].to_numpy()
     assert np.abs(frame[LABEL_COLUMNS].to_numpy() - expected).max() < 1e-4
     log = (work / "kernel.log").read_text()
-    assert "--base-model " + str(work / "kaggle/input/tiny-gemma2/transformers/default/1") in log
-    assert "--base-model " + str(work / "kaggle/input/tiny-llama/1") in log
+    assert "--base-model " + str(work / "kaggle/input/models/someone/tiny-gemma2/transformers/default/1") in log
+    assert "--base-model " + str(work / "kaggle/input/datasets/someone/tiny-llama/1") in log
     assert log.count("calibration applied") == 1
     assert "blended 2 members" in log and "rehearsal passed" in capfd.readouterr().out
 
