@@ -81,6 +81,8 @@ def cmd_score(args) -> int:
 def cmd_train(args) -> int:
     from arena import config, train
 
+    if args.max_wall_hours is not None:
+        args.overrides = [*args.overrides, f"train.max_wall_hours={args.max_wall_hours}"]
     cfg = _load_config(args)
     train.train(cfg, resume=args.resume, origin=config.origin(args.config, args.overrides))
     return 0
@@ -169,12 +171,13 @@ def cmd_merge(args) -> int:
 
 def cmd_plan(args) -> int:
     from arena import planner
-    from arena.kaggle import preflight
+    from arena.kaggle import preflight, sessions
 
     cfg = _load_config(args)
     gpus = args.gpus or (2 if args.gpu == "t4" else 1)
     print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
+    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, args.gpu, gpus)))
     print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
     return 0
 
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="resume a killed run: a run folder, or 'latest' (the newest run of this config name)")
+    p.add_argument("--max-wall-hours", type=float, default=None, metavar="H",
+                   help="wall-clock budget of this process (train.max_wall_hours): stop after the last step that "
+                        "leaves time to save a whole checkpoint, then exit 75; --resume continues")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
@@ -368,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
     args = build_parser().parse_args(argv)
+    from arena.budget import BudgetStop
     from arena.errors import UserError
 
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -376,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BudgetStop as exc:  # a whole checkpoint was saved; not a failure, but the run is unfinished
+        print(f"budget: {exc}", flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: writes are atomic, so no partial file was left; `arena train --resume` continues a run", file=sys.stderr)
         return 130

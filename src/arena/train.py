@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import config as config_mod
 from arena import data, metrics, processes, prompts, reporting
+from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder, swap_classes
@@ -508,6 +509,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     from arena import model as model_mod
 
     clock = WallClock(time.time())
+    wall_hours = cfg.train.max_wall_hours  # this process's budget: the invocation's, never a resumed run's stored one
     cpu = model_mod.runtime_for(cfg).device == "cpu"
     run, checkpoint = None, None
     if resume:
@@ -523,6 +525,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     print(f"run folder: {run.root}  (device {built.runtime.device}, compute dtype "
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     trainer = make_trainer(cfg, run, built, split, [clock, *callbacks])
+    attach_budget(trainer, run.root, wall_hours, clock.started)  # a stop for time raises budget.BudgetStop
     with reporting.environment(cfg, run):
         result = fit(trainer, checkpoint)
     if not trainer.is_world_process_zero():
