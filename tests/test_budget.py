@@ -122,7 +122,7 @@ def test_the_cli_flag_stops_with_exit_code_75(tiny_model_dir, sample_csv, tmp_pa
     assert cli.main(["train", "--config", str(recipe), "--max-wall-hours", "1e-7"]) == 75
     (run_dir,) = (tmp_path / "runs").iterdir()
     out = capsys.readouterr().out
-    assert f"budget: stopped for time after step 1 of 4" in out
+    assert "budget: stopped for time after step 1 of 4" in out
     assert f"Continue with: arena train --resume {run_dir}" in out
     assert (run_dir / "checkpoints" / "checkpoint-1" / "trainer_state.json").is_file()
     assert budget.recorded_stops(run_dir)[0]["step"] == 1

@@ -177,7 +177,8 @@ def cmd_plan(args) -> int:
     gpus = args.gpus or (2 if args.gpu == "t4" else 1)
     print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
-    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, args.gpu, gpus)))
+    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, args.gpu, gpus,
+                                                                   args.test_csv)))
     print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
     return 0
 
@@ -206,7 +207,8 @@ def cmd_kernel_blend(args) -> int:
 def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 
-    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work)
+    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work,
+                        previous_output=args.previous_output)
     return 0
 
 
@@ -215,6 +217,21 @@ def cmd_push(args) -> int:
 
     push.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
               poll=not args.no_poll)
+    return 0
+
+
+def cmd_kaggle_train(args) -> int:
+    from arena.kaggle import training
+
+    training.push_training(args.config, args.overrides, resume=args.resume, dry_run=args.dry_run,
+                           wheels=not args.no_wheels, out=args.out, message=args.message)
+    return 0
+
+
+def cmd_kaggle_pull(args) -> int:
+    from arena.kaggle import pull
+
+    pull.pull(args.kernel, args.version, args.runs_dir)
     return 0
 
 
@@ -287,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default="t4", choices=["t4", "a100", "h100"])
     p.add_argument("--gpus", type=int, default=None, help="GPUs (default: 2 for t4, as on Kaggle, else 1)")
     p.add_argument("--fsdp", action="store_true", help="weights and optimizer state sharded over the GPUs (FSDP)")
-    p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projection uses")
+    p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projections use (training: "
+                                                    "only where data.train is not on disk)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("calibrate", help="fit a temperature and class biases on validation/OOF predictions "
@@ -339,9 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_kernel = sub.add_parser("kernel", help="rehearse the Kaggle kernel locally")
     kernel_sub = p_kernel.add_subparsers(dest="kernel_command", required=True)
-    p = kernel_sub.add_parser("run-local", help="run a bundle's kernel offline in a fake /kaggle layout")
+    p = kernel_sub.add_parser("run-local", help="run a bundle's kernel (inference, or training from `arena kaggle "
+                                                "train`) offline in a fake /kaggle layout")
     p.add_argument("bundle")
-    p.add_argument("--input", required=True, help="folder holding the competition's test.csv")
+    p.add_argument("--input", required=True, help="folder holding the competition's test.csv (training: its train.csv)")
+    p.add_argument("--previous-output", default=None,
+                   help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
     p.set_defaults(func=cmd_kernel_run_local)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
@@ -350,6 +371,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the test CSV the predictions are for")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_kernel_blend)
+
+    p_kaggle = sub.add_parser("kaggle", help="train on Kaggle's GPUs: push a training kernel, pull its run back")
+    kaggle_sub = p_kaggle.add_subparsers(dest="kaggle_command", required=True)
+    p = kaggle_sub.add_parser("train", help="build and push a training kernel (GPU T4x2, internet off) that stops "
+                                            "before the session limit; --resume pushes the next version")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="attach the previous version's output and continue its run from its last whole checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="build the bundle and print every kaggle command; run none")
+    p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse (enough for the local rehearsal only)")
+    p.add_argument("--out", default=None, help="training bundle folder (default: kaggle-train/<name>-<time>)")
+    p.add_argument("--message", default="arena training")
+    p.set_defaults(func=cmd_kaggle_train)
+    p = kaggle_sub.add_parser("pull", help="bring a training kernel's run folder into runs/ (kaggle kernels output)")
+    p.add_argument("kernel", help="owner/kernel-slug")
+    p.add_argument("--version", type=int, default=None, help="the kernel version (recorded with the run)")
+    p.add_argument("--runs-dir", default="runs")
+    p.set_defaults(func=cmd_kaggle_pull)
 
     p = sub.add_parser("push", help="package (if needed) and push datasets + kernel to Kaggle, then submit")
     p.add_argument("--run", required=True)

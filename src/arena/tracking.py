@@ -17,7 +17,7 @@ from arena.layout import CVFolder, RunFolder
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "calibrated ll", "wall min", "LB", "sweep"]
+           "calibrated ll", "wall min", "LB", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}
@@ -91,8 +91,16 @@ def run_row(run: RunFolder, name: str) -> dict:
         "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"), "calibrated ll": _calibrated(run),
         "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None, "LB": latest_score(run),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(run.root),
-        "time": _created(run),
+        "time": _created(run), "kaggle": _kaggle_source(run),
     }
+
+
+def _kaggle_source(run: RunFolder) -> str | None:
+    """A pulled run's training kernel and version (`arena kaggle pull`)."""
+    from arena.kaggle.pull import source
+
+    pulled = source(run.root)
+    return None if pulled is None else f"{pulled['kernel']} v{pulled['version'] or 'latest'}"
 
 
 def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:

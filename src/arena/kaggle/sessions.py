@@ -31,15 +31,20 @@ def flops_factor(cfg: Config, num_layers: int) -> tuple[float, str]:
                     + (" and recomputed (gradient checkpointing)" if checkpointing else ""))
 
 
-def _training_rows(cfg: Config):
-    """(rows of data.train + data.extra, a sample of them to measure tokens on, description)."""
+def _training_rows(cfg: Config, token_csv: str | Path | None = None):
+    """(rows of data.train + data.extra, a sample of rows to measure tokens on, description). Where data.train is
+    not on disk: the competition's row count, tokens measured on `token_csv` (else generated rows)."""
     from arena import data
 
     if cfg.data.train != SAMPLE and not Path(cfg.data.train).is_file():
-        sample = data.generate_sample(200, seed=0)
-        return COMPETITION_TRAIN_ROWS, sample, (
-            f"{COMPETITION_TRAIN_ROWS:,} rows (the competition's train.csv: {cfg.data.train} is not here); tokens "
-            f"measured on 200 generated rows, shorter than real ones: a lower bound")
+        missing = f"{COMPETITION_TRAIN_ROWS:,} rows (the competition's train.csv: {cfg.data.train} is not here)"
+        if token_csv is not None:
+            df = data.load(token_csv)
+            return COMPETITION_TRAIN_ROWS, df.sample(min(TOKEN_SAMPLE_ROWS, len(df)), random_state=0), (
+                f"{missing}; tokens measured on {min(TOKEN_SAMPLE_ROWS, len(df))} rows of {token_csv}")
+        return COMPETITION_TRAIN_ROWS, data.generate_sample(200, seed=0), (
+            f"{missing}; tokens measured on 200 generated rows, shorter than real ones: a lower bound "
+            f"(--test-csv measures real rows)")
     try:
         df = data.training_data(cfg.data)
     except data.DataError as exc:
@@ -48,12 +53,14 @@ def _training_rows(cfg: Config):
     return len(df), sample, f"{len(df):,} rows of {cfg.data.train}" + (" + data.extra" if cfg.data.extra else "")
 
 
-def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4", gpus: int = 2) -> dict:
-    """Hours per epoch (training steps + the evaluations during it) on `gpus` x `gpu`, and Kaggle sessions."""
-    from arena import planner, prompts
+def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4", gpus: int = 2,
+                     token_csv: str | Path | None = None) -> dict:
+    """Hours per epoch (training steps + the evaluations during it) on `gpus` x `gpu`, and Kaggle sessions.
+    `token_csv`: rows to measure tokens on when data.train is not on disk."""
     from arena import model as model_mod
+    from arena import planner, prompts
 
-    rows, sample, rows_note = _training_rows(cfg)
+    rows, sample, rows_note = _training_rows(cfg, token_csv)
     ids = prompts.encode_frame(tokenizer, sample, cfg.prompt, cfg.model.family, max_length=cfg.prompt.max_length)
     mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)
     hf_config, source = planner.architecture(cfg)
@@ -72,15 +79,17 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
     eval_rows = min(val_rows, cfg.train.max_eval_rows or val_rows)
     epoch_rows = train_rows * (2 if cfg.train.swap_augment != "none" else 1)
     global_batch = cfg.train.per_device_batch_size * cfg.train.grad_accum * gpus
-    steps = math.ceil(epoch_rows / global_batch) if cfg.train.max_steps < 0 else cfg.train.max_steps
-    epochs = cfg.train.epochs if cfg.train.max_steps < 0 else steps * global_batch / epoch_rows
+    steps_per_epoch = math.ceil(epoch_rows / global_batch)
+    steps = math.ceil(steps_per_epoch * cfg.train.epochs) if cfg.train.max_steps < 0 else cfg.train.max_steps
+    epochs = steps / steps_per_epoch
     eval_every = cfg.train.eval_steps if cfg.train.eval_steps >= 1 else math.ceil(cfg.train.eval_steps * steps)
-    evals_per_epoch = max(1, math.floor(steps / max(epochs, 1e-9) / eval_every))
+    evals = max(1, steps // eval_every)
 
-    train_s = epoch_rows * mean_tokens * forward * factor / flops_per_s
-    eval_s = evals_per_epoch * eval_rows * mean_tokens * forward / flops_per_s
-    epoch_h = (train_s + eval_s) / 3600
-    total_h = epoch_h * epochs
+    train_s = steps * global_batch * mean_tokens * forward * factor / flops_per_s
+    eval_s = evals * eval_rows * mean_tokens * forward / flops_per_s
+    total_h = (train_s + eval_s) / 3600
+    epoch_h = total_h / epochs
+    evals_per_epoch = round(evals / epochs, 1)
     k = cfg.kaggle
     usable_h = k.session_hours - k.session_margin_hours - SETUP_ALLOWANCE_S / 3600
     sessions = math.ceil(total_h / usable_h) if usable_h > 0 else None
@@ -88,7 +97,9 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
         "gpu": gpu, "gpus": gpus, "rows": rows, "train_rows": train_rows, "epoch_rows": epoch_rows,
         "eval_rows": eval_rows, "evals_per_epoch": evals_per_epoch, "mean_tokens_per_row": round(mean_tokens, 1),
         "global_batch": global_batch, "steps": steps, "epochs": round(epochs, 3),
-        "train_hours_per_epoch": round(train_s / 3600, 2), "eval_hours_per_epoch": round(eval_s / 3600, 2),
+        "steps_per_epoch": steps_per_epoch,
+        "train_hours_per_epoch": round(train_s / 3600 / epochs, 2),
+        "eval_hours_per_epoch": round(eval_s / 3600 / epochs, 2),
         "hours_per_epoch": round(epoch_h, 2), "total_hours": round(total_h, 2),
         "session_hours": k.session_hours, "session_margin_hours": k.session_margin_hours,
         "setup_hours": round(SETUP_ALLOWANCE_S / 3600, 2), "usable_hours_per_session": round(usable_h, 2),
@@ -105,10 +116,10 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
 def format_training(p: dict) -> str:
     lines = [f"training projection ({p['gpus']} x {p['gpu'].upper()}, data-parallel):",
              f"  method: {p['method']}",
-             f"  one epoch: {p['epoch_rows']:,} rows = {p['steps'] if p['epochs'] == 1 else round(p['steps'] / p['epochs'])}"
-             f" steps of global batch {p['global_batch']}: {p['train_hours_per_epoch']:.2f} h training + "
-             f"{p['eval_hours_per_epoch']:.2f} h for {p['evals_per_epoch']} evaluations of {p['eval_rows']:,} rows "
-             f"= {p['hours_per_epoch']:.2f} h per epoch; {p['epochs']:g} epoch(s): {p['total_hours']:.2f} h"]
+             f"  one epoch: {p['epoch_rows']:,} rows = {p['steps_per_epoch']} steps of global batch "
+             f"{p['global_batch']}: {p['train_hours_per_epoch']:.2f} h training + {p['eval_hours_per_epoch']:.2f} h "
+             f"for {p['evals_per_epoch']:g} evaluations of {p['eval_rows']:,} rows = {p['hours_per_epoch']:.2f} h per "
+             f"epoch; {p['epochs']:g} epoch(s), {p['steps']} steps: {p['total_hours']:.2f} h"]
     if p["sessions"] is None:
         lines.append(f"  Kaggle sessions: none can train: kaggle.session_hours {p['session_hours']} h leaves nothing "
                      f"after the {p['session_margin_hours']} h margin and {p['setup_hours']} h set-up")
