@@ -130,7 +130,7 @@ def main() -> None:
         cmd += ["--set", override]
     # The budget counts from this kernel's start (pip install and the copy above included).
     hours = max(SESSION_HOURS - MARGIN_HOURS - (time.time() - STARTED) / 3600, 1e-6)
-    cmd += ["--max-wall-hours", f"{hours:.4f}"]
+    cmd += ["--max-wall-hours", f"{hours:.6g}"]
     code = run(cmd, env={**os.environ, **OFFLINE})
     runs = sorted(p for p in RUNS.glob("*") if (p / "config.yaml").is_file()) if RUNS.is_dir() else []
     if len(runs) != 1:

@@ -17,6 +17,12 @@ from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import pull, rehearsal, remote, sessions, training
 from arena.layout import LABEL_COLUMNS, RunFolder
 
+try:  # the loopback Kaggle of issue 22 (tests/fake_kaggle.py): the real kaggle CLI against a fake API
+    from tests.fake_kaggle import fake_kaggle_fixture  # noqa: F401
+except ImportError:
+    fake_kaggle_fixture = None
+LOOPBACK = pytest.mark.skipif(fake_kaggle_fixture is None, reason="tests/fake_kaggle.py (issue 22) is not merged")
+
 REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the embedded model converts only once
 
 
@@ -98,6 +104,11 @@ def test_the_competition_train_csv_is_read_on_kaggle_and_bad_data_is_refused(tin
     with pytest.raises(UserError) as err:
         training.build(_cfg(tiny_model_dir, bad), tmp_path / "b", "me", wheels=False)
     assert "bad.csv" in str(err.value) and not (tmp_path / "b").exists()
+    train_csv, _, _ = _files(tmp_path)
+    with pytest.raises(UserError, match="prompt.max_length: 24 cannot hold"):  # found here, not on Kaggle
+        training.build(_cfg(tiny_model_dir, train_csv, "prompt.max_length=24", "infer.max_length=24"),
+                       tmp_path / "b", "me", wheels=False)
+    assert not (tmp_path / "b").exists()
 
 
 def test_the_dry_run_prints_every_command_and_runs_none(tiny_model_dir, tmp_path, no_credentials, no_kaggle_calls,
@@ -172,6 +183,31 @@ def test_pull_names_damaged_or_partial_output_and_writes_nothing(tiny_run, tmp_p
     assert not (tmp_path / "runs").exists()
 
 
+@LOOPBACK
+def test_push_status_and_pull_go_through_the_real_kaggle_cli(fake_kaggle, tiny_model_dir, tiny_run, tmp_path,
+                                                             capsys):
+    train_csv, _, _ = _files(tmp_path)
+    cfg = _cfg(tiny_model_dir, train_csv)
+    built = training.build(cfg, tmp_path / "bundle", fake_kaggle.user, wheels=False)
+    (built.wheels / "transformers-5.23.0-py3-none-any.whl").write_bytes(b"")  # the wheelhouse is not downloaded here
+    # the kernel's output: its run stopped for time (as a kernel version's /kaggle/working/runs holds it)
+    unfinished = _output(tmp_path, tiny_run, False)
+    (next((unfinished / "runs").iterdir()) / budget.RECORD).write_text(json.dumps({"stops": [{"step": 3,
+                                                                                               "max_steps": 9}]}))
+    files = {str(p.relative_to(unfinished)): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
+    fake_kaggle.on_kernel_push = lambda kernel, version: fake_kaggle.complete_kernel(kernel.slug, files, log="log")
+    assert training.push_bundle(built, cfg, fake_kaggle.user) == "1"
+    (version,) = fake_kaggle.kernels["arena-train"].versions
+    assert version.metadata["datasetDataSources"] == [f"{fake_kaggle.user}/arena-wheels",
+                                                      f"{fake_kaggle.user}/arena-train-data"]
+    assert version.metadata.get("enableInternet") in (False, None) and "TRAIN = 'train-0-rows.csv'" in version.script
+    assert f"{fake_kaggle.user}/arena-train-data" in fake_kaggle.datasets
+    dest = pull.pull(f"{fake_kaggle.user}/arena-train", 1, tmp_path / "runs")
+    assert pull.source(dest)["version"] == 1 and not RunFolder(dest).adapter.exists()
+    assert "stopped for time after step 3 of 9" in capsys.readouterr().out
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")]  # the download folder is gone
+
+
 def test_the_session_projection_of_the_9b_recipe(tiny_tokenizer):
     cfg = config.load(config.CONFIG_DIR / "gemma2-9b-qlora-t4x2.yaml")
     factor, _ = sessions.flops_factor(cfg, 42)
@@ -200,7 +236,7 @@ def test_two_rehearsed_versions_stop_resume_and_the_pulled_run_passes_its_infere
     test = data.generate_sample(8, seed=7).drop(columns=LABEL_COLUMNS)
     data.write_csv(test, inputs / "test.csv")
     recipe = ["data.train=" + str(inputs / "train.csv"), f"data.extra=[{tmp_path / 'extra.csv'}]", "data.folds=3",
-              "prompt.max_length=64", "infer.max_length=64", "train.max_steps=3", "train.eval_steps=3",
+              "prompt.max_length=128", "infer.max_length=128", "train.max_steps=2", "train.eval_steps=2",
               "train.per_device_batch_size=2", "train.grad_accum=1", "train.max_eval_rows=4",
               "kaggle.session_margin_hours=0"]
     # version 1: a session already spent when training starts, so it stops after its first step
@@ -214,12 +250,13 @@ def test_two_rehearsed_versions_stop_resume_and_the_pulled_run_passes_its_infere
                             wheels=False, resume=True)
     out2 = rehearsal.run_local(second.root, inputs, tmp_path / "v2", previous_output=out1)
     log = capfd.readouterr().out
-    stop_line = next(line for line in log.splitlines() if line.startswith("budget: stopped for time"))
-    resume_line = next(line for line in log.splitlines() if line.startswith("resuming "))
+    lines = log.replace("\r", "\n").splitlines()  # tqdm's progress bars share lines with the messages
+    stop_line = next(line[line.index("budget: "):] for line in lines if "budget: stopped for time" in line)
+    resume_line = next(line for line in lines if line.startswith("resuming "))
     print("\nSTOP LINE: " + stop_line + "\nRESUME LINE: " + resume_line)
     assert "checkpoint-1" in resume_line
     (run2,) = (out2 / "runs").iterdir()
-    assert run2.name == run1.name and json.loads((run2 / "metrics.json").read_text())["global_step"] == 3
+    assert run2.name == run1.name and json.loads((run2 / "metrics.json").read_text())["global_step"] == 2
     # the pull, then the inference bundle of the pulled run and its rehearsal
     pulled = pull.import_output(out2, "me/arena-train", 2, tmp_path / "runs")
     bundle = bundle_mod.package(pulled, out_dir=tmp_path / "inference", wheels=False, test_csv=inputs / "test.csv")

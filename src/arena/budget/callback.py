@@ -100,7 +100,7 @@ class WallBudget(TrainerCallback):
         _barrier(args)
         raise BudgetStop(
             f"stopped for time after step {state.global_step} of {state.max_steps}: "
-            f"{self.stopping.get('elapsed_seconds', 0):.0f} s of this process's {self.seconds:.0f} s budget spent, "
+            f"{self.stopping.get('elapsed_seconds', 0):.0f} s of this process's {self.seconds:.4g} s budget spent, "
             f"and the next step (~{self.stopping.get('step_seconds', 0):.1f} s) with a save "
             f"(~{self.stopping.get('save_seconds', 0):.1f} s) would pass it; {checkpoint} is whole. "
             f"Continue with: {resume} (exit code {EXIT_CODE})", state.global_step, checkpoint)

@@ -67,19 +67,27 @@ def data_files(cfg: Config) -> tuple[dict, list[tuple[Path, str]], list[str]]:
     return values, copies, problems
 
 
-def check_data(cfg: Config) -> list[str]:
-    """The training rows and teachers, validated here before anything is uploaded (where they are on disk)."""
-    from arena import data
+def check_inputs(cfg: Config) -> list[str]:
+    """What can be checked here before anything is uploaded: the training rows and teachers (unless data.train is
+    the competition's file, not downloaded here), and the base model's adapter targets and prompt budget (when
+    its folder is here, or it is the embedded model)."""
+    from arena import data, embedded
+    from arena.train import check_base_model
 
-    if cfg.data.train not in (SAMPLE,) and not Path(cfg.data.train).is_file():
-        return []  # the competition's train.csv, read on Kaggle
-    try:
-        df = data.training_data(cfg.data)
-        if cfg.data.teacher:
-            data.read_teachers(cfg.data.teacher, df["id"])
-    except UserError as exc:
-        return exc.problems
-    return []
+    problems = []
+    if cfg.data.train == SAMPLE or Path(cfg.data.train).is_file():
+        try:
+            df = data.training_data(cfg.data)
+            if cfg.data.teacher:
+                data.read_teachers(cfg.data.teacher, df["id"])
+        except UserError as exc:
+            problems += exc.problems
+    if embedded.is_embedded(cfg.model.path) or (Path(cfg.model.path).expanduser() / "config.json").is_file():
+        try:
+            check_base_model(cfg)
+        except UserError as exc:
+            problems += exc.problems
+    return problems
 
 
 def kernel_metadata(cfg: Config, user: str, resume: bool) -> dict:
@@ -111,7 +119,7 @@ def build(cfg: Config, out: Path, user: str, wheels: bool = True, resume: bool =
     files, copies, problems = data_files(cfg)
     problems += bundle_mod.base_model_problems(cfg) + output_problems(out, "training bundle", folder=True)
     if not problems:
-        problems = check_data(cfg)
+        problems = check_inputs(cfg)
     if problems:
         raise UserError(problems=problems)
     k = cfg.kaggle
@@ -152,6 +160,9 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
     version, or with --resume the next one, attaching the previous version's output). Without credentials:
     UserError before any network call; with --dry-run, every command printed and none run."""
     cfg = config_mod.load(config_path, overrides)
+    if not (wheels or dry_run):
+        raise UserError("--no-wheels: the offline kernel could not install transformers 5; push without it "
+                        "(--no-wheels suits --dry-run and `arena kernel run-local`)")
     creds = find_credentials() if dry_run else require_credentials()
     if dry_run:
         warn_permissions(creds)
@@ -172,10 +183,19 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
         print(f"  kaggle {shlex.join(['kernels', 'status', kernel_id])}")
         print(f"      # later: arena kaggle pull {kernel_id} --version <N>  (kaggle kernels output {kernel_id} -p ...)")
         return built
-    if not wheels:
-        raise UserError("--no-wheels: the offline kernel could not install transformers 5; push without it")
-    for folder, dataset_id in datasets:
-        _push_dataset(folder, dataset_id, message)
+    push_bundle(built, cfg, user, message, config_path)
+    return built
+
+
+def push_bundle(built: TrainingBundle, cfg: Config, user: str, message: str = "arena training",
+                config_path=None) -> str:
+    """Create or version both datasets, push the kernel, show its status; returns the kernel version pushed."""
+    k = cfg.kaggle
+    kernel_id = f"{user}/{k.train_kernel_slug}"
+    if not any(w.name.startswith("transformers-") for w in built.wheels.glob("*.whl")):
+        raise UserError(f"{built.wheels}: no wheelhouse; the offline kernel could not install transformers 5")
+    for folder, slug in ((built.wheels, k.wheels_dataset_slug), (built.data, k.train_data_dataset_slug)):
+        _push_dataset(folder, f"{user}/{slug}", message)
     pushed = run_kaggle(["kernels", "push", "-p", str(built.kernel)]).stdout
     match = re.search(r"Kernel version (\d+) successfully pushed", pushed)
     if not match:
@@ -187,7 +207,7 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
           f"  when it completes: arena kaggle pull {kernel_id} --version {version}\n"
           f"  if it stopped for time: arena kaggle train {'--config ' + str(config_path) + ' ' if config_path else ''}"
           f"--resume  (attaches this version's output)")
-    return built
+    return version
 
 
 def bundle_inputs(bundle: TrainingBundle) -> tuple[Config, dict]:
