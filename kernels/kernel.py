@@ -4,7 +4,12 @@ It only sets paths: it installs the `arena` package (and the pinned wheels Kaggl
 attached wheels dataset, offline, then runs `arena predict` on the competition's test.csv: under `accelerate
 launch` with one process per GPU when the machine has several, as one process otherwise. All inference
 code lives in the package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local
-rehearsal, `arena kernel run-local`.
+rehearsal, `arena kernel run-local`; ARENA_KERNEL_PROCESSES there sets the number of processes (else one per GPU
+that `nvidia-smi -L` lists) and ARENA_KERNEL_PORT the port they meet on.
+
+Inputs are found in Kaggle's current layout (/kaggle/input/competitions/<slug>, /kaggle/input/datasets/<owner>/
+<slug>, /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>) and in the older one
+(/kaggle/input/<slug>, /kaggle/input/<model>/<framework>/<variation>/<version>).
 """
 
 import os
@@ -16,8 +21,12 @@ from pathlib import Path
 COMPETITION = "__COMPETITION__"
 ADAPTER_DATASET = "__ADAPTER_DATASET__"
 WHEELS_DATASET = "__WHEELS_DATASET__"
-BASE_MODEL = "__BASE_MODEL__"  # base weights under /kaggle/input; "" = as the run's config says (embedded)
+# The base weights: "models/<owner>/<model>/<framework>/<variation>/<version>" (a Kaggle model),
+# "datasets/<owner>/<slug>" (a dataset), a /kaggle/... path, or "" = as the run's config says (embedded).
+BASE_MODEL = "__BASE_MODEL__"
 TTA = "__TTA__"
+# Set by `arena push` for each push; written to the output so that push knows the output is this version's.
+PUSH_ID = ""
 # An ensemble: [folder in the adapter dataset, base model, TTA, predictions file] per member, predicted in turn
 # (one process each, so GPU memory is freed between them) and blended by `arena kernel blend`; [] = one run.
 MEMBERS = "__MEMBERS__"
@@ -33,14 +42,59 @@ def fail(message: str) -> None:
     sys.exit(f"kernel: FAILED: {message}")
 
 
+def attached() -> list[str]:
+    """What is mounted under /kaggle/input, down to the folders that name an input (for failure messages)."""
+    found = []
+    for top in sorted(INPUT.iterdir()) if INPUT.is_dir() else []:
+        if top.name == "competitions":
+            found += [f"competitions/{p.name}" for p in sorted(top.iterdir())]
+        elif top.name == "datasets":
+            found += [f"datasets/{o.name}/{p.name}" for o in sorted(top.iterdir()) for p in sorted(o.iterdir())]
+        elif top.name == "models":
+            found += [str(p.relative_to(INPUT)) for p in sorted(top.glob("*/*/*/*/*"))]
+        else:
+            found.append(top.name)
+    return found
+
+
 def find_input(name: str) -> Path:
-    """An attached input folder: /kaggle/input/<name>, or deeper if Kaggle mounts it under a sub-folder."""
-    if (INPUT / name).is_dir():
-        return INPUT / name
-    found = sorted(p for p in INPUT.glob(f"**/{name}") if p.is_dir())
-    if not found:
-        fail(f"input {name!r} not found under {INPUT} (attached: {sorted(p.name for p in INPUT.iterdir())})")
-    return found[0]
+    """An attached competition or dataset: /kaggle/input/competitions/<name>, /kaggle/input/datasets/*/<name>,
+    or (the older layout) /kaggle/input/<name>."""
+    candidates = [INPUT / "competitions" / name, *sorted(INPUT.glob(f"datasets/*/{name}")), INPUT / name]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"input {name!r} not found under {INPUT}; attached: {attached() or 'nothing'}")
+
+
+def model_candidates(spec: str) -> list[Path]:
+    """Where a base model spec (see BASE_MODEL) may be mounted, current layout first, then the older one."""
+    parts = spec.strip("/").split("/")
+    if spec.startswith("/"):  # a path: as given, and the same model in the other layout
+        path = on_root(spec)
+        rel = path.relative_to(INPUT).parts if path.is_relative_to(INPUT) else ()
+        if len(rel) == 6 and rel[0] == "models":  # models/<owner>/<model>/<fw>/<var>/<ver> -> older layout
+            return [path, INPUT.joinpath(*rel[2:])]
+        if rel and rel[0] not in ("models", "datasets", "competitions"):  # older layout -> <kind>/<any owner>/...
+            return [path, *sorted(INPUT.glob("models/*/" + "/".join(rel))),
+                    *sorted(INPUT.glob("datasets/*/" + "/".join(rel)))]
+        return [path]
+    if parts[0] == "models" and len(parts) == 6:
+        owner, model, framework, variation, version = parts[1:]
+        return [INPUT.joinpath("models", owner, model, fw, variation, version) for fw in dict.fromkeys(
+                (framework.lower(), framework))] + [INPUT.joinpath(model, framework.lower(), variation, version)]
+    if parts[0] == "datasets" and len(parts) == 3:
+        return [INPUT / spec, INPUT / parts[2]]
+    return [INPUT / spec]
+
+
+def find_base_model(spec: str) -> Path:
+    candidates = model_candidates(spec)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"base model {spec!r} not found (looked in {', '.join(map(str, candidates))}): attach it "
+         f"(kernel-metadata.json model_sources / dataset_sources); attached: {attached() or 'nothing'}")
 
 
 def on_root(path: str) -> Path:
@@ -65,25 +119,33 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in probe.stdout.splitlines()) if probe.returncode == 0 else 0
 
 
+def launch_line() -> list:
+    """`arena.cli` as one process, or under accelerate with one process per GPU (T4x2: each its own model copy
+    and half the tokens); ARENA_KERNEL_PROCESSES overrides the count (the rehearsal's 2 CPU processes, gloo)."""
+    processes = int(os.environ.get("ARENA_KERNEL_PROCESSES") or gpu_count())
+    if processes <= 1:
+        return [sys.executable, "-m", "arena.cli"]
+    port = ["--main_process_port", os.environ["ARENA_KERNEL_PORT"]] if os.environ.get("ARENA_KERNEL_PORT") else []
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", processes,
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *port, "-m", "arena.cli"]
+
+
 def main() -> None:
+    if PUSH_ID:
+        SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
+        (SUBMISSION.parent / "arena-push.txt").write_text(PUSH_ID + "\n")
     wheels = find_input(WHEELS_DATASET)
     run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
          "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
     run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
          "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])
-    gpus = gpu_count()
-    # Two GPUs (T4x2): one process per GPU through accelerate, each with its own model copy and half the tokens.
-    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
-              if gpus > 1 else [sys.executable, "-m", "arena.cli"])
+    launch = launch_line()
     dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / "test.csv"
     members = [[dataset / folder, base, tta, SUBMISSION.parent / out] for folder, base, tta, out in MEMBERS]
     for run_dir, base, tta, out in members or [[dataset, BASE_MODEL, TTA, SUBMISSION]]:
         cmd = [*launch, "predict", "--run", run_dir, "--data", test, "--out", out, "--tta" if tta else "--no-tta"]
         if base:
-            if not on_root(base).is_dir():
-                fail(f"base model folder {on_root(base)} not found: attach it (kernel-metadata.json model_sources)")
-            cmd += ["--base-model", on_root(base)]
+            cmd += ["--base-model", find_base_model(base)]
         run(cmd, env={**os.environ, **OFFLINE})
     if members:
         run([sys.executable, "-m", "arena.cli", "kernel", "blend", dataset, "--data", test, "--out", SUBMISSION,

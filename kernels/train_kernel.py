@@ -5,7 +5,8 @@ lacks) from the attached wheels dataset, offline; copies the run folder of an at
 if there is one, into /kaggle/working to resume it; then runs `arena train` under `accelerate launch`, one process
 per GPU, with a wall-clock budget of the session limit less a margin and less the time this kernel has run. The
 run folder lands in /kaggle/working/runs, which becomes this version's output. All training code lives in the
-package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for `arena kernel run-local`.
+package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for `arena kernel run-local`. Inputs are
+found in Kaggle's current mount layout and in the older one, as kernels/kernel.py finds them.
 """
 
 import json
@@ -23,7 +24,9 @@ COMPETITION = "__COMPETITION__"
 DATA_DATASET = "__DATA_DATASET__"
 WHEELS_DATASET = "__WHEELS_DATASET__"
 TRAIN_KERNEL = "__TRAIN_KERNEL__"  # this kernel's slug: a previous version's output is attached under it
-BASE_MODEL = "__BASE_MODEL__"  # base weights under /kaggle/input; "" = as the config says (embedded)
+# The base weights: "models/<owner>/<model>/<framework>/<variation>/<version>" (a Kaggle model),
+# "datasets/<owner>/<slug>" (a dataset), a /kaggle/... path, or "" = as the config says (embedded).
+BASE_MODEL = "__BASE_MODEL__"
 # data.train: "competition:<file>" (the competition's own files), "sample" (generated here), or a file of the data
 # dataset; data.extra and data.teacher: files of the data dataset.
 TRAIN = "__TRAIN__"
@@ -45,14 +48,59 @@ def fail(message: str) -> None:
     sys.exit(f"kernel: FAILED: {message}")
 
 
+def attached() -> list[str]:
+    """What is mounted under /kaggle/input, down to the folders that name an input (for failure messages)."""
+    found = []
+    for top in sorted(INPUT.iterdir()) if INPUT.is_dir() else []:
+        if top.name == "competitions":
+            found += [f"competitions/{p.name}" for p in sorted(top.iterdir())]
+        elif top.name == "datasets":
+            found += [f"datasets/{o.name}/{p.name}" for o in sorted(top.iterdir()) for p in sorted(o.iterdir())]
+        elif top.name == "models":
+            found += [str(p.relative_to(INPUT)) for p in sorted(top.glob("*/*/*/*/*"))]
+        else:
+            found.append(top.name)
+    return found
+
+
 def find_input(name: str) -> Path:
-    """An attached input folder: /kaggle/input/<name>, or deeper if Kaggle mounts it under a sub-folder."""
-    if (INPUT / name).is_dir():
-        return INPUT / name
-    found = sorted(p for p in INPUT.glob(f"**/{name}") if p.is_dir())
-    if not found:
-        fail(f"input {name!r} not found under {INPUT} (attached: {sorted(p.name for p in INPUT.iterdir())})")
-    return found[0]
+    """An attached competition or dataset: /kaggle/input/competitions/<name>, /kaggle/input/datasets/*/<name>,
+    or (the older layout) /kaggle/input/<name>."""
+    candidates = [INPUT / "competitions" / name, *sorted(INPUT.glob(f"datasets/*/{name}")), INPUT / name]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"input {name!r} not found under {INPUT}; attached: {attached() or 'nothing'}")
+
+
+def model_candidates(spec: str) -> list[Path]:
+    """Where a base model spec (see BASE_MODEL) may be mounted, current layout first, then the older one."""
+    parts = spec.strip("/").split("/")
+    if spec.startswith("/"):  # a path: as given, and the same model in the other layout
+        path = on_root(spec)
+        rel = path.relative_to(INPUT).parts if path.is_relative_to(INPUT) else ()
+        if len(rel) == 6 and rel[0] == "models":  # models/<owner>/<model>/<fw>/<var>/<ver> -> older layout
+            return [path, INPUT.joinpath(*rel[2:])]
+        if rel and rel[0] not in ("models", "datasets", "competitions"):  # older layout -> <kind>/<any owner>/...
+            return [path, *sorted(INPUT.glob("models/*/" + "/".join(rel))),
+                    *sorted(INPUT.glob("datasets/*/" + "/".join(rel)))]
+        return [path]
+    if parts[0] == "models" and len(parts) == 6:
+        owner, model, framework, variation, version = parts[1:]
+        return [INPUT.joinpath("models", owner, model, fw, variation, version) for fw in dict.fromkeys(
+                (framework.lower(), framework))] + [INPUT.joinpath(model, framework.lower(), variation, version)]
+    if parts[0] == "datasets" and len(parts) == 3:
+        return [INPUT / spec, INPUT / parts[2]]
+    return [INPUT / spec]
+
+
+def find_base_model(spec: str) -> Path:
+    candidates = model_candidates(spec)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"base model {spec!r} not found (looked in {', '.join(map(str, candidates))}): attach it "
+         f"(kernel-metadata.json model_sources / dataset_sources); attached: {attached() or 'nothing'}")
 
 
 def on_root(path: str) -> Path:
@@ -123,9 +171,7 @@ def main() -> None:
                  "data.extra=[" + ",".join(repr(data_path(f)) for f in EXTRA) + "]",
                  "data.teacher=[" + ",".join(repr(data_path(f)) for f in TEACHER) + "]"]
     if BASE_MODEL:
-        if not on_root(BASE_MODEL).is_dir():
-            fail(f"base model folder {on_root(BASE_MODEL)} not found: attach it (kernel-metadata.json model_sources)")
-        overrides.append(f"model.path={on_root(BASE_MODEL)}")
+        overrides.append(f"model.path={find_base_model(BASE_MODEL)}")
     for override in overrides:
         cmd += ["--set", override]
     # The budget counts from this kernel's start (pip install and the copy above included).

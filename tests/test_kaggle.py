@@ -51,6 +51,7 @@ def _fake_bundle(root: Path, cfg, user: str = credentials.PLACEHOLDER_USER, proj
     for wheel in ("arena-0.1.0-py3-none-any.whl", "transformers-5.23.0-py3-none-any.whl"):
         (bundle.wheels / wheel).write_bytes(b"")
     bundle_mod.write_metadata(bundle, cfg, user)
+    bundle.kernel_script.write_text(bundle_mod.render_kernel_script(cfg))
     pf = projection or preflight.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
     bundle.preflight.write_text(json.dumps(pf))
     return bundle.root
@@ -71,10 +72,13 @@ def test_kernel_metadata_fields_are_exactly_right():
         "enable_gpu": True,
         "enable_internet": False,
         "machine_shape": "NvidiaTeslaT4",
+        "docker_image_pinning_type": "latest",
         "competition_sources": ["lmsys-chatbot-arena"],
         "dataset_sources": ["alice/arena-adapter", "alice/arena-wheels", "bob/gemma-w"],
         "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it/2"],
     }
+    pinned = bundle_mod.kernel_metadata(cfg, "alice", versions={"arena-adapter": 3, "arena-wheels": 1})
+    assert pinned["dataset_sources"] == ["alice/arena-adapter/3", "alice/arena-wheels/1", "bob/gemma-w"]
     plain = bundle_mod.kernel_metadata(_cfg(kernel_slug="my-arena-kernel"), "alice")
     assert plain["id"] == "alice/my-arena-kernel" and plain["title"] == "My Arena Kernel"
     assert plain["dataset_sources"] == ["alice/arena-adapter", "alice/arena-wheels"]
@@ -92,10 +96,11 @@ def test_dataset_metadata(tmp_path):
 def test_kernel_script_is_a_thin_entry_point():
     text = bundle_mod.render_kernel_script(_cfg(base_model_kernel_path="/kaggle/input/x"))
     compile(text, "kernel.py", "exec")
-    assert len(text.splitlines()) < 100  # the ensemble loop included
+    assert len(text.splitlines()) < 200  # the ensemble loop and both mount layouts included
     assert '"__' not in text.replace('"__main__"', "")
     for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"predict", "--run"', '"accelerate.commands.launch"',
-                   '"--multi_gpu", "--num_processes", gpus', "if gpus > 1", '"--run"', '"--data"', '"--out"',
+                   '"--multi_gpu", "--num_processes", processes', "ARENA_KERNEL_PROCESSES", '"--run"', '"--data"',
+                   '"--out"', 'PUSH_ID = ""',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
                    "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
         assert needed in text, needed
@@ -106,7 +111,74 @@ def test_kernel_script_is_a_thin_entry_point():
     local = bundle_mod.render_kernel_script(config.from_dict({
         "model": {"path": "/models/g"}, "infer": {"tta": False},
         "kaggle": {"base_model_kernel_path": "/kaggle/input/gemma-2/2"}}))
-    assert "BASE_MODEL = '/kaggle/input/gemma-2/2'" in local and "TTA = False" in local
+    assert "BASE_MODEL = '/kaggle/input/gemma-2/2'" in local and "TTA = False" in local  # the old key, honoured
+    source_only = bundle_mod.render_kernel_script(config.from_dict({
+        "model": {"path": "/models/g"}, "kaggle": {"base_model_source": "google/gemma-2/transformers/gemma-2-9b-it/2"}}))
+    assert "BASE_MODEL = 'models/google/gemma-2/transformers/gemma-2-9b-it/2'" in source_only
+
+
+def _kernel_module(tmp_path, monkeypatch, cfg=None):
+    """The rendered kernel.py imported with its /kaggle moved to tmp_path/kaggle."""
+    import importlib.util
+
+    script = tmp_path / "kernel.py"
+    script.write_text(bundle_mod.render_kernel_script(cfg or _cfg()))
+    monkeypatch.setenv("ARENA_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    spec = importlib.util.spec_from_file_location("rendered_kernel", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mkdirs(root: Path, *folders: str) -> None:
+    for folder in folders:
+        (root / folder).mkdir(parents=True)
+
+
+GEMMA_SOURCE = "google/gemma-2/transformers/gemma-2-9b-it/2"
+
+
+def test_kernel_finds_inputs_in_the_current_mount_layout(tmp_path, monkeypatch):
+    kernel = _kernel_module(tmp_path, monkeypatch)
+    inputs = tmp_path / "kaggle" / "input"
+    _mkdirs(inputs, "competitions/lmsys-chatbot-arena", "datasets/alice/arena-adapter", "datasets/alice/arena-wheels",
+            f"models/{GEMMA_SOURCE}", "models/mistral-ai/mistral/pytorch/7b-instruct-v0.1-hf/1")
+    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "competitions/lmsys-chatbot-arena"
+    assert kernel.find_input("arena-adapter") == inputs / "datasets/alice/arena-adapter"
+    assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / f"models/{GEMMA_SOURCE}"
+    # the recipes' old hand-typed path still finds the model where Kaggle mounts it now
+    assert kernel.find_base_model("/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2") == inputs / f"models/{GEMMA_SOURCE}"
+    # Kaggle mounts the framework in lower case (the source says pyTorch)
+    assert kernel.find_base_model("models/mistral-ai/mistral/pyTorch/7b-instruct-v0.1-hf/1") == \
+        inputs / "models/mistral-ai/mistral/pytorch/7b-instruct-v0.1-hf/1"
+    with pytest.raises(SystemExit, match="base model 'models/google/gemma-2/transformers/gemma-2-9b-it/3' not found") as e:
+        kernel.find_base_model("models/google/gemma-2/transformers/gemma-2-9b-it/3")
+    assert f"models/{GEMMA_SOURCE}" in str(e.value) and "datasets/alice/arena-wheels" in str(e.value)
+    with pytest.raises(SystemExit, match="input 'arena-typo' not found.*competitions/lmsys-chatbot-arena"):
+        kernel.find_input("arena-typo")
+
+
+def test_kernel_finds_inputs_in_the_old_mount_layout(tmp_path, monkeypatch):
+    kernel = _kernel_module(tmp_path, monkeypatch)
+    inputs = tmp_path / "kaggle" / "input"
+    _mkdirs(inputs, "lmsys-chatbot-arena", "arena-adapter", "gemma-2/transformers/gemma-2-9b-it/2", "tiny-llama")
+    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "lmsys-chatbot-arena"
+    assert kernel.find_input("arena-adapter") == inputs / "arena-adapter"
+    assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / "gemma-2/transformers/gemma-2-9b-it/2"
+    assert kernel.find_base_model("datasets/bob/tiny-llama") == inputs / "tiny-llama"
+
+
+def test_kernel_launch_line_processes(tmp_path, monkeypatch):
+    kernel = _kernel_module(tmp_path, monkeypatch)
+    monkeypatch.setattr(kernel, "gpu_count", lambda: 0)
+    assert kernel.launch_line()[1:] == ["-m", "arena.cli"]
+    monkeypatch.setattr(kernel, "gpu_count", lambda: 2)  # T4x2
+    assert kernel.launch_line()[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", 2]
+    monkeypatch.setattr(kernel, "gpu_count", lambda: 0)
+    monkeypatch.setenv("ARENA_KERNEL_PROCESSES", "2")  # the rehearsal's: the same line on CPU (gloo)
+    monkeypatch.setenv("ARENA_KERNEL_PORT", "29999")
+    line = kernel.launch_line()
+    assert line[5] == 2 and line[line.index("--main_process_port") + 1] == "29999"
 
 
 # ---- credentials and push ---------------------------------------------------------------------------
@@ -154,8 +226,7 @@ def test_dry_run_without_bundle_projects_from_the_run(fake_run, tmp_path, no_cre
     assert not list(fake_run.glob("kaggle-bundle-*"))
 
 
-def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path, no_credentials, monkeypatch,
-                                                                         capsys):
+def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path, no_credentials, capsys):
     no_credentials.mkdir()
     secret = "0123456789abcdef-SECRET"
     (no_credentials / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
@@ -166,29 +237,8 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
     dry = capsys.readouterr()
     assert "mode 644" in dry.err and "chmod 600" in dry.err
     assert "alice/arena-adapter" in dry.out
-
-    calls = []
-
-    def fake_kaggle(args, check=True):
-        calls.append(args)
-        output = {("datasets", "status"): "ready" if len(calls) > 1 else "404 not found",
-                  ("kernels", "push"): "Kernel version 7 successfully pushed.  Please check progress at https://x",
-                  ("kernels", "status"): 'alice/arena-inference has status "KernelWorkerStatus.COMPLETE"'}
-        first_status = args[:2] == ["datasets", "status"] and len(calls) in (1, 4)
-        return subprocess.CompletedProcess(args, 1 if first_status else 0, output.get(tuple(args[:2]), ""))
-
-    monkeypatch.setattr(push_mod, "run_kaggle", fake_kaggle)
-    assert push_mod.push(tmp_path / "run", bundle_dir=bundle, message="m") == "7"
-    real = capsys.readouterr()
-    assert [c[:2] for c in calls] == [
-        ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
-        ["datasets", "status"], ["datasets", "create"], ["datasets", "status"],
-        ["kernels", "push"], ["kernels", "status"], ["competitions", "submit"]]
-    assert calls[-1] == ["competitions", "submit", "lmsys-chatbot-arena", "-k", "alice/arena-inference", "-v", "7",
-                         "-f", "submission.csv", "-m", "m [arena run run]"]
-    assert json.loads((bundle / "kernel" / "kernel-metadata.json").read_text())["id"] == "alice/arena-inference"
-    for text in (dry.out, dry.err, real.out, real.err):
-        assert secret not in text
+    assert secret not in dry.out + dry.err
+    assert remote.redact(f"key={secret}") == "key=***"  # what run_kaggle does to every output it echoes
 
 
 def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, no_credentials, monkeypatch):
@@ -196,7 +246,7 @@ def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, no_credentials, monk
     monkeypatch.setenv("KAGGLE_KEY", "k")
     bundle = _fake_bundle(tmp_path, _cfg())
     (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").unlink()
-    monkeypatch.setattr(push_mod, "run_kaggle", lambda *a, **k: pytest.fail("kaggle was called"))
+    monkeypatch.setattr(remote.subprocess, "run", lambda *a, **k: pytest.fail("kaggle was called"))
     with pytest.raises(UserError, match="no-wheels"):
         push_mod.push(tmp_path / "run", bundle_dir=bundle)
 
@@ -245,10 +295,10 @@ def test_package_bundle_layout_and_never_overwrites(fake_run, tmp_path, no_crede
     assert not list(fake_run.glob(".kaggle-bundle-*"))  # no half-built folder left behind
 
 
-def test_package_needs_the_kernel_path_of_a_local_base_model(fake_run, tmp_path):
+def test_package_needs_something_attaching_a_local_base_model(fake_run, tmp_path):
     (fake_run / "config.yaml").unlink()
     config.dump(config.from_dict({"model": {"path": str(tmp_path / "base")}}), fake_run / "config.yaml")
-    with pytest.raises(UserError, match="base_model_kernel_path"):
+    with pytest.raises(UserError, match="kaggle.base_model_source: empty"):
         bundle_mod.package(fake_run, out_dir=tmp_path / "b", wheels=False)
     assert not (tmp_path / "b").exists()
 
@@ -268,6 +318,55 @@ def test_wheel_list_uses_the_installed_pins():
     assert not any(r.startswith(("transformers", "peft", "arena")) for r in needed)
 
 
+def _wheel(folder: Path, name: str, version: str, requires=()) -> None:
+    import zipfile
+
+    dist, info = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as zf:
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                    + "".join(f"Requires-Dist: {r}\n" for r in requires))
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+
+
+def test_the_wheelhouse_is_proven_against_the_image_and_a_gap_is_named(tmp_path):
+    house = tmp_path / "wheels"
+    house.mkdir()
+    _wheel(house, "arena", "0.1.0", ["transformers>=5.0", "pandas>=2.0", "scikit-learn>=1.5"])
+    _wheel(house, "transformers", "5.23.0", ["huggingface-hub>=1.3", "numpy>=1.17", "torch>=2.4"])
+    _wheel(house, "huggingface-hub", "2.4.0", ["httpx2>=2", "filelock"])
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("arena==0.1.0\ntransformers==5.23.0\nhuggingface-hub==2.4.0\n")
+    with pytest.raises(UserError, match="does not install on the Kaggle image.*httpx2"):
+        wheels.prove_resolves(house, requirements)  # the image lacks httpx2 and the wheelhouse too
+    _wheel(house, "httpx2", "2.16.2")
+    would = wheels.prove_resolves(house, requirements)
+    assert {"httpx2-2.16.2", "transformers-5.23.0", "pandas-2.2.2", "torch-2.10.0+cu128"} <= set(would)
+    _wheel(house, "arena", "0.2.0", ["pandas>=3"])  # needs a pandas the image does not have, not shipped
+    requirements.write_text("arena==0.2.0\n")
+    with pytest.raises(UserError, match="pandas"):
+        wheels.prove_resolves(house, requirements)
+
+
+def test_the_image_is_data_with_sources_and_its_torch_is_checked(monkeypatch):
+    from arena.kaggle import image
+
+    assert image.IMAGE["python"] == "3.12" and wheels.KAGGLE_MARKERS["python_version"] == "3.12"
+    assert image.platform_tags()[-1] == "manylinux_2_35_x86_64"
+    for name in ("torch", "transformers", "tokenizers", "numpy", "pandas", "scikit-learn", "accelerate", "peft"):
+        assert image.preinstalled(name), name
+    assert "bitsandbytes" in image.IMAGE["absent"] and image.preinstalled("bitsandbytes") is None
+    assert {"dockerfile", "kaggle_requirements", "colab"} <= set(image.IMAGE["sources"])
+    assert wheels.transformers_torch_floor() == "2.6"  # read from the installed transformers
+    assert "torch 2.10.0+cu128 >= 2.6" in wheels.check_image_torch()
+    monkeypatch.setitem(image.IMAGE["preinstalled"], "torch", "2.5.1+cu121")
+    with pytest.raises(UserError, match="torch 2.5.1\\+cu121.*older than the 2.6 transformers needs"):
+        wheels.check_image_torch()
+    roles = wheels.wheel_roles(_cfg())  # what the image lacks follows from its versions
+    assert roles["transformers"] == "pin" and roles["httpx2"] == "dep" and "pandas" not in roles
+    assert "torch" not in roles and "numpy" not in roles
+
+
 # ---- end to end: train -> package -> rehearse offline --------------------------------------------------
 
 @pytest.mark.e2e
@@ -282,8 +381,7 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
         "data": {"train": str(train_csv)},
         "train": {"max_steps": 2, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
         "prompt": {"max_length": 128}, "infer": {"max_length": 128},
-        "kaggle": {"base_model_kernel_path": "/kaggle/input/tiny-gemma2/transformers/default/1",
-                   "base_model_source": "someone/tiny-gemma2/transformers/default/1"},
+        "kaggle": {"base_model_source": "someone/tiny-gemma2/transformers/default/1"},  # no kernel path: found
     })
     run = train.train(cfg)
     # A calibration far from the identity: the kernel must apply it, and only once.
@@ -298,7 +396,8 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
     assert not (bundle / "adapter-dataset" / "checkpoints").exists()
     assert Bundle(bundle).run.calibration.read_text() == (run / "calibration.json").read_text()
     work = tmp_path / "work"
-    submission = rehearsal.run_local(bundle, input_dir, work_dir=work)
+    # Kaggle's current mount layout, and the kernel's own T4x2 launch line as 2 CPU processes (gloo).
+    submission = rehearsal.run_local(bundle, input_dir, work_dir=work, processes=2)
 
     assert submission == work / "kaggle" / "working" / "submission.csv"
     frame = pd.read_csv(submission, dtype={"id": str})
@@ -312,5 +411,22 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
     log = (work / "kernel.log").read_text()
     assert f"arena from {work}/venv/lib/" in log  # the wheel's copy, not the editable source
     assert "/src/arena/" not in log
-    assert "--base-model " + str(work / "kaggle/input/tiny-gemma2/transformers/default/1") in log
+    assert "--base-model " + str(work / "kaggle/input/models/someone/tiny-gemma2/transformers/default/1") in log
+    assert '"--multi_gpu", "--num_processes", 2' not in log and "--multi_gpu --num_processes 2" in log
+    assert str(work / "kaggle/input/datasets/your-kaggle-username/arena-adapter") in log
     assert "rehearsal passed" in capfd.readouterr().out
+
+
+@pytest.mark.e2e
+def test_package_downloads_a_wheelhouse_that_resolves_on_the_image(fake_run, tmp_path, no_credentials, capsys):
+    (fake_run / "config.yaml").unlink()  # a local base model: no embedded-model wheels (keeps the download small)
+    config.dump(config.from_dict({"model": {"path": str(tmp_path / "base"), "family": "plain"},
+                                  "infer": {"max_length": 128}, "kaggle": {"base_model_source": GEMMA_SOURCE}}),
+                fake_run / "config.yaml")
+    bundle = Bundle(bundle_mod.package(fake_run, out_dir=tmp_path / "bundle"))
+    out = capsys.readouterr().out
+    names = {p.name for p in bundle.wheels.glob("*.whl")}
+    assert not any("cp311" in n for n in names)  # the image is Python 3.12
+    assert any(n.startswith("transformers-5.23.0-") for n in names) and any(n.startswith("httpx2-") for n in names)
+    assert "resolves offline on the Kaggle image" in out and "torch 2.10.0+cu128 >= 2.6" in out
+    assert "transformers==5.23.0" in bundle.wheel_requirements.read_text()

@@ -83,7 +83,7 @@ def test_the_training_bundle_holds_the_data_the_wheels_and_a_gpu_kernel(tiny_mod
     assert "EXTRA = ['extra-1-more.csv']" in script and "SESSION_HOURS = 12.0" in script
     assert "BASE_MODEL = '/kaggle/input/tiny/transformers/default/1'" in script
     assert "accelerate.commands.launch" in script and "--max-wall-hours" in script
-    assert len(script.splitlines()) < 160  # thin: the training code lives in the package
+    assert len(script.splitlines()) < 220  # thin: paths and the budget only; the training code lives in the package
     assert not training.build(cfg, tmp_path / "other", "me", wheels=False).root.joinpath("projection.json").exists()
     assert json.loads((tmp_path / "other" / "kernel" / "kernel-metadata.json").read_text())["kernel_sources"] == []
     with pytest.raises(UserError, match="exists"):
@@ -195,11 +195,12 @@ def test_push_status_and_pull_go_through_the_real_kaggle_cli(fake_kaggle, tiny_m
     (next((unfinished / "runs").iterdir()) / budget.RECORD).write_text(json.dumps({"stops": [{"step": 3,
                                                                                                "max_steps": 9}]}))
     files = {str(p.relative_to(unfinished)): p.read_bytes() for p in unfinished.rglob("*") if p.is_file()}
+    fake_kaggle.models["someone/tiny/transformers/default/1"] = "ok"  # its terms accepted by this account
     fake_kaggle.on_kernel_push = lambda kernel, version: fake_kaggle.complete_kernel(kernel.slug, files, log="log")
     assert training.push_bundle(built, cfg, fake_kaggle.user) == "1"
     (version,) = fake_kaggle.kernels["arena-train"].versions
-    assert version.metadata["datasetDataSources"] == [f"{fake_kaggle.user}/arena-wheels",
-                                                      f"{fake_kaggle.user}/arena-train-data"]
+    assert version.metadata["datasetDataSources"] == [f"{fake_kaggle.user}/arena-wheels/1",
+                                                      f"{fake_kaggle.user}/arena-train-data/1"]  # pinned
     assert version.metadata.get("enableInternet") in (False, None) and "TRAIN = 'train-0-rows.csv'" in version.script
     assert f"{fake_kaggle.user}/arena-train-data" in fake_kaggle.datasets
     dest = pull.pull(f"{fake_kaggle.user}/arena-train", 1, tmp_path / "runs")

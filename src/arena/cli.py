@@ -207,8 +207,8 @@ def cmd_kernel_blend(args) -> int:
 def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 
-    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work,
-                        previous_output=args.previous_output)
+    rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
+                        processes=args.processes, previous_output=args.previous_output)
     return 0
 
 
@@ -364,6 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous-output", default=None,
                    help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
+    p.add_argument("--layout", choices=["current", "old"], default="current",
+                   help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
+                        "or old (/kaggle/input/<slug>)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="run the kernel's own `accelerate launch` line with this many CPU processes (2: as on T4x2)")
     p.set_defaults(func=cmd_kernel_run_local)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
     p.add_argument("dataset", help="the ensemble bundle's adapter dataset (holds the weights)")

@@ -212,10 +212,13 @@ class KaggleConfig:
     kernel_slug: Slug = "arena-inference"
     adapter_dataset_slug: Slug = "arena-adapter"
     wheels_dataset_slug: Slug = "arena-wheels"
-    # Kaggle model/dataset holding the base weights, e.g. "google/gemma-2/transformers/gemma-2-9b-it/2".
+    # The Kaggle model holding the base weights, owner/model/framework/variation/version (e.g.
+    # "google/gemma-2/transformers/gemma-2-9b-it/2"), or a dataset of them, owner/slug: attached to the kernel,
+    # which finds them in Kaggle's mount layout (/kaggle/input/models/<source>, older: /kaggle/input/<model>/...).
     base_model_source: str = ""
-    base_model_dataset: str = ""
-    # Path of the base weights inside the kernel (under /kaggle/input).
+    base_model_dataset: Annotated[str, Pattern(r"|[^/\s]+/[^/\s]+", "empty or a Kaggle dataset owner/slug")] = ""
+    # Old key, still honoured: the path of the base weights inside the kernel (the kernel also looks for the same
+    # model in the other mount layout). Not needed with base_model_source.
     base_model_kernel_path: str = ""
     hidden_test_rows: Count = 25000
     time_limit_hours: Annotated[float, Range(gt=0)] = 9.0

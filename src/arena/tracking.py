@@ -17,7 +17,7 @@ from arena.layout import CVFolder, RunFolder
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "calibrated ll", "wall min", "LB", "sweep", "kaggle"]
+           "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}
@@ -61,9 +61,20 @@ def _config(path: Path) -> dict | None:
 
 
 def latest_score(folder) -> float | None:
+    """The latest leaderboard score (a Kaggle submission's private score when it has one, else its public)."""
     board = _read_json(folder.leaderboard) or {}
-    scores = board.get("scores") or []
+    scores = [s for s in board.get("scores") or [] if s.get("score") is not None]
     return scores[-1]["score"] if scores else None
+
+
+def lb_columns(folder) -> dict:
+    """The runs table's public and private score of the latest Kaggle submission, and Kaggle's error text when
+    the latest one errored or timed out."""
+    board = _read_json(folder.leaderboard) or {}
+    fetched = [s for s in board.get("scores") or [] if s.get("source") == "kaggle"]
+    latest = fetched[-1] if fetched else {}
+    return {"LB public": latest.get("public"), "LB private": latest.get("private"),
+            "LB error": latest.get("error") if latest.get("status") == "error" else None}
 
 
 def _calibrated(folder) -> float | None:
@@ -90,6 +101,7 @@ def run_row(run: RunFolder, name: str) -> dict:
         "train rows": m.get("train_rows"), "steps": m.get("global_step"), "global batch": m.get("global_batch"),
         "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"), "calibrated ll": _calibrated(run),
         "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None, "LB": latest_score(run),
+        **lb_columns(run),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(run.root),
         "time": _created(run), "kaggle": _kaggle_source(run),
     }
@@ -125,7 +137,7 @@ def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:
         "global batch": first["global batch"] if first else None,
         "val ll": sum(f["log_loss"] * f["rows"] for f in per_fold) / rows if rows else None,
         "val ll tta": (summary or {}).get("oof_log_loss"), "calibrated ll": _calibrated(cv),
-        "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv),
+        "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv), **lb_columns(cv),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(cv.root),
         "time": _created(cv),
     }
@@ -205,8 +217,12 @@ def find_folder(runs_dir: str | Path, run: str) -> RunFolder | CVFolder:
 
 def record_score(folder: RunFolder | CVFolder, score: float, source: str = "manual", **details) -> bool:
     """Append a leaderboard score to the folder's leaderboard.json (rewritten atomically: every earlier score
-    kept). A Kaggle submission (by `ref`) already recorded is not added again; returns whether it was added."""
-    if not (isinstance(score, int | float) and math.isfinite(score) and score >= 0):
+    kept). A Kaggle submission (by `ref`) already recorded is not added again; returns whether it was added.
+    A submission that errored (details status="error") is recorded without a score."""
+    errored = details.get("status") == "error"
+    if errored:
+        score = None
+    elif not (isinstance(score, int | float) and math.isfinite(score) and score >= 0):
         raise UserError(f"leaderboard score {score!r}: not a non-negative number")
     board = _read_json(folder.leaderboard) if folder.leaderboard.exists() else {"scores": []}
     if not isinstance(board, dict) or not isinstance(board.get("scores"), list):
@@ -214,7 +230,7 @@ def record_score(folder: RunFolder | CVFolder, score: float, source: str = "manu
     ref = details.get("ref")
     if ref is not None and any(s.get("ref") == ref for s in board["scores"]):
         return False
-    board["scores"].append({"score": float(score), "source": source,
+    board["scores"].append({"score": None if score is None else float(score), "source": source,
                             "recorded": datetime.now().isoformat(timespec="seconds"), **details})
     write_text(folder.leaderboard, json.dumps(board, indent=2) + "\n", overwrite=True)
     return True
@@ -225,7 +241,7 @@ def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
     them); returns one line per score recorded. UserError before any network call without credentials."""
     from arena.kaggle import leaderboard
 
-    submissions = leaderboard.fetch_scored_submissions(competition)
+    submissions = leaderboard.fetch_submissions(competition)
     by_name = {}
     for row in collect(runs_dir):
         by_name.setdefault(Path(row["path"]).name, row["path"])
@@ -235,10 +251,16 @@ def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
         if path is None:
             lines.append(f"skipped: submission {sub['ref']} names run {sub['run']}, not under {runs_dir}")
             continue
+        score = sub["private"] if sub["private"] is not None else sub["public"]
+        if sub["status"] != "error" and score is None:
+            continue  # pending: nothing to record yet
         folder = RunFolder(path) if RunFolder(path).config.is_file() else CVFolder(path)
-        if record_score(folder, sub["score"], "kaggle", ref=sub["ref"], date=sub["date"],
-                        description=sub["description"]):
-            lines.append(f"recorded {sub['score']:.5f} for {sub['run']} (submission {sub['ref']}, {sub['date']})")
+        if record_score(folder, score, "kaggle", ref=sub["ref"], date=sub["date"], description=sub["description"],
+                        status=sub["status"], public=sub["public"], private=sub["private"], error=sub["error"]):
+            where = f"submission {sub['ref']}, {sub['date']}"
+            lines.append(f"recorded ERROR for {sub['run']} ({where}): {sub['error']}" if sub["status"] == "error" else
+                         f"recorded {score:.5f} for {sub['run']} ({where}; public {sub['public']}, "
+                         f"private {sub['private']})")
     return lines
 
 

@@ -14,6 +14,7 @@ from arena import config as config_mod
 from arena.config import Config
 from arena.embedded import is_embedded
 from arena.errors import UserError
+from arena.kaggle import image as image_mod
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
@@ -31,19 +32,32 @@ def needs_base_model(cfg: Config, merged: bool = False) -> bool:
 
 
 def base_model_problems(cfg: Config, merged: bool = False) -> list[str]:
-    """A run on a local base model needs the path where the kernel finds it (a problem if missing), and
-    something attaching it (a warning if missing)."""
+    """A run on a local base model needs something that attaches its weights in the kernel: kaggle.base_model_source
+    (a Kaggle model), kaggle.base_model_dataset (a dataset), or at least the old kaggle.base_model_kernel_path."""
     if not needs_base_model(cfg, merged):
         return []
-    if not cfg.kaggle.base_model_kernel_path:
-        return [f"kaggle.base_model_kernel_path: empty, and model.path is the local folder {cfg.model.path!r}, which "
-                f"the kernel cannot see: set it in the run's config.yaml to where the attached base weights appear "
-                f"(e.g. /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2), with kaggle.base_model_source (a Kaggle "
-                f"model) or kaggle.base_model_dataset (a dataset) to attach them"]
-    if not (cfg.kaggle.base_model_source or cfg.kaggle.base_model_dataset):
+    k = cfg.kaggle
+    if not (k.base_model_source or k.base_model_dataset or k.base_model_kernel_path):
+        return [f"kaggle.base_model_source: empty, and model.path is the local folder {cfg.model.path!r}, which the "
+                f"kernel cannot see: set kaggle.base_model_source in the run's config.yaml to the Kaggle model that "
+                f"holds these weights (e.g. google/gemma-2/transformers/gemma-2-9b-it/2), or kaggle.base_model_dataset "
+                f"to a dataset of them"]
+    if k.base_model_kernel_path and not (k.base_model_source or k.base_model_dataset):
         print("warning: neither kaggle.base_model_source nor kaggle.base_model_dataset is set: nothing attaches the "
-              f"base weights at {cfg.kaggle.base_model_kernel_path}", file=sys.stderr)
+              f"base weights at {k.base_model_kernel_path}", file=sys.stderr)
     return []
+
+
+def kernel_base_model(cfg: Config, merged: bool = False) -> str:
+    """How the kernel finds the base weights (kernel.py BASE_MODEL): the old kaggle.base_model_kernel_path when
+    set (the kernel also looks for the same model in the other mount layout), else the Kaggle model or dataset
+    as mounted in the current layout ("models/<source>", "datasets/<owner>/<slug>"); "" when none is needed."""
+    if not needs_base_model(cfg, merged):
+        return ""
+    k = cfg.kaggle
+    if k.base_model_kernel_path:
+        return k.base_model_kernel_path
+    return f"models/{k.base_model_source}" if k.base_model_source else f"datasets/{k.base_model_dataset}"
 
 
 def _dataset_metadata(title: str, user: str, slug: str) -> dict:
@@ -55,10 +69,13 @@ def _title(slug: str) -> str:
     return " ".join(word.capitalize() for word in slug.split("-"))
 
 
-def kernel_metadata(cfg: Config, user: str, members: list[Config] = ()) -> dict:
-    """The kernel's metadata; an ensemble's `members` (cfg among them) add every base model they need."""
+def kernel_metadata(cfg: Config, user: str, members: list[Config] = (), versions: dict[str, int] | None = None) -> dict:
+    """The kernel's metadata; an ensemble's `members` (cfg among them) add every base model they need.
+    `versions` (dataset slug -> version number, from `arena push`) pins the bundle's own datasets."""
     k = cfg.kaggle
-    datasets = [f"{user}/{k.adapter_dataset_slug}", f"{user}/{k.wheels_dataset_slug}"]
+    versions = versions or {}
+    datasets = [f"{user}/{slug}" + (f"/{versions[slug]}" if slug in versions else "")
+                for slug in (k.adapter_dataset_slug, k.wheels_dataset_slug)]
     members = list(members) or [cfg]
     values = {
         "__KERNEL_ID__": f"{user}/{k.kernel_slug}",
@@ -69,6 +86,7 @@ def kernel_metadata(cfg: Config, user: str, members: list[Config] = ()) -> dict:
         "__MODEL_SOURCES__": list(dict.fromkeys(m.kaggle.base_model_source for m in members
                                                 if m.kaggle.base_model_source)),
     }
+    values["__DOCKER_IMAGE_PINNING__"] = image_mod.IMAGE["docker_image_pinning_type"]
     template = json.loads((TEMPLATES / f"{KERNEL_METADATA}.template").read_text(encoding="utf-8"))
     return {key: values.get(value, value) if isinstance(value, str) else value for key, value in template.items()}
 
@@ -81,7 +99,7 @@ def render_kernel_script(cfg: Config, members: list[list] = ()) -> str:
         "COMPETITION": cfg.kaggle.competition,
         "ADAPTER_DATASET": cfg.kaggle.adapter_dataset_slug,
         "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
-        "BASE_MODEL": "" if is_embedded(cfg.model.path) else cfg.kaggle.base_model_kernel_path,
+        "BASE_MODEL": kernel_base_model(cfg),
         "TTA": cfg.infer.tta,
     }
     return fill_template(TEMPLATES / KERNEL_FILE, values)
@@ -98,13 +116,24 @@ def fill_template(template: Path, values: dict) -> str:
     return text
 
 
-def write_metadata(bundle: Bundle, cfg: Config, user: str) -> None:
-    """The three metadata files, for `user` (push rewrites them when the bundle was made for another user)."""
+def stamp_push_id(bundle: Bundle, push_id: str) -> None:
+    """Set kernel.py's PUSH_ID (`arena push` does, per push): the kernel writes it to its output, which tells push
+    that a "complete" status is this version's and not the previous one's."""
+    text = bundle.kernel_script.read_text(encoding="utf-8")
+    stamped, count = re.subn(r"^PUSH_ID = .*$", f"PUSH_ID = {push_id!r}", text, count=1, flags=re.M)
+    if count != 1:
+        raise UserError(f"{bundle.kernel_script}: no PUSH_ID line (a bundle from an older arena: package it again)")
+    bundle.kernel_script.write_text(stamped, encoding="utf-8")
+
+
+def write_metadata(bundle: Bundle, cfg: Config, user: str, versions: dict[str, int] | None = None) -> None:
+    """The three metadata files, for `user` (push rewrites them when the bundle was made for another user, and
+    with `versions` to pin the dataset versions it just created)."""
     k = cfg.kaggle
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
         write_json(folder / DATASET_METADATA, _dataset_metadata(_title(slug), user, slug))
     members = [config_mod.load_run(run) for run in bundle.member_runs()] if bundle.ensemble.is_file() else []
-    write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members))
+    write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members, versions))
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -160,21 +189,30 @@ def _size_mb(folder: Path) -> float:
 
 
 def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
-    """The arena wheel, the pinned wheels (unless --no-wheels) and the requirements.txt the kernel installs."""
+    """The arena wheel, the pinned wheels and what the Kaggle image lacks (unless --no-wheels), the requirements.txt
+    the kernel installs, and the proof that they resolve offline on the image (wheels.prove_resolves)."""
     arena_wheel = wheels_mod.build_arena_wheel(bundle.wheels)
     requirements = [f"arena=={arena_wheel.name.split('-')[1]}"]
     if wheels:
+        print(f"target: {image_mod.IMAGE['name']}, Python {image_mod.IMAGE['python']}; "
+              f"{wheels_mod.check_image_torch()}")
         roles = wheels_mod.wheel_roles(cfg)
         versions = wheels_mod.installed_versions(roles)
         wheels_mod.download_wheels(versions, bundle.wheels)
         requirements += [f"{name}=={versions[name]}" for name, role in roles.items() if role == "pin"]
-        print("the Kaggle image must provide: " + ", ".join(wheels_mod.image_requirements(roles)))
-    else:
-        print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local`, "
-              "not for Kaggle, whose image lacks transformers 5)")
+        lacks = sorted(name for name, role in roles.items() if role == "dep")
+        print("shipped because the Kaggle image lacks them or has them too old: " + (", ".join(lacks) or "none"))
     bundle.wheel_requirements.write_text(
         "# installed by kernel.py: pip install --no-index --find-links <this folder> -r requirements.txt\n"
         + "\n".join(requirements) + "\n", encoding="utf-8")
+    if wheels:
+        would = wheels_mod.prove_resolves(bundle.wheels, bundle.wheel_requirements)
+        print(f"resolves offline on the Kaggle image (pip --dry-run --no-index, Python {image_mod.IMAGE['python']}, "
+              f"the image's packages as stand-ins): would install {len(would)} distributions")
+    else:
+        print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local`, "
+              f"not for Kaggle, whose image has transformers {image_mod.preinstalled('transformers')}, not the "
+              f"{wheels_mod.installed_versions(['transformers'])['transformers']} tested here)")
 
 
 def bundle_config(bundle: Bundle) -> Config:

@@ -15,6 +15,7 @@ from arena import budget
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle.credentials import require_credentials
+from arena.kaggle.push import _kernel_state
 from arena.kaggle.remote import run_kaggle
 from arena.layout import RunFolder
 from arena.writes import atomic_folder, write_text
@@ -106,9 +107,8 @@ def pull(kernel: str, version: int | None = None, runs_dir: str | Path = "runs")
     if version is not None and version < 1:
         raise UserError(f"--version {version}: kernel versions start at 1")
     require_credentials()
-    status = run_kaggle(["kernels", "status", kernel], check=False).stdout
-    state = (re.search(r'has status "([^"]+)"', status) or [None, ""])[1].lower()
-    if any(word in state for word in ("running", "queued")):
+    state, _ = _kernel_state(kernel)
+    if state in ("running", "queued", "new"):
         raise UserError(f"{kernel} is still {state}: pull it when it completes (kaggle kernels status {kernel})")
     if version is not None:
         # kaggle 2.2.4 accepts owner/slug/N but its output request carries no version: it returns the latest
@@ -118,7 +118,5 @@ def pull(kernel: str, version: int | None = None, runs_dir: str | Path = "runs")
     runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".kaggle-pull-", dir=runs) as tmp:
         ref = kernel if version is None else f"{kernel}/{version}"
-        proc = run_kaggle(["kernels", "output", ref, "-p", tmp, "-o", "-q"])
-        if "error" in proc.stdout.lower() and not any(Path(tmp).rglob("config.yaml")):
-            raise UserError(f"`kaggle kernels output {ref}` reported an error; its output is above")
+        run_kaggle(["kernels", "output", ref, "-p", tmp, "--force", "-q"])  # judged: a failure raises
         return import_output(Path(tmp), kernel, version, runs)

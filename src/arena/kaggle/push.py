@@ -1,5 +1,11 @@
-"""`arena push`: package (unless given a bundle), create or version both datasets, push the kernel, wait for it,
-and submit it to the code competition; with --dry-run, print every kaggle command and run none."""
+"""`arena push`: package (unless given a bundle), check the base model's access, create or version both datasets
+and wait for those versions, push the kernel pinned to them, wait for that kernel version, and submit it to the
+code competition; with --dry-run, print every kaggle command and run none.
+
+Nothing may go silently wrong: every kaggle call is judged by remote.run_kaggle; a dataset counts as ready only
+at the version just created; the kernel's "complete" counts only when its output carries the id of this push
+(kernel.py PUSH_ID), as `kernels status` reports the latest session, which can still be the previous version's;
+on a kernel error its log is downloaded into the run folder and its tail printed."""
 
 from __future__ import annotations
 
@@ -7,24 +13,40 @@ import json
 import re
 import shlex
 import time
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from arena import config as config_mod
 from arena.config import Config
 from arena.errors import UserError
 from arena.kaggle import preflight as preflight_mod
-from arena.kaggle.bundle import base_model_problems, bundle_config, package, write_metadata
+from arena.kaggle.bundle import (
+    base_model_problems,
+    bundle_config,
+    kernel_metadata,
+    package,
+    stamp_push_id,
+    write_metadata,
+)
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.leaderboard import tag_message
-from arena.kaggle.remote import kaggle_executable_display, run_kaggle
+from arena.kaggle.remote import KaggleCallError, kaggle_cli_user, kaggle_executable_display, run_kaggle
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
+from arena.writes import write_text
 
-POLL_SECONDS = 60
+POLL_SECONDS = 60  # between kernel status checks
+DATASET_POLL_SECONDS = 10
 DATASET_READY_TIMEOUT_S = 30 * 60
+STALE_ERROR_POLLS = 10  # an "error" never preceded by this version running counts after this many polls
+PUSH_MARKER = "arena-push.txt"  # kernel.py writes PUSH_ID there
+LOG_TAIL_LINES = 40
+KAGGLE_FOLDER = "kaggle"  # in the run folder: <kernel slug>-v<N>/ per pushed version (output, log, submitted.json)
+_STATUS_FORMAT = "json(status,current_version_number)"
 
 
 def _dataset_commands(folder: Path, dataset_id: str, message: str) -> tuple[list[str], list[str], list[str]]:
-    status = ["datasets", "status", dataset_id]
+    status = ["datasets", "status", dataset_id, "--format", _STATUS_FORMAT]
     create = ["datasets", "create", "-p", str(folder), "--dir-mode", "zip"]
     version = ["datasets", "version", "-p", str(folder), "-m", message, "--dir-mode", "zip"]
     return status, create, version
@@ -35,72 +57,172 @@ def _submit_command(cfg: Config, kernel_id: str, version: str, message: str) -> 
             "-f", SUBMISSION_FILE, "-m", message]
 
 
+def _model_check_command(source: str) -> list[str]:
+    return ["models", "instances", "versions", "files", source, "--page-size", "1"]
+
+
 def _raise(problems: list[str]) -> None:
     if problems:
         raise UserError(problems=problems)
 
 
-def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str, submit_message: str) -> None:
+def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str, submit_message: str,
+                model_sources: list[str]) -> None:
     k = cfg.kaggle
     print(f"dry run: nothing is sent to Kaggle. `arena push` would run ({kaggle_executable_display()}):")
+    print("  kaggle config view      # the user name the CLI authenticates as")
+    for source in model_sources:
+        print(f"  kaggle {shlex.join(_model_check_command(source))}      # access: the model's terms accepted?")
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
         status, create, version = _dataset_commands(folder, f"{user}/{slug}", message)
         print(f"  kaggle {shlex.join(status)}")
         print(f"  kaggle {shlex.join(create)}")
         print(f"      # when the status check finds the dataset: kaggle {shlex.join(version)}")
-        print(f"      # then `kaggle {shlex.join(status)}` until it says ready")
+        print("      # then the status again until that new version number is ready (failed: stop)")
     kernel_id = f"{user}/{k.kernel_slug}"
-    print(f"  kaggle {shlex.join(['kernels', 'push', '-p', str(bundle.kernel)])}")
+    print(f"  kaggle {shlex.join(['kernels', 'push', '-p', str(bundle.kernel)])}      # dataset_sources pinned to "
+          f"those versions")
     print(f"  kaggle {shlex.join(['kernels', 'status', kernel_id])}")
-    print(f"      # every {POLL_SECONDS} s until complete (or error: stop)")
+    print(f"      # every {POLL_SECONDS} s until complete (checked against this push's output) or error (log fetched)")
+    print(f"  kaggle {shlex.join(['kernels', 'output', kernel_id, '-p', '<run>/kaggle/<kernel>-v<N>', '--force'])}")
     print(f"  kaggle {shlex.join(_submit_command(cfg, kernel_id, '<N>', submit_message))}")
     print("      # <N>: the version number `kernels push` reports")
 
 
-def _wait_dataset_ready(dataset_id: str) -> None:
+# ---- model access -----------------------------------------------------------------------------------
+
+def check_model_access(sources: list[str]) -> None:
+    """Each attached Kaggle model must be readable by this account: Gemma and Llama need their terms accepted
+    once on the model's page, and `kernels push` never reports a model source it refused."""
+    for source in sources:
+        owner, model = source.split("/")[:2]
+        page = f"https://www.kaggle.com/models/{owner}/{model}"
+        try:
+            run_kaggle(_model_check_command(source))
+        except KaggleCallError as exc:
+            if exc.not_found:
+                raise UserError(f"model source {source}: not found on Kaggle (kaggle.base_model_source); check the "
+                                f"owner/model/framework/variation/version on {page}") from None
+            raise UserError(f"model source {source}: this account cannot use it ({exc}). Accept the model's terms "
+                            f"on its page, {page}, with the account of your Kaggle credentials, then push again") from None
+
+
+# ---- datasets ---------------------------------------------------------------------------------------
+
+def _dataset_state(dataset_id: str, missing_ok: bool = False) -> tuple[str, int] | None:
+    """(status, current version number) from `kaggle datasets status`; None for a dataset that does not exist."""
+    try:
+        out = run_kaggle(_dataset_commands(Path("."), dataset_id, "")[0]).stdout
+    except KaggleCallError as exc:
+        if missing_ok and exc.not_found:
+            return None
+        raise
+    match = re.search(r"\{.*\}", out, re.S)
+    try:
+        state = json.loads(match.group(0)) if match else {}
+        return str(state["status"]).lower(), int(state.get("current_version_number") or 0)
+    except (ValueError, KeyError, TypeError):
+        raise UserError(f"`kaggle datasets status {dataset_id}` printed no status; its output is above") from None
+
+
+def push_dataset(folder: Path, dataset_id: str, message: str) -> int:
+    """Create or version the dataset, then wait until that version is ready; its version number."""
+    status, create, version = _dataset_commands(folder, dataset_id, message)
+    before = _dataset_state(dataset_id, missing_ok=True)
+    expected = 1 if before is None else before[1] + 1
+    run_kaggle(create if before is None else version)
     deadline = time.monotonic() + DATASET_READY_TIMEOUT_S
     while True:
-        state = run_kaggle(["datasets", "status", dataset_id], check=False).stdout.strip().lower()
-        if "ready" in state:
-            return
-        if "error" in state or time.monotonic() > deadline:
-            raise UserError(f"dataset {dataset_id} is not ready ({state or 'no status'}); check it on kaggle.com")
-        time.sleep(POLL_SECONDS)
-
-
-def _push_dataset(folder: Path, dataset_id: str, message: str) -> None:
-    status, create, version = _dataset_commands(folder, dataset_id, message)
-    exists = run_kaggle(status, check=False).returncode == 0
-    run_kaggle(version if exists else create)
-    _wait_dataset_ready(dataset_id)
-
-
-def _wait_kernel(kernel_id: str, hours: float) -> None:
-    deadline = time.monotonic() + hours * 3600
-    while True:
-        out = run_kaggle(["kernels", "status", kernel_id], check=False).stdout
-        match = re.search(r'has status "([^"]+)"', out)
-        state = match.group(1).lower() if match else ""
-        if "complete" in state:
-            return
-        if "error" in state or "cancel" in state:
-            raise UserError(f"the kernel {kernel_id} ended with status {match.group(1)}; its log: "
-                            f"kaggle kernels output {kernel_id} -p <folder>")
+        state, current = _dataset_state(dataset_id)
+        if state == "ready" and current >= expected:
+            print(f"dataset {dataset_id} version {current} is ready")
+            return current
+        if state == "failed":
+            raise UserError(f"dataset {dataset_id}: Kaggle reports the processing of version {expected} failed "
+                            f"(status {state!r}; current version {current}); nothing was pushed after it. See "
+                            f"https://www.kaggle.com/datasets/{dataset_id}")
         if time.monotonic() > deadline:
-            raise UserError(f"gave up waiting for {kernel_id} after {hours:g} h; check it on kaggle.com")
+            raise UserError(f"dataset {dataset_id} version {expected} not ready after {DATASET_READY_TIMEOUT_S // 60} "
+                            f"min (status {state!r}, current version {current}); check it on kaggle.com")
+        time.sleep(DATASET_POLL_SECONDS)
+
+
+# ---- kernel -----------------------------------------------------------------------------------------
+
+def _kernel_state(kernel_id: str) -> tuple[str, str]:
+    out = run_kaggle(["kernels", "status", kernel_id]).stdout
+    match = re.search(r'has status "([^"]+)"', out)
+    if not match:
+        raise UserError(f"`kaggle kernels status {kernel_id}` printed no status; its output is above")
+    message = re.search(r'Failure message: "(.*)"', out)
+    return match.group(1).rsplit(".", 1)[-1].lower(), message.group(1) if message else ""
+
+
+def _fetch_output(kernel_id: str, folder: Path) -> str | None:
+    """`kaggle kernels output` into `folder`; the push id the kernel wrote there (None: not this kind of output)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    run_kaggle(["kernels", "output", kernel_id, "-p", str(folder), "--force"], echo=False)
+    marker = folder / PUSH_MARKER
+    return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+
+
+def log_tail(folder: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of the kernel log `kernels output` saved (<slug>.log: Kaggle's JSON list of stream records,
+    or plain text)."""
+    logs = sorted(folder.glob("*.log"))
+    if not logs:
+        return "(Kaggle returned no log)"
+    text = logs[0].read_text(encoding="utf-8", errors="replace")
+    try:
+        records = json.loads(text)
+        text = "".join(r.get("data", "") for r in records if isinstance(r, dict))
+    except ValueError:
+        pass
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def wait_kernel(kernel_id: str, version: str, push_id: str, folder: Path, hours: float) -> Path:
+    """Wait for `version` of the kernel (this push's) to complete; its output lands in `folder`. UserError with
+    the log's tail (saved in `folder`) when it errors or is cancelled."""
+    deadline = time.monotonic() + hours * 3600
+    seen_running, stale_errors = False, 0
+    while True:
+        state, failure = _kernel_state(kernel_id)
+        if state in ("complete", "error", "cancel_requested", "cancel_acknowledged"):
+            ours = _fetch_output(kernel_id, folder) == push_id
+            if state == "complete" and ours:
+                return folder
+            stale_errors += state != "complete" and not ours and not seen_running
+            if state != "complete" and (ours or seen_running or stale_errors >= STALE_ERROR_POLLS):
+                raise UserError(f"the kernel {kernel_id} version {version} ended with status {state}"
+                                f"{': ' + failure if failure else ''}. Its log and output: {folder}\n"
+                                f"--- last lines of the log ---\n{log_tail(folder)}")
+            print(f"`kernels status` still reports the previous version's session ({state}); waiting for version "
+                  f"{version}", flush=True)
+        else:
+            seen_running = True
+        if time.monotonic() > deadline:
+            raise UserError(f"gave up waiting for {kernel_id} version {version} after {hours:g} h; check it on "
+                            f"kaggle.com")
         time.sleep(POLL_SECONDS)
 
+
+# ---- push -------------------------------------------------------------------------------------------
 
 def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena submission", poll: bool = True):
-    """`arena push`: package (unless --bundle), create or version both datasets, push the kernel, wait for
-    it, then submit it to the code competition. Without credentials: UserError before any network call."""
+    """`arena push`: package (unless --bundle), check model access, create or version both datasets, push the
+    kernel pinned to them, wait for that version, then submit it. Without credentials: UserError before any
+    network call."""
     run = RunFolder(run_dir)
     # `arena runs --fetch-lb` finds the run's leaderboard score by this tag in the submission message.
     submit_message = tag_message(message, run.root.name)
-    creds = require_credentials() if not dry_run else find_credentials()
     if dry_run:
+        creds = find_credentials()
         warn_permissions(creds)
-    user = creds.user or PLACEHOLDER_USER
+        user = creds.user or PLACEHOLDER_USER
+    else:
+        require_credentials()  # before anything reaches the network; the user name comes from the CLI below
+        user = None
 
     if bundle_dir is not None:
         bundle = Bundle(bundle_dir)
@@ -118,31 +240,41 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
         cfg = bundle_config(bundle)
 
     if dry_run:
-        _print_plan(bundle, cfg, user, message, submit_message)
+        meta = (json.loads(bundle.kernel_metadata.read_text(encoding="utf-8")) if bundle.kernel_metadata.is_file()
+                else kernel_metadata(cfg, user))  # not packaged yet: from the config
+        _print_plan(bundle, cfg, user, message, submit_message, meta.get("model_sources", []))
         return None
 
     _raise(base_model_problems(cfg))
     if not any(w.name.startswith("transformers-") for w in bundle.wheels.glob("*.whl")):
         raise UserError(f"{bundle.wheels}: no wheelhouse (packaged with --no-wheels?); the offline kernel "
                         f"could not install transformers 5. Run `arena package --run {run.root}` without --no-wheels")
-    kernel_meta = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))
-    if kernel_meta["id"] != f"{user}/{cfg.kaggle.kernel_slug}":
-        print(f"setting the bundle's Kaggle user to {user}")
-        write_metadata(bundle, cfg, user)
-
     k = cfg.kaggle
-    _push_dataset(bundle.adapter_dataset, f"{user}/{k.adapter_dataset_slug}", message)
-    _push_dataset(bundle.wheels, f"{user}/{k.wheels_dataset_slug}", message)
+    user = kaggle_cli_user()
+    write_metadata(bundle, cfg, user)  # this account's ids, unpinned, to read the model sources
+    check_model_access(json.loads(bundle.kernel_metadata.read_text(encoding="utf-8")).get("model_sources", []))
+    versions = {slug: push_dataset(folder, f"{user}/{slug}", message)
+                for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug),
+                                     (bundle.wheels, k.wheels_dataset_slug))}
+    write_metadata(bundle, cfg, user, versions)  # dataset_sources pinned to the versions just made
+    push_id = uuid.uuid4().hex
+    stamp_push_id(bundle, push_id)
     out = run_kaggle(["kernels", "push", "-p", str(bundle.kernel)]).stdout
     match = re.search(r"Kernel version (\d+) successfully pushed", out)
-    if not match:
-        raise UserError("`kaggle kernels push` reported no kernel version; its output is above")
     kernel_id, version = f"{user}/{k.kernel_slug}", match.group(1)
+    folder = run.root / KAGGLE_FOLDER / f"{k.kernel_slug}-v{version}"
     submit = _submit_command(cfg, kernel_id, version, submit_message)
     if not poll:
         print(f"pushed {kernel_id} version {version}; when it completes, submit it with:\n  kaggle {shlex.join(submit)}")
         return version
-    _wait_kernel(kernel_id, k.time_limit_hours + 1)
+    wait_kernel(kernel_id, version, push_id, folder, k.time_limit_hours + 1)
+    if not (folder / SUBMISSION_FILE).is_file():
+        raise UserError(f"the kernel {kernel_id} version {version} completed without a {SUBMISSION_FILE} in its "
+                        f"output ({folder}); nothing was submitted")
     run_kaggle(submit)
-    print(f"submitted {kernel_id} version {version}; scores: kaggle competitions submissions {k.competition}")
+    record = {"kernel": kernel_id, "version": int(version), "message": submit_message, "datasets": versions,
+              "push_id": push_id, "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_text(folder / "submitted.json", json.dumps(record, indent=2) + "\n")
+    print(f"submitted {kernel_id} version {version}; scores: arena runs --fetch-lb")
     return version
+

@@ -1,9 +1,11 @@
-"""`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout, with a Python that sees this
-machine's packages as Kaggle's image would (minus arena and what the wheelhouse ships), then its submission
-checked."""
+"""`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout (Kaggle's current mount layout
+by default, the older one on request), with a Python that sees this machine's packages as Kaggle's image would
+(minus arena and what the wheelhouse ships), optionally as several CPU processes through the kernel's own
+`accelerate launch` line (as on T4x2), then its submission checked."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import site
@@ -14,11 +16,14 @@ from pathlib import Path
 
 from arena import config as config_mod
 from arena.errors import UserError
-from arena.kaggle.bundle import base_model_problems, bundle_config, needs_base_model
+from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
+PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # kernel.py: processes to launch instead of one per GPU
+PORT_ENV = "ARENA_KERNEL_PORT"  # kernel.py: where those processes meet
+LAYOUTS = ("current", "old")
 # site-packages entries of arena itself (the kernel must install it from the bundle).
 _OWN_ENTRIES = re.compile(r"^(arena|arena-[^-]+\.dist-info|__editable__[._]+arena[-_].*)$")
 
@@ -71,9 +76,44 @@ def find_test_csv(input_dir: Path, competition: str) -> Path | None:
     return None
 
 
-def run_local(bundle_dir, input_dir, work_dir=None, previous_output=None) -> Path:
-    """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle and check its submission (a
-    training bundle: see run_local_training)."""
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mounts(bundle: Bundle, cfg, members, layout: str) -> dict[str, Path]:
+    """Where Kaggle mounts each input (relative to /kaggle/input) -> what to link there, in `layout`."""
+    owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
+    k = cfg.kaggle
+    current = layout == "current"
+    mounts = {(f"competitions/{k.competition}" if current else k.competition): None}
+    for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
+        mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
+    for _, member_cfg, needs_base in members:
+        if not needs_base:
+            continue
+        mk, base = member_cfg.kaggle, Path(member_cfg.model.path).expanduser()
+        if len(mk.base_model_source.split("/")) == 5:
+            owner_slug, model, framework, variation, version = mk.base_model_source.split("/")
+            rel = (f"models/{owner_slug}/{model}/{framework.lower()}/{variation}/{version}" if current
+                   else f"{model}/{framework.lower()}/{variation}/{version}")
+        elif mk.base_model_dataset:
+            rel = f"datasets/{mk.base_model_dataset}" if current else mk.base_model_dataset.split("/")[1]
+        else:  # only the old kaggle.base_model_kernel_path: exactly there
+            path = Path(kernel_base_model(member_cfg))
+            rel = str(path.relative_to("/kaggle/input") if path.is_relative_to("/kaggle/input") else path)
+        mounts.setdefault(rel, base)
+    return mounts
+
+
+def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
+              previous_output=None) -> Path:
+    """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
+    layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
+    check its submission (a training bundle: see run_local_training)."""
     from arena import data, metrics
     from arena.kaggle.training import TrainingBundle
 
@@ -94,16 +134,20 @@ def run_local(bundle_dir, input_dir, work_dir=None, previous_output=None) -> Pat
     attached = {}
     for _, member_cfg, needs_base in members:
         if needs_base:
-            kernel_path, base = member_cfg.kaggle.base_model_kernel_path, Path(member_cfg.model.path).expanduser()
+            kernel_path, base = kernel_base_model(member_cfg), Path(member_cfg.model.path).expanduser()
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
-                problems.append(f"kaggle.base_model_kernel_path {kernel_path}: two members attach different base "
-                                f"models there ({attached[kernel_path]} and {base})")
+                problems.append(f"base model {kernel_path}: two members attach different base models there "
+                                f"({attached[kernel_path]} and {base})")
     test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
     if test_csv is None:
         problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    if layout not in LAYOUTS:
+        problems.append(f"--layout {layout}: one of {', '.join(LAYOUTS)}")
+    if processes < 1:
+        problems.append(f"--processes {processes}: at least 1")
     if problems:
         raise UserError(problems=problems)
     expected_ids = data.load(test_csv)["id"]
@@ -112,24 +156,23 @@ def run_local(bundle_dir, input_dir, work_dir=None, previous_output=None) -> Pat
 
     root = work / "kaggle"
     inputs = root / "input"
-    _link(inputs / cfg.kaggle.competition / "test.csv", test_csv)
-    _link(inputs / cfg.kaggle.adapter_dataset_slug, bundle.adapter_dataset)
-    _link(inputs / cfg.kaggle.wheels_dataset_slug, bundle.wheels)
-    for _, member_cfg, needs_base in members:
-        if not needs_base:
-            continue
-        kernel_path = Path(member_cfg.kaggle.base_model_kernel_path)
-        rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
-        if not (root / rel).exists():  # members may share a base model (checked above to be the same one)
-            _link(root / rel, Path(member_cfg.model.path).expanduser())
+    for rel, target in _mounts(bundle, cfg, members, layout).items():
+        if target is None:  # the competition: only its test.csv
+            _link(inputs / rel / "test.csv", test_csv)
+        elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
+            _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
 
     python = _kernel_python(work, bundle.wheels)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
+    env.pop(PROCESSES_ENV, None)
+    if processes > 1:  # the kernel's T4x2 launch line, on CPU: torch.distributed over gloo
+        env.update({PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port())})
     log = work / "kernel.log"
-    print(f"rehearsing {bundle.kernel_script} in {root} (offline; log: {log})", flush=True)
+    print(f"rehearsing {bundle.kernel_script} in {root} ({layout} mount layout, {processes} process"
+          f"{'es' if processes > 1 else ''}, offline; log: {log})", flush=True)
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([str(python), str(bundle.kernel_script.resolve())], cwd=root / "working",
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -194,15 +237,16 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     work.mkdir(parents=True, exist_ok=True)
     root = work / "kaggle"
     inputs = root / "input"
-    if train_csv is not None:
-        _link(inputs / k.competition / "train.csv", train_csv)
-    _link(inputs / k.train_data_dataset_slug, bundle.data)
-    _link(inputs / k.wheels_dataset_slug, bundle.wheels)
-    if previous_output is not None and attaches_previous:
+    owner = meta["id"].split("/")[0]
+    if train_csv is not None:  # Kaggle's current mount layout
+        _link(inputs / "competitions" / k.competition / "train.csv", train_csv)
+    _link(inputs / "datasets" / owner / k.train_data_dataset_slug, bundle.data)
+    _link(inputs / "datasets" / owner / k.wheels_dataset_slug, bundle.wheels)
+    if previous_output is not None and attaches_previous:  # the kernel looks for it under any folder of this name
         _link(inputs / k.train_kernel_slug, Path(previous_output))
     if needs_base_model(cfg):
-        kernel_path = Path(k.base_model_kernel_path)
-        rel = kernel_path.relative_to("/kaggle") if kernel_path.is_relative_to("/kaggle") else Path("input") / kernel_path
+        spec = kernel_base_model(cfg)
+        rel = Path(spec).relative_to("/kaggle") if spec.startswith("/kaggle/") else Path("input") / spec.lstrip("/")
         _link(root / rel, base)
     working = root / "working"
     working.mkdir(parents=True)
@@ -233,8 +277,9 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
+    env.pop(PROCESSES_ENV, None)
     log = work / "kernel.log"
-    print(f"rehearsing {script} in {root} (offline; log: {log})", flush=True)
+    print(f"rehearsing {script} in {root} (current mount layout, offline; log: {log})", flush=True)
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([str(python), str(script.resolve())], cwd=root / "working", env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

