@@ -421,7 +421,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {})
 
     def do_GET(self):
-        parts = self._path().split("/")
+        parts = self._path().split("/", 4)  # an output file's name may hold folders: runs/<run>/config.yaml
         if len(parts) == 5 and parts[1] == "download":
             data = self.kaggle.output_file(parts[2], int(parts[3]), urllib.parse.unquote(parts[4]))
             if data is not None:

@@ -1,4 +1,4 @@
-"""A prediction that always finishes and always scores: the deadline and time-aware swap TTA (arena.budget), rows
+"""A prediction that always finishes and always scores: the deadline and time-aware swap TTA (arena.budget.inference), rows
 without finite logits filled in, identical responses set to a tie."""
 
 import pickle
@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from arena import budget, data, predict
+from arena import data, predict
 from arena import model as model_mod
+from arena.budget import inference as budget
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS
 

@@ -96,6 +96,8 @@ def cmd_score(args) -> int:
 def cmd_train(args) -> int:
     from arena import config, train
 
+    if args.max_wall_hours is not None:
+        args.overrides = [*args.overrides, f"train.max_wall_hours={args.max_wall_hours}"]
     cfg = _load_config(args)
     train.train(cfg, resume=args.resume, origin=config.origin(args.config, args.overrides))
     return 0
@@ -187,12 +189,14 @@ def cmd_merge(args) -> int:
 
 def cmd_plan(args) -> int:
     from arena import planner
-    from arena.kaggle import preflight
+    from arena.kaggle import preflight, sessions
 
     cfg = _load_config(args)
     gpus = args.gpus if args.gpus is not None else 2 if args.gpu == "t4" else 1
     print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
+    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, args.gpu, gpus,
+                                                                   args.test_csv)))
     print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
     return 0
 
@@ -222,7 +226,7 @@ def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 
     rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
-                        processes=args.processes)
+                        processes=args.processes, previous_output=args.previous_output)
     return 0
 
 
@@ -231,6 +235,21 @@ def cmd_push(args) -> int:
 
     push.push(run_dir=args.run, bundle_dir=args.bundle, dry_run=args.dry_run, message=args.message,
               poll=not args.no_poll)
+    return 0
+
+
+def cmd_kaggle_train(args) -> int:
+    from arena.kaggle import training
+
+    training.push_training(args.config, args.overrides, resume=args.resume, dry_run=args.dry_run,
+                           wheels=not args.no_wheels, out=args.out, message=args.message)
+    return 0
+
+
+def cmd_kaggle_pull(args) -> int:
+    from arena.kaggle import pull
+
+    pull.pull(args.kernel, args.version, args.runs_dir)
     return 0
 
 
@@ -263,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="resume a killed run: a run folder, or 'latest' (the newest run of this config name)")
+    p.add_argument("--max-wall-hours", type=float, default=None, metavar="H",
+                   help="wall-clock budget of this process (train.max_wall_hours): stop after the last step that "
+                        "leaves time to save a whole checkpoint, then exit 75; --resume continues")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
@@ -310,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default="t4", choices=["t4", "a100", "h100"])
     p.add_argument("--gpus", type=at_least(1), default=None, help="GPUs (default: 2 for t4, as on Kaggle, else 1)")
     p.add_argument("--fsdp", action="store_true", help="weights and optimizer state sharded over the GPUs (FSDP)")
-    p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projection uses")
+    p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projections use (training: "
+                                                    "only where data.train is not on disk)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("calibrate", help="fit a temperature and class biases on validation/OOF predictions "
@@ -362,9 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_kernel = sub.add_parser("kernel", help="rehearse the Kaggle kernel locally")
     kernel_sub = p_kernel.add_subparsers(dest="kernel_command", required=True)
-    p = kernel_sub.add_parser("run-local", help="run a bundle's kernel offline in a fake /kaggle layout")
+    p = kernel_sub.add_parser("run-local", help="run a bundle's kernel (inference, or training from `arena kaggle "
+                                                "train`) offline in a fake /kaggle layout")
     p.add_argument("bundle")
-    p.add_argument("--input", required=True, help="folder holding the competition's test.csv")
+    p.add_argument("--input", required=True, help="folder holding the competition's test.csv (training: its train.csv)")
+    p.add_argument("--previous-output", default=None,
+                   help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
     p.add_argument("--layout", choices=["current", "old"], default="current",
                    help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
@@ -380,6 +406,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--left-out", nargs="+", type=int, default=[], metavar="INDEX",
                    help="members whose predict failed: left out, the others' weights scaled up to sum to 1")
     p.set_defaults(func=cmd_kernel_blend)
+
+    p_kaggle = sub.add_parser("kaggle", help="train on Kaggle's GPUs: push a training kernel, pull its run back")
+    kaggle_sub = p_kaggle.add_subparsers(dest="kaggle_command", required=True)
+    p = kaggle_sub.add_parser("train", help="build and push a training kernel (GPU T4x2, internet off) that stops "
+                                            "before the session limit; --resume pushes the next version")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="attach the previous version's output and continue its run from its last whole checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="build the bundle and print every kaggle command; run none")
+    p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse (enough for the local rehearsal only)")
+    p.add_argument("--out", default=None, help="training bundle folder (default: kaggle-train/<name>-<time>)")
+    p.add_argument("--message", default="arena training")
+    p.set_defaults(func=cmd_kaggle_train)
+    p = kaggle_sub.add_parser("pull", help="bring a training kernel's run folder into runs/ (kaggle kernels output)")
+    p.add_argument("kernel", help="owner/kernel-slug")
+    p.add_argument("--version", type=int, default=None, help="the kernel version (recorded with the run)")
+    p.add_argument("--runs-dir", default="runs")
+    p.set_defaults(func=cmd_kaggle_pull)
 
     p = sub.add_parser("push", help="package (if needed) and push datasets + kernel to Kaggle, then submit")
     p.add_argument("--run", required=True)
@@ -407,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (exit 2, after argparse's message) or --help (0)
         return exc.code if isinstance(exc.code, int) else 2
+    from arena.budget import BudgetStop
     from arena.errors import UserError
 
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -418,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BudgetStop as exc:  # a whole checkpoint was saved; not a failure, but the run is unfinished
+        print(f"budget: {exc}", flush=True)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted: writes are atomic, so no partial file was left; `arena train --resume` continues a run", file=sys.stderr)
         return 130

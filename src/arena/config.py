@@ -190,6 +190,9 @@ class TrainConfig:
     # The Trainer's logging integration: tensorboard (event files in the run's logs/) or wandb (offline
     # without an API key); none by default.
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    # Wall-clock budget of one training process (a Kaggle session less a margin): training stops after the last
+    # optimizer step that leaves time to save, keeps a whole checkpoint and exits 75; `--resume` continues. None: none.
+    max_wall_hours: Annotated[float, Range(gt=0)] | None = None
 
 
 @dataclass
@@ -231,6 +234,13 @@ class KaggleConfig:
     # The kernel's deadline is time_limit_hours less this margin, from the kernel's start: what runs after the last
     # prediction (blend, writing) and slack for a slower session. Swap TTA covers what fits before it.
     deadline_margin_minutes: Annotated[float, Range(ge=0)] = 20.0
+    # Training on Kaggle (`arena kaggle train`): the kernel, the dataset of its data files and config, and the
+    # session: each kernel version trains until kaggle.session_hours less the margin (saving the output and the
+    # kernel's own end need it), then the next version resumes.
+    train_kernel_slug: Slug = "arena-train"
+    train_data_dataset_slug: Slug = "arena-train-data"
+    session_hours: Annotated[float, Range(gt=0)] = 12.0
+    session_margin_hours: Annotated[float, Range(ge=0)] = 0.5
 
 
 @dataclass

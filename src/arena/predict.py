@@ -170,8 +170,9 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     in `shards` and the main process merges them (processes.collect_shards: no collective that could time out
     while one GPU is slower). One process predicts every row. `known_plain`: every row's plain logits, predicted
     by an earlier call (then only the swapped order runs)."""
-    from arena import budget, processes
     from arena import model as model_mod
+    from arena import processes
+    from arena.budget import inference as budget
 
     cpu = model_mod.runtime_for(cfg).device == "cpu"
     procs = processes.state(cpu)
@@ -260,8 +261,9 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     `logits_file`: written with every row's logits when it does not exist; when it does, its plain logits are
     taken instead of predicted again (the kernel's ensembles: every member's plain order before any swapped one).
     Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
-    from arena import budget, calibration, processes
+    from arena import calibration, processes
     from arena import model as model_mod
+    from arena.budget import inference as budget
 
     run = RunFolder(run_dir)
     cfg, df, problems = None, None, []
@@ -371,7 +373,7 @@ def shard_names(out_path, run: RunFolder, data_path) -> tuple[str, str]:
 
 def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: float | None) -> None:
     """The lines a kernel log needs: how many rows got swap TTA and why it stopped, and every filled-in row."""
-    from arena import budget
+    from arena.budget import inference as budget
 
     stopped = sorted({r.stopped for r in reports if r.stopped})
     if tta:

@@ -17,7 +17,7 @@ from arena.layout import CVFolder, RunFolder
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep"]
+           "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}
@@ -124,7 +124,16 @@ def run_row(run: RunFolder, name: str) -> dict:
         "LB": latest_score(run, damaged), **lb_columns(run),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"),
         "path": str(run.root), "time": _created(run), "damaged": damaged,
+        "kaggle": _kaggle_source(run),
     }
+
+
+def _kaggle_source(run: RunFolder) -> str | None:
+    """A pulled run's training kernel and version (`arena kaggle pull`)."""
+    from arena.kaggle.pull import source
+
+    pulled = source(run.root)
+    return None if pulled is None else f"{pulled['kernel']} v{pulled['version'] or 'latest'}"
 
 
 def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:

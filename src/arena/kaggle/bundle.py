@@ -102,12 +102,17 @@ def render_kernel_script(cfg: Config, members: list[list] = ()) -> str:
         "BASE_MODEL": kernel_base_model(cfg),
         "TTA": cfg.infer.tta,
     }
-    text = (TEMPLATES / KERNEL_FILE).read_text(encoding="utf-8")
+    return fill_template(TEMPLATES / KERNEL_FILE, values)
+
+
+def fill_template(template: Path, values: dict) -> str:
+    """A kernel template with each `"__KEY__"` replaced by the Python literal of values[KEY]; all must be filled."""
+    text = template.read_text(encoding="utf-8")
     for key, value in values.items():
         text = text.replace(f'"__{key}__"', repr(value))
     left = re.findall(r'"__[A-Z_]+__"', text)
     if left:
-        raise UserError(f"{TEMPLATES / KERNEL_FILE}: placeholders left unfilled: {left}")
+        raise UserError(f"{template}: placeholders left unfilled: {left}")
     return text
 
 

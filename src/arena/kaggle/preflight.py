@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arena.budget import projected_tta_share
+from arena.budget.inference import projected_tta_share
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder

@@ -17,7 +17,7 @@ from pathlib import Path
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
-from arena.layout import SUBMISSION_FILE, Bundle
+from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
@@ -117,12 +117,18 @@ def _base_mount(cfg, current: bool) -> str:
     return "/".join((new if current else old) + sub)
 
 
-def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1) -> Path:
+def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
+              previous_output=None) -> Path:
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
     layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
-    check its submission."""
+    check its submission (a training bundle: see run_local_training)."""
     from arena import data, metrics
+    from arena.kaggle.training import TrainingBundle
 
+    if TrainingBundle(bundle_dir).is_training_bundle():
+        return run_local_training(bundle_dir, input_dir, work_dir, previous_output)
+    if previous_output is not None:
+        raise UserError(f"--previous-output: only for a training bundle (from `arena kaggle train`), not {bundle_dir}")
     bundle = Bundle(bundle_dir)
     cfg = bundle_config(bundle)
     members = [(run, config_mod.load_run(run)) for run in bundle.member_runs()]  # an ensemble's, else the run
@@ -197,3 +203,94 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
     return submission
 
+
+
+# ---- training bundles (`arena kaggle train`) ------------------------------------------------------------
+
+
+def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None) -> Path:
+    """A training bundle's kernel run offline in a fake /kaggle: the data and wheels datasets, the competition's
+    train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
+    rehearsal's working folder) the previous version's output. Returns this version's working folder (its
+    output), holding the run folder: finished, or stopped for time with a whole checkpoint."""
+    from arena import budget
+    from arena.kaggle.pull import run_problems
+    from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
+
+    bundle = TrainingBundle(bundle_dir)
+    cfg, meta = bundle_inputs(bundle)
+    k = cfg.kaggle
+    problems = base_model_problems(cfg)
+    base = Path(cfg.model.path).expanduser()
+    if needs_base_model(cfg) and not (base / "config.json").is_file():
+        problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+    reads_competition = data_files(cfg)[0]["TRAIN"].startswith("competition:")
+    train_csv = next((p for p in (Path(input_dir) / "train.csv", Path(input_dir) / k.competition / "train.csv")
+                      if p.is_file()), None)
+    if reads_competition and train_csv is None:
+        problems.append(f"--input {input_dir}: no train.csv there, nor in {input_dir}/{k.competition}/ (the kernel "
+                        f"reads the competition's train.csv)")
+    attaches_previous = bool(meta.get("kernel_sources"))
+    if previous_output is not None and not attaches_previous:
+        problems.append(f"--previous-output {previous_output}: the bundle attaches no previous version (build it "
+                        f"with `arena kaggle train --resume`)")
+    if previous_output is not None and not (Path(previous_output) / "runs").is_dir():
+        problems.append(f"--previous-output {previous_output}: no runs/ folder there (a rehearsal's working folder)")
+    if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
+        problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    if problems:
+        raise UserError(problems=problems)
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
+    work.mkdir(parents=True, exist_ok=True)
+    root = work / "kaggle"
+    inputs = root / "input"
+    owner = meta["id"].split("/")[0]
+    if train_csv is not None:  # Kaggle's current mount layout
+        _link(inputs / "competitions" / k.competition / "train.csv", train_csv)
+    _link(inputs / "datasets" / owner / k.train_data_dataset_slug, bundle.data)
+    _link(inputs / "datasets" / owner / k.wheels_dataset_slug, bundle.wheels)
+    if previous_output is not None and attaches_previous:  # the kernel looks for it under any folder of this name
+        _link(inputs / k.train_kernel_slug, Path(previous_output))
+    if needs_base_model(cfg):
+        spec = kernel_base_model(cfg)
+        rel = Path(spec).relative_to("/kaggle") if spec.startswith("/kaggle/") else Path("input") / spec.lstrip("/")
+        _link(root / rel, base)
+    working = root / "working"
+    working.mkdir(parents=True)
+    code = _run_kernel(bundle.kernel_script, root, work, bundle.wheels)
+    if code != 0:
+        raise UserError(f"the training kernel failed (exit {code}); full log: {work / 'kernel.log'}")
+    runs = [p for p in (working / "runs").glob("*") if (p / "config.yaml").is_file()]
+    if len(runs) != 1:
+        raise UserError(f"the training kernel exited 0 but left {len(runs)} run folders in {working / 'runs'}")
+    run = RunFolder(runs[0])
+    problems = run_problems(run)
+    if problems:
+        raise UserError(problems=problems)
+    if run.adapter.exists():
+        print(f"rehearsal passed: training finished in {run.root}; this version's output: {working}")
+    else:
+        stop = budget.recorded_stops(run.root)[-1]
+        print(f"rehearsal passed: stopped for time after step {stop['step']} of {stop['max_steps']} with a whole "
+              f"{stop['checkpoint']}; rehearse the next version (a bundle from `arena kaggle train --resume`) with "
+              f"--previous-output {working}")
+    return working
+
+
+def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path) -> int:
+    """Run a kernel script offline with a Python that sees this machine's packages as Kaggle's image would, its
+    output streamed and kept in work/kernel.log; returns its exit code."""
+    python = _kernel_python(work, wheelhouse)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
+    env.pop(PROCESSES_ENV, None)
+    log = work / "kernel.log"
+    print(f"rehearsing {script} in {root} (current mount layout, offline; log: {log})", flush=True)
+    with open(log, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen([str(python), str(script.resolve())], cwd=root / "working", env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            out.write(line)
+        return proc.wait()

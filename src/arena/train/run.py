@@ -15,6 +15,7 @@ import torch
 
 from arena import config as config_mod
 from arena import data, metrics, processes, prompts, reporting, room
+from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import TRUE_COLUMNS, RunFolder, swap_classes
@@ -268,6 +269,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     from arena import model as model_mod
 
     clock = WallClock(time.time())
+    wall_hours = cfg.train.max_wall_hours  # this process's budget: the invocation's, never a resumed run's stored one
     cpu = model_mod.runtime_for(cfg).device == "cpu"
     processes.state(cpu)  # once, before anything else: its timeout, and this process's GPU before weights load
     run, checkpoint = None, None
@@ -285,6 +287,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     guard = NonFiniteGuard(cfg.train.nan_patience, str(built.runtime.dtype).removeprefix("torch."))
     trainer = make_trainer(cfg, run, built, split, run_callbacks(clock, guard, callbacks))
+    attach_budget(trainer, run.root, wall_hours, clock.started)  # a stop for time raises budget.BudgetStop
     with reporting.environment(cfg, run):
         result = fit(trainer, checkpoint)
     guard.raise_if_tripped(run.root)

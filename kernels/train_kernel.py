@@ -1,0 +1,196 @@
+"""Kaggle entry point that trains one arena run, rendered by `arena kaggle train` (the training bundle's kernel).
+
+It only sets paths and the time budget: it installs the `arena` package (and the pinned wheels Kaggle's image
+lacks) from the attached wheels dataset, offline; copies the run folder of an attached previous version's output,
+if there is one, into /kaggle/working to resume it; then runs `arena train` under `accelerate launch`, one process
+per GPU, with a wall-clock budget of the session limit less a margin and less the time this kernel has run. The
+run folder lands in /kaggle/working/runs, which becomes this version's output. All training code lives in the
+package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for `arena kernel run-local`. Inputs are
+found in Kaggle's current mount layout and in the older one, as kernels/kernel.py finds them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STARTED = time.time()
+
+# Filled in by `arena kaggle train` from the config.
+COMPETITION = "__COMPETITION__"
+DATA_DATASET = "__DATA_DATASET__"
+WHEELS_DATASET = "__WHEELS_DATASET__"
+TRAIN_KERNEL = "__TRAIN_KERNEL__"  # this kernel's slug: a previous version's output is attached under it
+# The base weights: "models/<owner>/<model>/<framework>/<variation>/<version>" (a Kaggle model),
+# "datasets/<owner>/<slug>" (a dataset), a /kaggle/... path, or "" = as the config says (embedded).
+BASE_MODEL = "__BASE_MODEL__"
+# data.train: "competition:<file>" (the competition's own files), "sample" (generated here), or a file of the data
+# dataset; data.extra and data.teacher: files of the data dataset.
+TRAIN = "__TRAIN__"
+EXTRA = "__EXTRA__"
+TEACHER = "__TEACHER__"
+SESSION_HOURS = "__SESSION_HOURS__"
+MARGIN_HOURS = "__MARGIN_HOURS__"
+BUDGET_RECORD = "__BUDGET_RECORD__"  # the run folder's record of its stops for time
+BUDGET_EXIT = "__BUDGET_EXIT__"  # arena train's exit code after a stop for time (one process)
+
+ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
+INPUT = ROOT / "input"
+RUNS = ROOT / "working" / "runs"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+
+
+def fail(message: str) -> None:
+    sys.exit(f"kernel: FAILED: {message}")
+
+
+def attached() -> list[str]:
+    """What is mounted under /kaggle/input, down to the folders that name an input (for failure messages)."""
+    found = []
+    for top in sorted(INPUT.iterdir()) if INPUT.is_dir() else []:
+        if top.name == "competitions":
+            found += [f"competitions/{p.name}" for p in sorted(top.iterdir())]
+        elif top.name == "datasets":
+            found += [f"datasets/{o.name}/{p.name}" for o in sorted(top.iterdir()) for p in sorted(o.iterdir())]
+        elif top.name == "models":
+            found += [str(p.relative_to(INPUT)) for p in sorted(top.glob("*/*/*/*/*"))]
+        else:
+            found.append(top.name)
+    return found
+
+
+def find_input(name: str) -> Path:
+    """An attached competition or dataset: /kaggle/input/competitions/<name>, /kaggle/input/datasets/*/<name>,
+    or (the older layout) /kaggle/input/<name>."""
+    candidates = [INPUT / "competitions" / name, *sorted(INPUT.glob(f"datasets/*/{name}")), INPUT / name]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"input {name!r} not found under {INPUT}; attached: {attached() or 'nothing'}")
+
+
+def model_candidates(spec: str) -> list[Path]:
+    """Where a base model spec (see BASE_MODEL) may be mounted, current layout first, then the older one."""
+    parts = spec.strip("/").split("/")
+    if spec.startswith("/"):  # a path: as given, and the same model in the other layout
+        path = on_root(spec)
+        rel = path.relative_to(INPUT).parts if path.is_relative_to(INPUT) else ()
+        if len(rel) == 6 and rel[0] == "models":  # models/<owner>/<model>/<fw>/<var>/<ver> -> older layout
+            return [path, INPUT.joinpath(*rel[2:])]
+        if rel and rel[0] not in ("models", "datasets", "competitions"):  # older layout -> <kind>/<any owner>/...
+            return [path, *sorted(INPUT.glob("models/*/" + "/".join(rel))),
+                    *sorted(INPUT.glob("datasets/*/" + "/".join(rel)))]
+        return [path]
+    if parts[0] == "models" and len(parts) == 6:
+        owner, model, framework, variation, version = parts[1:]
+        return [INPUT.joinpath("models", owner, model, fw, variation, version) for fw in dict.fromkeys(
+                (framework.lower(), framework))] + [INPUT.joinpath(model, framework.lower(), variation, version)]
+    if parts[0] == "datasets" and len(parts) == 3:
+        return [INPUT / spec, INPUT / parts[2]]
+    return [INPUT / spec]
+
+
+def find_base_model(spec: str) -> Path:
+    candidates = model_candidates(spec)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    fail(f"base model {spec!r} not found (looked in {', '.join(map(str, candidates))}): attach it "
+         f"(kernel-metadata.json model_sources / dataset_sources); attached: {attached() or 'nothing'}")
+
+
+def on_root(path: str) -> Path:
+    """A /kaggle/... path from the config, moved under ROOT."""
+    path = Path(path)
+    return ROOT / path.relative_to("/kaggle") if path.is_relative_to("/kaggle") else INPUT / path
+
+
+def run(cmd: list, **kwargs) -> int:
+    print("kernel: $", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], **kwargs).returncode
+
+
+def gpu_count() -> int:
+    """GPUs as `nvidia-smi -L` lists them (none where it is absent, as in the local rehearsal)."""
+    try:
+        probe = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    except OSError:
+        return 0
+    return sum(line.startswith("GPU ") for line in probe.stdout.splitlines()) if probe.returncode == 0 else 0
+
+
+def previous_run() -> Path | None:
+    """The unfinished run folder in an attached previous version's output (runs/<run>/ with checkpoints)."""
+    roots = [p for p in INPUT.glob(f"**/{TRAIN_KERNEL}") if p.is_dir()]
+    runs = [r for root in roots for r in sorted((root / "runs").glob("*")) if (r / "config.yaml").is_file()]
+    unfinished = [r for r in runs if not (r / "adapter").exists() and (r / "checkpoints").is_dir()]
+    if len(runs) > len(unfinished):
+        print(f"kernel: the attached output holds a finished run ({[r.name for r in runs if r not in unfinished]}): "
+              f"nothing to resume", flush=True)
+    if len(unfinished) > 1:
+        fail(f"the attached output holds several unfinished runs: {[str(r) for r in unfinished]}")
+    return unfinished[0] if unfinished else None
+
+
+def stops_for_time(run_dir: Path) -> int:
+    record = run_dir / BUDGET_RECORD
+    return len(json.loads(record.read_text(encoding="utf-8"))["stops"]) if record.is_file() else 0
+
+
+def data_path(name: str) -> str:
+    if name.startswith("competition:"):
+        return str(find_input(COMPETITION) / name.removeprefix("competition:"))
+    return name if name == "sample" else str(find_input(DATA_DATASET) / name)
+
+
+def main() -> None:
+    wheels = find_input(WHEELS_DATASET)
+    if run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
+            "--disable-pip-version-check", "-r", wheels / "requirements.txt"]):
+        fail("pip install from the wheels dataset failed")
+    dataset = find_input(DATA_DATASET)
+    gpus = gpu_count()
+    # Two GPUs (T4x2): one process per GPU (DDP), each with its own model copy and its share of every batch.
+    launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
+              if gpus > 1 else [sys.executable, "-m", "arena.cli"])
+    cmd = [*launch, "train", "--config", dataset / "config.yaml"]
+    previous, stops_before = previous_run(), 0
+    if previous is not None:
+        stops_before = stops_for_time(previous)
+        # The input is read-only: the run continues in a copy, which becomes this version's output.
+        RUNS.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(previous, RUNS / previous.name)
+        print(f"kernel: resuming {previous.name} from the attached output {previous}", flush=True)
+        cmd += ["--resume", RUNS / previous.name]
+    overrides = [f"train.runs_dir={RUNS}", f"data.train={data_path(TRAIN)}",
+                 "data.extra=[" + ",".join(repr(data_path(f)) for f in EXTRA) + "]",
+                 "data.teacher=[" + ",".join(repr(data_path(f)) for f in TEACHER) + "]"]
+    if BASE_MODEL:
+        overrides.append(f"model.path={find_base_model(BASE_MODEL)}")
+    for override in overrides:
+        cmd += ["--set", override]
+    # The budget counts from this kernel's start (pip install and the copy above included).
+    hours = max(SESSION_HOURS - MARGIN_HOURS - (time.time() - STARTED) / 3600, 1e-6)
+    cmd += ["--max-wall-hours", f"{hours:.6g}"]
+    code = run(cmd, env={**os.environ, **OFFLINE})
+    runs = sorted(p for p in RUNS.glob("*") if (p / "config.yaml").is_file()) if RUNS.is_dir() else []
+    if len(runs) != 1:
+        fail(f"arena train exited {code} and left {len(runs)} run folders in {RUNS}")
+    finished = (runs[0] / "adapter").is_dir() and code == 0
+    stopped = stops_for_time(runs[0]) > stops_before and not (runs[0] / "adapter").exists()
+    if finished:
+        print(f"kernel: training finished: {runs[0]}; pull it with `arena kaggle pull`", flush=True)
+    elif stopped and code in (BUDGET_EXIT, 1):  # under accelerate launch the launcher exits 1 for any rank's 75
+        print(f"kernel: stopped for time (see {runs[0] / BUDGET_RECORD}); push the next version with "
+              f"`arena kaggle train --resume`", flush=True)
+    else:
+        fail(f"exit code {code} from arena train")
+
+
+if __name__ == "__main__":
+    main()

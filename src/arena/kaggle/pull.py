@@ -1,0 +1,122 @@
+"""`arena kaggle pull KERNEL [--version N]`: a training kernel's output (`kaggle kernels output`) brought into the
+runs folder as a run, checked like any run first (damaged or partial output named, nothing half-written): a
+finished run goes on to `arena package`, an unfinished one (stopped for time) is resumable."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from arena import budget
+from arena import config as config_mod
+from arena.errors import UserError
+from arena.kaggle.credentials import require_credentials
+from arena.kaggle.push import _kernel_state
+from arena.kaggle.remote import run_kaggle
+from arena.layout import RunFolder
+from arena.writes import atomic_folder, write_text
+
+SOURCE = "kaggle_source.json"  # in a pulled run folder: the kernel and version it came from
+KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]")
+
+
+def source(run_root: str | Path) -> dict | None:
+    """Where a pulled run came from ({"kernel", "version", "pulled"}), None for a run trained here."""
+    path = Path(run_root) / SOURCE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def run_problems(run: RunFolder) -> list[str]:
+    """What keeps a pulled run from being used: its config, and either a whole adapter and metrics (finished) or
+    a whole checkpoint to resume from (unfinished)."""
+    from arena.model import check_trained
+    from arena.train import last_complete_checkpoint
+
+    problems = []
+    try:
+        config_mod.load(run.config)
+    except UserError as exc:
+        problems += exc.problems
+    if run.adapter.exists():
+        problems += check_trained(run)
+        if not run.metrics.is_file():
+            problems.append(f"{run.metrics}: missing: the kernel ended before the run wrote its summary")
+    elif last_complete_checkpoint(run, quiet=True) is None:
+        problems.append(f"{run.root}: unfinished and without a whole checkpoint (partial output: the kernel ended "
+                        f"before its first complete save)")
+    return problems
+
+
+def _incomplete_checkpoints(run: RunFolder) -> list[str]:
+    from arena.train import last_complete_checkpoint
+
+    whole = last_complete_checkpoint(run, quiet=True)
+    newest = int(whole.name.split("-")[1]) if whole else -1
+    return sorted(p.name for p in run.checkpoints.glob("checkpoint-*")
+                  if p.name.split("-", 1)[1].isdigit() and int(p.name.split("-")[1]) > newest)
+
+
+def import_output(output: Path, kernel: str, version: int | None, runs_dir: str | Path) -> Path:
+    """The one run folder in a kernel's downloaded output, checked, copied into `runs_dir` (built aside, renamed
+    into place) with its SOURCE record; returns the new run folder."""
+    found = sorted(p.parent for p in Path(output).glob("**/config.yaml")
+                   if (p.parent / "checkpoints").is_dir() or (p.parent / "adapter").is_dir())
+    if not found:
+        listed = sorted(str(p.relative_to(output)) for p in Path(output).rglob("*") if p.is_file())[:10]
+        raise UserError(f"{kernel}: its output holds no run folder (runs/<run>/config.yaml with checkpoints/ or "
+                        f"adapter/); files: {listed or 'none'}")
+    if len(found) > 1:
+        raise UserError(f"{kernel}: its output holds several run folders: {[str(p.relative_to(output)) for p in found]}")
+    run = RunFolder(found[0])
+    problems = run_problems(run)
+    if problems:
+        raise UserError(problems=[f"{kernel} output: {p}" for p in problems])
+    runs = Path(runs_dir)
+    dest = runs / run.root.name
+    if dest.exists():  # a later version of the same run: never over the earlier pull
+        dest = runs / f"{run.root.name}-kaggle-v{version or 'latest'}"
+    with atomic_folder(dest, "pulled run") as staging:
+        shutil.copytree(run.root, staging, dirs_exist_ok=True)
+        write_text(staging / SOURCE, json.dumps({"kernel": kernel, "version": version,
+                                                 "pulled": datetime.now().isoformat(timespec="seconds")}, indent=2))
+    pulled = RunFolder(dest)
+    for name in _incomplete_checkpoints(pulled):
+        print(f"note: {name} is incomplete (the kernel was stopped while saving it); --resume sets it aside")
+    if pulled.adapter.exists():
+        print(f"pulled a finished run: {dest}\n  next: arena package --run {dest}")
+    else:
+        stops = budget.recorded_stops(dest)
+        where = (f"stopped for time after step {stops[-1]['step']} of {stops[-1]['max_steps']}" if stops
+                 else "unfinished")
+        print(f"pulled an unfinished run ({where}): {dest}\n  continue on Kaggle: arena kaggle train --resume "
+              f"(attaches the kernel's output)")
+    return dest
+
+
+def pull(kernel: str, version: int | None = None, runs_dir: str | Path = "runs") -> Path:
+    """`arena kaggle pull`: the kernel's output via `kaggle kernels output`, imported as a run."""
+    if not KERNEL_ID.fullmatch(kernel):
+        raise UserError(f"{kernel}: not a kernel id (owner/kernel-slug)")
+    if version is not None and version < 1:
+        raise UserError(f"--version {version}: kernel versions start at 1")
+    require_credentials()
+    state, _ = _kernel_state(kernel)
+    if state in ("running", "queued", "new"):
+        raise UserError(f"{kernel} is still {state}: pull it when it completes (kaggle kernels status {kernel})")
+    if version is not None:
+        # kaggle 2.2.4 accepts owner/slug/N but its output request carries no version: it returns the latest
+        # output. The version is recorded as named.
+        print(f"note: the kaggle CLI downloads the kernel's latest output; it is recorded as version {version}")
+    runs = Path(runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".kaggle-pull-", dir=runs) as tmp:
+        ref = kernel if version is None else f"{kernel}/{version}"
+        run_kaggle(["kernels", "output", ref, "-p", tmp, "--force", "-q"])  # judged: a failure raises
+        return import_output(Path(tmp), kernel, version, runs)
