@@ -1,6 +1,7 @@
-"""A prediction that always finishes and always scores: the deadline and time-aware swap TTA (arena.budget.inference), rows
-without finite logits filled in, identical responses set to a tie."""
+"""A prediction that always finishes and always scores: the deadline and time-aware swap TTA
+(arena.budget.inference), rows without finite logits filled in, identical responses set to a tie."""
 
+import json
 import pickle
 import time
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from arena import data, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS
+from arena.layout import LABEL_COLUMNS, RunFolder
 
 
 def test_deadline_from_epoch_iso_time_or_budget_and_clear_errors():
@@ -72,6 +73,9 @@ def test_rows_without_finite_logits_take_the_other_order_else_the_prior():
     np.testing.assert_allclose(probs[1], predict.softmax(np.array([[2.0, 0.0, 0.0]]))[0])  # swapped back
     np.testing.assert_allclose(probs[3], predict.softmax(plain[3:])[0])
     np.testing.assert_allclose(probs[2], probs[[0, 1, 3]].mean(axis=0))  # the prior of the other rows
+    trained, _ = predict.probabilities(plain, swapped, "prob", prior=[0.25, 0.25, 0.5])  # the run's, in head.json
+    np.testing.assert_allclose(trained[2], [0.25, 0.25, 0.5])
+    np.testing.assert_allclose(trained[[0, 1, 3]], probs[[0, 1, 3]])
     nothing, counts = predict.probabilities(np.full((2, 3), np.nan), None, "prob")
     np.testing.assert_allclose(nothing, 1 / 3)
     assert counts["prior"] == 2
@@ -121,6 +125,10 @@ def test_nan_logits_still_give_a_valid_submission_with_the_counts_printed(tiny_r
     assert "non-finite logits in 8 row(s) of the plain order and 4 of the swapped order: 4 took the swapped " \
            "order's prediction" in out
     assert "4 row(s) have no finite prediction in either order" in out
+    prior = json.loads(RunFolder(tiny_run).head.read_text())["class_prior"]  # the training rows' class frequencies
+    assert abs(sum(prior) - 1) < 1e-6
+    took_prior = np.isclose(sub[LABEL_COLUMNS].to_numpy(), prior, atol=1e-6).all(axis=1).sum()
+    assert 1 <= took_prior <= 4  # the 4 rows without a prediction, less any identical pair set to a tie
 
 
 def test_identical_responses_are_found_after_whitespace_normalisation_and_set_to_a_tie(tiny_run, test_csv, tmp_path,

@@ -465,13 +465,16 @@ HEAD_FORMAT = 2
 
 
 def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, feature_scaler: dict | None = None,
-                 state_dict: dict | None = None) -> None:
-    """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape and feature scaling.
-    `state_dict`: the model's full weights where the model itself holds only a shard (FSDP)."""
+                 state_dict: dict | None = None, class_prior=None) -> None:
+    """Adapter + head (peft modules_to_save) + tokenizer, and head.json: the head's shape, feature scaling and the
+    training rows' class prior (what predict gives a row without finite logits). `state_dict`: the model's full
+    weights where the model itself holds only a shard (FSDP)."""
     run.adapter.mkdir(parents=True, exist_ok=False)
     model.save_pretrained(run.adapter, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(run.adapter)
     head = {"format": HEAD_FORMAT, "bias": bias is not None, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
+    if class_prior is not None:
+        head["class_prior"] = [float(p) for p in class_prior]
     run.head.write_text(json.dumps(head, indent=1))
 
 
@@ -559,6 +562,10 @@ def _head_problems(run: RunFolder, head) -> list[str]:
         problems.append(f"{run.head}: bias is {head['bias']!r}, expected true or false")
     if "num_labels" in head and head["num_labels"] != NUM_LABELS:
         problems.append(f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}")
+    prior = head.get("class_prior")
+    if prior is not None and not (isinstance(prior, list) and len(prior) == NUM_LABELS
+                                  and all(isinstance(p, (int, float)) and p >= 0 for p in prior) and sum(prior) > 0):
+        problems.append(f"{run.head}: class_prior is {prior!r}, expected {NUM_LABELS} non-negative numbers")
     scaler = head.get("feature_scaler")
     if scaler is not None:
         lengths = {len(scaler.get(k) or []) for k in ("names", "mean", "std")} if isinstance(scaler, dict) else {0}

@@ -211,12 +211,13 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     return whole[0], (whole[1] if len(views) > 1 else None), reports
 
 
-def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str) -> tuple[np.ndarray, dict]:
+def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str,
+                  prior=None) -> tuple[np.ndarray, dict]:
     """Probabilities of every row from its plain and swapped logits (NaN: not predicted), and the counts of each
     case. A row with finite logits in both orders averages them (swap TTA); one finite order alone is taken as
-    it is; a row with neither (non-finite logits, or a pass that never reached it) takes the class prior of this
-    prediction: the mean probability of the rows that have one (uniform when none has), so the submission is
-    always valid."""
+    it is; a row with neither (non-finite logits, or a pass that never reached it) takes `prior`, the run's
+    training class prior (head.json), else (runs saved before it was stored) the mean probability of the rows that
+    have one, else uniform: the submission is always valid."""
     plain_ok = np.isfinite(plain).all(axis=1)
     swapped_ok = np.isfinite(swapped).all(axis=1) if swapped is not None else np.zeros(len(plain), dtype=bool)
     probs = np.full((len(plain), 3), np.nan)
@@ -227,7 +228,11 @@ def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str) -> tu
     if only_swapped.any():
         probs[only_swapped] = softmax(swap_classes(swapped[only_swapped]))
     neither = ~(plain_ok | swapped_ok)
-    probs[neither] = probs[~neither].mean(axis=0) if (~neither).any() else np.full(3, 1 / 3)
+    if prior is not None:
+        fallback = np.asarray(prior, dtype=float) / np.sum(prior)
+    else:
+        fallback = probs[~neither].mean(axis=0) if (~neither).any() else np.full(3, 1 / 3)
+    probs[neither] = fallback
     return probs, {"tta": int(both.sum()), "plain_only": int(only_plain.sum()), "swapped_only": int(only_swapped.sum()),
                    "prior": int(neither.sum())}
 
@@ -301,7 +306,8 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     if problems:
         raise UserError(problems=problems)
     tta = cfg.infer.tta if tta is None else tta
-    scaler = model_mod.read_head(run).get("feature_scaler")
+    head = model_mod.read_head(run)
+    scaler = head.get("feature_scaler")
     tokenizer = model_mod.load_tokenizer(run.adapter)
     max_length = cfg.infer.max_length
     budget_problem = prompts.budget_problem(tokenizer, cfg.prompt, cfg.model.family, max_length)
@@ -320,7 +326,7 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
     plain, swapped, reports = merged
     if logits_file and known is None:
         write_logits(logits_file, df["id"], plain, swapped)
-    probs, counts = probabilities(plain, swapped, cfg.infer.tta_average)
+    probs, counts = probabilities(plain, swapped, cfg.infer.tta_average, head.get("class_prior"))
     report_budget(reports, counts, len(df), tta, until)
     if cal is not None:
         probs = cal[0].apply(probs)
@@ -390,7 +396,7 @@ def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: f
               + f": {counts['swapped_only']} took the swapped order's prediction, the rest as below", flush=True)
     if counts["prior"]:
         print(f"WARNING: {counts['prior']} row(s) have no finite prediction in either order (non-finite logits, "
-              f"or not reached in time): they take the class prior of the other rows", flush=True)
+              f"or not reached in time): they take the run's class prior", flush=True)
     if deadline is not None:
         print(f"time left before the deadline: {deadline - time.time():.0f} s "
               f"(finish reserve {budget.FINISH_RESERVE_S:.0f} s)", flush=True)

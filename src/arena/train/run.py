@@ -313,7 +313,7 @@ def save_adapter(cfg: Config, run: RunFolder, built: Built, split: Split, traine
     state_dict = trainer.accelerator.get_state_dict(trainer.model) if built.runtime.sharded else None
     if trainer.is_world_process_zero():
         model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior),
-                               built.scaler, state_dict=state_dict)
+                               built.scaler, state_dict=state_dict, class_prior=split.prior)
 
 
 def finish(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
