@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from arena import config as config_mod
-from arena import metrics
+from arena import data, metrics
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder
@@ -36,7 +36,10 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origi
                      "log_loss_tta": summary["val_log_loss_tta"], "accuracy": summary["val_accuracy_tta"],
                      "prior": summary["prior_log_loss"], "minutes": summary["total_wall_seconds"] / 60,
                      "run": run.root.name})
-        oof.append(pd.read_csv(run.val_predictions, dtype={"id": str}))
+        fold_oof = data.read_table(run.val_predictions, "validation predictions")  # ids as written ("NA" too)
+        numbers = [*LABEL_COLUMNS, *TRUE_COLUMNS]
+        fold_oof[numbers] = fold_oof[numbers].astype(float)
+        oof.append(fold_oof)
     oof_df = pd.concat(oof, ignore_index=True)
     with atomic_file(cv.oof_predictions) as tmp:
         oof_df.to_csv(tmp, index=False)
