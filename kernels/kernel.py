@@ -4,14 +4,11 @@ It only sets paths: it installs the `arena` package (and the pinned wheels Kaggl
 attached wheels dataset, offline, then runs `arena predict` on the competition's test.csv: under `accelerate
 launch` with one process per GPU when the machine has several, as one process otherwise. All inference
 code lives in the package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local
-rehearsal, `arena kernel run-local`. It first checks the GPUs (on Kaggle: stops at once on the wrong machine)
-and gives `arena predict` its start time: the deadline is kaggle.time_limit_hours less a margin after it.
-ARENA_KERNEL_PROCESSES in the rehearsal sets the number of processes (else one per GPU
-that `nvidia-smi -L` lists) and ARENA_KERNEL_PORT the port they meet on.
-
-Inputs are found in Kaggle's current layout (/kaggle/input/competitions/<slug>, /kaggle/input/datasets/<owner>/
-<slug>, /kaggle/input/models/<owner>/<model>/<framework>/<variation>/<version>) and in the older one
-(/kaggle/input/<slug>, /kaggle/input/<model>/<framework>/<variation>/<version>).
+rehearsal, `arena kernel run-local`, where ARENA_KERNEL_PROCESSES sets the processes (else one per listed GPU)
+and ARENA_KERNEL_PORT their port. It first checks the GPUs (on Kaggle: stops at once on the wrong machine) and
+gives `arena predict` its start time: the deadline is kaggle.time_limit_hours less a margin after it.
+Inputs are found in Kaggle's current layout (input/competitions/<slug>, input/datasets/<owner>/<slug>,
+input/models/<owner>/<model>/<framework>/<variation>/<version>) and the older one (input/<slug>, input/<model>/...).
 """
 
 import os
@@ -151,8 +148,7 @@ def launch_line(gpus: int) -> list:
 
 
 def main() -> None:
-    listed = list_gpus()
-    check_machine(listed)
+    check_machine(listed := list_gpus())
     if PUSH_ID:
         SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
         (SUBMISSION.parent / "arena-push.txt").write_text(PUSH_ID + "\n")
