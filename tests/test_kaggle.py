@@ -13,7 +13,7 @@ from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
 from arena.kaggle import push as push_mod
-from arena.layout import LABEL_COLUMNS, Bundle
+from arena.layout import LABEL_COLUMNS, Bundle, RunFolder
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
@@ -42,14 +42,21 @@ def fake_run(tmp_path, tiny_run):
     return run
 
 
-def _fake_bundle(root: Path, cfg, user: str = credentials.PLACEHOLDER_USER, projection: dict | None = None) -> Path:
+def _fake_bundle(root: Path, cfg, user: str = credentials.PLACEHOLDER_USER, projection: dict | None = None,
+                 adapter: Path | None = None) -> Path:
+    """A bundle's layout without building one (no wheelhouse download); with `adapter` (a trained run's) it is
+    whole enough for every check `arena push --bundle` makes."""
     bundle = Bundle(root / "bundle")
     for part in Bundle.PARTS:
         (bundle.root / part).mkdir(parents=True)
-    bundle.run.adapter.mkdir()
+    if adapter is None:
+        bundle.run.adapter.mkdir()
+    else:
+        shutil.copytree(adapter, bundle.run.adapter)
     config.dump(cfg, bundle.run.config)
     for wheel in ("arena-0.1.0-py3-none-any.whl", "transformers-5.23.0-py3-none-any.whl"):
         (bundle.wheels / wheel).write_bytes(b"")
+    bundle.wheel_requirements.write_text("arena==0.1.0\ntransformers==5.23.0\n")
     bundle_mod.write_metadata(bundle, cfg, user)
     bundle.kernel_script.write_text(bundle_mod.render_kernel_script(cfg))
     pf = projection or preflight.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
@@ -202,8 +209,8 @@ def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_cre
     assert not (tmp_path / "data").exists()
 
 
-def test_dry_run_prints_every_command_and_runs_none(tmp_path, no_credentials, no_subprocess, capsys):
-    bundle = _fake_bundle(tmp_path, _cfg())
+def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_credentials, no_subprocess, capsys):
+    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
     assert push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
     out = capsys.readouterr().out
     user = credentials.PLACEHOLDER_USER
@@ -236,12 +243,12 @@ def test_dry_run_without_bundle_projects_from_the_run(fake_run, tmp_path, no_cre
     assert not list(fake_run.glob("kaggle-bundle-*"))
 
 
-def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path, no_credentials, capsys):
+def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path, tiny_run, no_credentials, capsys):
     no_credentials.mkdir()
     secret = "0123456789abcdef-SECRET"
     (no_credentials / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
     os.chmod(no_credentials / "kaggle.json", 0o644)
-    bundle = _fake_bundle(tmp_path, _cfg())  # packaged without credentials: placeholder user
+    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)  # placeholder user
 
     push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
     dry = capsys.readouterr()
@@ -251,10 +258,10 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
     assert remote.redact(f"key={secret}") == "key=***"  # what run_kaggle does to every output it echoes
 
 
-def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, no_credentials, monkeypatch):
+def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, tiny_run, no_credentials, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "k")
-    bundle = _fake_bundle(tmp_path, _cfg())
+    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
     (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").unlink()
     monkeypatch.setattr(remote.subprocess, "run", lambda *a, **k: pytest.fail("kaggle was called"))
     with pytest.raises(UserError, match="no-wheels"):

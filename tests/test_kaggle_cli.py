@@ -32,7 +32,7 @@ def run_and_bundle(tmp_path, tiny_run):
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
     cfg = _cfg(base_model_source=GEMMA)
     config.dump(cfg, run / "config.yaml")
-    return run, _fake_bundle(tmp_path, cfg)
+    return run, _fake_bundle(tmp_path, cfg, adapter=RunFolder(tiny_run).adapter)
 
 
 def _push(run: Path, bundle: Path, *extra: str) -> int:
