@@ -275,7 +275,8 @@ def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
     for row in collect(runs_dir):
         by_name.setdefault(Path(row["path"]).name, row["path"])
     lines = []
-    for sub in sorted(submissions, key=lambda s: s["date"]):
+    # oldest first; submissions of the same second in the order Kaggle numbered them
+    for sub in sorted(submissions, key=lambda s: (s["date"], int(s["ref"]) if str(s["ref"]).isdigit() else 0)):
         path = by_name.get(sub["run"])
         if path is None:
             lines.append(f"skipped: submission {sub['ref']} names run {sub['run']}, not under {runs_dir}")
