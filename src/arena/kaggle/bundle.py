@@ -57,7 +57,9 @@ def kernel_base_model(cfg: Config, merged: bool = False) -> str:
     k = cfg.kaggle
     if k.base_model_kernel_path:
         return k.base_model_kernel_path
-    return f"models/{k.base_model_source}" if k.base_model_source else f"datasets/{k.base_model_dataset}"
+    if k.base_model_source:
+        return f"models/{k.base_model_source}"
+    return f"datasets/{k.base_model_dataset}" if k.base_model_dataset else ""
 
 
 def _dataset_metadata(title: str, user: str, slug: str) -> dict:
@@ -91,15 +93,15 @@ def kernel_metadata(cfg: Config, user: str, members: list[Config] = (), versions
     return {key: values.get(value, value) if isinstance(value, str) else value for key, value in template.items()}
 
 
-def render_kernel_script(cfg: Config, members: list[list] = ()) -> str:
-    """kernel.py for a run, or for an ensemble whose `members` the kernel predicts with in turn
-    (ensemble.kernel_members)."""
+def render_kernel_script(cfg: Config, members: list[list] = (), merged: bool = False) -> str:
+    """kernel.py for a run (`merged`: a model folder from `arena merge`, which carries its own weights), or for an
+    ensemble whose `members` the kernel predicts with in turn (ensemble.kernel_members)."""
     values = {
         "MEMBERS": list(members),
         "COMPETITION": cfg.kaggle.competition,
         "ADAPTER_DATASET": cfg.kaggle.adapter_dataset_slug,
         "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
-        "BASE_MODEL": kernel_base_model(cfg),
+        "BASE_MODEL": kernel_base_model(cfg, merged),
         "TTA": cfg.infer.tta,
     }
     return fill_template(TEMPLATES / KERNEL_FILE, values)
@@ -167,7 +169,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
             raise UserError(problems=problems)
         write_wheelhouse(build, cfg, wheels)
         build.kernel.mkdir()
-        build.kernel_script.write_text(render_kernel_script(cfg), encoding="utf-8")
+        build.kernel_script.write_text(render_kernel_script(cfg, merged=run.is_merged()), encoding="utf-8")
         write_metadata(build, cfg, user)
         pf = preflight_mod.preflight(build.run, cfg, test_csv)
         write_json(build.preflight, pf)
