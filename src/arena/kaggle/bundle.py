@@ -107,9 +107,21 @@ def render_kernel_script(cfg: Config, members: list[list] = (), merged: bool = F
     return fill_template(TEMPLATES / KERNEL_FILE, values)
 
 
+INCLUDE = re.compile(r"^# @include (\S+).*$", re.M)
+INCLUDED_FROM = "# ---- from here on, inserted into the kernel ----\n"
+
+
+def _included(match: re.Match) -> str:
+    """The part of kernels/<name> that a template's `# @include <name>` line stands for (a Kaggle script kernel
+    is one file, so the kernels share code by inclusion when they are rendered)."""
+    text = (TEMPLATES / match.group(1)).read_text(encoding="utf-8")
+    return text.split(INCLUDED_FROM, 1)[1].rstrip("\n")
+
+
 def fill_template(template: Path, values: dict) -> str:
-    """A kernel template with each `"__KEY__"` replaced by the Python literal of values[KEY]; all must be filled."""
-    text = template.read_text(encoding="utf-8")
+    """A kernel template with its `# @include` lines expanded and each `"__KEY__"` replaced by the Python literal
+    of values[KEY]; all must be filled."""
+    text = INCLUDE.sub(_included, template.read_text(encoding="utf-8"))
     for key, value in values.items():
         text = text.replace(f'"__{key}__"', repr(value))
     left = re.findall(r'"__[A-Z_]+__"', text)
