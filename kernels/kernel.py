@@ -33,8 +33,9 @@ PUSH_ID = ""
 # (one process each, so GPU memory is freed between them) and blended by `arena kernel blend`; [] = one run.
 MEMBERS = "__MEMBERS__"
 
-# What the bundle is built for: kernel-metadata.json's machine_shape (a test keeps them equal) -> the GPUs it gives.
-MACHINE_SHAPE, MACHINES = "NvidiaTeslaT4", {"NvidiaTeslaT4": ("Tesla T4", 2)}
+# What the bundle is built for (arena.hardware's Kaggle profile): kernel-metadata.json's machine_shape -> its GPUs.
+MACHINE_SHAPE = "__MACHINE_SHAPE__"
+MACHINES = "__MACHINES__"
 
 ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
 INPUT = ROOT / "input"

@@ -34,6 +34,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config key, e.g. --set train.epochs=2 (repeatable)")
 
 
+def _add_hardware_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hardware", default=None, choices=["cpu", "t4x2", "a100", "h100"], metavar="PROFILE",
+                   help="take every device decision as this machine would (cpu, t4x2, a100, h100) and run them "
+                        "here: on a machine without that GPU, on the CPU (float16 where the profile decides it)")
+
+
 def _add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=True,
                    help=f"apply {what} (default); --no-calibration leaves predictions raw")
@@ -189,15 +195,20 @@ def cmd_merge(args) -> int:
 
 def cmd_plan(args) -> int:
     from arena import planner
+    from arena.errors import UserError
     from arena.kaggle import preflight, sessions
 
     cfg = _load_config(args)
-    gpus = args.gpus if args.gpus is not None else 2 if args.gpu == "t4" else 1
-    print(planner.format_memory_plan(planner.memory_plan(cfg, args.gpu, gpus, sharded=args.fsdp)))
+    gpu, default_gpus = planner.GPUS_OF_GPU[args.gpu]
+    if args.hardware:
+        if args.hardware not in planner.PROFILE_GPUS:
+            raise UserError(f"--hardware {args.hardware}: a plan is for a GPU ({', '.join(planner.PROFILE_GPUS)})")
+        gpu, default_gpus = planner.PROFILE_GPUS[args.hardware]
+    gpus = args.gpus if args.gpus is not None else default_gpus
+    print(planner.format_memory_plan(planner.memory_plan(cfg, gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
-    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, args.gpu, gpus,
-                                                                   args.test_csv)))
-    print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, args.gpu, gpus)))
+    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, gpu, gpus, args.test_csv)))
+    print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, gpu, gpus)))
     return 0
 
 
@@ -225,8 +236,13 @@ def cmd_kernel_blend(args) -> int:
 def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 
+    processes = args.processes
+    if processes is None:  # one per GPU of the profile (t4x2: 2, as the kernel launches on Kaggle)
+        from arena import hardware
+
+        processes = hardware.current().processes() if args.hardware else 1
     rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
-                        processes=args.processes, previous_output=args.previous_output)
+                        processes=processes, previous_output=args.previous_output)
     return 0
 
 
@@ -285,12 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wall-hours", type=float, default=None, metavar="H",
                    help="wall-clock budget of this process (train.max_wall_hours): stop after the last step that "
                         "leaves time to save a whole checkpoint, then exit 75; --resume continues")
+    _add_hardware_flag(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
     _add_config_args(p)
     p.add_argument("--folds", type=at_least(2), default=5)
     p.add_argument("--only", help="comma-separated fold indices to train, e.g. 0,2")
+    _add_hardware_flag(p)
     p.set_defaults(func=cmd_cv)
 
     p = sub.add_parser("predict", help="predict a CSV with a trained run; writes a validated submission")
@@ -312,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of predicting them again (then only the swapped order runs)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
+    _add_hardware_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("blend", help="blend several runs' predictions with weights fit on OOF log loss")
@@ -334,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fsdp", action="store_true", help="weights and optimizer state sharded over the GPUs (FSDP)")
     p.add_argument("--test-csv", default=None, help="rows whose token lengths the time projections use (training: "
                                                     "only where data.train is not on disk)")
+    _add_hardware_flag(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("calibrate", help="fit a temperature and class biases on validation/OOF predictions "
@@ -395,8 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["current", "old"], default="current",
                    help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
                         "or old (/kaggle/input/<slug>)")
-    p.add_argument("--processes", type=int, default=1,
-                   help="run the kernel's own `accelerate launch` line with this many CPU processes (2: as on T4x2)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="run the kernel's own `accelerate launch` line with this many CPU processes (2: as on T4x2; "
+                        "default: one per GPU of --hardware, else 1)")
+    _add_hardware_flag(p)
     p.set_defaults(func=cmd_kernel_run_local)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
     p.add_argument("dataset", help="the ensemble bundle's adapter dataset (holds the weights)")
@@ -447,6 +469,9 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
+    from arena.quiet import quiet_libraries
+
+    quiet_libraries()  # before any command imports bitsandbytes, which warns on import
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (exit 2, after argparse's message) or --help (0)
@@ -459,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
         from arena.versions import check_torch
 
         check_torch()  # before any command imports transformers, which would disable an older torch unannounced
+        if getattr(args, "hardware", None):
+            from arena import hardware
+
+            hardware.use_profile(args.hardware)  # also for the processes the command starts
         return args.func(args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -4,7 +4,6 @@ features); its quantization, adapters (LoRA / prompt tuning), per-device dtype a
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -12,44 +11,31 @@ from pathlib import Path
 
 import torch
 
+from arena import hardware as hardware_mod
+from arena import quiet
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
+from arena.hardware import Hardware
 from arena.layout import RunFolder
 
 NUM_LABELS = 3
 
 
-class DropMessage(logging.Filter):
-    """Drops one library log message (by its start) and lets every other record of that logger through."""
-
-    def __init__(self, start: str):
-        super().__init__()
-        self.start = start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(self.start)
-
-
-# On a CPU with AVX512-BF16, importing bitsandbytes tries to fetch a fused 4-bit kernel from the hub through the
-# `kernels` package and warns when it cannot. arena runs offline and keeps that packing off (use_one_4bit_kernel),
-# so the warning is noise; the filter sits on that one logger, for that one message.
-BNB_KERNELS_NOISE = "Failed to load CPU gemm_4bit_forward from kernels-community"
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(DropMessage(BNB_KERNELS_NOISE))
-
-
 @dataclass
 class Runtime:
-    """Where and how the model runs, derived once from the config and the machine."""
+    """Where and how the model runs, derived once from the config and the Hardware."""
 
-    device: str  # "cpu" | "cuda"
+    device: str  # where tensors live: "cpu" | "cuda"
     dtype: torch.dtype  # compute dtype (bnb compute dtype, activations, and non-quantized weights)
     gradient_checkpointing: bool
     # FSDP under `accelerate launch` (configs/accelerate/fsdp-*.yaml): the weights are sharded across processes.
     sharded: bool = False
+    hardware: Hardware = hardware_mod.CPU  # what the decisions were taken for
 
     @property
     def fp16(self) -> bool:
+        """The Trainer's fp16 mixed precision (a grad scaler and autocast): a CUDA-only path in accelerate."""
         return self.device == "cuda" and self.dtype == torch.float16
 
     @property
@@ -65,6 +51,8 @@ FP16_OVERFLOWS = {
     "phi": (frozenset({"sdpa"}), "Phi's eager attention multiplies queries and keys in float16 before scaling "
                                  "(transformers PR #28163)"),
 }
+# bitsandbytes' 8-bit matmul casts its inputs to float16 whatever the compute dtype (MatMul8bitLt).
+INT8_CASTS_TO_FP16 = "bitsandbytes' int8 matmul casts activations to float16 whatever the compute dtype"
 
 
 def fp16_overflow(model_type: str, attention: str) -> str | None:
@@ -73,50 +61,91 @@ def fp16_overflow(model_type: str, attention: str) -> str | None:
     return None if why is None or attention in safe else why
 
 
-def compute_dtype_problems(cfg: Config, hf_config) -> list[str]:
-    """model.compute_dtype float16 asked for a model that overflows in it (checked from config.json, before the
-    weights load)."""
-    why = fp16_overflow(hf_config.model_type, attn_implementation(cfg, hf_config.model_type))
-    if cfg.model.compute_dtype != "float16" or why is None:
+def compute_dtype_problems(cfg: Config, hf_config, hardware: Hardware | None = None) -> list[str]:
+    """Settings under which a model that overflows in float16 would compute in float16, checked from config.json
+    before the weights load: model.compute_dtype float16, or int8 weights (which cast to float16) on a machine
+    without bf16."""
+    attention = attn_implementation(cfg, hf_config.model_type)
+    why = fp16_overflow(hf_config.model_type, attention)
+    if why is None:
         return []
-    return [f"model.compute_dtype: float16 overflows on {hf_config.model_type} with "
-            f"{attn_implementation(cfg, hf_config.model_type)} attention: {why}; use float32, bfloat16 where the GPU "
-            f"has it, or auto (which picks one of them)"]
+    hw = hardware or hardware_mod.current()
+    what = f"{hf_config.model_type} with {attention} attention: {why}"
+    problems = []
+    if cfg.model.compute_dtype == "float16":
+        problems.append(f"model.compute_dtype: float16 overflows on {what}; use float32, bfloat16 where the GPU "
+                        f"has it, or auto (which picks one of them)")
+    if hw.is_gpu and not hw.bf16:
+        for key, quantization in (("model.quantization", cfg.model.quantization),
+                                  ("infer.quantization", cfg.infer.quantization)):
+            if quantization == "int8":
+                problems.append(f"{key}: int8 on {hw.describe()} computes in float16 ({INT8_CASTS_TO_FP16}), which "
+                                f"overflows on {what}; use nf4 or none (float32 there)")
+    return problems
 
 
-def runtime_for(cfg: Config, model_path: str | Path | None = None) -> Runtime:
-    """Device, compute dtype and checkpointing for this config on this machine. compute_dtype auto: float32 on
-    CPU, bfloat16 on Ampere and newer, float16 before (T4), except for a model that overflows in float16, which
-    gets float32 there (its config.json, at `model_path` or model.path, is read only then)."""
-    device = cfg.model.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and not torch.cuda.is_available():
-        raise UserError("model.device: cuda requested but no CUDA device is available")
+def device_for(cfg: Config, hardware: Hardware | None = None) -> str:
+    """Where this config's tensors live on this machine ("cpu" | "cuda"): no model files are read."""
+    return _hardware_for(cfg, hardware).device
+
+
+def _hardware_for(cfg: Config, hardware: Hardware | None) -> Hardware:
+    hw = hardware or hardware_mod.current()
+    if cfg.model.device == "cpu":
+        return hardware_mod.CPU
+    if cfg.model.device == "cuda" and not hw.is_gpu:
+        raise UserError("model.device: cuda requested but no CUDA device is available (a GPU profile: --hardware)")
+    return hw
+
+
+def runtime_for(cfg: Config, hf_config=None, hardware: Hardware | None = None) -> Runtime:
+    """Device, compute dtype and checkpointing for this config on this Hardware (the detected machine or the
+    profile named by --hardware). compute_dtype auto: float32 on CPU, bfloat16 on Ampere and newer, float16
+    before (T4), except for a model that overflows in float16, which gets float32 there. `hf_config`: the
+    config.json of the model that will load (read from model.path when the choice needs it and none is given)."""
+    hw = _hardware_for(cfg, hardware)
+    dtype = compute_dtype(cfg, hw, hf_config)
+    checkpointing = {"on": True, "off": False, "auto": hw.is_gpu}[cfg.model.gradient_checkpointing]
+    sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    rt = Runtime(device=hw.device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded, hardware=hw)
+    if hw.simulated:
+        _say_once(f"hardware: decisions of profile {hw.describe()}: compute dtype "
+                  f"{str(dtype).removeprefix('torch.')}, gradient checkpointing {'on' if checkpointing else 'off'}"
+                  f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}")
+    return rt
+
+
+def compute_dtype(cfg: Config, hw: Hardware, hf_config=None) -> torch.dtype:
+    """model.compute_dtype, or auto's choice for `hw` (the planner's too)."""
     if cfg.model.compute_dtype != "auto":
-        dtype = getattr(torch, cfg.model.compute_dtype)
-    elif device == "cpu":
-        dtype = torch.float32
-    elif torch.cuda.is_bf16_supported(including_emulation=False):
-        dtype = torch.bfloat16  # Ampere and newer
-    else:
+        return getattr(torch, cfg.model.compute_dtype)
+    if not hw.is_gpu or hw.bf16:
+        return hw.auto_compute_dtype(False)
+    if hf_config is None:
         from transformers import AutoConfig
 
-        model_type = AutoConfig.from_pretrained(resolve_model_path(str(model_path or cfg.model.path))).model_type
-        overflows = fp16_overflow(model_type, attn_implementation(cfg, model_type))
-        dtype = torch.float32 if overflows else torch.float16  # T4 / pre-Ampere: no bf16
-    checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[cfg.model.gradient_checkpointing]
-    sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-    return Runtime(device=device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded)
+        hf_config = AutoConfig.from_pretrained(resolve_model_path(str(cfg.model.path)))
+    overflows = fp16_overflow(hf_config.model_type, attn_implementation(cfg, hf_config.model_type))
+    return hw.auto_compute_dtype(overflows is not None)
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        print(message, flush=True)
 
 
 def autocast(device: str, dtype: torch.dtype):
-    """The context an inference or evaluation forward runs in: on CUDA, torch.autocast at the compute dtype
-    (without it peft's 4-bit LoRA layers run the adapter in float32); elsewhere nothing."""
+    """The context an inference or evaluation forward runs in: torch.autocast at a float16/bfloat16 compute dtype
+    (on CUDA; on the CPU too, where a GPU profile decided it), else nothing. Without it peft's 4-bit LoRA layers
+    run the adapter in float32."""
     import contextlib
 
-    if str(device).startswith("cuda") and dtype in (torch.float16, torch.bfloat16):
-        return torch.autocast(device_type="cuda", dtype=dtype)
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(device_type="cuda" if str(device).startswith("cuda") else "cpu", dtype=dtype)
     return contextlib.nullcontext()
 
 
@@ -133,7 +162,7 @@ def cuda_device_index() -> int:
     anything is placed, since bitsandbytes quantizes onto torch.cuda.current_device() (under FSDP no device_map
     says otherwise, and every rank would load onto GPU 0)."""
     index = int(os.environ.get("LOCAL_RANK", 0))
-    torch.cuda.set_device(index)
+    hardware_mod.select_gpu(index)
     return index
 
 
@@ -320,9 +349,10 @@ def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: 
         attn_implementation=attn_implementation(cfg, hf_config.model_type),
         quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype, rt.sharded),
     )
-    problems = compute_dtype_problems(cfg, hf_config)
+    problems = compute_dtype_problems(cfg, hf_config, rt.hardware)
     if problems:
         raise UserError(problems=problems)
+    quiet.quiet_libraries()
     if rt.device == "cuda":
         index = cuda_device_index()
         if not rt.sharded:
@@ -643,9 +673,12 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     """A trained run's model for inference: (PeftModel over a PreferenceModel, or the PreferenceModel of a merged
     folder, tokenizer, runtime)."""
     from peft import PeftModel
+    from transformers import AutoConfig
 
     head = read_head(run)
-    rt = runtime_for(cfg, run.adapter if run.is_merged() else base_model)
+    # the model that loads decides float16 or float32 on a GPU without bf16: never the training machine's folder
+    weights = run.adapter if run.is_merged() else (base_model or cfg.model.path)
+    rt = runtime_for(cfg, AutoConfig.from_pretrained(resolve_model_path(str(weights))))
     # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * NUM_LABELS if head["bias"] else None
     scaler = head.get("feature_scaler")

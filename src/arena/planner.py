@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,24 +19,16 @@ import torch
 from arena import config as config_mod
 from arena.config import Config
 from arena.errors import UserError
+from arena.hardware import PROFILES, Hardware
 
 GIB = 2**30
 
 
-@dataclass(frozen=True)
-class GPU:
-    name: str
-    memory_gib: float  # what a process can allocate
-    tensor_tflops: float  # dense fp16/bf16 tensor-core peak
-    bandwidth_gb_s: float
-    bf16: bool
-
-
-GPUS = {
-    "t4": GPU("NVIDIA T4 (Kaggle)", 15.0, 65.0, 320.0, bf16=False),
-    "a100": GPU("NVIDIA A100 80GB", 80.0, 312.0, 2039.0, bf16=True),
-    "h100": GPU("NVIDIA H100 80GB SXM", 80.0, 989.0, 3350.0, bf16=True),
-}
+# The GPUs a plan is made for (`--gpu`): the hardware profiles' figures, by card.
+GPUS = {"t4": PROFILES["t4x2"], "a100": PROFILES["a100"], "h100": PROFILES["h100"]}
+# `--hardware PROFILE` -> (--gpu, --gpus)
+PROFILE_GPUS = {name: (gpu, hw.gpus) for gpu, hw in GPUS.items() for name in PROFILES if PROFILES[name] is hw}
+GPUS_OF_GPU = {gpu: (gpu, hw.gpus) for gpu, hw in GPUS.items()}  # `--gpu t4` -> 2 GPUs by default, as on Kaggle
 # Fraction of a GPU's memory a plan may fill: the caching allocator's fragmentation and the CUDA context need the
 # rest. A plan above it is "tight", above the whole memory "does not fit".
 SAFE_FRACTION = 0.9
@@ -97,16 +88,11 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
                     f"({', '.join(sorted(PUBLISHED))}): the plan needs the architecture")
 
 
-def _compute_dtype(cfg: Config, gpu: GPU, hf_config) -> torch.dtype:
-    """As model.runtime_for picks it on that GPU: float32 where float16 would overflow on this model."""
+def _compute_dtype(cfg: Config, gpu: Hardware, hf_config) -> torch.dtype:
+    """As model.runtime_for picks it on that GPU (the same function): float32 where float16 would overflow."""
     from arena import model as model_mod
 
-    if cfg.model.compute_dtype != "auto":
-        return getattr(torch, cfg.model.compute_dtype)
-    if gpu.bf16:
-        return torch.bfloat16
-    attention = model_mod.attn_implementation(cfg, hf_config.model_type)
-    return torch.float32 if model_mod.fp16_overflow(hf_config.model_type, attention) else torch.float16
+    return model_mod.compute_dtype(cfg, gpu, hf_config)
 
 
 def _dtype_bytes(dtype: torch.dtype) -> int:
@@ -339,7 +325,7 @@ def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = Fal
 
     return {
         "recipe": cfg.name, "architecture": source, "model_type": hf_config.model_type, "gpu": gpu,
-        "gpu_name": device.name, "gpu_memory_gib": device.memory_gib, "gpus": gpus, "sharded": sharded,
+        "gpu_name": device.gpu_name, "gpu_memory_gib": device.memory_gib, "gpus": gpus, "sharded": sharded,
         "compute_dtype": str(dtype).removeprefix("torch."), "quantization": quantization,
         "infer_quantization": infer_quantization, "gradient_checkpointing": checkpointing,
         "bytes": {
@@ -400,7 +386,7 @@ def throughput(cfg: Config, tokens_per_row: float, gpu: str = "t4", gpus: int = 
     weights = weight_bytes(backbone, cfg.infer.quantization or cfg.model.quantization, _compute_dtype(cfg, device, hf_config))
     batch_tokens = min(cfg.infer.max_batch_tokens, cfg.infer.max_batch_size * tokens_per_row)
     read_bound = gpus * batch_tokens * device.bandwidth_gb_s * 1e9 / (weights["linear"] + weights["other"])
-    method = (f"{gpus} x {device.name} at {device.tensor_tflops:g} TFLOP/s x efficiency {efficiency:.3f} / "
+    method = (f"{gpus} x {device.gpu_name} at {device.tensor_tflops:g} TFLOP/s x efficiency {efficiency:.3f} / "
               f"{flops / 1e9:.1f} GFLOP per token ({source}, {tokens_per_row:.0f} tokens per row: linear weights "
               f"+ attention); the efficiency is fitted to {ANCHOR['source']}; bounded by reading the weights once "
               f"per batch of {batch_tokens:.0f} tokens at {device.bandwidth_gb_s:g} GB/s. Projected, not measured")

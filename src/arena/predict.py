@@ -174,7 +174,7 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     from arena import processes
     from arena.budget import inference as budget
 
-    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    cpu = model_mod.device_for(cfg) == "cpu"
     procs = processes.state(cpu)
     n = len(views[0][0])
     rows = processes.deal_by_tokens([len(x) for x in views[0][0]], procs.num_processes)[procs.process_index]
@@ -299,7 +299,7 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         except UserError as exc:
             problems += exc.problems
     known = read_logits(logits_file, df, problems) if logits_file and Path(logits_file).exists() else None
-    cpu = cfg is None or model_mod.runtime_for(cfg).device == "cpu"
+    cpu = cfg is None or model_mod.device_for(cfg) == "cpu"
     # every process writes its shard beside the same output file: the main process names both (they are stamped)
     out_path, shards = (Path(p) for p in processes.decided_by_main(lambda: shard_names(out_path, run, data_path), cpu))
     problems = output_problems(out_path, "prediction file") + problems

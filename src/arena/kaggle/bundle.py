@@ -14,6 +14,7 @@ from arena import config as config_mod
 from arena.config import Config
 from arena.embedded import is_embedded
 from arena.errors import UserError
+from arena.hardware import PROFILES
 from arena.kaggle import image as image_mod
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle import wheels as wheels_mod
@@ -23,6 +24,8 @@ from arena.model import check_trained
 from arena.writes import atomic_folder, discard_if_stale, output_problems, staging_owner
 
 TEMPLATES = SOURCE_ROOT / "kernels"
+# The machine every kernel is built for: Kaggle's "GPU T4 x2" (its machine_shape, GPU check and decisions).
+KAGGLE_HARDWARE = PROFILES["t4x2"]
 
 
 def needs_base_model(cfg: Config, merged: bool = False) -> bool:
@@ -89,6 +92,7 @@ def kernel_metadata(cfg: Config, user: str, members: list[Config] = (), versions
                                                 if m.kaggle.base_model_source)),
     }
     values["__DOCKER_IMAGE_PINNING__"] = image_mod.IMAGE["docker_image_pinning_type"]
+    values["__MACHINE_SHAPE__"] = KAGGLE_HARDWARE.machine_shape
     template = json.loads((TEMPLATES / f"{KERNEL_METADATA}.template").read_text(encoding="utf-8"))
     return {key: values.get(value, value) if isinstance(value, str) else value for key, value in template.items()}
 
@@ -103,6 +107,8 @@ def render_kernel_script(cfg: Config, members: list[list] = (), merged: bool = F
         "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
         "BASE_MODEL": kernel_base_model(cfg, merged),
         "TTA": cfg.infer.tta,
+        "MACHINE_SHAPE": KAGGLE_HARDWARE.machine_shape,
+        "MACHINES": {KAGGLE_HARDWARE.machine_shape: (KAGGLE_HARDWARE.gpu_name, KAGGLE_HARDWARE.gpus)},
     }
     return fill_template(TEMPLATES / KERNEL_FILE, values)
 

@@ -270,7 +270,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
 
     clock = WallClock(time.time())
     wall_hours = cfg.train.max_wall_hours  # this process's budget: the invocation's, never a resumed run's stored one
-    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    cpu = model_mod.device_for(cfg) == "cpu"
     processes.state(cpu)  # once, before anything else: its timeout, and this process's GPU before weights load
     run, checkpoint = None, None
     if resume:
