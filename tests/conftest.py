@@ -52,6 +52,17 @@ def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
     return train.train(cfg)
 
 
+@pytest.fixture(scope="session")
+def test_csv(tmp_path_factory) -> Path:
+    """A generated test.csv in the competition's format (no labels), 24 rows."""
+    from arena import data
+    from arena.layout import LABEL_COLUMNS
+
+    path = tmp_path_factory.mktemp("test-csv") / "test.csv"
+    data.write_csv(data.generate_sample(24, seed=4).drop(columns=LABEL_COLUMNS), path)
+    return path
+
+
 @pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
     """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""

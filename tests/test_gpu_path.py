@@ -29,6 +29,9 @@ def t4(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    t4_card = types.SimpleNamespace(name="Tesla T4", total_memory=15_835_660_288, major=7, minor=5)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: t4_card)
+    monkeypatch.delenv("ARENA_HARDWARE", raising=False)
     return calls
 
 

@@ -749,16 +749,18 @@ def test_checkpointing_uses_transformers_current_api_without_warnings(tiny_model
 def test_bitsandbytes_kernels_noise_is_dropped_at_its_logger_and_nothing_else_is():
     import logging
 
-    from arena import model
+    from arena import quiet
 
-    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    quiet.quiet_libraries()
+    name, start = quiet.BNB_KERNELS_NOISE
+    logger = logging.getLogger(name)
 
     def record(message: str) -> logging.LogRecord:
         return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
 
-    assert not logger.filter(record(model.BNB_KERNELS_NOISE + ": No module named 'kernels'. Please make sure ..."))
+    assert not logger.filter(record(start + ": No module named 'kernels'. Please make sure ..."))
     assert logger.filter(record("Register pytorch bitsandbytes kernels because no native library was found"))
-    assert logging.getLogger("bitsandbytes").filter(record(model.BNB_KERNELS_NOISE))  # no blanket filter
+    assert logging.getLogger("bitsandbytes").filter(record(start))  # no blanket filter
 
 
 def test_a_bare_on_or_off_is_the_choice_of_that_name():

@@ -109,9 +109,9 @@ def runtime_for(cfg: Config, hf_config=None, hardware: Hardware | None = None) -
     sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     rt = Runtime(device=hw.device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded, hardware=hw)
     if hw.simulated:
-        _say_once(f"hardware: decisions of profile {hw.describe()}: compute dtype "
+        print(f"hardware: decisions of profile {hw.describe()}: compute dtype "
                   f"{str(dtype).removeprefix('torch.')}, gradient checkpointing {'on' if checkpointing else 'off'}"
-                  f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}")
+                  f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}", flush=True)
     return rt
 
 
@@ -127,15 +127,6 @@ def compute_dtype(cfg: Config, hw: Hardware, hf_config=None) -> torch.dtype:
         hf_config = AutoConfig.from_pretrained(resolve_model_path(str(cfg.model.path)))
     overflows = fp16_overflow(hf_config.model_type, attn_implementation(cfg, hf_config.model_type))
     return hw.auto_compute_dtype(overflows is not None)
-
-
-_SAID: set[str] = set()
-
-
-def _say_once(message: str) -> None:
-    if message not in _SAID:
-        _SAID.add(message)
-        print(message, flush=True)
 
 
 def autocast(device: str, dtype: torch.dtype):
