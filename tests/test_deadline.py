@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from arena import data, predict
+from arena import data, metrics, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
@@ -153,6 +153,22 @@ def test_a_bad_deadline_is_refused_before_any_model_loads(tiny_run, test_csv, tm
     with pytest.raises(UserError, match="--deadline yesterday"):
         predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", deadline="yesterday")
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_kernel_whose_deadline_has_passed_writes_prior_filled_rows_loudly(tiny_run, test_csv, tmp_path,
+                                                                          monkeypatch, capsys):
+    """kaggle.time_limit_hours 0.01, which package accepts, with the kernel started an hour ago: no model loads, no
+    row is predicted, and the file is still a valid submission of the run's class prior."""
+    monkeypatch.setattr(model_mod, "load_trained", lambda *a, **k: pytest.fail("a model was loaded"))
+    out = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=True,
+                               overrides=["kaggle.time_limit_hours=0.01"], kernel_start=time.time() - 3600)
+    said = capsys.readouterr()
+    assert "the deadline passed" in said.err and "NO row is predicted" in said.err
+    frame = metrics.read_columns(out, "submission")
+    metrics.validate_submission(frame, data.load_test(test_csv)["id"])
+    prior = json.loads((tiny_run / "adapter" / "head.json").read_text())["class_prior"]
+    rows = frame[LABEL_COLUMNS].to_numpy(dtype=float)[3:]  # the first 3 have identical responses: a set tie
+    assert np.allclose(rows, np.array(prior) / sum(prior), atol=1e-6)
 
 
 # ---- the kernel: the machine check, and a rehearsal that runs out of time ----------------------------------

@@ -199,6 +199,30 @@ def test_kernel_blend_averages_the_members_with_the_stored_weights(tmp_path, tes
     assert not (tmp_path / "none.csv").exists()
 
 
+@pytest.mark.parametrize("odd_cell", ['[42, "text"]', '["a\\u0000b"]', '["lone \\ud800 surrogate"]'])
+def test_kernel_blend_reads_odd_test_rows_as_predict_does(tmp_path, test_csv, odd_cell):
+    """One odd hidden-test row (predict repairs it) must not cost the ensemble kernel its submission."""
+    odd = test_csv.with_name("odd.csv")
+    lines = test_csv.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    frame = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
+    frame.loc[0, "response_a"] = odd_cell
+    frame.to_csv(odd, index=False)
+    assert header[0] == "id"
+    with pytest.raises(data.DataError):
+        data.load(odd)  # the strict reader refuses it
+    dataset = EnsembleDataset(tmp_path / "dataset")
+    dataset.root.mkdir()
+    dataset.ensemble.write_text(json.dumps({"members": [{"weight": 0.5}, {"weight": 0.5}]}))
+    ids = data.load_test(odd)["id"].astype(str)
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"m{k}.csv")
+        predict.prediction_frame(ids, np.full((len(ids), 3), 1 / 3)).to_csv(paths[-1], index=False)
+    out = ensemble.blend_members(dataset.root, paths, odd, tmp_path / "submission.csv")
+    assert list(pd.read_csv(out, dtype={"id": str})["id"]) == list(ids)
+
+
 @pytest.mark.e2e
 def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, test_csv, no_credentials, capfd):
     out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, test_csv=test_csv)

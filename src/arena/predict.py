@@ -4,6 +4,7 @@ submission writer, and blending runs with weights fit on out-of-fold log loss.""
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -178,9 +179,15 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     procs = processes.state(cpu)
     n = len(views[0][0])
     rows = processes.deal_by_tokens([len(x) for x in views[0][0]], procs.num_processes)[procs.process_index]
-    model, _, _ = model_mod.load_trained(cfg, run, base_model, cfg.infer.quantization)
-    model.eval()
-    device = model_device(model)
+    if deadline is not None and time.time() >= deadline - budget.FINISH_RESERVE_S:
+        # no batch can run (run_passes stops before the first): no model to load, every row takes the prior
+        print(f"WARNING: the deadline passed {time.time() - deadline:.0f} s before prediction began: NO row is "
+              f"predicted, every row takes the run's class prior", file=sys.stderr, flush=True)
+        model, device = None, "cpu"
+    else:
+        model, _, _ = model_mod.load_trained(cfg, run, base_model, cfg.infer.quantization)
+        model.eval()
+        device = model_device(model)
     local = [([ids[i] for i in rows], None if features is None else features[rows]) for ids, features in views]
 
     def forward(view: int, batch: list[int]) -> np.ndarray:
@@ -276,12 +283,15 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         cfg = config_mod.load_run(run, list(overrides))
     except UserError as exc:
         problems += exc.problems
+    until = None
     try:
         if kernel_start is not None and cfg is not None:
             if deadline is not None or budget_hours is not None:
                 raise UserError("--kernel-start: give it alone, without --deadline or --budget-hours")
-            deadline = str(budget.kernel_deadline(kernel_start, cfg.kaggle))
-        until = budget.parse_deadline(deadline, budget_hours)
+            # the kernel's own clock: a deadline already passed still gives a valid file (prior-filled rows)
+            until = budget.kernel_deadline(kernel_start, cfg.kaggle)
+        else:
+            until = budget.parse_deadline(deadline, budget_hours)
     except UserError as exc:
         problems += exc.problems
     if run.is_trained():

@@ -228,7 +228,7 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     kept_weight = sum(weights[i] for i in kept)
     if kept and kept_weight <= 0:
         problems.append(f"--left-out {left_out}: the members left have weight 0 in {EnsembleDataset(dataset_dir).ensemble}")
-    expected = data.load(data_path)["id"].astype(str)
+    expected = data.load_test(data_path)["id"].astype(str)  # as each member's predict read it: odd rows repaired
     frames = []
     for i in kept if len(pred_paths) == len(weights) else ():
         try:
