@@ -53,19 +53,32 @@ def _read_json(path: Path, what: str) -> dict:
     return stored
 
 
+def _read_token_file(path: Path, what: str) -> str:
+    """A token file's text; a clear error (never the content) for a folder, an unreadable or a non-text file."""
+    if path.is_dir():
+        raise UserError(f"{what} names {path}, a folder: it should be an access token or a file holding one")
+    try:
+        return path.read_bytes().decode("utf-8").strip()
+    except OSError as exc:
+        raise UserError(f"{path}: the access token file cannot be read ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (undecodable bytes): it should hold an access token from "
+                        f"https://www.kaggle.com/settings/api") from None
+
+
 def _access_token() -> tuple[str | None, str | None]:
     """The access token the CLI would use and where it comes from (kaggle_env.get_access_token_from_env)."""
     value = os.environ.get("KAGGLE_API_TOKEN")
     if value:
-        path = Path(value)
-        if path.exists():
-            text = path.read_text(encoding="utf-8").strip()
-            return (text or None), f"the file KAGGLE_API_TOKEN names ({path})"
+        # os.path.exists, as the CLI asks: False for a value too long to be a file name (pathlib raises, quoting it)
+        if os.path.exists(value):
+            text = _read_token_file(Path(value), "KAGGLE_API_TOKEN")
+            return (text or None), f"the file KAGGLE_API_TOKEN names ({value})"
         return value, "KAGGLE_API_TOKEN"
     for name in ("access_token", "access_token.txt"):
         path = Path.home() / ".kaggle" / name
-        if path.is_file() and path.read_text(encoding="utf-8").strip():
-            return path.read_text(encoding="utf-8").strip(), str(path)
+        if path.is_file() and (text := _read_token_file(path, str(path))):
+            return text, str(path)
     return None, None
 
 
