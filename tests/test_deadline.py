@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from arena import data, metrics, predict
+from arena import config, data, metrics, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
@@ -177,7 +177,6 @@ def kernel_module(tmp_path):
     """The rendered kernel.py, imported as a module (its main() is not run)."""
     import importlib.util
 
-    from arena import config
     from arena.kaggle import bundle as bundle_mod
 
     path = tmp_path / "kernel.py"
@@ -194,8 +193,8 @@ def test_on_kaggle_the_kernel_stops_at_once_on_the_wrong_machine(tmp_path, monke
     from arena.kaggle import bundle as bundle_mod
 
     kernel = kernel_module(tmp_path)
-    template = json.loads((bundle_mod.TEMPLATES / f"{bundle_mod.KERNEL_METADATA}.template").read_text())
-    assert kernel.MACHINE_SHAPE == template["machine_shape"]  # what the kernel expects is what the bundle asks for
+    metadata = bundle_mod.kernel_metadata(config.from_dict({}), "someone")
+    assert kernel.MACHINE_SHAPE == metadata["machine_shape"]  # what the kernel expects is what the bundle asks for
     t4x2 = ["GPU 0: Tesla T4 (UUID: GPU-a)", "GPU 1: Tesla T4 (UUID: GPU-b)"]
     monkeypatch.delenv("ARENA_SKIP_GPU_CHECK", raising=False)
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
@@ -247,7 +246,6 @@ def shutil_copy_run(source, target, changes: dict) -> None:
     """A copy of a trained run with some config values changed."""
     import shutil
 
-    from arena import config
     from arena.layout import RunFolder
 
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
@@ -314,3 +312,11 @@ def test_kept_plain_logits_are_not_predicted_again(tiny_run, test_csv, tmp_path,
     data.write_csv(data.generate_sample(5, seed=9).drop(columns=LABEL_COLUMNS), other)
     with pytest.raises(UserError, match="other rows than 5 rows"):
         predict.predict_file(tiny_run, other, tmp_path / "bad.csv", tta=True, logits_file=logits)
+
+
+def test_an_unwritable_logits_path_is_refused_before_any_model_loads(tiny_run, test_csv, tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(model_mod, "load_trained", lambda *a, **k: pytest.fail("a model was loaded"))
+    with pytest.raises(UserError, match="a-file is a file, not a folder, so the logits file"):
+        predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", logits_file=tmp_path / "a-file" / "x.npz")
+    assert not (tmp_path / "sub.csv").exists()

@@ -11,6 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from arena.errors import UserError
+from arena.writes import output_problems
+
 EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_MODELS = {"gemma3-270m"}
 
@@ -21,13 +24,20 @@ def is_embedded(model_path: str) -> bool:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("ARENA_CACHE", Path.home() / ".cache" / "arena"))
+    """ARENA_CACHE, else ~/.cache/arena: a folder (checked here, before any work; writable: checked on write)."""
+    value = os.environ.get("ARENA_CACHE")
+    if value is None:
+        return Path.home() / ".cache" / "arena"
+    if not value.strip():  # Path("") is the current folder: 1 GB of converted weights would land there
+        raise UserError("ARENA_CACHE is set but empty: unset it (the cache is then ~/.cache/arena) or name a folder")
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"ARENA_CACHE={value}: a file, not a folder")
+    return path
 
 
 def resolve_model_path(path: str) -> Path:
     """A local folder for `path`: embedded models are converted on first use, folders are checked."""
-    from arena.errors import UserError
-
     if is_embedded(path):
         name = path[len(EMBEDDED_PREFIX):]
         if name not in EMBEDDED_MODELS:
@@ -49,6 +59,9 @@ def ensure_gemma3_270m() -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
+    problems = output_problems(target, "converted embedded model (ARENA_CACHE sets where)", folder=True)
+    if problems:
+        raise UserError(problems=problems)
     print(f"converting the embedded Gemma-3 270M GGUF to safetensors in {target} (once, ~1 min)", flush=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp, ProcessPoolExecutor(1) as pool:

@@ -309,6 +309,8 @@ def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, ove
         except UserError as exc:
             problems += exc.problems
     known = read_logits(logits_file, df, problems) if logits_file and Path(logits_file).exists() else None
+    if logits_file and known is None and not Path(logits_file).exists():
+        problems += output_problems(logits_file, "logits file (--logits)")  # before the prediction, not after
     cpu = cfg is None or model_mod.device_for(cfg) == "cpu"
     # every process writes its shard beside the same output file: the main process names both (they are stamped)
     out_path, shards = (Path(p) for p in processes.decided_by_main(lambda: shard_names(out_path, run, data_path), cpu))
