@@ -188,7 +188,6 @@ def kernel_module(tmp_path):
 
 
 def test_on_kaggle_the_kernel_stops_at_once_on_the_wrong_machine(tmp_path, monkeypatch, capsys):
-    import json
 
     from arena.kaggle import bundle as bundle_mod
 
