@@ -1,7 +1,9 @@
 """`arena merge`: runs' LoRA adapters merged into the float32 base and averaged; the folder predicts like the run,
 loads at every quantization, packs into a bundle the kernel rehearsal runs, and bad input exits 2 writing nothing."""
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,6 +120,28 @@ def test_bad_merges_exit_2_naming_the_run_and_write_nothing(tiny_run, tmp_path, 
     assert cli.main(["merge", "--run", str(tiny_run), "--out", str(tmp_path / "taken")]) == 2
     assert "taken" in capsys.readouterr().err and sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["x"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def without_head_bias(run, tmp_path, name) -> str:
+    """A copy of a run whose head was trained without a bias (model.head_init zero): head.json and weights agree."""
+    from safetensors.torch import save_file
+
+    target = Path(run_copy(run, tmp_path, name, model__head_init="zero"))
+    weights = target / "adapter" / "adapter_model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if not k.endswith(".score.proj.bias")}, weights)
+    head = json.loads((target / "adapter" / "head.json").read_text())
+    (target / "adapter" / "head.json").write_text(json.dumps({**head, "bias": False}))
+    return str(target)
+
+
+def test_runs_whose_heads_differ_are_refused_either_way_round(tiny_run, tmp_path, capsys, monkeypatch):
+    """A KeyError one way (the first head has a bias, the second none), a silently dropped bias the other."""
+    monkeypatch.setattr("arena.model.load_base", lambda *a, **k: pytest.fail("a model was loaded"))
+    unbiased = without_head_bias(tiny_run, tmp_path, "unbiased")
+    for runs in ([str(tiny_run), unbiased], [unbiased, str(tiny_run)]):
+        argv = ["merge", *sum((["--run", r] for r in runs), []), "--out", str(tmp_path / "out")]
+        assert cli.main(argv) == 2
+        assert "the head's bias" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.e2e

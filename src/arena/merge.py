@@ -19,6 +19,7 @@ from arena import config as config_mod
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
+from arena.model import check_trained, read_head
 from arena.writes import atomic_folder, output_problems
 
 MERGED_FORMAT = 1
@@ -35,8 +36,6 @@ def check_runs(runs: list[RunFolder], out: Path) -> list:
         except UserError as exc:
             problems += exc.problems
             continue
-        from arena.model import check_trained
-
         found = check_trained(run)
         if run.is_merged():
             found.append(f"--run {run.root}: already a merged model (arena merge takes runs from `arena train`)")
@@ -44,19 +43,20 @@ def check_runs(runs: list[RunFolder], out: Path) -> list:
             found.append(f"--run {run.root}: peft.method is {cfg.peft.method}; only LoRA adapters merge into the "
                          "base weights")
         problems += found
-        cfgs.append((run, cfg))
+        cfgs.append((run, cfg, None if found else read_head(run)["bias"]))
     if cfgs:
-        first_run, first = cfgs[0]
-        for run, cfg in cfgs[1:]:
+        first_run, first, first_bias = cfgs[0]
+        for run, cfg, bias in cfgs[1:]:
             for key, a, b in (("model.path", first.model.path, cfg.model.path),
                               ("model.family", first.model.family, cfg.model.family),
-                              ("model.length_features", first.model.length_features, cfg.model.length_features)):
-                if a != b:
+                              ("model.length_features", first.model.length_features, cfg.model.length_features),
+                              ("the head's bias (head.json; model.head_init)", first_bias, bias)):
+                if a != b and None not in (a, b):
                     problems.append(f"--run {run.root}: {key} is {b!r}, but {a!r} in --run {first_run.root}: "
                                     "merged runs share one base model and head")
     if problems:
         raise UserError(problems=problems)
-    return [cfg for _, cfg in cfgs]
+    return [cfg for _, cfg, _ in cfgs]
 
 
 def head_tensors(run: RunFolder) -> dict[str, torch.Tensor]:
