@@ -16,7 +16,7 @@ from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle.credentials import require_credentials
 from arena.kaggle.push import _kernel_state
-from arena.kaggle.remote import run_kaggle
+from arena.kaggle.remote import fetch_kernel_output
 from arena.layout import RunFolder
 from arena.writes import atomic_folder, write_text
 
@@ -118,5 +118,5 @@ def pull(kernel: str, version: int | None = None, runs_dir: str | Path = "runs")
     runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".kaggle-pull-", dir=runs) as tmp:
         ref = kernel if version is None else f"{kernel}/{version}"
-        run_kaggle(["kernels", "output", ref, "-p", tmp, "--force", "-q"])  # judged: a failure raises
+        fetch_kernel_output(ref, Path(tmp))  # judged: a failure raises
         return import_output(Path(tmp), kernel, version, runs)

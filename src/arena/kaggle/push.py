@@ -32,7 +32,13 @@ from arena.kaggle.bundle import (
 )
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.leaderboard import tag_message
-from arena.kaggle.remote import KaggleCallError, kaggle_cli_user, kaggle_executable_display, run_kaggle
+from arena.kaggle.remote import (
+    KaggleCallError,
+    fetch_kernel_output,
+    kaggle_cli_user,
+    kaggle_executable_display,
+    run_kaggle,
+)
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.writes import write_text
 
@@ -162,7 +168,7 @@ def _kernel_state(kernel_id: str) -> tuple[str, str]:
 def _fetch_output(kernel_id: str, folder: Path) -> str | None:
     """`kaggle kernels output` into `folder`; the push id the kernel wrote there (None: not this kind of output)."""
     folder.mkdir(parents=True, exist_ok=True)
-    run_kaggle(["kernels", "output", kernel_id, "-p", str(folder), "--force"], echo=False)
+    fetch_kernel_output(kernel_id, folder, quiet=False, echo=False)
     marker = folder / PUSH_MARKER
     return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
 

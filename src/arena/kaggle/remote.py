@@ -22,6 +22,22 @@ from arena.errors import UserError
 from arena.kaggle import credentials as credentials_mod
 from arena.kaggle.credentials import require_credentials
 
+# `kaggle kernels output --file-pattern`: only output file names that stay inside the download folder (the CLI joins
+# each name Kaggle sends onto it: an absolute name or a ".." part would be written elsewhere).
+INSIDE_FOLDER = r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))"
+
+
+def fetch_kernel_output(ref: str, folder: Path, quiet: bool = True, echo: bool = True):
+    """`kaggle kernels output REF` into `folder`, judged like every call; names leaving `folder` are skipped, and
+    anything found outside it afterwards (a link) is an error."""
+    folder = Path(folder)
+    result = run_kaggle(["kernels", "output", ref, "-p", str(folder), "--force", "--file-pattern", INSIDE_FOLDER,
+                         *(["-q"] if quiet else [])], echo=echo)
+    outside = [p for p in folder.rglob("*") if not p.resolve().is_relative_to(folder.resolve())]
+    if outside:
+        raise UserError(f"{ref}: its output holds links that lead outside {folder}: {outside[:3]}")
+    return result
+
 
 class KaggleCallError(UserError):
     """A kaggle CLI call that failed, by its exit code or by what it printed."""
