@@ -76,18 +76,36 @@ def _config(path: Path, damaged: list[str] | None = None) -> dict | None:
     return None
 
 
+def _is_score(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def scores(folder, damaged: list[str] | None = None) -> list[dict] | None:
+    """The scores recorded in a folder's leaderboard.json ([] when it has none); None, with the file named in
+    `damaged`, when it is not a list of score records (each score a non-negative number, or none for an error)."""
+    board = _read_json(folder.leaderboard, damaged)
+    if board is None:
+        return None if folder.leaderboard.exists() else []
+    entries = board.get("scores")
+    if isinstance(entries, list) and all(isinstance(e, dict) and (e.get("score") is None or _is_score(e["score"]))
+                                         for e in entries):
+        return entries
+    if damaged is not None:
+        damaged.append(f"{folder.leaderboard}: damaged, left out of the table (not a list of scores from "
+                       f"`arena runs --lb/--fetch-lb`); the run's other files are intact")
+    return None
+
+
 def latest_score(folder, damaged: list[str] | None = None) -> float | None:
     """The latest leaderboard score (a Kaggle submission's private score when it has one, else its public)."""
-    board = _read_json(folder.leaderboard, damaged) or {}
-    scores = [s for s in board.get("scores") or [] if s.get("score") is not None]
-    return scores[-1]["score"] if scores else None
+    recorded = [s for s in scores(folder, damaged) or [] if s.get("score") is not None]
+    return recorded[-1]["score"] if recorded else None
 
 
 def lb_columns(folder) -> dict:
     """The runs table's public and private score of the latest Kaggle submission, and Kaggle's error text when
     the latest one errored or timed out."""
-    board = _read_json(folder.leaderboard) or {}
-    fetched = [s for s in board.get("scores") or [] if s.get("source") == "kaggle"]
+    fetched = [s for s in scores(folder) or [] if s.get("source") == "kaggle"]
     latest = fetched[-1] if fetched else {}
     return {"LB public": latest.get("public"), "LB private": latest.get("private"),
             "LB error": latest.get("error") if latest.get("status") == "error" else None}
@@ -251,10 +269,10 @@ def record_score(folder: RunFolder | CVFolder, score: float, source: str = "manu
     errored = details.get("status") == "error"
     if errored:
         score = None
-    elif not (isinstance(score, int | float) and math.isfinite(score) and score >= 0):
+    elif not _is_score(score):
         raise UserError(f"leaderboard score {score!r}: not a non-negative number")
-    board = _read_json(folder.leaderboard) if folder.leaderboard.exists() else {"scores": []}
-    if not isinstance(board, dict) or not isinstance(board.get("scores"), list):
+    board = {"scores": scores(folder)}
+    if board["scores"] is None:
         raise UserError(f"{folder.leaderboard}: not a leaderboard record from `arena runs` (fix or move it aside)")
     ref = details.get("ref")
     if ref is not None and any(s.get("ref") == ref for s in board["scores"]):
@@ -284,6 +302,8 @@ def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
         score = sub["private"] if sub["private"] is not None else sub["public"]
         if sub["status"] != "error" and score is None:
             continue  # pending: nothing to record yet
+        if sub["status"] != "error" and not _is_score(score):  # recorded as an error naming it; the others go on
+            sub = {**sub, "status": "error", "error": f"Kaggle reported the score {score!r}, not a number"}
         folder = RunFolder(path) if RunFolder(path).config.is_file() else CVFolder(path)
         if record_score(folder, score, "kaggle", ref=sub["ref"], date=sub["date"], description=sub["description"],
                         status=sub["status"], public=sub["public"], private=sub["private"], error=sub["error"]):
