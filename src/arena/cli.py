@@ -101,11 +101,17 @@ def cmd_score(args) -> int:
 
 def cmd_train(args) -> int:
     from arena import config, train
+    from arena.errors import UserError
 
     if args.max_wall_hours is not None:
         args.overrides = [*args.overrides, f"train.max_wall_hours={args.max_wall_hours}"]
     cfg = _load_config(args)
-    train.train(cfg, resume=args.resume, origin=config.origin(args.config, args.overrides))
+    resume = None if args.resume is None else train.Resume(args.resume, recipe_named=args.config is not None,
+                                                            overrides=tuple(args.overrides),
+                                                            accept_changes=args.accept_changes)
+    if args.accept_changes and resume is None:
+        raise UserError("--accept-changes: only with --resume")
+    train.train(cfg, resume=resume, origin=config.origin(args.config, args.overrides))
     return 0
 
 
@@ -297,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fine-tune one run (validation on data.fold)")
     _add_config_args(p)
     p.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="resume a killed run: a run folder, or 'latest' (the newest run of this config name)")
+                   help="resume a killed run: a run folder, or 'latest' (the newest run of exactly this config name); "
+                        "a --config or --set it was not trained with is an error")
+    p.add_argument("--accept-changes", action="store_true",
+                   help="with --resume: continue the run as it was saved although the recipe, --set or its training "
+                        "files changed (each change is listed)")
     p.add_argument("--max-wall-hours", type=float, default=None, metavar="H",
                    help="wall-clock budget of this process (train.max_wall_hours): stop after the last step that "
                         "leaves time to save a whole checkpoint, then exit 75; --resume continues")

@@ -101,6 +101,7 @@ class RunFolder(_Layout):
     loss_curve = _At("loss_curve.png")
     predictions = _At("predictions")  # where `arena predict` writes when no --out is given
     recipe = _At("recipe.json")  # the recipe file, --set overrides and sweep tag the run came from
+    data_hashes = _At("data_hashes.json")  # sha256 of each training file as the run first read it (for --resume)
     calibration = _At("calibration.json")  # from `arena calibrate`: applied by predict, blend and the kernel
     reliability = _At("reliability.png")  # predicted vs observed frequency per class, before/after calibration
     leaderboard = _At("leaderboard.json")  # leaderboard scores recorded by `arena runs --lb/--fetch-lb`

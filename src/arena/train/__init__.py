@@ -4,7 +4,7 @@ callbacks), run.py (`train()` and its named steps), resume.py (run folders, chec
 
 from arena.errors import UserError
 from arena.train.cv import cross_validate
-from arena.train.resume import find_resumable, last_complete_checkpoint, open_run_folder, resume_point
+from arena.train.resume import Resume, find_resumable, last_complete_checkpoint, open_run_folder, resume_point
 from arena.train.run import (
     Built,
     Split,
@@ -39,7 +39,7 @@ from arena.train.trainer import (
 )
 
 __all__ = ["Built", "EncodedRows", "EvalLogits", "LeftPadCollator", "NonFiniteGuard", "PairedSwapSampler",
-           "PreferenceTrainer", "PreferenceTrainingArguments", "Split", "UserError", "WallClock", "build",
+           "PreferenceTrainer", "PreferenceTrainingArguments", "Resume", "Split", "UserError", "WallClock", "build",
            "check_base_model", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
            "evaluate", "find_resumable", "finish", "fit", "fit_length_head", "last_complete_checkpoint",
            "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",

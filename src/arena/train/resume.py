@@ -3,43 +3,142 @@ complete checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from arena import config as config_mod
 from arena import processes
-from arena.config import Config
+from arena.config import SAMPLE, Config
+from arena.data.folds import sample_path
 from arena.errors import UserError
 from arena.layout import RunFolder, new_folder
 from arena.writes import write_text
 
+# Keys a resumed run may differ in: its name and folder, and the invocation's own wall budget.
+_PER_INVOCATION = {"name", "train.runs_dir", "train.max_wall_hours"}
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What `--resume` asks: a run folder or "latest"; whether a recipe was named (--config) and the --set
+    overrides given, which the run must already have; `accept_changes` continues the run as it was saved
+    although they, its recipe file or its training files changed (each change is listed)."""
+
+    target: str = "latest"
+    recipe_named: bool = False
+    overrides: tuple[str, ...] = ()
+    accept_changes: bool = False
+
 
 def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFolder:
-    """A new run folder, created by the main process with the resolved config (and where it came from) in it;
-    under `accelerate launch` every other process gets the same folder, so checkpoints and the best model are
-    found by all ranks."""
+    """A new run folder, created by the main process with the resolved config (and where it came from) and the
+    hashes of its training files in it; under `accelerate launch` every other process gets the same folder, so
+    checkpoints and the best model are found by all ranks."""
 
     def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
         config_mod.dump(cfg, run.config)
         if origin is not None:
             write_text(run.recipe, json.dumps(origin, indent=2))
+        write_text(run.data_hashes, json.dumps(data_hashes(cfg), indent=2))
         return str(run.root)
 
     return RunFolder(processes.decided_by_main(create, cpu))
 
 
-def resume_point(cfg: Config, resume: str) -> tuple[str, str | None]:
-    """(run folder, its last complete checkpoint or None) for --resume; run by the main process only, since it
-    moves an incomplete checkpoint aside."""
-    run = find_resumable(cfg, resume)
+def data_hashes(cfg: Config) -> dict[str, str]:
+    """sha256 of every file the run trains from, keyed "<config key> <path>"."""
+    train = sample_path(cfg.data.sample_rows) if cfg.data.train == SAMPLE else Path(cfg.data.train)
+    files = [("data.train", train), *(("data.extra", Path(p)) for p in cfg.data.extra),
+             *(("data.teacher", Path(p)) for p in cfg.data.teacher)]
+    hashes = {}
+    for key, path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        hashes[f"{key} {path}"] = digest.hexdigest()
+    return hashes
+
+
+def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None]:
+    """(run folder, its last complete checkpoint or None) for --resume, after refusing what the resume cannot
+    honour (resume_changes); run by the main process only, since it moves an incomplete checkpoint aside."""
+    request = resume if isinstance(resume, Resume) else Resume(resume)
+    run = find_resumable(cfg, request.target)
+    changes = resume_changes(cfg, run, request)
+    if changes and not request.accept_changes:
+        raise UserError(problems=[f"--resume {run.root}: {c}" for c in changes] + [
+            "a resume continues the run as it was saved: drop these changes (train a new run for them), or pass "
+            "--accept-changes to continue it as saved anyway"])
+    for change in changes:
+        print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
     return str(run.root), None if checkpoint is None else str(checkpoint)
 
 
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+def resume_changes(cfg: Config, run: RunFolder, request: Resume) -> list[str]:
+    """What this invocation asks that the saved run does not have: --set values, the named recipe's values, an
+    edit of the run's recipe file since it started, a training file whose content changed."""
+    saved = _flat(config_mod.load(run.config).to_dict())
+    asked = _flat(cfg.to_dict())
+    changes, named = [], set()
+    for override in request.overrides:
+        key = override.split("=", 1)[0].strip()
+        named.add(key)
+        if key not in _PER_INVOCATION and asked.get(key) != saved.get(key):
+            changes.append(f"--set {override}, but the run has {key}={saved.get(key)!r}")
+    if request.recipe_named:
+        changes += [f"the recipe asks {key}={asked.get(key)!r}, but the run has {key}={saved.get(key)!r}"
+                    for key in sorted(set(asked) | set(saved) - named)
+                    if key not in _PER_INVOCATION | named and asked.get(key) != saved.get(key)]
+    origin = _read_record(run.recipe)
+    recipe = Path(origin.get("file") or "")
+    if origin.get("recipe") is not None and recipe.is_file():
+        try:
+            now = _flat(config_mod.load(recipe).to_dict())
+        except UserError:
+            now = None
+        then = _flat(origin["recipe"])
+        edited = sorted(k for k in set(now or {}) | set(then) if (now or {}).get(k) != then.get(k))
+        if now is None or edited:
+            changes.append(f"its recipe {recipe} changed since the run started"
+                           + (f" ({', '.join(edited[:5])}{' ...' if len(edited) > 5 else ''})" if edited else ""))
+    stored = _read_record(run.data_hashes)
+    if stored:
+        try:
+            current = data_hashes(config_mod.load(run.config))
+        except OSError as exc:
+            changes.append(f"a training file cannot be read ({exc})")
+        else:
+            changes += [f"{entry.split(' ', 1)[0]}: {entry.split(' ', 1)[1]} changed since the run started (its "
+                        f"content hash differs): validation rows would move into training"
+                        for entry, digest in stored.items() if current.get(entry) != digest]
+    return changes
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def find_resumable(cfg: Config, resume: str) -> RunFolder:
-    """--resume: the given run folder, or ("latest") the newest unfinished run of this config with a checkpoint."""
+    """--resume: the given run folder, or ("latest") the newest unfinished run with a checkpoint whose name is
+    exactly this config's (`exp` never resumes `exp-big-...`)."""
     if resume != "latest":
         run = RunFolder(resume)
         if not run.config.is_file():
@@ -47,7 +146,8 @@ def find_resumable(cfg: Config, resume: str) -> RunFolder:
         if run.adapter.exists():
             raise UserError(f"--resume {resume}: this run finished (it has {run.adapter.name}/); train a new one")
         return run
-    runs = [RunFolder(p) for p in Path(cfg.train.runs_dir).glob(f"{cfg.name}-*") if p.is_dir()]
+    own = re.compile(rf"{re.escape(cfg.name)}-\d{{8}}-\d{{6}}(-\d+)?")
+    runs = [RunFolder(p) for p in Path(cfg.train.runs_dir).glob(f"{cfg.name}-*") if p.is_dir() and own.fullmatch(p.name)]
     unfinished = [(checkpoint.stat().st_mtime, r) for r in runs if not r.adapter.exists()
                   and (checkpoint := last_complete_checkpoint(r, quiet=True))]
     if not unfinished:

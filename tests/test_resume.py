@@ -1,0 +1,83 @@
+"""`arena train --resume`: it states what it continues and refuses what it cannot honour (a --set or recipe value
+the run was not trained with, an edited recipe, a changed training file) unless --accept-changes; 'latest' takes
+only runs of exactly this config name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from transformers import TrainerCallback
+
+from arena import cli, config, data, train
+from arena.layout import RunFolder
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt
+
+
+@pytest.fixture
+def killed(tiny_model_dir, tmp_path):
+    """(recipe file, training CSV, a run of it killed after its first checkpoint, as `arena train` leaves it)."""
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(60, seed=1), csv)
+    recipe = tmp_path / "exp.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "exp", "model": {"path": str(tiny_model_dir), "family": "plain"},
+        "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96},
+        "data": {"train": str(csv), "folds": 3},
+        "train": {"runs_dir": str(tmp_path / "runs"), "max_steps": 4, "eval_steps": 2, "per_device_batch_size": 4,
+                  "grad_accum": 1}}))
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config.load(recipe), callbacks=[KillAfterCheckpoint()], origin=config.origin(recipe, []))
+    (run,) = (tmp_path / "runs").iterdir()
+    return recipe, csv, run
+
+
+def _resume(run, *args) -> int:
+    return cli.main(["train", "--resume", str(run), *args])
+
+
+def test_a_set_the_run_was_not_trained_with_is_refused_naming_it(killed, capsys):
+    recipe, _, run = killed
+    assert _resume(run, "--config", str(recipe), "--set", "peft.r=4", "--set", "train.max_steps=4") == 2
+    err = capsys.readouterr().err
+    assert "--set peft.r=4, but the run has peft.r=16" in err and "max_steps" not in err.split("--accept")[0]
+    assert not RunFolder(run).metrics.exists()
+
+
+def test_a_recipe_edited_since_the_run_started_is_refused(killed, capsys):
+    recipe, _, run = killed
+    values = yaml.safe_load(recipe.read_text())
+    values["train"]["learning_rate"] = 1e-5
+    recipe.write_text(yaml.safe_dump(values))
+    assert _resume(run) == 2
+    assert f"its recipe {recipe} changed since the run started (train.learning_rate)" in capsys.readouterr().err
+    assert _resume(run, "--config", str(recipe)) == 2
+    assert "the recipe asks train.learning_rate=1e-05, but the run has train.learning_rate=0.0002" in \
+        capsys.readouterr().err
+
+
+def test_a_changed_training_file_is_refused_unless_accepted(killed, capsys):
+    recipe, csv, run = killed
+    frame = data.load(csv)
+    data.write_csv(frame.iloc[::-1].reset_index(drop=True), csv.with_name("reordered.csv"))
+    shutil.move(csv.with_name("reordered.csv"), csv)
+    assert _resume(run) == 2
+    assert f"data.train: {csv} changed since the run started" in capsys.readouterr().err
+    assert _resume(run, "--accept-changes") == 0
+    said = capsys.readouterr()
+    assert "--accept-changes: continuing" in said.err and json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
+
+
+def test_resume_latest_takes_only_runs_of_exactly_this_name(killed, tmp_path):
+    recipe, _, run = killed
+    shutil.copytree(run, run.with_name(run.name.replace("exp-", "exp-big-")))
+    shutil.rmtree(run)
+    cfg = config.load(recipe)
+    with pytest.raises(train.UserError, match="no unfinished run of 'exp'"):
+        train.find_resumable(cfg, "latest")
