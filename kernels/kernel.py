@@ -34,8 +34,7 @@ PUSH_ID = ""
 MEMBERS = "__MEMBERS__"
 
 # What the bundle is built for (arena.hardware's Kaggle profile): kernel-metadata.json's machine_shape -> its GPUs.
-MACHINE_SHAPE = "__MACHINE_SHAPE__"
-MACHINES = "__MACHINES__"
+MACHINE_SHAPE, MACHINES = "__MACHINE_SHAPE__", "__MACHINES__"
 
 ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
 INPUT = ROOT / "input"

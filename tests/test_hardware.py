@@ -70,8 +70,8 @@ def test_the_kernel_checks_for_the_machine_of_the_kaggle_profile(tmp_path):
 
     t4x2 = hardware.PROFILES["t4x2"]
     rendered = bundle_mod.render_kernel_script(config.from_dict({}))
-    assert f"MACHINE_SHAPE = '{t4x2.machine_shape}'" in rendered
-    assert f"MACHINES = {{'{t4x2.machine_shape}': ('{t4x2.gpu_name}', {t4x2.gpus})}}" in rendered
+    shape = t4x2.machine_shape
+    assert f"MACHINE_SHAPE, MACHINES = '{shape}', {{'{shape}': ('{t4x2.gpu_name}', {t4x2.gpus})}}" in rendered
     assert bundle_mod.kernel_metadata(config.from_dict({}), "someone")["machine_shape"] == t4x2.machine_shape
 
 
