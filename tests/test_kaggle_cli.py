@@ -170,7 +170,9 @@ def test_kaggle_down_is_a_clear_error_and_nothing_is_recorded(fake_kaggle, run_a
     run, bundle = run_and_bundle
     fake_kaggle.stop()  # connection refused
     assert _push(run, bundle) == 2
-    assert "could not reach Kaggle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "could not reach Kaggle (a connection error" in err
+    assert "terms" not in err  # not taken for a model whose terms are not accepted
     assert not (run / "kaggle").exists()
 
 

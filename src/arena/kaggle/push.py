@@ -107,6 +107,8 @@ def check_model_access(sources: list[str]) -> None:
         try:
             run_kaggle(_model_check_command(source))
         except KaggleCallError as exc:
+            if not exc.reached:  # a connection or credentials error says so; it is not about the model's terms
+                raise
             if exc.not_found:
                 raise UserError(f"model source {source}: not found on Kaggle (kaggle.base_model_source); check the "
                                 f"owner/model/framework/variation/version on {page}") from None

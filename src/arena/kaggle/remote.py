@@ -42,10 +42,11 @@ def fetch_kernel_output(ref: str, folder: Path, quiet: bool = True, echo: bool =
 class KaggleCallError(UserError):
     """A kaggle CLI call that failed, by its exit code or by what it printed."""
 
-    def __init__(self, message: str, output: str = "", not_found: bool = False):
+    def __init__(self, message: str, output: str = "", not_found: bool = False, reached: bool = True):
         super().__init__(message)
         self.output = output
         self.not_found = not_found
+        self.reached = reached  # False: no answer from Kaggle (connection refused, timeout) or credentials refused
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,12 @@ def judge(args: list[str], returncode: int, output: str) -> None:
     """Raise KaggleCallError when `kaggle ARGS` failed, by its exit code or its output."""
     name = f"kaggle {' '.join(args[:2])}"
     if _UNREACHABLE.search(output):
-        raise KaggleCallError(f"`{name}` could not reach Kaggle (its output is above); nothing more was sent", output)
+        raise KaggleCallError(f"`{name}` could not reach Kaggle (a connection error; its output is above); nothing "
+                              f"more was sent", output, reached=False)
     if _UNAUTHORIZED.search(output):
         raise KaggleCallError(f"`{name}`: Kaggle refused the credentials (expired or revoked token?); "
-                              f"`kaggle auth login` or a new token from https://www.kaggle.com/settings/api", output)
+                              f"`kaggle auth login` or a new token from https://www.kaggle.com/settings/api", output,
+                              reached=False)
     rule = JUDGEMENTS.get(tuple(args[:2]), Judgement())
     for pattern in rule.failures:
         match = re.search(pattern, output)
