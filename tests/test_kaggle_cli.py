@@ -176,6 +176,19 @@ def test_kaggle_down_is_a_clear_error_and_nothing_is_recorded(fake_kaggle, run_a
     assert not (run / "kaggle").exists()
 
 
+def test_a_bundle_packaged_from_another_run_is_refused_before_any_kaggle_call(fake_kaggle, run_and_bundle, capsys):
+    """`push --run A --bundle <bundle of D>` submitted D's adapter under A's name (and --fetch-lb credited A)."""
+    run, bundle = run_and_bundle
+    other = run.with_name("other-20260101-000000")
+    shutil.copytree(run, other)
+    head = json.loads((other / "adapter" / "head.json").read_text())
+    (other / "adapter" / "head.json").write_text(json.dumps({**head, "class_prior": [0.5, 0.3, 0.2]}))
+    for flags in ((), ("--dry-run",)):
+        assert _push(other, bundle, *flags) == 2
+        assert "was not packaged from --run" in capsys.readouterr().err
+    assert fake_kaggle.calls == []
+
+
 # ---- credentials: every way the CLI authenticates ----------------------------------------------------
 
 def _oauth_login(home: Path, token: str) -> None:

@@ -3,6 +3,7 @@ pre-flight projection), with the metadata files the kaggle CLI reads."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -234,6 +235,36 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
         print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local`, "
               f"not for Kaggle, whose image has transformers {image_mod.preinstalled('transformers')}, not the "
               f"{wheels_mod.installed_versions(['transformers'])['transformers']} tested here)")
+
+
+def adapter_fingerprint(run: RunFolder) -> str:
+    """sha256 of a trained run's head.json and the weights its head is saved in (the adapter's file, or a merged
+    model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs."""
+    digest = hashlib.sha256()
+    weights = run.merged_head if run.is_merged() else run.adapter / "adapter_model.safetensors"
+    for path in (run.head, weights):
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def built_from_problems(bundle: Bundle, run: RunFolder) -> list[str]:
+    """`arena push --run R --bundle B`: B must hold R's adapter (one of its members, for an ensemble), or the
+    push would submit another run's predictions under R's name (and --fetch-lb credit R with their score)."""
+    if not run.is_trained():
+        return [f"--run {run.root}: not a trained run folder (config.yaml and adapter/)"]
+    members = bundle.member_runs()
+    try:
+        ours = adapter_fingerprint(run)
+        theirs = [adapter_fingerprint(m) for m in members]
+    except OSError as exc:
+        return [f"cannot compare --run {run.root} with the bundle {bundle.root}: {exc}"]
+    if ours in theirs:
+        return []
+    return [f"--bundle {bundle.root} was not packaged from --run {run.root} (their adapters differ): the push would "
+            f"submit another run's predictions under {run.root.name}'s name; push with the --run it was packaged from, "
+            f"or package this run: arena package --run {run.root}"]
 
 
 def bundle_problems(bundle: Bundle) -> list[str]:

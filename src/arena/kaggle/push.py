@@ -23,6 +23,7 @@ from arena.errors import UserError
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.bundle import (
     base_model_problems,
+    built_from_problems,
     bundle_config,
     bundle_problems,
     kernel_metadata,
@@ -223,8 +224,9 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
     kernel pinned to them, wait for that version, then submit it. Without credentials: UserError before any
     network call."""
     run = RunFolder(run_dir)
-    if bundle_dir is not None:  # every check `arena package` makes, before any kaggle call
-        _raise(bundle_problems(Bundle(bundle_dir)))
+    if bundle_dir is not None:  # every check `arena package` makes, and that it is this run's, before any kaggle call
+        problems = bundle_problems(Bundle(bundle_dir))
+        _raise(problems or built_from_problems(Bundle(bundle_dir), run))
     # `arena runs --fetch-lb` finds the run's leaderboard score by this tag in the submission message.
     submit_message = tag_message(message, run.root.name)
     if dry_run:
