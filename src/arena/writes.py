@@ -40,6 +40,14 @@ def output_problems(path: str | Path, what: str, folder: bool = False, may_exist
     return []
 
 
+def inside_problems(path: str | Path, copied: list[Path], what: str) -> list[str]:
+    """Why `path` cannot receive a copy of the `copied` folders: it lies inside one of them (the copy would copy
+    itself)."""
+    target = Path(path).resolve()
+    return [f"{path}: inside {folder}, which the {what} copies; choose a place outside it" for folder in copied
+            if target.is_relative_to(Path(folder).resolve())]
+
+
 def free_bytes(path: str | Path) -> int:
     return shutil.disk_usage(_nearest_existing(Path(path))).free
 

@@ -22,7 +22,7 @@ from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_folder, discard_if_stale, output_problems, staging_owner
+from arena.writes import atomic_folder, discard_if_stale, inside_problems, output_problems, staging_owner
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 # The machine every kernel is built for: Kaggle's "GPU T4 x2" (its machine_shape, GPU check and decisions).
@@ -168,7 +168,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
     cfg = config_mod.load_run(run)
     out = Path(out_dir) if out_dir else run.new_bundle_path()
     problems = (base_model_problems(cfg, run.is_merged()) + check_trained(run)
-                + output_problems(out, "bundle", folder=True))
+                + (inside_problems(out, [run.adapter], "bundle") or output_problems(out, "bundle", folder=True)))
     if test_csv is not None and not Path(test_csv).is_file():
         problems.append(f"--test-csv {test_csv}: file not found")
     if problems:

@@ -22,7 +22,7 @@ from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_folder, output_problems
+from arena.writes import atomic_folder, inside_problems, output_problems
 
 WEIGHT_MODES = ("oof", "equal")
 
@@ -120,7 +120,7 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
     mode, given, weight_problems = parse_weights(weights, len(runs))
     problems += weight_problems
     out = Path(out_dir) if out_dir else runs[0].new_bundle_path()
-    problems += output_problems(out, "bundle", folder=True)
+    problems += inside_problems(out, [run.adapter for run in runs], "bundle") or output_problems(out, "bundle", folder=True)
     if test_csv is not None and not Path(test_csv).is_file():
         problems.append(f"--test-csv {test_csv}: file not found")
     calibrations = []
