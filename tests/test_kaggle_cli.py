@@ -189,6 +189,20 @@ def test_a_bundle_packaged_from_another_run_is_refused_before_any_kaggle_call(fa
     assert fake_kaggle.calls == []
 
 
+def test_a_push_replaced_by_another_push_stops_instead_of_waiting_for_hours(fake_kaggle, run_and_bundle, capsys):
+    run, bundle = run_and_bundle
+    fake_kaggle.models[GEMMA] = "ok"
+
+    def another_push_follows(kernel, version):  # a second `arena push` of the kernel, whose session completes
+        kernel.versions.append(KernelVersion(version.number + 1, "theirs", {}, status="complete",
+                                             outputs={"arena-push.txt": b"their-push-id\n"}))
+
+    fake_kaggle.on_kernel_push = another_push_follows
+    assert _push(run, bundle) == 2
+    assert "another push of the same kernel replaced it" in capsys.readouterr().err
+    assert not fake_kaggle.called("CreateCodeSubmission")
+
+
 # ---- credentials: every way the CLI authenticates ----------------------------------------------------
 
 def _oauth_login(home: Path, token: str) -> None:

@@ -195,18 +195,23 @@ def wait_kernel(kernel_id: str, version: str, push_id: str, folder: Path, hours:
     """Wait for `version` of the kernel (this push's) to complete; its output lands in `folder`. UserError with
     the log's tail (saved in `folder`) when it errors or is cancelled."""
     deadline = time.monotonic() + hours * 3600
-    seen_running, stale_errors = False, 0
+    seen_running, foreign = False, 0
     while True:
         state, failure = _kernel_state(kernel_id)
         if state in ("complete", "error", "cancel_requested", "cancel_acknowledged"):
             ours = _fetch_output(kernel_id, folder) == push_id
             if state == "complete" and ours:
                 return folder
-            stale_errors += state != "complete" and not ours and not seen_running
-            if state != "complete" and (ours or seen_running or stale_errors >= STALE_ERROR_POLLS):
+            foreign += not ours and not seen_running
+            if state != "complete" and (ours or seen_running or foreign >= STALE_ERROR_POLLS):
                 raise UserError(f"the kernel {kernel_id} version {version} ended with status {state}"
                                 f"{': ' + failure if failure else ''}. Its log and output: {folder}\n"
                                 f"--- last lines of the log ---\n{log_tail(folder)}")
+            if seen_running or foreign >= STALE_ERROR_POLLS:  # ended without this push's id: another push's
+                raise UserError(f"the kernel {kernel_id} completed a session that is not version {version}'s (its "
+                                f"output lacks this push's id): another push of the same kernel replaced it, and "
+                                f"`kernels status` reports only the latest. Check version {version} on "
+                                f"https://www.kaggle.com/code/{kernel_id}; nothing was submitted")
             print(f"`kernels status` still reports the previous version's session ({state}); waiting for version "
                   f"{version}", flush=True)
         else:
