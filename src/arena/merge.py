@@ -19,7 +19,7 @@ from arena import config as config_mod
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
-from arena.model import check_trained, read_head
+from arena.model import check_trained, name_in_head, read_head
 from arena.writes import atomic_folder, output_problems
 
 MERGED_FORMAT = 1
@@ -63,8 +63,8 @@ def head_tensors(run: RunFolder) -> dict[str, torch.Tensor]:
     """The head's weights saved with a run's adapter (peft modules_to_save `score`), by name inside the head."""
     from safetensors.torch import load_file
 
-    return {name.split(".score.", 1)[1]: tensor.float()
-            for name, tensor in load_file(run.adapter / "adapter_model.safetensors").items() if ".score." in name}
+    return {inside: tensor.float() for name, tensor in load_file(run.adapter / "adapter_model.safetensors").items()
+            if (inside := name_in_head(name)) is not None}
 
 
 def average_heads(heads: list[dict], scalers: list[dict | None]) -> tuple[dict, dict | None]:
@@ -152,10 +152,9 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in head.items()}, build.merged_head)
-        build.head.write_text(json.dumps({"format": model_mod.HEAD_FORMAT, "bias": bias is not None,
-                                          "num_labels": model_mod.NUM_LABELS, "feature_scaler": scaler,
-                                          "merged": {"format": MERGED_FORMAT, "runs": [str(r.root) for r in runs],
-                                                     "weights": [1 / len(runs)] * len(runs)}}, indent=1))
+        model_mod.write_head(build, bias is not None, scaler, merged={"format": MERGED_FORMAT,
+                                                                      "runs": [str(r.root) for r in runs],
+                                                                      "weights": [1 / len(runs)] * len(runs)})
         merged_cfg = config_mod.load_run(runs[0], ["kaggle.base_model_source=", "kaggle.base_model_dataset=",
                                                    "kaggle.base_model_kernel_path="])
         config_mod.dump(merged_cfg, build.config)

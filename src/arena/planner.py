@@ -237,9 +237,7 @@ def _num_features(cfg: Config) -> int:
 def _meta_model(cfg: Config, hf_config, dtype: torch.dtype, checkpointing: bool, sharded: bool):
     from arena import model as model_mod
 
-    rt = model_mod.Runtime(device="cuda", dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded)
-    base = model_mod.meta_preference_model(cfg, hf_config, dtype, _num_features(cfg))
-    return base, model_mod.prepare_for_training(base, cfg, rt)
+    return model_mod.meta_prepared(cfg, hf_config, dtype, _num_features(cfg), checkpointing, sharded)
 
 
 def _set_checkpointing(base, on: bool) -> None:

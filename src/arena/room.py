@@ -37,9 +37,7 @@ def trainable_parameters(cfg: Config) -> int | None:
     if model_mod.adapter_problems(cfg, path, hf_config):
         return None  # the base model checks name these, with every other problem, before anything loads
     features = len(HEAD_FEATURE_NAMES) if cfg.model.length_features else 0
-    base = model_mod.meta_preference_model(cfg, hf_config, torch.float32, features)
-    runtime = model_mod.Runtime(device="cpu", dtype=torch.float32, gradient_checkpointing=False, sharded=False)
-    model = model_mod.prepare_for_training(base, cfg, runtime)
+    _, model = model_mod.meta_prepared(cfg, hf_config, torch.float32, features)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 

@@ -15,6 +15,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from arena import metrics
 from arena.config import Config
 from arena.layout import RunFolder
+from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
 from arena.writes import write_text
 
@@ -119,7 +120,7 @@ class PreferenceTrainer(Trainer):
         optimizer = super().create_optimizer(model)
         head_lr = self.args.head_learning_rate
         if head_lr is not None:
-            head = {id(p) for n, p in self.model.named_parameters() if p.requires_grad and ".score." in f".{n}"}
+            head = {id(p) for n, p in self.model.named_parameters() if p.requires_grad and name_in_head(n) is not None}
             for group in optimizer.param_groups:
                 group["params"] = [p for p in group["params"] if id(p) not in head]
             head_params = [p for p in self.model.parameters() if id(p) in head]

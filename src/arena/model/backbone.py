@@ -1,0 +1,158 @@
+"""The decoder backbone read by the PreferenceHead: PreferenceModel, its padding, tokenizer, loading (quantized and
+placed per the runtime) and its meta-device skeleton (shapes only, for the planner and the room check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from arena import quiet
+from arena.config import Config
+from arena.embedded import resolve_model_path
+from arena.errors import UserError
+from arena.model.head import PreferenceHead, new_head
+from arena.model.quantize import quantization_config, use_one_4bit_kernel
+from arena.model.runtime import Runtime, attn_implementation, compute_dtype_problems, cuda_device_index
+
+
+class PreferenceModel(torch.nn.Module):
+    """A decoder backbone read by a PreferenceHead at each row's last real token:
+    `forward(input_ids, attention_mask, features) -> logits (n, 3)`.
+
+    The attributes are named `model` and `score` as in transformers' sequence-classification classes, so peft
+    (task SEQ_CLS, which keeps `score` trainable and saved) and adapters saved by either class fit both.
+    """
+
+    # What the Trainer and peft ask of a quantized or device-mapped model: the backbone answers.
+    # (_no_split_modules: the decoder layer class, which FSDP's transformer-based wrapping shards by.)
+    _FROM_BACKBONE = frozenset({"device", "dtype", "_no_split_modules", "hf_device_map", "hf_quantizer",
+                                "is_quantized", "quantization_method", "is_loaded_in_4bit", "is_loaded_in_8bit",
+                                "name_or_path"})
+
+    def __init__(self, backbone, head: PreferenceHead):
+        super().__init__()
+        self.model = backbone
+        self.score = head
+        self.config = backbone.config
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in PreferenceModel._FROM_BACKBONE:
+                return getattr(self._modules["model"], name)
+            raise
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def enable_input_require_grads(self):
+        """Deliberately nothing. peft calls this on an unquantized model (else it hooks the embeddings itself) so
+        that reentrant checkpointing sees inputs that need gradients. arena checkpoints non-reentrant, which needs
+        none (model.enable_checkpointing); with them, backward would run through the frozen layers too."""
+
+    def forward(self, input_ids=None, attention_mask=None, features=None, inputs_embeds=None,
+                labels=None, output_attentions=None, output_hidden_states=None, return_dict=None) -> torch.Tensor:
+        """Logits (n, 3). `features`: the head's (n, num_features) standardised length features, when it reads
+        them. peft's sequence-classification wrapper passes `inputs_embeds` (prompt tuning) and the last four
+        arguments, which are unused: the caller computes the loss."""
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                            use_cache=False).last_hidden_state
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return self.score(hidden[rows, last_token_index(attention_mask, hidden.shape[1])], features)
+
+
+def last_token_index(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | int:
+    """Position of each row's last real token: -1 with left padding, found from the mask for any padding."""
+    if attention_mask is None:
+        return -1
+    from_end = attention_mask.flip(-1).to(torch.int64).argmax(-1)
+    return (length - 1 - from_end).to(attention_mask.device)
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) long tensors (len(rows), length), every row left-padded to `length` (default:
+    the longest row). Left padding puts every row's last real token at the same position; rotary position
+    encodings are relative, so the offset does not change attention between real tokens."""
+    longest = max((len(r) for r in rows), default=0)
+    length = longest if length is None else length
+    if longest > length:
+        too_long = [len(r) for r in rows if len(r) > length]
+        raise ValueError(f"left_pad: {len(too_long)} row(s) longer than {length} tokens (max {longest})")
+    ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, length - len(r):] = 1
+    return ids, mask
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # see left_pad
+    return tokenizer
+
+
+def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: int,
+              model_path: str | Path | None = None, quantization: str | None = None):
+    """The base model with a fresh head, quantized and placed per the runtime (a PreferenceModel)."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
+
+    path = resolve_model_path(str(model_path or cfg.model.path))
+    hf_config = AutoConfig.from_pretrained(path)
+    kwargs = dict(
+        config=hf_config,
+        dtype=rt.dtype,
+        attn_implementation=attn_implementation(cfg, hf_config.model_type),
+        quantization_config=quantization_config(quantization or cfg.model.quantization, rt.dtype, rt.sharded),
+    )
+    problems = compute_dtype_problems(cfg, hf_config, rt.hardware)
+    if problems:
+        raise UserError(problems=problems)
+    quiet.quiet_libraries()
+    if rt.device == "cuda":
+        index = cuda_device_index()
+        if not rt.sharded:
+            # One full copy per process (DDP under `accelerate launch`); never device_map="auto" across GPUs, which
+            # is model-parallel. FSDP shards the weights itself, from this process's GPU.
+            kwargs["device_map"] = {"": index}
+    # Silence the load report: a causal-LM checkpoint's output layer is not part of the backbone, by design.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        backbone = AutoModel.from_pretrained(path, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    device = backbone.get_input_embeddings().weight.device
+    head = new_head(backbone, cfg, bias, rt.dtype, num_features).to(device)
+    if rt.device == "cpu" and kwargs["quantization_config"] is not None:
+        use_one_4bit_kernel(backbone)
+    return PreferenceModel(backbone, head)
+
+
+def meta_backbone(hf_config, dtype: torch.dtype | None = None, attn_implementation: str | None = None):
+    """The backbone's architecture on the meta device: shapes and dtypes, no weights, no memory."""
+    from transformers import AutoModel
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    with torch.device("meta"):
+        return AutoModel.from_config(hf_config, **kwargs)
+
+
+def meta_preference_model(cfg: Config, hf_config, dtype: torch.dtype, num_features: int = 0) -> PreferenceModel:
+    """A PreferenceModel on the meta device with the base frozen as after loading, and a head as `load_base`
+    builds it."""
+    backbone = meta_backbone(hf_config, dtype, attn_implementation(cfg, hf_config.model_type))
+    backbone.requires_grad_(False)
+    with torch.device("meta"):
+        head = PreferenceHead(hf_config.hidden_size, num_features, cfg.model.head_init == "prior", dtype)
+    return PreferenceModel(backbone, head)

@@ -1,0 +1,176 @@
+"""The 3-way PreferenceHead (logits from the last real token's hidden state, plus length features), its initial
+bias, and head.json: the head's shape, feature scaling and class prior, written, read and checked."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from arena.config import Config
+from arena.errors import UserError
+from arena.layout import RunFolder
+
+NUM_LABELS = 3
+
+
+# head.json's format: 2 since the model takes its features as a forward argument. Format 1 (no "format" key)
+# saved the same weights under the same names, so it loads unchanged.
+HEAD_FORMAT = 2
+
+
+# The head's module name in PreferenceModel (as in transformers' sequence-classification classes, so peft's SEQ_CLS
+# task keeps it trainable and saved); its tensors are "<...>.score.<name inside the head>" in state dicts.
+HEAD_MODULE = "score"
+
+
+def name_in_head(parameter: str) -> str | None:
+    """The name inside the head of a full parameter or tensor name ("proj.weight"), None when it is not the head's."""
+    marker = f".{HEAD_MODULE}."
+    full = f".{parameter}"
+    return full.split(marker, 1)[1] if marker in full else None
+
+
+def head_bias(cfg: Config, class_prior) -> list[float] | None:
+    """Initial bias of the score head: the log class prior, or None for a bias-free head."""
+    if cfg.model.head_init != "prior":
+        return None
+    if class_prior is None:
+        class_prior = [1 / NUM_LABELS] * NUM_LABELS
+    prior = [max(float(p), 1e-4) for p in class_prior]
+    total = sum(prior)
+    return [math.log(p / total) for p in prior]
+
+
+class PreferenceHead(torch.nn.Module):
+    """Logits (n, 3) from the hidden state at each row's last real token, RMS-normalised, plus (optionally) a
+    linear map of standardised length features of the full, untruncated texts.
+
+    Gemma hidden states have norms in the hundreds, dominated by a few fixed outlier dimensions: fed raw,
+    every optimizer step moves all logits together. Normalising makes one learning rate fit the head.
+    """
+
+    def __init__(self, hidden_size: int, num_features: int, bias: bool, dtype: torch.dtype):
+        super().__init__()
+        self.proj = torch.nn.Linear(hidden_size, NUM_LABELS, bias=bias, dtype=dtype)
+        self.features = torch.nn.Linear(num_features, NUM_LABELS, bias=False, dtype=dtype) if num_features else None
+
+    def forward(self, hidden: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
+        h = hidden.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        logits = self.proj(h.to(self.proj.weight.dtype))
+        if self.features is not None:
+            if features is None:
+                raise ValueError(f"this head reads {self.features.in_features} length features: pass features=")
+            logits = logits + self.features(features.to(device=logits.device, dtype=self.features.weight.dtype))
+        return logits
+
+
+def init_feature_head(model, coef, intercept) -> None:
+    """Start the head at a fitted length-feature logistic regression: weights on the features, its intercept
+    as the bias (the hidden-state projection stays at zero, so the first forward reproduces the regression)."""
+    for head in (m for m in model.modules() if isinstance(m, PreferenceHead)):
+        with torch.no_grad():
+            head.features.weight.copy_(torch.as_tensor(coef, dtype=head.features.weight.dtype))
+            if head.proj.bias is not None:
+                head.proj.bias.copy_(torch.as_tensor(intercept, dtype=head.proj.bias.dtype))
+
+
+def new_head(backbone, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> PreferenceHead:
+    """A fresh head: zero weights (a random init gives logits worse than uniform), the bias at `bias`."""
+    head = PreferenceHead(backbone.config.hidden_size, num_features, bias is not None, dtype)
+    if cfg.model.head_init == "random":
+        torch.nn.init.normal_(head.proj.weight, std=backbone.config.initializer_range)
+    else:
+        torch.nn.init.zeros_(head.proj.weight)
+    if head.features is not None:
+        torch.nn.init.zeros_(head.features.weight)
+    if bias is not None:
+        with torch.no_grad():
+            head.proj.bias.copy_(torch.tensor(bias, dtype=dtype))
+    return head
+
+
+def write_head(run: RunFolder, bias: bool, feature_scaler: dict | None, class_prior=None, **extra) -> None:
+    """head.json: the head's shape (a bias or not, NUM_LABELS, length features and their scaling), the training
+    rows' class prior (what predict gives a row without finite logits), and `extra` records (a merge's runs)."""
+    head = {"format": HEAD_FORMAT, "bias": bias, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
+    if class_prior is not None:
+        head["class_prior"] = [float(p) for p in class_prior]
+    run.head.write_text(json.dumps({**head, **extra}, indent=1))
+
+
+def read_head(run: RunFolder) -> dict:
+    """head.json of a trained run; a clear error for a folder that is not one or comes from another version."""
+    problems: list[str] = []
+    head = load_head(run, problems)
+    if problems:
+        raise UserError(problems=problems)
+    return head
+
+
+def load_head(run: RunFolder, problems: list[str]) -> dict | None:
+    head = read_json(run.head, problems, "the head's shape and feature scaling: an unfinished run, or one made by "
+                                          "an older version of arena")
+    found = _head_problems(run, head) if head is not None else []
+    problems += found
+    return None if found else head
+
+
+def _head_problems(run: RunFolder, head) -> list[str]:
+    """Every problem of head.json's content (not only the first)."""
+    if not isinstance(head, dict):
+        return [f"{run.head}: not a head description (a JSON {type(head).__name__}, not an object): made by "
+                f"another version of arena?"]
+    problems = [f"{run.head}: no {key} key: not a head description made by arena" for key in ("bias", "num_labels")
+                if key not in head]
+    made = head.get("format", 1)
+    if not isinstance(made, int) or made > HEAD_FORMAT:
+        problems.append(f"{run.head}: made by a newer version of arena (head format {made}; this version reads up "
+                        f"to {HEAD_FORMAT}): upgrade arena to load it")
+    if "bias" in head and not isinstance(head["bias"], bool):
+        problems.append(f"{run.head}: bias is {head['bias']!r}, expected true or false")
+    if "num_labels" in head and head["num_labels"] != NUM_LABELS:
+        problems.append(f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}")
+    prior = head.get("class_prior")
+    if prior is not None and not (isinstance(prior, list) and len(prior) == NUM_LABELS
+                                  and all(isinstance(p, (int, float)) and p >= 0 for p in prior) and sum(prior) > 0):
+        problems.append(f"{run.head}: class_prior is {prior!r}, expected {NUM_LABELS} non-negative numbers")
+    scaler = head.get("feature_scaler")
+    if scaler is not None:
+        lengths = {len(scaler.get(k) or []) for k in ("names", "mean", "std")} if isinstance(scaler, dict) else {0}
+        if len(lengths) != 1 or 0 in lengths:
+            problems.append(f"{run.head}: feature_scaler needs names, mean and std of one length")
+    return problems
+
+
+def head_weight_problems(head: dict, score: dict[str, list[int]]) -> list[str]:
+    """The head's tensors (names inside the head) against head.json."""
+    problems = []
+    scaler = head.get("feature_scaler")
+    expected = {"proj.weight": NUM_LABELS}
+    if head["bias"]:
+        expected["proj.bias"] = NUM_LABELS
+    if scaler:
+        expected["features.weight"] = NUM_LABELS
+    for name, rows in expected.items():
+        if name not in score:
+            problems.append(f"no head tensor score.{name} (head.json describes one)")
+        elif score[name][0] != rows:
+            problems.append(f"head tensor score.{name} has shape {score[name]}, expected {rows} rows")
+    if scaler and "features.weight" in score and score["features.weight"][-1] != len(scaler["mean"]):
+        problems.append(f"head tensor score.features.weight reads {score['features.weight'][-1]} features, head.json "
+                        f"scales {len(scaler['mean'])}")
+    return problems
+
+def read_json(path: Path, problems: list[str], what: str):
+    if not path.is_file():
+        problems.append(f"{path}: missing ({what})")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        problems.append(f"{path}: not valid JSON ({exc}); the file is damaged")
+        return None
