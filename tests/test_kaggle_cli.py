@@ -194,6 +194,51 @@ def test_kaggle_down_is_a_clear_error_and_nothing_is_recorded(fake_kaggle, run_a
     assert not (run / "kaggle").exists()
 
 
+# ---- credentials: every way the CLI authenticates ----------------------------------------------------
+
+def _oauth_login(home: Path, token: str) -> None:
+    (home / ".kaggle").mkdir(exist_ok=True)
+    (home / ".kaggle" / "credentials.json").write_text(json.dumps({
+        "refresh_token": "refresh-secret-1234", "access_token": token,
+        "access_token_expiration": "2999-01-01T00:00:00+00:00", "username": "alice", "scopes": []}))
+
+
+@pytest.mark.parametrize("kind", ["kaggle.json", "env key", "env token", "token file path", "access_token file",
+                                  "stored login"])
+def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, monkeypatch, capsys, kind):
+    home = Path.home()  # the fixture's fresh HOME
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    secret = fake_kaggle.access_token
+    if kind == "kaggle.json":
+        (home / ".kaggle").mkdir()
+        (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "alice", "key": fake_kaggle.legacy_key}))
+        (home / ".kaggle" / "kaggle.json").chmod(0o600)
+        secret = fake_kaggle.legacy_key
+    elif kind == "env key":
+        monkeypatch.setenv("KAGGLE_USERNAME", "alice")
+        monkeypatch.setenv("KAGGLE_KEY", secret := fake_kaggle.legacy_key)
+    elif kind == "env token":
+        monkeypatch.setenv("KAGGLE_API_TOKEN", secret)
+    elif kind == "token file path":
+        (home / "token.txt").write_text(secret + "\n")
+        monkeypatch.setenv("KAGGLE_API_TOKEN", str(home / "token.txt"))
+    elif kind == "access_token file":
+        (home / ".kaggle").mkdir()
+        (home / ".kaggle" / "access_token").write_text(secret)
+    else:
+        _oauth_login(home, secret)
+    creds = credentials.require_credentials()
+    assert creds.complete and (creds.user == "alice" or creds.user is None)  # a token's user: only Kaggle knows
+    assert remote.kaggle_cli_user() == "alice"
+    assert secret not in _everything(capsys)
+
+
+def test_a_secret_in_cli_output_is_masked(monkeypatch):
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_super-secret-value")
+    assert remote.redact("Bearer KGAT_super-secret-value refused") == "Bearer *** refused"
+
+
 # ---- the competition: kaggle.competition, the live one included --------------------------------------------
 
 def test_data_download_fetches_the_configured_competition(fake_kaggle, tmp_path, capsys):
@@ -273,48 +318,3 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     assert submit["competitionName"] == LIVE and fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == LIVE
     assert (run / "kaggle" / "arena-inference-v1" / "submission.csv").read_text() == submission.read_text()
     assert "Successfully submitted to LLM Classification Finetuning" in capfd.readouterr().out
-
-
-# ---- credentials: every way the CLI authenticates ----------------------------------------------------
-
-def _oauth_login(home: Path, token: str) -> None:
-    (home / ".kaggle").mkdir(exist_ok=True)
-    (home / ".kaggle" / "credentials.json").write_text(json.dumps({
-        "refresh_token": "refresh-secret-1234", "access_token": token,
-        "access_token_expiration": "2999-01-01T00:00:00+00:00", "username": "alice", "scopes": []}))
-
-
-@pytest.mark.parametrize("kind", ["kaggle.json", "env key", "env token", "token file path", "access_token file",
-                                  "stored login"])
-def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, monkeypatch, capsys, kind):
-    home = Path.home()  # the fixture's fresh HOME
-    monkeypatch.delenv("KAGGLE_USERNAME")
-    monkeypatch.delenv("KAGGLE_KEY")
-    secret = fake_kaggle.access_token
-    if kind == "kaggle.json":
-        (home / ".kaggle").mkdir()
-        (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "alice", "key": fake_kaggle.legacy_key}))
-        (home / ".kaggle" / "kaggle.json").chmod(0o600)
-        secret = fake_kaggle.legacy_key
-    elif kind == "env key":
-        monkeypatch.setenv("KAGGLE_USERNAME", "alice")
-        monkeypatch.setenv("KAGGLE_KEY", secret := fake_kaggle.legacy_key)
-    elif kind == "env token":
-        monkeypatch.setenv("KAGGLE_API_TOKEN", secret)
-    elif kind == "token file path":
-        (home / "token.txt").write_text(secret + "\n")
-        monkeypatch.setenv("KAGGLE_API_TOKEN", str(home / "token.txt"))
-    elif kind == "access_token file":
-        (home / ".kaggle").mkdir()
-        (home / ".kaggle" / "access_token").write_text(secret)
-    else:
-        _oauth_login(home, secret)
-    creds = credentials.require_credentials()
-    assert creds.complete and (creds.user == "alice" or creds.user is None)  # a token's user: only Kaggle knows
-    assert remote.kaggle_cli_user() == "alice"
-    assert secret not in _everything(capsys)
-
-
-def test_a_secret_in_cli_output_is_masked(monkeypatch):
-    monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_super-secret-value")
-    assert remote.redact("Bearer KGAT_super-secret-value refused") == "Bearer *** refused"
