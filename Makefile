@@ -27,8 +27,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-data: setup  ## download the competition data with the kaggle CLI (needs ~/.kaggle/kaggle.json)
-	$(BIN)/arena data download --out data
+data: setup  ## download kaggle.competition's data with the kaggle CLI (needs ~/.kaggle/kaggle.json)
+	$(BIN)/arena data download --out data --config $(CONFIG) $(SET_ARGS)
 
 sample: setup
 	$(BIN)/arena data sample --rows 600 --out data/sample/train.csv

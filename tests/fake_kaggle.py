@@ -21,16 +21,23 @@ Fixture API (`fake_kaggle`; in a test file: `from tests.fake_kaggle import fake_
     fake.models["owner/model/fw/var/1"] = "ok" | "not-consented"   (absent: 404)
     fake.invalid_sources = {"dataset": [...], "competition": [...], "kernel": [...], "model": [...]}
     fake.submission_rejection = "..."        # CreateCodeSubmission answers HTTP 400 with this message
-    fake.submissions                         # [ApiSubmission], newest first; score_submission(ref, ...),
-                                             #   add_submission(description)
+    fake.competitions                        # {slug: title} of the competitions that exist (both LMSYS ones);
+                                             #   any other slug is unknown: 404 to submit, list or download, and an
+                                             #   invalid competition source to `kernels push`
+    fake.competition_files["slug"]           # {name: bytes}: what `competitions download` gets, zipped
+    fake.submissions                         # [ApiSubmission] of every competition, newest first;
+                                             #   score_submission(ref, ...), add_submission(description, competition),
+                                             #   competition_of(ref)
     fake.calls                               # [(service method name, request dict)] in order
 """
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import urllib.parse
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -61,6 +68,14 @@ from kagglesdk.models.types.model_api_service import ApiListModelInstanceVersion
 from kagglesdk.security.types.oauth_service import IntrospectTokenResponse
 
 USER, KEY, TOKEN = "alice", "fake-legacy-key-3f9a1c", "KGAT_fake-access-token-77d2e0"
+# The competitions on the LMSYS data that Kaggle has (slug -> title, as on their pages).
+COMPETITIONS = {"lmsys-chatbot-arena": "LMSYS - Chatbot Arena Human Preference Predictions",
+                "llm-classification-finetuning": "LLM Classification Finetuning"}
+
+
+@dataclass
+class Redirect:
+    location: str
 
 
 @dataclass
@@ -110,7 +125,10 @@ class FakeKaggle:
         self.models: dict[str, str] = {}
         self.invalid_sources: dict[str, list[str]] = {}
         self.submission_rejection: str | None = None
+        self.competitions: dict[str, str] = dict(COMPETITIONS)
+        self.competition_files: dict[str, dict[str, bytes]] = {}
         self.submissions: list[ApiSubmission] = []
+        self._submitted_to: dict[int, str] = {}  # submission ref -> competition slug
         self.calls: list[tuple[str, dict]] = []
         self.uploads: dict[str, bytes] = {}
         self._status_polls: dict[str, int] = {}
@@ -171,14 +189,24 @@ class FakeKaggle:
         if error:
             sub.error_description = error
 
-    def add_submission(self, description: str) -> ApiSubmission:
-        """A submission made elsewhere (as CreateCodeSubmission would record it), newest first."""
+    def add_submission(self, description: str, competition: str = "lmsys-chatbot-arena") -> ApiSubmission:
+        """A submission to `competition` made elsewhere (as CreateCodeSubmission would record it), newest first."""
         sub = ApiSubmission()
         sub.ref = 1000 + len(self.submissions)
         sub.date = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
         sub.description, sub.file_name, sub.status = description, "submission.csv", SubmissionStatus.PENDING
         self.submissions.insert(0, sub)
+        self._submitted_to[sub.ref] = competition
         return sub
+
+    def competition_of(self, ref: int) -> str:
+        return self._submitted_to[ref]
+
+    def _unknown_competition(self, body) -> tuple[int, dict] | None:
+        """Kaggle's answer to a competition slug it does not have: 404."""
+        if body.get("competitionName") in self.competitions:
+            return None
+        return 404, {"code": 404, "message": f"Competition {body.get('competitionName')!r} not found"}
 
     def called(self, method: str) -> list[dict]:
         return [body for name, body in self.calls if name == method]
@@ -279,6 +307,8 @@ class FakeKaggle:
             return 200, resp
         invalid = {kind: [s for s in body.get(f"{kind}DataSources", []) if s in self.invalid_sources.get(kind, [])]
                    for kind in ("dataset", "competition", "kernel", "model")}
+        invalid["competition"] += [s for s in body.get("competitionDataSources", [])
+                                   if s not in self.competitions and s not in invalid["competition"]]
         for source in body.get("datasetDataSources", []):  # a pinned version that does not exist
             parts = source.split("/")
             dataset = self.datasets.get("/".join(parts[:2]))
@@ -361,17 +391,40 @@ class FakeKaggle:
         return 200, resp
 
     def _api_CreateCodeSubmission(self, body):
+        unknown = self._unknown_competition(body)
+        if unknown:
+            return unknown
         if self.submission_rejection:
             return 400, {"code": 400, "message": self.submission_rejection}
-        sub = self.add_submission(body.get("submissionDescription", ""))
+        competition = body["competitionName"]
+        sub = self.add_submission(body.get("submissionDescription", ""), competition)
         resp = ApiCreateCodeSubmissionResponse()
-        resp.message, resp.ref = "Successfully submitted to LMSYS - Chatbot Arena Human Preference Predictions", sub.ref
+        resp.message, resp.ref = f"Successfully submitted to {self.competitions[competition]}", sub.ref
         return 200, resp
 
     def _api_ListSubmissions(self, body):
+        unknown = self._unknown_competition(body)
+        if unknown:
+            return unknown
         resp = ApiListSubmissionsResponse()
-        resp.submissions = list(self.submissions)
+        resp.submissions = [s for s in self.submissions if self._submitted_to[s.ref] == body["competitionName"]]
         return 200, resp
+
+    def _api_DownloadDataFiles(self, body):
+        """An HttpRedirect, as Kaggle answers: to the competition's files, zipped (served by do_GET)."""
+        unknown = self._unknown_competition(body)
+        if unknown:
+            return unknown
+        return 302, Redirect(f"http://localhost/competition-data/{body['competitionName']}.zip")
+
+    def competition_archive(self, slug: str) -> bytes | None:
+        if slug not in self.competitions:
+            return None
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as zf:
+            for name, data in self.competition_files.get(slug, {}).items():
+                zf.writestr(name, data)
+        return buffer.getvalue()
 
     def _api_GetSubmissionLimits(self, body):
         resp = ApiSubmissionLimits()
@@ -393,6 +446,12 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send(self, status: int, payload, content_type: str = "application/json") -> None:
+        if isinstance(payload, Redirect):
+            self.send_response(status)
+            self.send_header("Location", payload.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = payload if isinstance(payload, bytes) else (
             payload.to_json() if hasattr(payload, "to_json") else json.dumps(payload)).encode()
         self.send_response(status)
@@ -426,6 +485,10 @@ class _Handler(BaseHTTPRequestHandler):
             data = self.kaggle.output_file(parts[2], int(parts[3]), urllib.parse.unquote(parts[4]))
             if data is not None:
                 return self._send(200, data, "application/octet-stream")
+        if len(parts) == 3 and parts[1] == "competition-data" and parts[2].endswith(".zip"):
+            data = self.kaggle.competition_archive(parts[2].removesuffix(".zip"))
+            if data is not None:
+                return self._send(200, data, "application/zip")
         self._send(404, {"code": 404, "message": "not found"})
 
 

@@ -92,6 +92,27 @@ def test_kernel_metadata_fields_are_exactly_right():
     assert plain["model_sources"] == []
 
 
+def test_the_live_competition_is_one_setting_for_both_kernels(tmp_path):
+    from arena.kaggle import training
+
+    live = "llm-classification-finetuning"
+    recipe = tmp_path / "live.yaml"
+    recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/train.csv\n"
+                      f"kaggle:\n  competition: {live}\n")
+    cfg = config.load(recipe)
+    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [live]
+    assert f"COMPETITION = '{live}'" in bundle_mod.render_kernel_script(cfg)
+    # the training kernel attaches it and reads its train.csv
+    files = training.data_files(cfg)[0]
+    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [live]
+    assert files["TRAIN"] == "competition:train.csv" and f"COMPETITION = '{live}'" in \
+        training.render_kernel_script(cfg, files)
+    recipe.write_text("kaggle:\n  competition: lmsys-chatbot-arena-2\n")
+    with pytest.raises(config.ConfigError, match=f"{recipe}: kaggle.competition: 'lmsys-chatbot-arena-2' is not one "
+                                                 f"of lmsys-chatbot-arena, {live}"):
+        config.load(recipe)
+
+
 def test_dataset_metadata(tmp_path):
     bundle = _fake_bundle(tmp_path, _cfg(adapter_dataset_slug="my-adapter"), user="alice")
     adapter = json.loads((Bundle(bundle).adapter_dataset / "dataset-metadata.json").read_text())
@@ -205,7 +226,7 @@ def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_cre
     err = capsys.readouterr().err
     assert "no Kaggle credentials" in err and "--dry-run" in err
     with pytest.raises(UserError, match="no Kaggle credentials"):
-        remote.download_competition_data(str(tmp_path / "data"))
+        remote.download_competition_data(str(tmp_path / "data"), "lmsys-chatbot-arena")
     assert not (tmp_path / "data").exists()
 
 

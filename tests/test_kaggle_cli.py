@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from arena import cli, config
+from arena.errors import UserError
 from arena.kaggle import credentials, remote
 from arena.layout import Bundle, RunFolder
 from tests.fake_kaggle import (
@@ -25,14 +26,21 @@ from tests.test_kaggle import _cfg, _fake_bundle
 GEMMA = "google/gemma-2/transformers/gemma-2-9b-it/2"
 
 
+LIVE = "llm-classification-finetuning"  # open; the default kaggle.competition, lmsys-chatbot-arena, is closed
+
+
+def _run_and_bundle(tmp_path: Path, tiny_run: Path, **kaggle) -> tuple[Path, Path]:
+    run = tmp_path / "runs" / "t-20260101-000000"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
+    cfg = _cfg(base_model_source=GEMMA, **kaggle)
+    config.dump(cfg, run / "config.yaml")
+    return run, _fake_bundle(tmp_path, cfg, adapter=RunFolder(tiny_run).adapter)
+
+
 @pytest.fixture
 def run_and_bundle(tmp_path, tiny_run):
     """A run folder under runs/ (so that `arena runs` lists it) and a bundle of it attaching GEMMA."""
-    run = tmp_path / "runs" / "t-20260101-000000"
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
-    cfg = _cfg(base_model_source=GEMMA)
-    config.dump(cfg, run / "config.yaml")
-    return run, _fake_bundle(tmp_path, cfg, adapter=RunFolder(tiny_run).adapter)
+    return _run_and_bundle(tmp_path, tiny_run)
 
 
 def _push(run: Path, bundle: Path, *extra: str) -> int:
@@ -44,8 +52,11 @@ def _everything(capsys) -> str:
     return captured.out + captured.err
 
 
-def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, run_and_bundle, capsys):
-    run, bundle = run_and_bundle
+# The closed competition's board is its private score; the open one shows only the public score.
+@pytest.mark.parametrize("competition, private, score", [("lmsys-chatbot-arena", "0.94020", 0.9402),
+                                                          (LIVE, None, 0.9511)])
+def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys, competition, private, score):
+    run, bundle = _run_and_bundle(tmp_path, tiny_run, competition=competition)
     fake = fake_kaggle
     fake.models[GEMMA] = "ok"
     for slug in ("arena-adapter", "arena-wheels"):  # pushed before: this push makes version 2
@@ -63,28 +74,37 @@ def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, run_and_bundle, capsys):
     assert pushed.number == 2
     assert pushed.metadata["datasetDataSources"] == ["alice/arena-adapter/2", "alice/arena-wheels/2"]
     assert pushed.metadata["modelDataSources"] == [GEMMA] and pushed.metadata["dockerImagePinningType"] == "latest"
+    assert pushed.metadata["competitionDataSources"] == [competition]
     assert "still reports the previous version's session" in out
     [submit] = fake.called("CreateCodeSubmission")
     assert submit["kernelVersion"] == 2 and submit["kernelSlug"] == "arena-inference"
+    assert submit["competitionName"] == competition and f"Successfully submitted to {fake.competitions[competition]}" in out
     assert submit["submissionDescription"] == f"try [arena run {run.name}]"
     record = json.loads((run / "kaggle" / "arena-inference-v2" / "submitted.json").read_text())
     assert record["version"] == 2 and record["datasets"] == {"arena-adapter": 2, "arena-wheels": 2}
     assert (run / "kaggle" / "arena-inference-v2" / "submission.csv").is_file()
 
-    # Kaggle scores it (the competition is closed: the private score counts); a later one errors in the rerun.
-    fake.score_submission(submit_ref := fake.submissions[0].ref, public="0.95110", private="0.94020")
-    later = fake.add_submission(submit["submissionDescription"])
+    # Kaggle scores it; a later one errors in the rerun; one more is still pending; the same run submitted to the
+    # other competition is not this one's.
+    assert fake.competition_of(submit_ref := fake.submissions[0].ref) == competition
+    fake.score_submission(submit_ref, public="0.95110", private=private)
+    later = fake.add_submission(submit["submissionDescription"], competition)
     fake.score_submission(later.ref, error="Notebook Timeout: exceeded 9 hours")
-    fake.add_submission(submit["submissionDescription"])  # still pending: nothing to record yet
-    assert cli.main(["runs", "--runs-dir", str(run.parent), "--fetch-lb", "--format", "csv"]) == 0
+    fake.add_submission(submit["submissionDescription"], competition)  # still pending: nothing to record yet
+    [other] = [c for c in fake.competitions if c != competition]
+    fake.score_submission(fake.add_submission(submit["submissionDescription"], other).ref, public="0.99")
+    # the default recipe names the closed competition; the live one is named by the run's recipe
+    recipe = [] if competition == config.Config().kaggle.competition else ["--config", str(run / "config.yaml")]
+    assert cli.main(["runs", "--runs-dir", str(run.parent), "--fetch-lb", "--format", "csv", *recipe]) == 0
     out += _everything(capsys)
+    assert [c["competitionName"] for c in fake.called("ListSubmissions")] == [competition, competition]
     board = json.loads(RunFolder(run).leaderboard.read_text())["scores"]
-    assert [(s["ref"], s["score"], s["status"]) for s in board] == [(str(submit_ref), 0.9402, "complete"),
+    assert [(s["ref"], s["score"], s["status"]) for s in board] == [(str(submit_ref), score, "complete"),
                                                                     (str(submit_ref + 1), None, "error")]
     assert board[0]["public"] == 0.9511 and board[1]["error"] == "Notebook Timeout: exceeded 9 hours"
     assert "recorded ERROR for t-20260101-000000" in out
     table = out[out.index("run,kind"):]
-    assert "0.9402" in table and "Notebook Timeout: exceeded 9 hours" in table
+    assert f"{score:.4f}" in table and "Notebook Timeout: exceeded 9 hours" in table
     assert fake.legacy_key not in out  # the key is never printed
 
 
@@ -246,3 +266,84 @@ def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, m
 def test_a_secret_in_cli_output_is_masked(monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_super-secret-value")
     assert remote.redact("Bearer KGAT_super-secret-value refused") == "Bearer *** refused"
+
+
+# ---- the competition: kaggle.competition, the live one included --------------------------------------------
+
+def test_data_download_fetches_the_configured_competition(fake_kaggle, tmp_path, capsys):
+    fake_kaggle.competition_files = {"lmsys-chatbot-arena": {"train.csv": b"closed\n"},
+                                     LIVE: {"train.csv": b"live\n", "test.csv": b"live test\n"}}
+    assert cli.main(["data", "download", "--out", str(tmp_path / "live"), "--set", f"kaggle.competition={LIVE}"]) == 0
+    assert cli.main(["data", "download", "--out", str(tmp_path / "default")]) == 0  # the default recipe's
+    assert [c["competitionName"] for c in fake_kaggle.called("DownloadDataFiles")] == [LIVE, "lmsys-chatbot-arena"]
+    assert sorted(p.name for p in (tmp_path / "live").iterdir()) == ["test.csv", "train.csv"]  # the zip removed
+    assert (tmp_path / "live" / "train.csv").read_text() == "live\n"
+    assert (tmp_path / "default" / "train.csv").read_text() == "closed\n"
+    assert cli.main(["data", "download", "--out", str(tmp_path / "x"), "--set", "kaggle.competition=lmsys"]) == 2
+    assert "--set: kaggle.competition: 'lmsys' is not one of lmsys-chatbot-arena, llm-classification-finetuning" \
+        in capsys.readouterr().err
+    assert len(fake_kaggle.called("DownloadDataFiles")) == 2  # refused before any call
+
+
+def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, tmp_path, capsys):
+    unknown = "no-such-competition"
+    with pytest.raises(UserError, match=f"competition {unknown} \\(kaggle.competition\\): Kaggle has none"):
+        remote.download_competition_data(str(tmp_path / "data"), unknown)
+    for args in (["competitions", "submissions", unknown, "--csv"],
+                 ["competitions", "submit", unknown, "-k", "alice/arena-inference", "-v", "1", "-f", "submission.csv",
+                  "-m", "x"]):
+        with pytest.raises(remote.KaggleCallError, match=f"{unknown}.* not found") as err:
+            remote.run_kaggle(args)
+        assert err.value.not_found
+    assert not fake_kaggle.submissions
+    bundle = Bundle(_fake_bundle(tmp_path, _cfg(), user="alice"))
+    meta = json.loads(bundle.kernel_metadata.read_text())
+    bundle.kernel_metadata.write_text(json.dumps(meta | {"competition_sources": [unknown]}))
+    for slug in ("arena-adapter", "arena-wheels"):  # valid: only the competition is not
+        fake_kaggle.datasets[f"alice/{slug}"] = FakeDataset(f"alice/{slug}", [DatasetVersion(1, "ready", [])])
+    with pytest.raises(remote.KaggleCallError, match=f"not valid competition sources.*{unknown}"):
+        remote.run_kaggle(["kernels", "push", "-p", str(bundle.kernel)])
+    calls = len(fake_kaggle.calls)
+    assert cli.main(["runs", "--runs-dir", str(tmp_path / "runs"), "--fetch-lb", "--competition", unknown]) == 2
+    assert f"--competition {unknown}: one of lmsys-chatbot-arena, {LIVE}" in capsys.readouterr().err
+    assert len(fake_kaggle.calls) == calls  # refused before any call
+
+
+@pytest.mark.e2e
+def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path, tiny_run, capfd):
+    """The run's recipe names the live competition: the bundle attaches it, the rehearsal mounts its test.csv where
+    Kaggle does, the kernel finds it there and writes a valid submission, and push submits that to it."""
+    from arena import data, metrics
+    from arena.kaggle import bundle as bundle_mod
+    from arena.kaggle import rehearsal
+    from arena.layout import LABEL_COLUMNS
+
+    source = "someone/tiny-gemma2/transformers/default/1"
+    run = tmp_path / "runs" / "live-20260101-000000"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
+    raw = config.load_run(RunFolder(tiny_run)).to_dict()
+    raw["kaggle"] |= {"competition": LIVE, "base_model_source": source}
+    config.dump(config.from_dict(raw), run / "config.yaml")
+    test = data.generate_sample(12, seed=4).drop(columns=LABEL_COLUMNS)
+    data.write_csv(test, tmp_path / "input" / "test.csv")
+
+    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False)
+    assert json.loads(Bundle(bundle).kernel_metadata.read_text())["competition_sources"] == [LIVE]
+    assert f"COMPETITION = '{LIVE}'" in Bundle(bundle).kernel_script.read_text()
+    work = tmp_path / "work"
+    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work)
+    mounted = work / "kaggle" / "input" / "competitions" / LIVE / "test.csv"
+    assert mounted.is_symlink() and not (work / "kaggle" / "input" / "competitions" / "lmsys-chatbot-arena").exists()
+    assert f"--data {mounted}" in (work / "kernel.log").read_text()  # the kernel found it there
+    metrics.validate_submission(metrics.read_columns(submission, "submission"), test["id"])
+
+    # package's wheelhouse download needs the network (as in _fake_bundle, a stand-in for what push checks is there)
+    (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").write_bytes(b"")
+    fake_kaggle.models[source] = "ok"
+    fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle, submission=submission.read_text())
+    assert _push(run, bundle) == 0
+    assert fake_kaggle.kernels["arena-inference"].versions[-1].metadata["competitionDataSources"] == [LIVE]
+    [submit] = fake_kaggle.called("CreateCodeSubmission")
+    assert submit["competitionName"] == LIVE and fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == LIVE
+    assert (run / "kaggle" / "arena-inference-v1" / "submission.csv").read_text() == submission.read_text()
+    assert "Successfully submitted to LLM Classification Finetuning" in capfd.readouterr().out

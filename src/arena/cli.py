@@ -81,9 +81,10 @@ def cmd_data_sample(args) -> int:
 
 
 def cmd_data_download(args) -> int:
+    from arena import config
     from arena.kaggle import remote
 
-    remote.download_competition_data(args.out)
+    remote.download_competition_data(args.out, config.load(args.config, args.overrides).kaggle.competition)
     return 0
 
 
@@ -176,6 +177,9 @@ def cmd_runs(args) -> int:
         tracking.record_score(folder, score)
         print(f"recorded leaderboard score {score} in {folder.leaderboard}")
     if args.fetch_lb:
+        if args.competition is not None and args.competition not in config.COMPETITIONS:
+            raise config.ConfigError(f"--competition {args.competition}: one of {', '.join(config.COMPETITIONS)} "
+                                     f"(the choices of kaggle.competition)")
         competition = args.competition or config.load(args.config).kaggle.competition
         print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
     rows = tracking.collect(args.runs_dir, folds=not args.no_folds)
@@ -291,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=at_least(0), default=0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_data_sample)
-    p = data_sub.add_parser("download", help="download the competition data with the kaggle CLI")
+    p = data_sub.add_parser("download", help="download the competition data (kaggle.competition) with the kaggle CLI")
     p.add_argument("--out", default="data")
+    _add_config_args(p)
     p.set_defaults(func=cmd_data_download)
 
     p = sub.add_parser("score", help="log loss and accuracy of a submission against labels")
@@ -384,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-lb", action="store_true",
                    help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
                         "of those `arena push` tagged with a run here")
-    p.add_argument("--competition", default=None, help="for --fetch-lb (default: kaggle.competition of --config)")
+    p.add_argument("--competition", default=None, help="for --fetch-lb: a kaggle.competition choice, e.g. llm-classification-finetuning "
+                                                       "(default: kaggle.competition of --config)")
     p.add_argument("--config", default=None, help="the recipe whose kaggle.competition --fetch-lb reads "
                                                   "(default: configs/default.yaml)")
     p.set_defaults(func=cmd_runs)

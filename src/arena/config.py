@@ -86,6 +86,15 @@ Quantization = Literal["nf4", "int8", "none"]
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                     "warmup_stable_decay", "greedy"]
+# The Kaggle competitions this pipeline targets (kaggle.competition). Both are code competitions on the same LMSYS
+# data (train.csv 57,477 rows, the same columns; ~25k hidden test rows; log loss), internet off, a 9 h limit on
+# T4x2: kaggle.hidden_test_rows and kaggle.time_limit_hours hold for either, and nothing else differs but the state.
+# - lmsys-chatbot-arena: the original (closed 2024-08): a late submission is scored, its private score counts.
+#   https://www.kaggle.com/competitions/lmsys-chatbot-arena
+# - llm-classification-finetuning: the Getting Started competition on the same data, open: its public board counts.
+#   https://www.kaggle.com/competitions/llm-classification-finetuning
+Competition = Literal["lmsys-chatbot-arena", "llm-classification-finetuning"]
+COMPETITIONS: tuple[str, ...] = typing.get_args(Competition)
 # The generated, learnable sample in the competition's format (data.sample_rows rows) instead of a CSV.
 SAMPLE = "sample"
 
@@ -216,7 +225,7 @@ class InferConfig:
 
 @dataclass
 class KaggleConfig:
-    competition: Slug = "lmsys-chatbot-arena"
+    competition: Competition = "lmsys-chatbot-arena"  # see COMPETITIONS above
     # Slugs are prefixed with the Kaggle username from kaggle.json.
     kernel_slug: Slug = "arena-inference"
     adapter_dataset_slug: Slug = "arena-adapter"

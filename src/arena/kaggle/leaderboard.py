@@ -1,7 +1,9 @@
 """Leaderboard scores from Kaggle: the competition's submissions read through the kaggle CLI (after the
 credentials check, so nothing reaches the network without them), matched to runs by the tag `arena push` puts in
-each submission message. LMSYS is closed, so a late submission is judged by its private score; a submission whose
-hidden rerun errored or timed out is kept too, with Kaggle's error text, so that the failure is seen.
+each submission message. Its score is the private one where Kaggle shows it (lmsys-chatbot-arena is closed: a
+late submission is judged by its private score), else the public one (llm-classification-finetuning is open: its
+board is public); a submission whose hidden rerun errored or timed out is kept too, with Kaggle's error text, so
+that the failure is seen.
 
 The CLI's table (`kaggle competitions submissions --csv`) has no error text (its fields: ref, fileName, date,
 description, status, publicScore, privateScore), so for errored submissions `python -m arena.kaggle.leaderboard`

@@ -150,8 +150,9 @@ def kaggle_cli_user() -> str:
     return user
 
 
-def download_competition_data(out: str, competition: str = "lmsys-chatbot-arena") -> None:
-    """`arena data download`: the competition's files into `out` (existing files are kept)."""
+def download_competition_data(out: str, competition: str) -> None:
+    """`arena data download`: the files of `competition` (kaggle.competition) into `out` (existing files are
+    kept)."""
     require_credentials()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +160,9 @@ def download_competition_data(out: str, competition: str = "lmsys-chatbot-arena"
     try:
         run_kaggle(["competitions", "download", "-c", competition, "-p", str(out_dir)])
     except KaggleCallError as exc:
+        if exc.not_found:
+            raise UserError(f"{exc}\ncompetition {competition} (kaggle.competition): Kaggle has none of that name") \
+                from None
         raise UserError(f"{exc}\ndownload failed; accept the rules at https://www.kaggle.com/competitions/"
                         f"{competition}/rules with the account of your API token, then retry") from None
     if not archive.is_file():
