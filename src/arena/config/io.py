@@ -1,0 +1,122 @@
+"""Configs in and out: YAML recipes, dotted `--set a.b=value` overrides, older spellings, a run's config and where
+it came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from arena.config.constraints import ConfigError, Origins, all_keys, build, did_you_mean
+from arena.config.relations import relations
+from arena.config.schema import Config
+from arena.layout import SOURCE_ROOT
+
+CONFIG_DIR = SOURCE_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+def set_dotted(data: dict, key: str, raw: str) -> None:
+    parts = key.split(".")
+    node = data
+    cls = Config
+    for i, part in enumerate(parts):
+        field_names = {f.name: f for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else {}
+        if part not in field_names:
+            known = f" (known here: {', '.join(sorted(field_names))})" if field_names else ""
+            raise ConfigError(f"--set: unknown key '{'.'.join(parts[: i + 1])}'{did_you_mean(key, all_keys(Config))}{known}")
+        if i == len(parts) - 1:
+            try:
+                node[part] = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set: {key}: {raw!r} is not a YAML value ({exc.problem})") from None
+            return
+        cls = typing.get_type_hints(cls)[part]
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set: '{'.'.join(parts[: i + 1])}' is not a section")
+
+
+def upgrade(data: dict) -> None:
+    """Older spellings of keys, so that earlier run folders still load: swap_augment was true/false."""
+    train = data.get("train")
+    if isinstance(train, dict) and isinstance(train.get("swap_augment"), bool):
+        train["swap_augment"] = "random" if train["swap_augment"] else "none"
+
+
+def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), source: str = "<dict>") -> Config:
+    """A checked Config from a mapping plus `--set key=value` overrides; ConfigError lists every problem."""
+    data = dict(data or {})
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    problems, overridden = [], set()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            problems.append(f"--set {item!r}: expected key=value")
+            continue
+        try:
+            set_dotted(data, key.strip(), raw)
+            overridden.add(key.strip())
+        except ConfigError as exc:
+            problems.append(str(exc))
+    origin = Origins(source, overridden)
+    upgrade(data)
+    try:
+        cfg = build(Config, data, "", origin)
+    except ConfigError as exc:
+        raise ConfigError(problems=problems + exc.problems) from None
+    problems += [f"{origin(key)}: {key}: {problem}" for key, problem in relations(cfg)]
+    if problems:
+        raise ConfigError(problems=problems)
+    return cfg
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (configs/default.yaml when `path` is None) and apply `--set` overrides."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    if not data:
+        raise ConfigError(f"{path}: an empty recipe (no keys): it would train on the schema's defaults, which are not "
+                          f"{DEFAULT_CONFIG.name}'s; write the keys to train with (copy {DEFAULT_CONFIG} to start)")
+    return from_dict(data, overrides, source=str(path))
+
+
+def origin(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), **tags) -> dict:
+    """Where a config came from, as a run stores it (layout.RunFolder.recipe): the recipe file, the --set
+    overrides, the recipe's own resolved values (to list the keys a run changed), and tags such as a sweep's."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        recipe = load(path).to_dict()
+    except ConfigError:  # valid only with its overrides: the run lists those instead of a comparison
+        recipe = None
+    return {"file": str(path), "overrides": list(overrides), "recipe": recipe, **tags}
+
+
+def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The resolved config of a trained run folder (a layout.RunFolder; a bundle's adapter dataset has the same
+    layout), with `--set` overrides."""
+    if not run.is_trained():
+        raise ConfigError(f"{run.root}: not a run folder from `arena train` (needs {run.config.name} and "
+                          f"{run.adapter.name}/)")
+    return load(run.config, overrides)
+
+
+def dump(cfg: Config, path: str | Path) -> None:
+    """The config as YAML, written atomically; never over an existing file."""
+    from arena.writes import write_text
+
+    write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
