@@ -119,7 +119,9 @@ def test_a_two_process_run_resumes_after_a_kill(tiny_model_dir, csv, tmp_path):
     (run_dir,) = runs.iterdir()
     run = RunFolder(run_dir)
     assert not run.adapter.exists() and (run.checkpoints / "checkpoint-4").is_dir()
-    resumed = launch(*train_args(tiny_model_dir, csv, runs, "--resume", "latest"), cwd=tmp_path)
+    # the same settings as the killed run (a resume refuses a --set the run was not trained with)
+    resumed = launch(*train_args(tiny_model_dir, csv, runs, "--set", "train.max_steps=6", "--resume", "latest"),
+                     cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert list(runs.iterdir()) == [run_dir]
     metrics = json.loads(run.metrics.read_text())

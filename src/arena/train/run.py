@@ -18,6 +18,7 @@ from arena import data, metrics, processes, prompts, reporting, room
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.errors import UserError
+from arena.inference.tta import encode_view
 from arena.layout import TRUE_COLUMNS, RunFolder, swap_classes
 from arena.train.resume import open_run_folder, resume_point
 from arena.train.trainer import (
@@ -138,14 +139,14 @@ def encode_rows(tokenizer, df: pd.DataFrame, cfg: Config, swap_augment: str, sca
     paired: also every row with A and B swapped, after all the rows in the same order (paired: the training
     sampler keeps each row beside its twin)."""
     labels = data.label_matrix(df)
-    ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family)
-    features = data.head_features(df, scaler) if scaler else None
+    ids, features = encode_view(tokenizer, df, cfg, cfg.prompt.max_length, scaler)
     teacher = teachers.for_rows(df["id"]) if teachers is not None else None
     if swap_augment != "none":
-        ids = ids + prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, swap=True)
+        swapped_ids, swapped_features = encode_view(tokenizer, df, cfg, cfg.prompt.max_length, scaler, swap=True)
+        ids = ids + swapped_ids
         labels = np.concatenate([labels, swap_classes(labels)])
         if scaler:
-            features = np.concatenate([features, data.head_features(df, scaler, swap=True)])
+            features = np.concatenate([features, swapped_features])
         if teacher is not None:
             swapped = teachers.for_rows(df["id"], swap=True)
             teacher = tuple(np.concatenate([a, b]) for a, b in zip(teacher, swapped))
