@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from arena import config, data, metrics, predict
+from arena import config, data, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
@@ -164,8 +164,8 @@ def test_a_kernel_whose_deadline_has_passed_writes_prior_filled_rows_loudly(tiny
                                overrides=["kaggle.time_limit_hours=0.01"], kernel_start=time.time() - 3600)
     said = capsys.readouterr()
     assert "the deadline passed" in said.err and "NO row is predicted" in said.err
-    frame = metrics.read_columns(out, "submission")
-    metrics.validate_submission(frame, data.load_test(test_csv)["id"])
+    frame = data.read_columns(out, "submission")
+    data.validate_submission(frame, data.load_test(test_csv)["id"])
     prior = json.loads((tiny_run / "adapter" / "head.json").read_text())["class_prior"]
     rows = frame[LABEL_COLUMNS].to_numpy(dtype=float)[3:]  # the first 3 have identical responses: a set tie
     assert np.allclose(rows, np.array(prior) / sum(prior), atol=1e-6)

@@ -230,7 +230,7 @@ def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, te
     submission = rehearsal.run_local(out, test_csv.parent, work_dir=work)
     frame = pd.read_csv(submission, dtype={"id": str})
     ids = data.load(test_csv)["id"].astype(str)
-    metrics.validate_submission(frame, ids)
+    data.validate_submission(frame, ids)
     # Each member as its own `arena predict` gives it (member 1 calibrated once, without TTA), then blended.
     weights = [m["weight"] for m in json.loads(Bundle(out).ensemble.read_text())["members"]]
     expected = 0

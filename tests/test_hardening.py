@@ -632,7 +632,6 @@ def odd_test_csv(work: Path) -> Path:
 
 
 def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission(work, tiny_run, capsys):
-    from arena import metrics
 
     test_csv = odd_test_csv(work)
     with pytest.raises(data.DataError):  # strict for training and validation data
@@ -643,7 +642,7 @@ def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission
     assert (f"{test_csv}: repaired for prediction: 1 NUL characters dropped, 1 cells that are not a JSON list read "
             f"as one turn, 1 lone surrogates replaced by U+FFFD, 3 turns that are not strings taken as their text, "
             f"2 undecodable bytes replaced by U+FFFD") in err
-    metrics.validate_submission(metrics.read_columns(out, "submission"), ["1", "2", "3", "4"])
+    data.validate_submission(data.read_columns(out, "submission"), ["1", "2", "3", "4"])
     repaired = data.load_test(test_csv)
     assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
     assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
@@ -651,13 +650,12 @@ def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission
 
 def test_every_reader_keeps_an_id_spelled_like_na(work):
     """The rehearsal's check of the kernel's submission, score, calibrate and the teachers share one reader."""
-    from arena import metrics
 
     ids = ["NA", "null", "nan", "N/A", "None"]
     sub = probs_csv(work / "sub.csv", ids, [[0.2, 0.3, 0.5]] * len(ids))
-    frame = metrics.read_columns(sub, "submission")
+    frame = data.read_columns(sub, "submission")
     assert list(frame["id"]) == ids
-    metrics.validate_submission(frame, ids)
+    data.validate_submission(frame, ids)
 
 
 # ---- damaged records ------------------------------------------------------------------------------------

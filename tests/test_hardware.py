@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from arena import config, data, hardware, metrics, predict, train
+from arena import config, data, hardware, predict, train
 from arena import model as model_mod
 from arena.errors import UserError
 from arena.layout import SOURCE_ROOT, RunFolder
@@ -96,9 +96,9 @@ def test_t4x2_predict_reads_the_mounted_base_model_not_the_training_folder(tiny_
     out = predict.predict_file(run.root, test_csv, tmp_path / "t4.csv", tta=True, base_model=mounted)
     said = capsys.readouterr().out
     assert "hardware: decisions of profile t4x2" in said and "compute dtype float16" in said
-    t4 = metrics.read_columns(out, "submission")
-    metrics.validate_submission(t4, data.load_test(test_csv)["id"])
-    cpu = metrics.read_columns(plain, "submission")
+    t4 = data.read_columns(out, "submission")
+    data.validate_submission(t4, data.load_test(test_csv)["id"])
+    cpu = data.read_columns(plain, "submission")
     columns = ["winner_model_a", "winner_model_b", "winner_tie"]
     assert np.isfinite(t4[columns].to_numpy(dtype=float)).all()
     assert np.abs(t4[columns].to_numpy(dtype=float) - cpu[columns].to_numpy(dtype=float)).max() < 0.05

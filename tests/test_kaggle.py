@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arena import cli, config, data, metrics
+from arena import cli, config, data
 from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
@@ -439,7 +439,7 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
 
     assert submission == work / "kaggle" / "working" / "submission.csv"
     frame = pd.read_csv(submission, dtype={"id": str})
-    metrics.validate_submission(frame, test["id"].astype(str))
+    data.validate_submission(frame, test["id"].astype(str))
     assert list(frame["id"]) == list(test["id"].astype(str))
     from arena import predict
 

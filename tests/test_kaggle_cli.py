@@ -313,7 +313,7 @@ def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, t
 def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path, tiny_run, capfd):
     """The run's recipe names the live competition: the bundle attaches it, the rehearsal mounts its test.csv where
     Kaggle does, the kernel finds it there and writes a valid submission, and push submits that to it."""
-    from arena import data, metrics
+    from arena import data
     from arena.kaggle import bundle as bundle_mod
     from arena.kaggle import rehearsal
     from arena.layout import LABEL_COLUMNS
@@ -335,7 +335,7 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     mounted = work / "kaggle" / "input" / "competitions" / LIVE / "test.csv"
     assert mounted.is_symlink() and not (work / "kaggle" / "input" / "competitions" / "lmsys-chatbot-arena").exists()
     assert f"--data {mounted}" in (work / "kernel.log").read_text()  # the kernel found it there
-    metrics.validate_submission(metrics.read_columns(submission, "submission"), test["id"])
+    data.validate_submission(data.read_columns(submission, "submission"), test["id"])
 
     # package's wheelhouse download needs the network (as in _fake_bundle, a stand-in for what push checks is there)
     (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").write_bytes(b"")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arena import budget, cli, config, data, embedded, metrics, tracking
+from arena import budget, cli, config, data, embedded, tracking
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import pull, rehearsal, remote, sessions, training
@@ -263,5 +263,5 @@ def test_two_rehearsed_versions_stop_resume_and_the_pulled_run_passes_its_infere
     bundle = bundle_mod.package(pulled, out_dir=tmp_path / "inference", wheels=False, test_csv=inputs / "test.csv")
     submission = rehearsal.run_local(bundle, inputs, tmp_path / "v3")
     frame = pd.read_csv(submission, dtype={"id": str})
-    metrics.validate_submission(frame, test["id"].astype(str))
+    data.validate_submission(frame, test["id"].astype(str))
     assert "rehearsal passed" in capfd.readouterr().out

@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from arena import cli, config, data, merge, metrics, predict, train
+from arena import cli, config, data, merge, predict, train
 from arena.layout import LABEL_COLUMNS, RunFolder
 
 # Merged weights are W + B A * scaling computed once in float32; the adapter path computes x W + (x A) B * scaling
@@ -154,6 +154,6 @@ def test_a_merged_folder_passes_the_kernel_rehearsal(merged, test_csv, tmp_path,
     out = bundle.package(merged["both"], tmp_path / "bundle", wheels=False, test_csv=test)
     submission = rehearsal.run_local(out, test.parent, work_dir=tmp_path / "work")
     frame = pd.read_csv(submission, dtype={"id": str})
-    metrics.validate_submission(frame, data.load(test)["id"].astype(str))
+    data.validate_submission(frame, data.load(test)["id"].astype(str))
     log = (tmp_path / "work" / "kernel.log").read_text()
     assert "--base-model" not in log and "rehearsal passed" in capfd.readouterr().out

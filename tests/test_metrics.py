@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import sklearn.metrics
 
-from arena import metrics
+from arena import data, metrics
 from arena.cli import main
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS
@@ -101,7 +101,7 @@ def test_score_uniform(uniform, truth_path, tmp_path, capsys):
     code, out, _ = run_score(uniform, truth_path, tmp_path, capsys)
     assert code == 0
     assert "log_loss 1.0986" in out and "rows 696" in out and "uniform 1.0986" in out
-    result = metrics.score_files(tmp_path / "pred.csv", truth_path)
+    result = data.score_files(tmp_path / "pred.csv", truth_path)
     assert result["true_counts"] == {"winner_model_a": 246, "winner_model_b": 260, "winner_tie": 190}
     prior = np.array([246, 260, 190]) / 696
     assert result["prior_log_loss"] == pytest.approx(-(prior * np.log(prior)).sum())
@@ -157,11 +157,11 @@ def test_score_missing_files(tmp_path, capsys):
 def test_validate_submission():
     df = pd.DataFrame({"id": [1, 2, 3], "winner_model_a": [0.2, 0.5, 1.0], "winner_model_b": [0.3, 0.5, 0.0],
                        "winner_tie": [0.5, 0.0, 0.0]})
-    metrics.validate_submission(df, ["1", "2", "3"])
-    metrics.validate_submission(df, [1, 2, 3])
+    data.validate_submission(df, ["1", "2", "3"])
+    data.validate_submission(df, [1, 2, 3])
     bad = df.assign(winner_tie=[0.5, np.nan, 0.0])
     with pytest.raises(UserError) as exc:
-        metrics.validate_submission(bad, [1, 2, 3, 4])
+        data.validate_submission(bad, [1, 2, 3, 4])
     assert exc.value.problems == [
         "submission: ids missing: 1 row(s) (ids: 4)",
         "submission: missing (NaN) values in 1 row(s) (ids: 2)",

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arena import config, data, metrics, predict
+from arena import config, data, predict
 from arena.layout import LABEL_COLUMNS, RunFolder
 
 
@@ -80,7 +80,7 @@ def test_predict_file_writes_a_valid_submission_in_input_order(tiny_run, test_cs
     out = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=True)
     sub = pd.read_csv(out, dtype={"id": str})
     assert sub["id"].tolist() == pd.read_csv(test_csv, dtype={"id": str})["id"].tolist()
-    metrics.validate_submission(sub, sub["id"])
+    data.validate_submission(sub, sub["id"])
     assert "swap TTA on" in capsys.readouterr().out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arena import metrics
+from arena import data, metrics
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder
 from arena.writes import atomic_file, output_problems, write_text
@@ -146,10 +146,10 @@ def _source(run_dir, oof) -> tuple[RunFolder | CVFolder, Path]:
 
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(predicted probabilities, true labels) of a predictions file with TRUE_COLUMNS; every problem reported."""
-    frame = metrics.read_columns(path, "predictions", ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
-    problems, values = metrics.check_frame(frame[["id", *LABEL_COLUMNS]], str(path))
+    frame = data.read_columns(path, "predictions", ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
+    problems, values = data.check_frame(frame[["id", *LABEL_COLUMNS]], str(path))
     truth_frame = frame[["id", *TRUE_COLUMNS]].set_axis(["id", *LABEL_COLUMNS], axis=1)
-    truth_problems, truth = metrics.check_frame(truth_frame, f"{path} (its {', '.join(TRUE_COLUMNS)} labels)")
+    truth_problems, truth = data.check_frame(truth_frame, f"{path} (its {', '.join(TRUE_COLUMNS)} labels)")
     problems += [p for p in truth_problems if "duplicated ids" not in p and "empty id" not in p]  # named once
     if problems:
         raise UserError(problems=problems)

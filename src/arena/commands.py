@@ -52,10 +52,10 @@ def cmd_data_download(args) -> int:
 # ---- score ------------------------------------------------------------------------------------------
 
 def cmd_score(args) -> int:
-    from arena import metrics
+    from arena import data
 
-    result = metrics.score_files(args.pred, args.truth)
-    print(metrics.format_score(result))
+    result = data.score_files(args.pred, args.truth)
+    print(data.format_score(result))
     return 0
 
 

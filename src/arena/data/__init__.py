@@ -1,6 +1,7 @@
 """Competition-format data, by concern: `files` (read, validate, write CSVs), `folds` (swap, dedup, merge, folds,
 the training rows of a config), `features` (length features), `synthetic` (the generated sample), `teachers`
-(teacher probabilities for distillation). The names below are the package's public API."""
+(teacher probabilities for distillation), `predictions` (files of probabilities: read, checked, scored). The
+names below are the package's public API."""
 
 from arena.data.features import (
     HEAD_FEATURE_NAMES,
@@ -21,11 +22,13 @@ from arena.data.files import (
     write_csv,
 )
 from arena.data.folds import dedup, make_folds, merge, swap_ab, training_data
+from arena.data.predictions import check_frame, format_score, ids_text, read_columns, score_files, validate_submission
 from arena.data.synthetic import generate_sample
 from arena.data.teachers import Teachers, read_teachers
 
 __all__ = [
-    "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "Teachers", "dedup",
+    "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "Teachers", "check_frame", "dedup",
+    "format_score", "ids_text", "read_columns", "score_files", "validate_submission",
     "fit_feature_scaler", "generate_sample", "head_features", "label_matrix", "length_features", "load", "load_test",
     "make_folds", "merge", "parse_number", "read_table", "read_teachers", "swap_ab", "training_data", "validate", "write_csv",
 ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from arena import metrics
+from arena.data.predictions import check_frame, ids_text, read_columns
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, swap_classes
 
@@ -47,14 +47,14 @@ def read_teachers(paths: list[str], known_ids) -> Teachers:
     problems, frames = [], []
     for path in paths:
         try:
-            raw = metrics.read_columns(path, "teacher", ["id", *LABEL_COLUMNS])
+            raw = read_columns(path, "teacher", ["id", *LABEL_COLUMNS])
         except UserError as exc:
             problems += exc.problems
             continue
-        found, values = metrics.check_frame(raw, f"{path} (data.teacher)")
+        found, values = check_frame(raw, f"{path} (data.teacher)")
         unknown = [i for i in values.index.unique() if i not in known]
         if unknown:
-            found.append(f"{path} (data.teacher): ids not in the training data: {metrics.ids_text(unknown)}")
+            found.append(f"{path} (data.teacher): ids not in the training data: {ids_text(unknown)}")
         problems += found
         if not found:
             frames.append(values[LABEL_COLUMNS] / values[LABEL_COLUMNS].to_numpy().sum(axis=1, keepdims=True))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arena import metrics
+from arena import data, metrics
 from arena.errors import UserError
 from arena.inference.submission import prediction_frame, write_submission
 from arena.inference.tta import softmax
@@ -70,11 +70,11 @@ def _read_runs(paths: list[str], role: str, columns: list[str], problems: list[s
     frames = []
     for path in paths:
         try:
-            raw = metrics.read_columns(path, role, ["id", *columns])
+            raw = data.read_columns(path, role, ["id", *columns])
         except UserError as exc:
             problems += exc.problems
             continue
-        found, _ = metrics.check_frame(raw[SUBMISSION_COLUMNS], str(path),
+        found, _ = data.check_frame(raw[SUBMISSION_COLUMNS], str(path),
                                             expected_ids=frames[0].index if frames else None)
         bad_truth = raw[[c for c in columns if c in TRUE_COLUMNS]].apply(pd.to_numeric, errors="coerce").isna()
         if bad_truth.to_numpy().any():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arena import metrics
+from arena import data
 from arena.errors import UserError
 from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, RunFolder, stamp
 from arena.writes import atomic_file
@@ -28,7 +28,7 @@ def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Pat
     probs = frame[LABEL_COLUMNS].to_numpy(dtype=np.float64)
     frame = frame.copy()
     frame[LABEL_COLUMNS] = probs / probs.sum(axis=1, keepdims=True)
-    metrics.validate_submission(frame, expected_ids)
+    data.validate_submission(frame, expected_ids)
     with atomic_file(path) as tmp:
         frame[SUBMISSION_COLUMNS].to_csv(tmp, index=False)
     return path

@@ -60,12 +60,12 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
     for run, cal in zip(runs, calibrations):
         path = predictions_for_fit(run)
         try:
-            frame = metrics.read_columns(path, f"held-out predictions of --run {run.root}",
+            frame = data.read_columns(path, f"held-out predictions of --run {run.root}",
                                          ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
         except UserError as exc:
             problems += [p + " (needed by --weights oof; pass --weights equal or W1,W2 instead)" for p in exc.problems]
             continue
-        found, values = metrics.check_frame(frame[SUBMISSION_COLUMNS], str(path))
+        found, values = data.check_frame(frame[SUBMISSION_COLUMNS], str(path))
         truth = frame.set_index("id")[TRUE_COLUMNS].apply(pd.to_numeric, errors="coerce")
         if truth.isna().to_numpy().any():
             found.append(f"{path}: missing or non-numeric true_* label values")
@@ -232,7 +232,7 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     frames = []
     for i in kept if len(pred_paths) == len(weights) else ():
         try:
-            found, values = metrics.check_frame(metrics.read_columns(pred_paths[i], "member prediction"),
+            found, values = data.check_frame(data.read_columns(pred_paths[i], "member prediction"),
                                                 str(pred_paths[i]), expected)
         except UserError as exc:
             found, values = exc.problems, None

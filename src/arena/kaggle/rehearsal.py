@@ -122,7 +122,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
     layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
     check its submission (a training bundle: see run_local_training)."""
-    from arena import data, metrics
+    from arena import data
     from arena.kaggle.training import TrainingBundle
 
     if TrainingBundle(bundle_dir).is_training_bundle():
@@ -199,7 +199,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     submission = root / "working" / SUBMISSION_FILE
     if not submission.is_file():
         raise UserError(f"the kernel exited 0 but wrote no {submission}")
-    metrics.validate_submission(metrics.read_columns(submission, "submission"), expected_ids)
+    data.validate_submission(data.read_columns(submission, "submission"), expected_ids)
     print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
     return submission
 
