@@ -9,6 +9,7 @@ RUN    ?= $(shell ls -td runs/*/ 2>/dev/null | head -1)
 DATA   ?= data/test.csv
 OUT    ?=
 FOLDS  ?= 5
+ROWS   ?= 600
 ARGS   ?=
 SET_ARGS := $(foreach s,$(SET),--set $(s))
 
@@ -31,7 +32,7 @@ data: setup  ## download kaggle.competition's data with the kaggle CLI (needs ~/
 	$(BIN)/arena data download --out data --config $(CONFIG) $(SET_ARGS)
 
 sample: setup
-	$(BIN)/arena data sample --rows 600 --out data/sample/train.csv
+	$(BIN)/arena data sample --rows $(ROWS) --out data/sample/train-$(ROWS).csv  # where data.train: sample reads it
 
 train: setup
 	$(BIN)/arena train --config $(CONFIG) $(SET_ARGS) $(ARGS)

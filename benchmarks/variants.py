@@ -13,7 +13,8 @@ import pandas as pd
 
 from arena import cli, config, data, metrics, predict, train
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 from benchmarks import baselines
 from benchmarks.split import prompt_keys
 

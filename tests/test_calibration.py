@@ -8,7 +8,8 @@ import pytest
 from arena import calibration, cli, data, metrics, predict
 from arena.calibration import Calibration
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder
+from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
+from arena.layout import CVFolder, RunFolder
 
 STRONG = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))  # far from the identity: applied twice differs
 

@@ -9,7 +9,7 @@ import pytest
 
 from arena import data
 from arena.config import DataConfig
-from arena.layout import LABEL_COLUMNS
+from arena.labels import LABEL_COLUMNS
 
 SHARED_FILES = ["autoj_pairwise_dev.csv", "pandalm_human.csv", "pandalm_human_softvotes.csv", "hh_rlhf_harmless.csv"]
 HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *LABEL_COLUMNS]

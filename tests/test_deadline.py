@@ -15,7 +15,8 @@ from arena import config, data, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 
 def test_deadline_from_epoch_iso_time_or_budget_and_clear_errors():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from arena import cli, data, predict, train
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 from tests.test_train import tiny_train_cfg
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 1.0, 0.0]])

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from arena import data, processes
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 DDP_2 = REPO / "configs" / "accelerate" / "ddp-2.yaml"

@@ -14,7 +14,8 @@ from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import ensemble, preflight, rehearsal
-from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, Bundle, EnsembleDataset, RunFolder
+from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
+from arena.layout import Bundle, EnsembleDataset, RunFolder
 
 # Two members on different base models as the kernel sees them (both the tiny model here, attached twice).
 GEMMA = {"base_model_kernel_path": "/kaggle/input/tiny-gemma2/transformers/default/1",

@@ -22,7 +22,8 @@ from transformers import TrainerCallback
 from arena import cli, config, data, predict, train
 from arena.errors import UserError
 from arena.kaggle import rehearsal
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 from arena.writes import atomic_file, atomic_folder
 from tests.test_train import StopAfterCheckpoint, tiny_train_cfg
 

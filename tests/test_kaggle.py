@@ -13,7 +13,8 @@ from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
 from arena.kaggle import push as push_mod
-from arena.layout import LABEL_COLUMNS, Bundle, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import Bundle, RunFolder
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 

@@ -316,7 +316,7 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     from arena import data
     from arena.kaggle import bundle as bundle_mod
     from arena.kaggle import rehearsal
-    from arena.layout import LABEL_COLUMNS
+    from arena.labels import LABEL_COLUMNS
 
     source = "someone/tiny-gemma2/transformers/default/1"
     run = tmp_path / "runs" / "live-20260101-000000"

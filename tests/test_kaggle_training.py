@@ -14,8 +14,9 @@ import pytest
 from arena import budget, cli, config, data, embedded, tracking
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
-from arena.kaggle import pull, rehearsal, remote, sessions, training
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.kaggle import pull, rehearsal, remote, training, training_time
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 try:  # the loopback Kaggle of issue 22 (tests/fake_kaggle.py): the real kaggle CLI against a fake API
     from tests.fake_kaggle import fake_kaggle_fixture  # noqa: F401
@@ -211,16 +212,16 @@ def test_push_status_and_pull_go_through_the_real_kaggle_cli(fake_kaggle, tiny_m
 
 def test_the_session_projection_of_the_9b_recipe(tiny_tokenizer):
     cfg = config.load(config.CONFIG_DIR / "gemma2-9b-qlora-t4x2.yaml")
-    factor, _ = sessions.flops_factor(cfg, 42)
+    factor, _ = training_time.flops_factor(cfg, 42)
     assert factor == pytest.approx(1 + 2 * 26 / 42)  # LoRA from layer 16 of 42, checkpointing on
-    p = sessions.project_training(cfg, tiny_tokenizer, "the tiny tokenizer")
-    assert p["rows"] == sessions.COMPETITION_TRAIN_ROWS and p["train_rows"] == 45_981
+    p = training_time.project_training(cfg, tiny_tokenizer, "the tiny tokenizer")
+    assert p["rows"] == training_time.COMPETITION_TRAIN_ROWS and p["train_rows"] == 45_981
     assert p["steps"] == 5_748 and p["global_batch"] == 8 and p["evals_per_epoch"] == 11
     assert p["usable_hours_per_session"] == pytest.approx(12 - 0.5 - 0.25)
     assert p["sessions"] == -(-p["total_hours"] // p["usable_hours_per_session"])
-    twice = sessions.project_training(config.from_dict(cfg.to_dict(), ["train.epochs=2"]), tiny_tokenizer, "tiny")
+    twice = training_time.project_training(config.from_dict(cfg.to_dict(), ["train.epochs=2"]), tiny_tokenizer, "tiny")
     assert twice["total_hours"] == pytest.approx(2 * p["total_hours"], abs=0.02)
-    text = sessions.format_training(p)
+    text = training_time.format_training(p)
     assert "Projected, not measured" in text and f"= {p['sessions']} session(s)" in text
 
 

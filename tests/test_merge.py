@@ -13,7 +13,8 @@ import yaml
 from safetensors.torch import load_file
 
 from arena import cli, config, data, merge, predict, train
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 # Merged weights are W + B A * scaling computed once in float32; the adapter path computes x W + (x A) B * scaling
 # at every call: the two orders of the same float32 arithmetic differ by rounding only.

@@ -8,7 +8,7 @@ import sklearn.metrics
 from arena import data, metrics
 from arena.cli import main
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS
+from arena.labels import LABEL_COLUMNS
 
 LABELS = ["id", *LABEL_COLUMNS]
 

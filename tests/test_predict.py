@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from arena import config, data, predict
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 
 def test_sorted_batches_cover_every_row_once_within_budget():

@@ -7,7 +7,8 @@ import torch
 from transformers import TrainerCallback
 
 from arena import config, data, train
-from arena.layout import LABEL_COLUMNS, RunFolder
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import numpy as np
 
 from arena import data, metrics
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder
+from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
+from arena.layout import CVFolder, RunFolder
 from arena.writes import atomic_file, output_problems, write_text
 
 FORM = "softmax(log p / T + b)"

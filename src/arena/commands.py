@@ -167,7 +167,7 @@ def cmd_merge(args) -> int:
 def cmd_plan(args) -> int:
     from arena import planner
     from arena.errors import UserError
-    from arena.kaggle import preflight, sessions
+    from arena.kaggle import preflight, training_time
 
     cfg = _load_config(args)
     gpu, default_gpus = planner.GPUS_OF_GPU[args.gpu]
@@ -178,7 +178,7 @@ def cmd_plan(args) -> int:
     gpus = args.gpus if args.gpus is not None else default_gpus
     print(planner.format_memory_plan(planner.memory_plan(cfg, gpu, gpus, sharded=args.fsdp)))
     tokenizer, note = planner.tokenizer_for(cfg)
-    print(sessions.format_training(sessions.project_training(cfg, tokenizer, note, gpu, gpus, args.test_csv)))
+    print(training_time.format_training(training_time.project_training(cfg, tokenizer, note, gpu, gpus, args.test_csv)))
     print(preflight.format_preflight(preflight.project(cfg, tokenizer, note, args.test_csv, gpu, gpus)))
     return 0
 

@@ -1,40 +1,15 @@
-"""The names every stage shares: the run folder's and the Kaggle bundle's files, the label columns, the
-A<->B swap of the classes, the probability-sum tolerance, and fresh never-reused folders."""
+"""The file names every stage shares: the run folder's, the CV folder's and the Kaggle bundle's files, and fresh
+never-reused folders."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from arena.errors import UserError
 
 # The source checkout arena runs from (an editable install): configs/, kernels/ and pyproject.toml are there.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
-
-# Lists, not tuples: pandas reads a tuple as one (multi-index) key.
-LABEL_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
-# Validation predictions keep the truth beside each prediction under these names.
-TRUE_COLUMNS = [f"true_{c}" for c in LABEL_COLUMNS]
-SUBMISSION_COLUMNS = ["id", *LABEL_COLUMNS]
-
-# Labels and predicted probabilities must sum to 1 within this. Files written with three decimals are valid
-# (0.333 + 0.333 + 0.333 = 0.999); a row further off is not a rounded probability distribution.
-SUM_TOLERANCE = 1e-3
-
-# The class order seen from the other side: A's win is B's win and the reverse; a tie stays a tie. Swapping
-# twice is the identity, so the same permutation maps a swapped row's labels forward and its predictions back.
-SWAP = (1, 0, 2)
-
-
-def swap_classes(values: np.ndarray) -> np.ndarray:
-    """Class probabilities or logits (..., 3), or class indices (n,), with A and B exchanged."""
-    values = np.asarray(values)
-    if values.ndim == 1 and np.issubdtype(values.dtype, np.integer):
-        return np.asarray(SWAP, dtype=values.dtype)[values]
-    return values[..., list(SWAP)]
-
 
 def stamp() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from arena.layout import LABEL_COLUMNS
+from arena.labels import LABEL_COLUMNS
 
 _SHOW_IDS = 5
 

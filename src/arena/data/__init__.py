@@ -1,7 +1,7 @@
-"""Competition-format data, by concern: `files` (read, validate, write CSVs), `folds` (swap, dedup, merge, folds,
-the training rows of a config), `features` (length features), `synthetic` (the generated sample), `teachers`
-(teacher probabilities for distillation), `predictions` (files of probabilities: read, checked, scored). The
-names below are the package's public API."""
+"""Competition-format data, by concern: `files` (read, validate, write CSVs), `rows` (swap, dedup, merge, the
+training rows of a config), `folds` (grouped stratified folds), `features` (length features), `synthetic` (the
+generated sample), `teachers` (teacher probabilities for distillation), `predictions` (files of probabilities:
+read, checked, scored). The names below are the package's public API."""
 
 from arena.data.features import (
     HEAD_FEATURE_NAMES,
@@ -21,8 +21,9 @@ from arena.data.files import (
     validate,
     write_csv,
 )
-from arena.data.folds import dedup, make_folds, merge, swap_ab, training_data
+from arena.data.folds import make_folds
 from arena.data.predictions import check_frame, format_score, ids_text, read_columns, score_files, validate_submission
+from arena.data.rows import dedup, merge, swap_ab, training_data
 from arena.data.synthetic import generate_sample
 from arena.data.teachers import Teachers, read_teachers
 

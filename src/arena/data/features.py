@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from arena.data.folds import swap_ab
+from arena.data.rows import swap_ab
 
 
 def _side_stats(turns_column) -> np.ndarray:

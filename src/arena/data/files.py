@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, SUM_TOLERANCE
+from arena.labels import LABEL_COLUMNS, SUM_TOLERANCE
 from arena.writes import atomic_file
 
 TEXT_COLUMNS = ["prompt", "response_a", "response_b"]

@@ -8,7 +8,7 @@ import pandas as pd
 
 from arena.data.files import parse_number, read_table
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, SUM_TOLERANCE
+from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, SUM_TOLERANCE
 from arena.metrics import accuracy, class_counts, log_loss
 
 _SHOW_IDS = 5

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from arena.data.files import DataError, canonical
-from arena.layout import LABEL_COLUMNS
+from arena.labels import LABEL_COLUMNS
 
 # formatting) that shows in its text; a latent score from those plus judge noise picks the winner, with a
 # tie when the scores are close or both sides are bad.

@@ -10,7 +10,7 @@ import pandas as pd
 
 from arena.data.predictions import check_frame, ids_text, read_columns
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, swap_classes
+from arena.labels import LABEL_COLUMNS, swap_classes
 
 
 @dataclass

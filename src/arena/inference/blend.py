@@ -12,7 +12,7 @@ from arena import data, metrics
 from arena.errors import UserError
 from arena.inference.submission import prediction_frame, write_submission
 from arena.inference.tta import softmax
-from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS
+from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS
 from arena.writes import output_problems
 
 

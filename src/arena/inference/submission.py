@@ -10,7 +10,8 @@ import pandas as pd
 
 from arena import data
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, RunFolder, stamp
+from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS
+from arena.layout import RunFolder, stamp
 from arena.writes import atomic_file
 
 

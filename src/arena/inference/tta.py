@@ -9,7 +9,7 @@ import pandas as pd
 from arena import data, prompts
 from arena.config import Config
 from arena.inference.batching import logits_for, model_device
-from arena.layout import swap_classes
+from arena.labels import swap_classes
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,7 +20,8 @@ from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
-from arena.layout import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS, Bundle, CVFolder, EnsembleDataset, RunFolder
+from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS
+from arena.layout import Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
 from arena.writes import atomic_folder, inside_problems, output_problems
 

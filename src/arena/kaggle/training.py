@@ -15,7 +15,7 @@ from arena import config as config_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
-from arena.kaggle import sessions
+from arena.kaggle import training_time
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.push import _dataset_commands, _kernel_state, check_model_access, push_dataset
 from arena.kaggle.remote import kaggle_cli_user, kaggle_executable_display, run_kaggle
@@ -149,8 +149,8 @@ def project(cfg: Config) -> dict:
     from arena import planner
 
     tokenizer, note = planner.tokenizer_for(cfg)
-    projection = sessions.project_training(cfg, tokenizer, note, "t4", 2)
-    print(sessions.format_training(projection))
+    projection = training_time.project_training(cfg, tokenizer, note, "t4", 2)
+    print(training_time.format_training(projection))
     return projection
 
 

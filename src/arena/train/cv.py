@@ -11,7 +11,8 @@ from arena import config as config_mod
 from arena import data, metrics
 from arena.config import Config
 from arena.errors import UserError
-from arena.layout import LABEL_COLUMNS, TRUE_COLUMNS, CVFolder, RunFolder, new_folder
+from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
+from arena.layout import CVFolder, RunFolder, new_folder
 from arena.train.run import train
 from arena.writes import atomic_file, write_text
 

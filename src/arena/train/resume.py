@@ -13,7 +13,7 @@ from pathlib import Path
 from arena import config as config_mod
 from arena import processes
 from arena.config import SAMPLE, Config
-from arena.data.folds import sample_path
+from arena.data.rows import sample_path
 from arena.errors import UserError
 from arena.layout import RunFolder, new_folder
 from arena.writes import write_text

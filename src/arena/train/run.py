@@ -19,7 +19,8 @@ from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.errors import UserError
 from arena.inference.tta import encode_view
-from arena.layout import TRUE_COLUMNS, RunFolder, swap_classes
+from arena.labels import TRUE_COLUMNS, swap_classes
+from arena.layout import RunFolder
 from arena.train.resume import open_run_folder, resume_point
 from arena.train.trainer import (
     EncodedRows,

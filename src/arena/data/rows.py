@@ -1,0 +1,117 @@
+"""Row sets: the A<->B swap of rows, deduplication, merging extra datasets, and the training rows a config names
+(a CSV plus extras, or the generated sample)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from arena.config import SAMPLE
+from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, DataError, canonical, label_matrix, load, write_csv
+from arena.data.synthetic import generate_sample
+from arena.errors import UserError
+from arena.labels import LABEL_COLUMNS, swap_classes
+
+SAMPLE_DIR = Path("data/sample")
+
+
+def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows seen from the other side: responses and models exchanged, labels and `label` swapped
+    (labels.SWAP). Ids are kept."""
+    out = df.copy()
+    for a, b in (("response_a", "response_b"), ("model_a", "model_b")):
+        if a in df.columns and b in df.columns:
+            out[a] = df[b]
+            out[b] = df[a]
+    labels = label_matrix(df)
+    if labels is not None:
+        out[LABEL_COLUMNS] = swap_classes(labels)
+    if "label" in df.columns:
+        out["label"] = swap_classes(df["label"].to_numpy())
+    return out
+
+
+def _row_keys(df: pd.DataFrame) -> pd.Series:
+    return pd.Series([json.dumps(row, ensure_ascii=False) for row in zip(*(df[c] for c in TEXT_COLUMNS))],
+                     index=df.index)
+
+
+def dedup(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows whose (prompt, response_a, response_b) repeats an earlier row; index reset."""
+    return df[~_row_keys(df).duplicated()].reset_index(drop=True)
+
+
+def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
+    """Append extra datasets after `main`. Extra rows that repeat a (prompt, response_a, response_b) already
+    seen are dropped; ids that collide get a suffix. Only shared columns are kept (required ones must exist)."""
+    if not extras:
+        return main.reset_index(drop=True)
+    required = list(REQUIRED_COLUMNS)
+    if label_matrix(main) is not None:
+        required += LABEL_COLUMNS
+    problems = []
+    for i, extra in enumerate(extras, 1):
+        missing = [c for c in required if c not in extra.columns]
+        if missing:
+            problems.append(f"extra dataset #{i}: missing column(s) {', '.join(missing)}")
+    if problems:
+        raise DataError(problems=problems)
+
+    columns = [c for c in main.columns if all(c in e.columns for e in extras) or c in required]
+    seen_rows = set(_row_keys(main))
+    seen_ids = set(main["id"])
+    parts = [main[columns]]
+    for i, extra in enumerate(extras, 1):
+        keys = _row_keys(extra)
+        keep = []
+        for key in keys:
+            keep.append(key not in seen_rows)
+            seen_rows.add(key)
+        part = extra.loc[keep, columns].copy()
+        new_ids = []
+        for rid in part["id"]:
+            new, n = rid, 1
+            while new in seen_ids:
+                new = f"{rid}_extra{i}" + (f"_{n}" if n > 1 else "")
+                n += 1
+            seen_ids.add(new)
+            new_ids.append(new)
+        part["id"] = new_ids
+        parts.append(part)
+    return canonical(pd.concat(parts, ignore_index=True))
+
+
+def sample_path(rows: int) -> Path:
+    return SAMPLE_DIR / f"train-{rows}.csv"
+
+
+def training_data(cfg_data) -> pd.DataFrame:
+    """The training rows a DataConfig names: data.train (a CSV, or "sample" for the generated sample, written
+    once to data/sample/), plus the data.extra CSVs, deduplicated when data.dedup. Raises DataError listing
+    the problems of every file."""
+    if cfg_data.train == SAMPLE:
+        path = sample_path(cfg_data.sample_rows)
+        if not path.exists():
+            try:
+                write_csv(generate_sample(cfg_data.sample_rows, seed=0), path)
+            except UserError:
+                if not path.exists():  # not another process of the same launch writing the same sample
+                    raise
+        print(f"note: data.train is the generated sample {path} ({cfg_data.sample_rows} rows); for the "
+              f"competition data run `make data` and set data.train=data/train.csv (see data/README.md)",
+              file=sys.stderr)
+    else:
+        path = Path(cfg_data.train)
+    frames, problems = [], []
+    for csv_path in [path, *cfg_data.extra]:
+        try:
+            frames.append(load(csv_path, require_labels=True))
+        except DataError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise DataError(problems=problems)
+    df = merge(frames[0], frames[1:])
+    return dedup(df) if cfg_data.dedup else df
