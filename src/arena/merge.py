@@ -30,12 +30,9 @@ def check_runs(runs: list[RunFolder], out: Path) -> list:
     problems = [] if runs else ["--run: give at least one run to merge"]
     problems += output_problems(out, "merged model folder", folder=True)
     cfgs = []
-    for run in runs:
-        try:
-            cfg = config_mod.load_run(run)
-        except UserError as exc:
-            problems += exc.problems
-            continue
+    loaded, unreadable = config_mod.load_runs(runs)
+    problems += unreadable
+    for run, cfg in loaded:
         found = check_trained(run)
         if run.is_merged():
             found.append(f"--run {run.root}: already a merged model (arena merge takes runs from `arena train`)")

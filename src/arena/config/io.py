@@ -115,6 +115,18 @@ def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     return load(run.config, overrides)
 
 
+def load_runs(runs) -> tuple[list, list[str]]:
+    """([(run, its config)] of the runs whose config loads, every problem of the others): for commands that check
+    several runs at once and report every problem."""
+    loaded, problems = [], []
+    for run in runs:
+        try:
+            loaded.append((run, load_run(run)))
+        except ConfigError as exc:
+            problems += exc.problems
+    return loaded, problems
+
+
 def dump(cfg: Config, path: str | Path) -> None:
     """The config as YAML, written atomically; never over an existing file."""
     from arena.writes import write_text

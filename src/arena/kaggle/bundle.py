@@ -285,13 +285,8 @@ def bundle_problems(bundle: Bundle) -> list[str]:
     runs = bundle.member_runs()
     if not runs:
         return [f"{bundle.ensemble}: an ensemble bundle without members in {bundle.dataset.members}"]
-    problems = []
-    for run in runs:
-        try:
-            cfg = config_mod.load_run(run)
-        except UserError as exc:
-            problems += exc.problems
-            continue
+    loaded, problems = config_mod.load_runs(runs)
+    for run, cfg in loaded:
         problems += base_model_problems(cfg, run.is_merged()) + check_trained(run)
         if run.calibration.exists():
             try:
