@@ -232,6 +232,7 @@ def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_cre
 
 
 def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_credentials, no_subprocess, capsys):
+    shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
     bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
     assert push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
     out = capsys.readouterr().out
@@ -270,6 +271,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
     secret = "0123456789abcdef-SECRET"
     (no_credentials / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
     os.chmod(no_credentials / "kaggle.json", 0o644)
+    shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
     bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)  # placeholder user
 
     push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
@@ -283,6 +285,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
 def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, tiny_run, no_credentials, monkeypatch):
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "k")
+    shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
     bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
     (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").unlink()
     monkeypatch.setattr(remote.subprocess, "run", lambda *a, **k: pytest.fail("kaggle was called"))
