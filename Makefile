@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-data: setup  ## download kaggle.competition's data with the kaggle CLI (needs ~/.kaggle/kaggle.json)
+data: setup  ## download kaggle.competition's data with the kaggle CLI (needs Kaggle credentials: data/README.md, docs/kaggle.md)
 	$(BIN)/arena data download --out data --config $(CONFIG) $(SET_ARGS)
 
 sample: setup
