@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from arena import cli, config, data, planner, predict, processes, train, versions
+from arena.inference import batching
 from arena import model as model_mod
 from tests.test_model import BATCH, tiny_cfg
 from tests.tiny import save_tiny_model, tiny_config
@@ -174,7 +175,7 @@ def test_every_inference_forward_runs_in_the_autocast_of_the_compute_dtype(tiny_
         entered.append((device, dtype))
         return real(device, dtype)
 
-    monkeypatch.setattr(model_mod, "autocast", recording)
+    monkeypatch.setattr(batching, "autocast", recording)  # where the forward looks it up
     ids = [[5, 6, 7], [8, 9, 10, 11]]
     predict.logits_for_batches(model, ids, 0, "cpu", [[0, 1]])
     assert entered == [("cpu", torch.bfloat16)]

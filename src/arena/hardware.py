@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from arena.errors import UserError
+
 PROFILE_ENV = "ARENA_HARDWARE"  # a profile name: set by --hardware, inherited by launched processes and kernels
 
 
@@ -79,7 +81,6 @@ PROFILES = {
 def profile(name: str) -> Hardware:
     """A named profile; simulated on this CPU unless this machine has CUDA (then a GPU profile's decisions run on
     the real GPU, e.g. T4 float16 on an H100)."""
-    from arena.errors import UserError
 
     if name not in PROFILES:
         raise UserError(f"--hardware {name}: unknown profile (known: {', '.join(PROFILES)})")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from arena import config as config_mod
+from arena import model as model_mod
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
@@ -112,8 +113,6 @@ def stored_dtype(model_dir: Path) -> torch.dtype:
 def merge_runs(run_dirs: list, out_dir) -> Path:
     """`arena merge --run R [--run R2 ...] --out DIR`; returns DIR. Built beside DIR and renamed into place."""
     from peft import PeftModel
-
-    from arena import model as model_mod
 
     runs, out = [RunFolder(r) for r in run_dirs], Path(out_dir)
     cfgs = check_runs(runs, out)

@@ -17,7 +17,10 @@ from pathlib import Path
 import torch
 
 from arena import config as config_mod
+from arena import embedded
+from arena import model as model_mod
 from arena.config import Config
+from arena.data.features import HEAD_FEATURE_NAMES
 from arena.errors import UserError
 from arena.hardware import PROFILES, Hardware
 
@@ -70,8 +73,6 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
     embedded model's once converted), else the published config of a known recipe."""
     from transformers import AutoConfig
 
-    from arena import embedded
-
     path = str(model_path or cfg.model.path)
     if embedded.is_embedded(path):
         name = path[len(embedded.EMBEDDED_PREFIX):]
@@ -90,7 +91,6 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
 
 def _compute_dtype(cfg: Config, gpu: Hardware, hf_config) -> torch.dtype:
     """As model.runtime_for picks it on that GPU (the same function): float32 where float16 would overflow."""
-    from arena import model as model_mod
 
     return model_mod.compute_dtype(cfg, gpu, hf_config)
 
@@ -229,20 +229,15 @@ def inference_activation_peak(model, rows: int, length: int, num_features: int) 
 def _num_features(cfg: Config) -> int:
     if not cfg.model.length_features:
         return 0
-    from arena.data.features import HEAD_FEATURE_NAMES
 
     return len(HEAD_FEATURE_NAMES)
 
 
 def _meta_model(cfg: Config, hf_config, dtype: torch.dtype, checkpointing: bool, sharded: bool):
-    from arena import model as model_mod
-
     return model_mod.meta_prepared(cfg, hf_config, dtype, _num_features(cfg), checkpointing, sharded)
 
 
 def _set_checkpointing(base, on: bool) -> None:
-    from arena import model as model_mod
-
     if on:
         model_mod.enable_checkpointing(base.model)
     else:
@@ -273,7 +268,6 @@ def inference_batch(cfg: Config) -> tuple[int, int]:
 
 def memory_plan(cfg: Config, gpu: str = "t4", gpus: int = 1, sharded: bool = False) -> dict:
     """Bytes of a training step and of inference on one GPU for the recipe, planned on the meta device."""
-    from arena import model as model_mod
 
     if gpu not in GPUS:
         raise UserError(f"--gpu {gpu}: unknown (known: {', '.join(GPUS)})")
@@ -360,8 +354,6 @@ def anchor_efficiency() -> float:
     """Fraction of the T4's tensor peak the public notebook reached: its FLOPs over its GPU-hours."""
     from transformers import AutoConfig
 
-    from arena import model as model_mod
-
     values = dict(PUBLISHED[ANCHOR["architecture"]])
     hf_config = AutoConfig.for_model(values.pop("model_type"), **values)
     linear = _linear_numel(model_mod.meta_backbone(hf_config))
@@ -373,7 +365,6 @@ def anchor_efficiency() -> float:
 
 def throughput(cfg: Config, tokens_per_row: float, gpu: str = "t4", gpus: int = 2, model_path=None) -> dict:
     """Projected inference tokens/s over `gpus` GPUs (one model per GPU), with the method in words."""
-    from arena import model as model_mod
 
     device = GPUS[gpu]
     hf_config, source = architecture(cfg, model_path)
@@ -430,8 +421,6 @@ def format_memory_plan(plan: dict) -> str:
 def tokenizer_for(cfg: Config):
     """(tokenizer, description) to measure token lengths with: the model folder's own, else the embedded
     Gemma-3 tokenizer as a stand-in (a SentencePiece vocabulary of Gemma-2's size) when the weights are not on disk."""
-    from arena import embedded
-    from arena import model as model_mod
 
     path = cfg.model.path
     if embedded.is_embedded(path) or (Path(path).expanduser() / "config.json").is_file():

@@ -13,6 +13,8 @@ import pandas as pd
 import yaml
 
 from arena.errors import UserError
+from arena.kaggle import leaderboard
+from arena.kaggle.pull import source
 from arena.layout import CVFolder, RunFolder
 from arena.writes import write_text
 
@@ -148,7 +150,6 @@ def run_row(run: RunFolder, name: str) -> dict:
 
 def _kaggle_source(run: RunFolder) -> str | None:
     """A pulled run's training kernel and version (`arena kaggle pull`)."""
-    from arena.kaggle.pull import source
 
     pulled = source(run.root)
     return None if pulled is None else f"{pulled['kernel']} v{pulled['version'] or 'latest'}"
@@ -286,7 +287,6 @@ def record_score(folder: RunFolder | CVFolder, score: float, source: str = "manu
 def fetch_scores(runs_dir: str | Path, competition: str) -> list[str]:
     """Leaderboard scores of the competition's submissions whose message names a run here (`arena push` tags
     them); returns one line per score recorded. UserError before any network call without credentials."""
-    from arena.kaggle import leaderboard
 
     submissions = leaderboard.fetch_submissions(competition)
     by_name = {}

@@ -12,6 +12,7 @@ from transformers import TrainerCallback
 
 from arena import budget as budget_mod
 from arena.budget import EXIT_CODE, BudgetStop, record_path, recorded_stops
+from arena.writes import write_text
 
 # What a checkpoint's save is assumed to cost until one has been measured, at least: a whole checkpoint (adapter,
 # optimizer state, RNG states) on a slow disk. Measured saves replace it.
@@ -106,8 +107,6 @@ class WallBudget(TrainerCallback):
             f"Continue with: {resume} (exit code {EXIT_CODE})", state.global_step, checkpoint)
 
     def _record(self, state, checkpoint: Path, resume: str) -> None:
-        from arena.writes import write_text
-
         stops = recorded_stops(self.run_root)
         stops.append({"step": state.global_step, "max_steps": state.max_steps,
                       "checkpoint": str(checkpoint.relative_to(self.run_root)), "budget_seconds": self.seconds,

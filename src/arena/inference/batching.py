@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arena.config import Config
+from arena.model import autocast, compute_dtype_of, left_pad
 
 
 def sorted_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -56,8 +57,6 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
     """Logits (n, 3) in the input order, running these batches of row indices; each batch is padded to its
     longest row, or to `pad_to` tokens. On CUDA the forward runs under autocast at the model's compute dtype. Rows
     whose logits are not finite are named on stderr (by position in `input_ids`)."""
-
-    from arena.model import autocast, compute_dtype_of, left_pad
 
     out = np.zeros((len(input_ids), 3), dtype=np.float32)
     dtype = compute_dtype_of(model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arena import data, metrics
+from arena import calibration, data, metrics
 from arena.errors import UserError
 from arena.inference.submission import prediction_frame, write_submission
 from arena.inference.tta import softmax
@@ -33,7 +33,6 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, cali
     checked (readable, columns, values, the same ids across runs) before anything is fit or written. OOF files
     hold raw predictions: each is calibrated with the calibration of its run or CV folder, if any (unless
     `calibrate=False`), as `arena predict` calibrated that run's test predictions; those are taken as written."""
-    from arena import calibration
 
     problems = output_problems(out_path, "blended submission")
     if len(oof_paths) != len(pred_paths):

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from arena import model as model_mod
+from arena import processes
+from arena.budget import inference as budget
 from arena.config import Config
 from arena.inference.batching import logits_for_batches, model_device, sorted_batches
 from arena.layout import RunFolder
@@ -26,9 +29,6 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     in `shards` and the main process merges them (processes.collect_shards: no collective that could time out
     while one GPU is slower). One process predicts every row. `known_plain`: every row's plain logits, predicted
     by an earlier call (then only the swapped order runs)."""
-    from arena import model as model_mod
-    from arena import processes
-    from arena.budget import inference as budget
 
     cpu = model_mod.device_for(cfg) == "cpu"
     procs = processes.state(cpu)

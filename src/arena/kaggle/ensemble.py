@@ -14,7 +14,7 @@ import pandas as pd
 
 from arena import calibration as calibration_mod
 from arena import config as config_mod
-from arena import data, metrics
+from arena import data, metrics, predict
 from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
@@ -55,7 +55,6 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
     """Blend weights fit (`arena blend`'s fit) on the members' held-out predictions, each calibrated with the
     calibration the bundle carries for it, i.e. the probabilities the kernel's `arena predict` will write. Every
     member's file must hold the same row ids with the same labels; UserError naming the runs that disagree."""
-    from arena import predict
 
     problems, frames = [], []
     for run, cal in zip(runs, calibrations):
@@ -214,7 +213,6 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     member, in order, each already calibrated by its own predict) averaged with the bundle's weights. Members in
     `left_out` (their predict failed in the kernel) are left out and the others' weights scaled up to sum to 1,
     with a warning; leaving out every member is an error, never a prior submission."""
-    from arena import predict
 
     weights = read_weights(EnsembleDataset(dataset_dir))
     problems = output_problems(out_path, "blended submission")
