@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from arena import cli, config, data, planner, predict, processes, train, versions
-from arena.inference import batching
 from arena import model as model_mod
+from arena.inference import batching
 from tests.test_model import BATCH, tiny_cfg
 from tests.tiny import save_tiny_model, tiny_config
 
