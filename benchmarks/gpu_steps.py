@@ -225,7 +225,7 @@ def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: 
             return super().on_step_end(args, state, control, **kwargs)
 
     meter = Meter()
-    run = RunFolder(work / "runs" / f"bench-{length}-{model.config.num_hidden_layers}")
+    run = RunFolder(work / "runs" / f"bench-{length}-tokens-{model.config.num_hidden_layers}-layers-{steps}-steps")
     # as make_trainer builds it; the Trainer evaluates (one row) and saves once, after the last step
     eval_logits = EvalLogits(np.arange(1))
     trainer = PreferenceTrainer(model=model, args=training_arguments(cfg, run, rt),
