@@ -242,7 +242,7 @@ def cmd_kernel_run_local(args) -> int:
 
         processes = hardware.current().processes() if args.hardware else 1
     rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
-                        processes=processes, previous_output=args.previous_output)
+                        processes=processes, previous_output=args.previous_output, base_model=args.base_model)
     return 0
 
 
@@ -412,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous-output", default=None,
                    help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
+    p.add_argument("--base-model", default=None, help="the base model folder to mount (default: the run's model.path)")
     p.add_argument("--layout", choices=["current", "old"], default="current",
                    help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
                         "or old (/kaggle/input/<slug>)")

@@ -117,6 +117,9 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
     from peft import PeftModel
 
     from arena import model as model_mod
+    from arena.versions import peft_without_old_torchao
+
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
 
     runs, out = [RunFolder(r) for r in run_dirs], Path(out_dir)
     cfgs = check_runs(runs, out)

@@ -478,6 +478,9 @@ def prepare_for_training(model: PreferenceModel, cfg: Config, rt: Runtime):
     planner applies the same steps to a skeleton on the meta device."""
     from peft import get_peft_model
 
+    from arena.versions import peft_without_old_torchao
+
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     if rt.gradient_checkpointing:
         enable_checkpointing(model.model)
     model = get_peft_model(model, peft_config(cfg))
@@ -675,6 +678,9 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     from peft import PeftModel
     from transformers import AutoConfig
 
+    from arena.versions import peft_without_old_torchao
+
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     head = read_head(run)
     # the model that loads decides float16 or float32 on a GPU without bf16: never the training machine's folder
     weights = run.adapter if run.is_merged() else (base_model or cfg.model.path)
