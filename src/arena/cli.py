@@ -216,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous-output", default=None,
                    help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
+    p.add_argument("--base-model", default=None, help="the base model folder to mount (default: the run's model.path)")
     p.add_argument("--layout", choices=["current", "old"], default="current",
                    help="Kaggle's mount layout to rehearse: current (/kaggle/input/competitions|datasets|models/...) "
                         "or old (/kaggle/input/<slug>)")

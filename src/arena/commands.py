@@ -213,7 +213,7 @@ def cmd_kernel_run_local(args) -> int:
 
         processes = hardware.current().processes() if args.hardware else 1
     rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
-                        processes=processes, previous_output=args.previous_output)
+                        processes=processes, previous_output=args.previous_output, base_model=args.base_model)
     return 0
 
 

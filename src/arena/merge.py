@@ -21,6 +21,7 @@ from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
 from arena.model import check_trained, name_in_head, read_head
+from arena.versions import peft_without_old_torchao
 from arena.writes import atomic_folder, output_problems
 
 MERGED_FORMAT = 1
@@ -114,6 +115,7 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
     """`arena merge --run R [--run R2 ...] --out DIR`; returns DIR. Built beside DIR and renamed into place."""
     from peft import PeftModel
 
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     runs, out = [RunFolder(r) for r in run_dirs], Path(out_dir)
     cfgs = check_runs(runs, out)
     # float32 on the CPU, unquantized: the deltas are added to the base's own weights at full precision.

@@ -57,6 +57,37 @@ def check_torch() -> None:
         raise UserError(problems=problems)
 
 
+def peft_without_old_torchao() -> None:
+    """Make peft treat a torchao it rejects as absent. Call after importing peft, before it wraps layers.
+
+    Kaggle's image (kaggle/image.py PROBED) has torchao 0.10.0. peft 0.21.2's `is_torchao_available()` RAISES
+    ImportError ("Found an incompatible version of torchao") for torchao < 0.16, and peft calls it for every layer
+    that no other backend claims: in its LoRA dispatch (`dispatch_torchao`, so any LoRA over unquantized weights:
+    model.quantization none, or inference with infer.quantization none) and when it looks for a quantization
+    backend to merge. arena never uses torchao, and peft cannot use this one either, so "not available" is the
+    true answer. The check runs only when peft would raise; with no torchao, or one peft accepts, nothing
+    changes. The function is swapped in every peft module that imported it by name."""
+    import peft.import_utils as peft_imports
+
+    original = peft_imports.is_torchao_available
+    if getattr(original, "arena_guard", False):
+        return
+    try:
+        original()
+        return
+    except ImportError as exc:
+        if "torchao" not in str(exc):
+            raise
+
+    def is_torchao_available() -> bool:
+        return False
+
+    is_torchao_available.arena_guard = True
+    for name, module in list(sys.modules.items()):
+        if (name == "peft" or name.startswith("peft.")) and getattr(module, "is_torchao_available", None) is original:
+            module.is_torchao_available = is_torchao_available
+
+
 if __name__ == "__main__":
     found = torch_problems()
     for problem in found:

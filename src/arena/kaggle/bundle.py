@@ -232,8 +232,9 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
         print(f"resolves offline on the Kaggle image (pip --dry-run --no-index, Python {image_mod.IMAGE['python']}, "
               f"the image's packages as stand-ins): would install {len(would)} distributions")
     else:
-        print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local`, "
-              f"not for Kaggle, whose image has transformers {image_mod.preinstalled('transformers')}, not the "
+        print("--no-wheels: the wheels dataset holds only the arena wheel (enough for `arena kernel run-local` with "
+              "this machine's packages; not in the Kaggle twin, nor on Kaggle, whose image has transformers "
+              f"{image_mod.preinstalled('transformers')}, not the "
               f"{wheels_mod.installed_versions(['transformers'])['transformers']} tested here)")
 
 

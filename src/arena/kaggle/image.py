@@ -13,7 +13,8 @@ Sources (read 2026-12-02):
       pip-freeze.gpu.txt (every version below unless noted) and os-info-gpu.txt ("Ubuntu 22.04.5 LTS",
       "Python 3.12.13"); apt-list-gpu.txt: libc6 2.35 (manylinux_2_35 at most).
 Not found: bitsandbytes, gguf, httpx2, httpcore2, truststore are absent from the Colab freeze and from
-kaggle_requirements.txt (the wheelhouse ships them). Kaggle's `uv pip install -r requirements.txt` layer may move
+kaggle_requirements.txt (the wheelhouse ships them). The freeze and kaggle_requirements.txt were read at the cited
+commits (0f0755b's pip-freeze.gpu.txt, 731 lines) for every package in PROBED below. Kaggle's `uv pip install -r requirements.txt` layer may move
 a version listed here when a Kaggle package needs another one; no published freeze of the final Kaggle image was
 found, so the Colab figures stand in for it.
 """
@@ -56,9 +57,68 @@ IMAGE = {
         "markdown-it-py": "4.0.0", "mdurl": "0.1.2", "annotated-doc": "0.0.4", "annotated-types": "0.7.0",
         "anyio": "4.13.0", "h11": "0.16.0", "pydantic": "2.12.3", "pydantic-core": "2.41.4",
         "typing-inspection": "0.4.2", "cloudpickle": "3.1.2", "narwhals": "2.20.0",
+        # What the image's own transformers 5.0.0 (typer-slim) and huggingface-hub 1.11.0 (httpx) require: the
+        # kernel's pip resolves their requirements too (found by the twin: without them `pip install --no-index`
+        # stopped at "No matching distribution found for typer-slim").
+        "typer-slim": "0.24.0", "httpx": "0.28.1", "httpcore": "1.0.9",
+        "pip": "24.1.2",  # the kernel's installer: `python -m pip install --no-index ...`
+        # Probed, not required (see PROBED): present on the image, so every import there sees them.
+        "torchao": "0.10.0",
+        "torchtune": "0.6.1",  # [kaggle_requirements] torchtune (unpinned: the freeze's 0.6.1 stays)
     },
     "absent": ["bitsandbytes", "gguf", "httpx2", "httpcore2", "truststore"],
 }
+
+
+# Optional packages that this package's dependencies look for (find_spec / importlib.metadata) on the paths arena
+# runs: peft's LoRA dispatch (peft/tuners/lora/model.py _create_new_module: one dispatcher per backend, in turn, for
+# every target layer), transformers' quantizers, attention and Trainer integrations, accelerate's launch and
+# plugins. name -> its version on the image ([colab] pip-freeze.gpu.txt at 0f0755b, [kaggle_requirements]), or
+# None: absent from both. A present one is in "preinstalled" (the wheelhouse proof stands it in, the twin installs
+# it) unless TWIN says why not.
+PROBED = {
+    # present
+    "torchao": "0.10.0",  # peft is_torchao_available() RAISES for < 0.16 (peft 0.21.2 import_utils.py); transformers
+                          # and accelerate compare versions. The trap: arena.versions.peft_without_old_torchao.
+    "torchtune": "0.6.1",  # not probed by transformers / peft / accelerate; listed (DESIGN.md) for the proof
+    "triton": "3.6.0",  # transformers, accelerate (kernels, fp8): comes with the CUDA torch
+    "datasets": "4.0.0",  # transformers' Trainer imports it when present (training kernels only)
+    "diffusers": "0.37.1",  # peft: only for diffusers models
+    "timm": "1.0.26",  # transformers / peft: timm backbones only
+    "torchdata": "0.11.0",  # accelerate: its StatefulDataLoader only when asked
+    "wandb": "0.26.1", "tensorboard": "2.20.0",  # Trainer report_to: arena sets it explicitly
+    "nvidia-ml-py": "13.595.45",  # accelerate (pynvml): GPU queries
+    "sentencepiece": "0.2.1", "tiktoken": "0.12.0",  # slow-tokenizer conversion; arena's tokenizers are fast ones
+    # absent
+    "bitsandbytes": None, "optimum": None, "optimum-quanto": None, "auto-gptq": None, "gptqmodel": None,
+    "autoawq": None, "hqq": None, "eetq": None, "aqlm": None, "neural-compressor": None, "megatron-core": None,
+    "transformer-engine": None, "compressed-tensors": None, "fbgemm-gpu": None, "vptq": None, "auto-round": None,
+    "kernels": None, "flash-attn": None, "liger-kernel": None, "deepspeed": None, "msamp": None, "mlflow": None,
+    "schedulefree": None, "lomo-optim": None, "apex": None, "gguf": None,
+}
+
+# The Kaggle twin (`arena kernel run-local`, kaggle/twin.py): a virtualenv of THIS machine's Python holding the
+# "preinstalled" versions above (pip --no-deps: exactly the list), except these substitutions, each stated in
+# every rehearsal's log. Every listed version has a wheel for Python 3.11 (checked 2026-12-02 with
+# `pip download --no-deps --only-binary=:all: --python-version 3.11`), so none is moved.
+TWIN = {
+    "python": "this machine's Python stands in for 3.12 (a cp312-only wheel would not install in the twin; the "
+              "wheelhouse proof, `arena package`, checks the real 3.12 tags)",
+    "torch": "this machine's CPU build (pinned by a constraints file, never a CUDA download) stands in for the "
+             "image's CUDA build: no GPU here",
+    "triton": "not installed: the CUDA torch's GPU compiler, which the CPU build neither needs nor uses",
+    "torchtune": "not installed: nothing here imports or probes it, and without its 8 own dependencies (not "
+                 "listed) the kernel's pip would report it broken; the wheelhouse proof still stands it in",
+    "setuptools": "77.0.3 instead of 75.2.0: torch 2.13.0 (the CPU stand-in) requires setuptools>=77.0.3, which "
+                  "the kernel's pip would demand; the image's torch 2.10.0 asks for any setuptools",
+    "datasets diffusers timm torchdata wandb tensorboard nvidia-ml-py sentencepiece tiktoken":
+        "not installed: present on the image but probed only on paths the inference kernel does not take "
+        "(PROBED); their own dependencies would double the twin",
+}
+
+
+# Versions the twin installs instead of the image's, each forced by a substitution in TWIN (stated there).
+TWIN_VERSIONS = {"setuptools": "77.0.3"}
 
 
 def platform_tags() -> list[str]:

@@ -1,21 +1,19 @@
 """`arena kernel run-local`: a bundle's kernel run offline in a fake /kaggle layout (Kaggle's current mount layout
-by default, the older one on request), with a Python that sees this machine's packages as Kaggle's image would
-(minus arena and what the wheelhouse ships), optionally as several CPU processes through the kernel's own
-`accelerate launch` line (as on T4x2), then its submission checked."""
+by default, the older one on request), in the Kaggle twin (twin.py: the image's package versions, this machine's
+Python and CPU torch) into which the kernel installs the bundle's wheelhouse itself, optionally as several CPU
+processes through the kernel's own `accelerate launch` line (as on T4x2), then its submission checked."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import site
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from arena import config as config_mod
 from arena.errors import UserError
+from arena.kaggle import image as image_mod
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
@@ -24,43 +22,32 @@ ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
 PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # kernel.py: processes to launch instead of one per GPU
 PORT_ENV = "ARENA_KERNEL_PORT"  # kernel.py: where those processes meet
 LAYOUTS = ("current", "old")
-# site-packages entries of arena itself (the kernel must install it from the bundle).
-_OWN_ENTRIES = re.compile(r"^(arena|arena-[^-]+\.dist-info|__editable__[._]+arena[-_].*)$")
 
 
-def _shipped_entries(wheelhouse: Path) -> set[str]:
-    """Top-level site-packages entries of the installed distributions that the wheelhouse ships."""
-    from importlib import metadata
+def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, list[str]]:
+    """The Kaggle twin (twin.py): a fresh venv over the cached image, nothing of this package or the wheelhouse in
+    it (the kernel installs those from the bundle). Returns its python, the image's site-packages and what is in
+    them (checked again after the kernel ran: the kernel's install must leave the cached image alone). A bundle
+    without a wheelhouse cannot run on Kaggle: it runs in the mirror of this machine's packages, said so."""
+    from arena.kaggle import twin
 
-    entries = set()
-    for wheel in wheelhouse.glob("*.whl"):
-        try:
-            files = metadata.distribution(wheel.name.split("-")[0]).files or []
-        except metadata.PackageNotFoundError:
-            continue
-        entries.update(f.parts[0] for f in files if f.parts and f.parts[0] not in ("..", "__pycache__"))
-    return entries
+    if not twin.has_wheelhouse(wheelhouse):
+        print(f"NOT the Kaggle twin: {wheelhouse} holds only the arena wheel (--no-wheels), which would not run on "
+              f"Kaggle's image (its transformers {image_mod.preinstalled('transformers')}, peft "
+              f"{image_mod.preinstalled('peft')}); rehearsing with this machine's packages instead", flush=True)
+        return twin.mirror_python(work, wheelhouse), None, []
+    python, image = twin.kernel_python(work)
+    print("the Kaggle twin: " + image_mod.IMAGE["name"] + f" at {image}; substitutions:\n  "
+          + "\n  ".join(twin.substitutions()), flush=True)
+    return python, image, twin.fingerprint(image)
 
 
-def _kernel_python(work: Path, wheelhouse: Path) -> Path:
-    """A Python that sees this environment's packages, as Kaggle's image would, except arena and whatever the
-    wheelhouse ships (the kernel must install those from it): a venv whose .pth adds a mirror of
-    site-packages made of symlinks."""
-    hidden = _shipped_entries(wheelhouse)
-    mirror = work / "site-packages-image"
-    mirror.mkdir()
-    for folder in site.getsitepackages():
-        folder = Path(folder)
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if not (_OWN_ENTRIES.match(entry.name) or entry.name in hidden or (mirror / entry.name).exists()):
-                (mirror / entry.name).symlink_to(entry)
-    venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    purelib = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    (purelib / "_kaggle_image.pth").write_text(f"import site; site.addsitedir({str(mirror)!r})\n", encoding="utf-8")
-    return venv / "bin" / "python"
+def _check_image_untouched(image: Path | None, before: list[str]) -> None:
+    from arena.kaggle import twin
+
+    if image is not None and twin.fingerprint(image) != before:
+        raise UserError(f"the kernel changed the cached Kaggle twin {image} (pip must install into the rehearsal's "
+                        f"venv only): remove that folder, it is rebuilt at the next rehearsal")
 
 
 def _link(link: Path, target: Path) -> None:
@@ -84,7 +71,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _mounts(bundle: Bundle, cfg, members, layout: str) -> dict[str, Path]:
+def _local_base(member_cfg, base_model=None) -> Path:
+    """The base model folder on this machine: --base-model (the run's model.path moved since training), else it."""
+    return Path(base_model or member_cfg.model.path).expanduser()
+
+
+def _mounts(bundle: Bundle, cfg, members, layout: str, base_model=None) -> dict[str, Path]:
     """Where Kaggle mounts each input (relative to /kaggle/input) -> what to link there, in `layout`."""
     owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
     k = cfg.kaggle
@@ -94,7 +86,7 @@ def _mounts(bundle: Bundle, cfg, members, layout: str) -> dict[str, Path]:
         mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
     for _, member_cfg, needs_base in members:
         if needs_base:
-            mounts.setdefault(_base_mount(member_cfg, current), Path(member_cfg.model.path).expanduser())
+            mounts.setdefault(_base_mount(member_cfg, current), _local_base(member_cfg, base_model))
     return mounts
 
 
@@ -118,10 +110,11 @@ def _base_mount(cfg, current: bool) -> str:
 
 
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
-              previous_output=None) -> Path:
+              previous_output=None, base_model=None) -> Path:
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
     layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
-    check its submission (a training bundle: see run_local_training)."""
+    check its submission (a training bundle: see run_local_training). `base_model`: the base model folder to
+    mount, when the run's model.path has moved since training."""
     from arena import data
     from arena.kaggle.training import TrainingBundle
 
@@ -136,13 +129,14 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     members = [(run, member_cfg, needs_base_model(member_cfg, run.is_merged())) for run, member_cfg in members]
     for run, member_cfg, needs_base in members:
         problems += check_trained(run) + base_model_problems(member_cfg, run.is_merged())
-        base = Path(member_cfg.model.path).expanduser()
+        base = _local_base(member_cfg, base_model)
         if needs_base and not (base / "config.json").is_file():
-            problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
+            problems.append(f"{'--base-model' if base_model else 'model.path'} {base}: base model folder not found "
+                            f"here, so the rehearsal cannot attach it (--base-model DIR: where it is now)")
     attached = {}
     for _, member_cfg, needs_base in members:
         if needs_base:
-            kernel_path, base = kernel_base_model(member_cfg), Path(member_cfg.model.path).expanduser()
+            kernel_path, base = kernel_base_model(member_cfg), _local_base(member_cfg, base_model)
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
                 problems.append(f"base model {kernel_path}: two members attach different base models there "
                                 f"({attached[kernel_path]} and {base})")
@@ -164,14 +158,14 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
 
     root = work / "kaggle"
     inputs = root / "input"
-    for rel, target in _mounts(bundle, cfg, members, layout).items():
+    for rel, target in _mounts(bundle, cfg, members, layout, base_model).items():
         if target is None:  # the competition: only its test.csv
             _link(inputs / rel / "test.csv", test_csv)
         elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
             _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
 
-    python = _kernel_python(work, bundle.wheels)
+    python, image, before = _kernel_python(work, bundle.wheels)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1",
@@ -189,6 +183,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
             print(line, end="", flush=True)
             out.write(line)
         code = proc.wait()
+    _check_image_untouched(image, before)
     if code != 0:
         raise UserError(f"the kernel failed (exit {code}); full log: {log}")
 
@@ -278,9 +273,9 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
 
 
 def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path) -> int:
-    """Run a kernel script offline with a Python that sees this machine's packages as Kaggle's image would, its
-    output streamed and kept in work/kernel.log; returns its exit code."""
-    python = _kernel_python(work, wheelhouse)
+    """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns
+    its exit code."""
+    python, image, before = _kernel_python(work, wheelhouse)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
@@ -293,4 +288,6 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path) -> int:
         for line in proc.stdout:
             print(line, end="", flush=True)
             out.write(line)
-        return proc.wait()
+        code = proc.wait()
+    _check_image_untouched(image, before)
+    return code

@@ -12,6 +12,7 @@ from arena.embedded import resolve_model_path
 from arena.model.backbone import PreferenceModel, load_base, load_tokenizer, meta_backbone, meta_preference_model
 from arena.model.head import head_bias
 from arena.model.runtime import Runtime, runtime_for
+from arena.versions import peft_without_old_torchao
 
 
 def adapter_problems(cfg: Config, path: Path | str, hf_config=None) -> list[str]:
@@ -93,6 +94,7 @@ def prepare_for_training(model: PreferenceModel, cfg: Config, rt: Runtime):
     planner applies the same steps to a skeleton on the meta device."""
     from peft import get_peft_model
 
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     if rt.gradient_checkpointing:
         enable_checkpointing(model.model)
     model = get_peft_model(model, peft_config(cfg))

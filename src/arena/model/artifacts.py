@@ -11,6 +11,7 @@ from arena.layout import RunFolder
 from arena.model.backbone import load_base, load_tokenizer
 from arena.model.head import NUM_LABELS, head_weight_problems, load_head, name_in_head, read_head, read_json, write_head
 from arena.model.runtime import runtime_for
+from arena.versions import peft_without_old_torchao
 
 
 def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, feature_scaler: dict | None = None,
@@ -118,6 +119,7 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     from peft import PeftModel
     from transformers import AutoConfig
 
+    peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     head = read_head(run)
     # the model that loads decides float16 or float32 on a GPU without bf16: never the training machine's folder
     weights = run.adapter if run.is_merged() else (base_model or cfg.model.path)
