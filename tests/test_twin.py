@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arena import config, data, embedded, metrics
+from arena import config, data, embedded
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import image, rehearsal, twin
-from arena.layout import LABEL_COLUMNS
+from arena.labels import LABEL_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the twin is built once per machine
@@ -102,7 +102,7 @@ def test_t4x2_kernel_rehearsal_in_the_kaggle_twin(tiny_model_dir, tmp_path, no_c
     submission = rehearsal.run_local(bundle, input_dir, work_dir=work, processes=processes, base_model=moved)
 
     frame = pd.read_csv(submission, dtype={"id": str})
-    metrics.validate_submission(frame, test["id"].astype(str))
+    data.validate_submission(frame, test["id"].astype(str))
     log = (work / "kernel.log").read_text()
     out = capfd.readouterr().out
     assert "the Kaggle twin: " in out and "torch: torch " in out and "stands in for 2.10.0+cu128" in out
