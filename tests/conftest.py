@@ -64,6 +64,23 @@ def test_csv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def small_disk(tmp_path):
+    """A 72 MiB tmpfs: room for the tiny run (its room check asks 64 MiB for logs and plots) until it is filled."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=72m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
     """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""
     home = tmp_path / "home"

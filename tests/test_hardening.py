@@ -549,22 +549,6 @@ def test_a_full_disk_is_an_error_before_the_model_loads(tiny_model_dir, sample_c
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 72 MiB tmpfs: room for the tiny run (its room check asks 64 MiB for logs and plots) until it is filled."""
-    import os
-
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=72m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 class FillDiskAfterFirstSave(TrainerCallback):
     """Something else fills the disk once training is under way (the room check passed, a checkpoint is saved)."""
 

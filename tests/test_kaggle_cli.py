@@ -21,7 +21,7 @@ from tests.fake_kaggle import (
     push_id_of,
     run_like_arena_kernel,
 )
-from tests.test_kaggle import _cfg, _fake_bundle
+from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 
 GEMMA = "google/gemma-2/transformers/gemma-2-9b-it/2"
 
@@ -32,9 +32,9 @@ LIVE = "llm-classification-finetuning"  # open; the default kaggle.competition, 
 def _run_and_bundle(tmp_path: Path, tiny_run: Path, **kaggle) -> tuple[Path, Path]:
     run = tmp_path / "runs" / "t-20260101-000000"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
-    cfg = _cfg(base_model_source=GEMMA, **kaggle)
+    cfg = kaggle_cfg(base_model_source=GEMMA, **kaggle)
     config.dump(cfg, run / "config.yaml")
-    return run, _fake_bundle(tmp_path, cfg, adapter=RunFolder(tiny_run).adapter)
+    return run, fake_bundle(tmp_path, cfg, adapter=RunFolder(tiny_run).adapter)
 
 
 @pytest.fixture
@@ -296,7 +296,7 @@ def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, t
             remote.run_kaggle(args)
         assert err.value.not_found
     assert not fake_kaggle.submissions
-    bundle = Bundle(_fake_bundle(tmp_path, _cfg(), user="alice"))
+    bundle = Bundle(fake_bundle(tmp_path, kaggle_cfg(), user="alice"))
     meta = json.loads(bundle.kernel_metadata.read_text())
     bundle.kernel_metadata.write_text(json.dumps(meta | {"competition_sources": [unknown]}))
     for slug in ("arena-adapter", "arena-wheels"):  # valid: only the competition is not

@@ -17,6 +17,8 @@ from arena.kaggle import image as image_mod
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
+from arena.room import MIB
+from arena.writes import free_bytes
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
 PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # kernel.py: processes to launch instead of one per GPU
@@ -48,6 +50,29 @@ def _check_image_untouched(image: Path | None, before: list[str]) -> None:
     if image is not None and twin.fingerprint(image) != before:
         raise UserError(f"the kernel changed the cached Kaggle twin {image} (pip must install into the rehearsal's "
                         f"venv only): remove that folder, it is rebuilt at the next rehearsal")
+
+
+# Besides the wheelhouse the kernel installs (unpacked, about three times its size): logs, the submission, a venv.
+WORK_ROOM_BYTES = 64 * MIB
+
+
+def work_room_problems(work_dir, wheelhouse: Path) -> list[str]:
+    """Room on the disk of --work (or the temporary folder) for the kernel's install and outputs, before any work."""
+    where = Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir())
+    need = 3 * sum(p.stat().st_size for p in wheelhouse.glob("*") if p.is_file()) + WORK_ROOM_BYTES
+    free = free_bytes(where)
+    if free >= need:
+        return []
+    return [f"--work {where}: {free / MIB:.0f} MiB free on its disk; the rehearsal needs about {need / MIB:.0f} MiB "
+            f"(the kernel installs the {wheelhouse.name} there): free some room, or give --work on another disk"]
+
+
+def _disk_note(work: Path, log: Path) -> str:
+    """Why a kernel failed when it was the disk of --work that filled up."""
+    full = "No space left on device" in log.read_text(encoding="utf-8", errors="replace") if log.is_file() else False
+    if not full and free_bytes(work) >= MIB:
+        return ""
+    return f": the disk of --work {work} filled up ({free_bytes(work) / MIB:.0f} MiB free now)"
 
 
 def _link(link: Path, target: Path) -> None:
@@ -146,6 +171,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    problems += work_room_problems(work_dir, bundle.wheels)
     if layout not in LAYOUTS:
         problems.append(f"--layout {layout}: one of {', '.join(LAYOUTS)}")
     if processes < 1:
@@ -185,7 +211,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
         code = proc.wait()
     _check_image_untouched(image, before)
     if code != 0:
-        raise UserError(f"the kernel failed (exit {code}); full log: {log}")
+        raise UserError(f"the kernel failed (exit {code}){_disk_note(work, log)}; full log: {log}")
 
     where = subprocess.run([str(python), "-c", "import arena; print(arena.__file__)"], env=env,
                            cwd=root / "working", stdout=subprocess.PIPE, text=True).stdout.strip()
@@ -233,6 +259,7 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
         problems.append(f"--previous-output {previous_output}: no runs/ folder there (a rehearsal's working folder)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
+    problems += work_room_problems(work_dir, bundle.wheels)
     if problems:
         raise UserError(problems=problems)
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
@@ -254,7 +281,8 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     working.mkdir(parents=True)
     code = _run_kernel(bundle.kernel_script, root, work, bundle.wheels)
     if code != 0:
-        raise UserError(f"the training kernel failed (exit {code}); full log: {work / 'kernel.log'}")
+        raise UserError(f"the training kernel failed (exit {code}){_disk_note(work, work / 'kernel.log')}; full log: "
+                        f"{work / 'kernel.log'}")
     runs = [p for p in (working / "runs").glob("*") if (p / "config.yaml").is_file()]
     if len(runs) != 1:
         raise UserError(f"the training kernel exited 0 but left {len(runs)} run folders in {working / 'runs'}")

@@ -1,0 +1,23 @@
+"""`arena kernel run-local`: the room its --work needs, checked before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from arena import data
+from arena.errors import UserError
+from arena.kaggle import rehearsal
+from arena.labels import LABEL_COLUMNS
+from arena.layout import RunFolder
+from tests.kaggle_bundles import fake_bundle, kaggle_cfg
+
+
+def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_run, tmp_path, small_disk,
+                                                                        no_credentials):
+    bundle = fake_bundle(tmp_path, kaggle_cfg(), adapter=RunFolder(tiny_run).adapter)
+    (bundle / "wheels-dataset" / "big-1.0-py3-none-any.whl").write_bytes(b"\0" * (8 * 2**20))  # 3 x 8 + 64 > 72
+    test_csv = tmp_path / "input" / "test.csv"
+    data.write_csv(data.generate_sample(6, seed=1).drop(columns=LABEL_COLUMNS), test_csv)
+    with pytest.raises(UserError, match=r"--work .*work: \d+ MiB free on its disk; the rehearsal needs about 88 MiB"):
+        rehearsal.run_local(bundle, test_csv.parent, work_dir=small_disk / "work")
+    assert list(small_disk.iterdir()) == []
