@@ -13,8 +13,7 @@ import torch
 from arena import cli, config, data, planner, predict, processes, train, versions
 from arena import model as model_mod
 from arena.inference import batching
-from tests.test_model import BATCH, tiny_cfg
-from tests.tiny import save_tiny_model, tiny_config
+from tests.tiny import BATCH, save_tiny_model, tiny_cfg, tiny_config
 
 
 class Stop(Exception):

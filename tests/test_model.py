@@ -6,22 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from arena import config
 from arena import model as model_mod
 from arena.layout import RunFolder
-
-
-def tiny_cfg(model_dir, **sections):
-    data = {"model": {"path": str(model_dir), "family": "plain"}}
-    for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
-    return config.from_dict(data)
-
-
-BATCH = {
-    "input_ids": torch.tensor([[0, 0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]]),
-    "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]),
-}
+from tests.tiny import BATCH, tiny_cfg
 
 
 def train_steps(model, steps=4, logits_of=lambda out: out):

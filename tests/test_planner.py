@@ -10,7 +10,7 @@ import torch
 from arena import config, planner
 from arena import model as model_mod
 from arena.kaggle import preflight
-from tests.test_model import tiny_cfg
+from tests.tiny import tiny_cfg
 
 RECIPES = sorted(Path("configs").glob("*.yaml"))
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from arena import config
+
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 
 _CORPUS = [
@@ -71,3 +75,18 @@ def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0, num
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_cfg(model_dir, **sections):
+    """The tests' config of the tiny model (plain format): `sections` over the schema's defaults."""
+    data = {"model": {"path": str(model_dir), "family": "plain"}}
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    return config.from_dict(data)
+
+
+# Two rows, one left-padded: what a forward of the tiny model takes.
+BATCH = {
+    "input_ids": torch.tensor([[0, 0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]]),
+    "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]),
+}
