@@ -215,3 +215,22 @@ def test_a_rank_finishing_past_the_collective_timeout_still_meets_the_other(two_
     assert np.isfinite(sub[LABEL_COLUMNS].to_numpy()).all()
     assert "no finite prediction" not in proc.stdout  # every row of both ranks arrived
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]  # the shard folder is cleaned up
+
+
+@pytest.mark.e2e
+def test_two_process_cv_writes_one_cv_folder_with_every_row_once(tiny_model_dir, tmp_path):
+    """`arena cv` under `accelerate launch`: the main process decides the CV folder, both ranks train each fold,
+    only the main one reads the folds' results and writes the out-of-fold predictions."""
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(24, seed=5), csv)
+    runs = tmp_path / "runs"
+    args = train_args(tiny_model_dir, csv, runs, "--set", "train.max_steps=1", "--set", "train.eval_steps=1",
+                      "--set", "train.grad_accum=1", "--folds", "2")
+    proc = launch("arena.cli", "cv", *args[2:], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folders = list(runs.iterdir())
+    assert len(folders) == 1, f"the ranks wrote {len(folders)} CV folders: {folders}"
+    oof = pd.read_csv(folders[0] / "oof_predictions.csv", dtype={"id": str})
+    every_row = pd.read_csv(csv, dtype={"id": str})["id"]
+    assert oof["id"].is_unique and sorted(oof["id"]) == sorted(every_row)
+    assert json.loads((folders[0] / "cv.json").read_text())["oof_rows"] == len(every_row)

@@ -1,4 +1,6 @@
+import gc
 import json
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -245,3 +247,24 @@ def test_eval_steps_may_be_a_fraction_of_the_run(tiny_model_dir, sample_csv, tmp
                                                "train.eval_steps=0.5")))
     history = json.loads(run.metrics.read_text())["history"]
     assert [h["step"] for h in history if "eval_log_loss" in h] == [3, 6]
+
+
+class RemembersModel(TrainerCallback):
+    """A weak reference to the model the Trainer trains."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = weakref.ref(model)
+
+
+def test_a_finished_run_frees_its_model(tiny_model_dir, sample_csv, tmp_path):
+    """The next fold of `arena cv` or point of `arena sweep` must not start with this run's weights resident:
+    accelerate keeps the model in reference cycles, which the cyclic collector would free only when it happens to
+    run (here it never runs on its own)."""
+    seen = RemembersModel()
+    gc.disable()
+    try:
+        train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=1"),
+                    callbacks=[seen])
+        assert seen.model() is None, "the run's model is still alive after train() returned"
+    finally:
+        gc.enable()

@@ -116,6 +116,16 @@ def collect_shards(part: T, folder: str | Path, cpu: bool, deadline: float | Non
     return parts
 
 
+def wait_for_main(written: str | Path, cpu: bool, poll_s: float = 1.0) -> None:
+    """Every process but the main one waits until the main one has written `written`, with no collective: the
+    main process may work alone for hours first (a DDP run's evaluation), past any collective's timeout. If the
+    main process dies instead, the launcher ends the others."""
+    if state(cpu).is_main_process:
+        return
+    while not Path(written).exists():
+        time.sleep(poll_s)
+
+
 def finish() -> None:
     """Close this process's process group, if one was opened. A gloo group left to the interpreter's exit can
     abort the process ("terminate called without an active exception") after its work is done."""

@@ -3,6 +3,7 @@ evaluate, write the summary."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -267,7 +268,25 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
 def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | None = None) -> Path:
     """Train one run (validation on fold cfg.data.fold); returns the run folder. `callbacks`: extra
     TrainerCallbacks (progress, early stopping, tests that stop a run). `origin`: config.origin(), stored as the
-    run's recipe.json for `arena runs`."""
+    run's recipe.json for `arena runs`. The run's model is freed when it returns: the next fold of `arena cv` or
+    point of `arena sweep` starts without its weights."""
+    try:
+        return train_steps(cfg, resume, callbacks, origin)
+    finally:
+        free_memory()
+
+
+def free_memory() -> None:
+    """Frees a finished run's model, which accelerate keeps in reference cycles (Accelerator._models, the patched
+    forward that refers back to its model): the cyclic collector alone frees them, whenever it happens to run.
+    (After an exception the traceback still holds the run's frame, and with it the model.)"""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None) -> Path:
+    """train()'s named steps, in a frame of their own: once it is gone, nothing but cycles holds the model."""
     from arena import model as model_mod
 
     clock = WallClock(time.time())
