@@ -9,6 +9,7 @@ import pandas as pd
 
 from arena import config as config_mod
 from arena import data, metrics, processes
+from arena import model as model_mod
 from arena.config import Config
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
@@ -21,13 +22,11 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origi
     """Train the selected folds; write out-of-fold predictions, OOF log loss and a per-fold table. `origin`
     (config.origin()) goes into the CV folder and each fold run. Under `accelerate launch` every process trains
     each fold in one CV folder the main process creates; the main one alone reads the folds' results and writes."""
-    from arena import model as model_mod
-
     selected = only if only is not None else list(range(folds))
     bad = [f for f in selected if not 0 <= f < folds]
     if bad:
         raise UserError(f"--only: folds {bad} are not in 0..{folds - 1}")
-    cpu = model_mod.runtime_for(cfg).device == "cpu"
+    cpu = model_mod.device_for(cfg) == "cpu"
     cv = CVFolder(processes.decided_by_main(lambda: str(create_cv_folder(cfg, origin)), cpu))
     main = processes.state(cpu).is_main_process
     rows, oof = [], []

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from arena import config as config_mod
-from arena import data, metrics, processes, prompts, reporting, room
+from arena import data, hardware, metrics, processes, prompts, reporting, room
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.errors import UserError
@@ -281,8 +281,7 @@ def free_memory() -> None:
     forward that refers back to its model): the cyclic collector alone frees them, whenever it happens to run.
     (After an exception the traceback still holds the run's frame, and with it the model.)"""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    hardware.empty_cache()
 
 
 def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None) -> Path:
