@@ -53,6 +53,16 @@ def tiny_run(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sample_csv(tmp_path_factory) -> Path:
+    """A generated training CSV in the competition's format, 80 rows with labels."""
+    from arena import data
+
+    path = tmp_path_factory.mktemp("train-data") / "train.csv"
+    data.write_csv(data.generate_sample(80, seed=1), path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def test_csv(tmp_path_factory) -> Path:
     """A generated test.csv in the competition's format (no labels), 24 rows."""
     from arena import data

@@ -31,7 +31,7 @@ def train_indices(dataset, batch) -> list[int]:
 def stop_after(cfg, step: int) -> None:
     """Train until the checkpoint of `step` is saved, then stop every rank as a kill would."""
     from arena import train
-    from tests.test_train import StopAfterCheckpoint
+    from tests.tiny import StopAfterCheckpoint
 
     train.train(cfg, callbacks=[StopAfterCheckpoint(step)])
 

@@ -16,7 +16,7 @@ from arena.budget.callback import WallBudget
 from arena.layout import RunFolder
 from tests.budget_probe import StepClock
 from tests.test_distributed import cfg_json, launch
-from tests.test_train import sample_csv, tiny_train_cfg  # noqa: F401 (a fixture)
+from tests.tiny import tiny_train_cfg
 
 
 def _state(step, max_steps=100, eval_steps=0):

@@ -11,7 +11,7 @@ import torch
 from arena import cli, data, predict, train
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
-from tests.test_train import tiny_train_cfg
+from tests.tiny import tiny_train_cfg
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 1.0, 0.0]])
 LABELS = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])
@@ -50,13 +50,6 @@ def test_teachers_are_weighted_and_renormalised_over_the_ones_covering_a_row():
     assert train.distillation_loss(LOGITS, LABELS, teachers, only_first, 1.0, 1.0, [3.0, 1.0]) == pytest.approx(first)
     mixed = train.distillation_loss(LOGITS, LABELS, teachers, both, 1.0, 1.0, [3.0, 1.0])
     assert mixed.item() == pytest.approx(0.75 * first.item() + 0.25 * second.item(), rel=1e-5)
-
-
-@pytest.fixture(scope="module")
-def sample_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("distill-data") / "train.csv"
-    data.write_csv(data.generate_sample(80, seed=1), path)
-    return path
 
 
 def write_teacher(path, ids, probs) -> str:

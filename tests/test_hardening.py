@@ -25,7 +25,7 @@ from arena.kaggle import rehearsal
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
 from arena.writes import atomic_file, atomic_folder
-from tests.test_train import StopAfterCheckpoint, tiny_train_cfg
+from tests.tiny import StopAfterCheckpoint, tiny_train_cfg
 
 
 def files_under(root: Path) -> list[str]:
@@ -502,13 +502,6 @@ def test_a_signal_stops_arena_cleanly(sig, code, work):
 
 
 # ---- training faults ----------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sample_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hardening-data") / "train.csv"
-    data.write_csv(data.generate_sample(80, seed=1), path)
-    return path
-
 
 def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sample_csv, tmp_path, capsys):
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")

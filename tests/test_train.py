@@ -11,28 +11,7 @@ from transformers import TrainerCallback
 from arena import config, data, train
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
-
-
-@pytest.fixture(scope="module")
-def sample_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("train-data") / "train.csv"
-    data.write_csv(data.generate_sample(80, seed=1), path)
-    return path
-
-
-def tiny_train_cfg(model_dir, csv, runs_dir, *overrides):
-    return config.from_dict(
-        {
-            "name": "tiny",
-            "model": {"path": str(model_dir), "family": "plain"},
-            "prompt": {"max_length": 96, "min_tokens": 8},
-            "infer": {"max_length": 96},
-            "data": {"train": str(csv), "folds": 4},
-            "train": {"runs_dir": str(runs_dir), "max_steps": 4, "eval_steps": 2, "per_device_batch_size": 4,
-                      "grad_accum": 1, "learning_rate": 1e-3, "logging_steps": 1},
-        },
-        list(overrides),
-    )
+from tests.tiny import StopAfterCheckpoint, tiny_train_cfg
 
 
 def test_soft_cross_entropy_matches_torch_on_one_hot_and_soft_targets():
@@ -126,17 +105,6 @@ def test_training_on_soft_labels(tiny_model_dir, shared_data, tmp_path):
     val = pd.read_csv(run_dir / "val_predictions.csv")
     truth = val[[f"true_{c}" for c in LABEL_COLUMNS]].to_numpy()
     assert ((truth > 0) & (truth < 1)).any(), "soft labels were collapsed to one-hot"
-
-
-class StopAfterCheckpoint(TrainerCallback):
-    """A kill right after the checkpoint of `step` is saved."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_resume_continues_from_the_last_checkpoint(tiny_model_dir, sample_csv, tmp_path):

@@ -1,10 +1,12 @@
-"""Tiny random models + an in-process BPE tokenizer, saved like a real local checkpoint folder."""
+"""What the tests build small: random models and an in-process BPE tokenizer saved like a real checkpoint folder,
+the tiny configs (one builder for a model, one for a training run), a batch, a kill after a checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from arena import config
 
@@ -90,3 +92,29 @@ BATCH = {
     "input_ids": torch.tensor([[0, 0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]]),
     "attention_mask": torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]),
 }
+
+
+def tiny_train_cfg(model_dir, csv, runs_dir, *overrides):
+    return config.from_dict(
+        {
+            "name": "tiny",
+            "model": {"path": str(model_dir), "family": "plain"},
+            "prompt": {"max_length": 96, "min_tokens": 8},
+            "infer": {"max_length": 96},
+            "data": {"train": str(csv), "folds": 4},
+            "train": {"runs_dir": str(runs_dir), "max_steps": 4, "eval_steps": 2, "per_device_batch_size": 4,
+                      "grad_accum": 1, "learning_rate": 1e-3, "logging_steps": 1},
+        },
+        list(overrides),
+    )
+
+
+class StopAfterCheckpoint(TrainerCallback):
+    """A kill right after the checkpoint of `step` is saved."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt

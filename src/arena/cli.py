@@ -109,8 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cv", help="K-fold cross-validation with out-of-fold predictions")
     _add_config_args(p)
-    p.add_argument("--folds", type=at_least(2), default=5)
+    p.add_argument("--folds", type=at_least(2), default=None, help="how many folds (default 5)")
     p.add_argument("--only", help="comma-separated fold indices to train, e.g. 0,2")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="finish a killed CV: a CV folder, or 'latest' (the newest unfinished CV of this config name); "
+                        "finished folds are kept, unfinished ones resumed")
     _add_hardware_flag(p)
     p.set_defaults(func=cmd_cv)
 

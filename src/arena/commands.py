@@ -90,8 +90,9 @@ def cmd_cv(args) -> int:
     from arena import config, train
 
     cfg = _load_config(args)
-    train.cross_validate(cfg, folds=args.folds, only=_folds(args.only),
-                         origin=config.origin(args.config, args.overrides))
+    folds = args.folds if args.folds is not None or args.resume else 5
+    train.cross_validate(cfg, folds=folds, only=_folds(args.only), origin=config.origin(args.config, args.overrides),
+                         resume=args.resume)
     return 0
 
 
