@@ -1,5 +1,5 @@
 """Run by tests/test_distributed.py in several processes (`accelerate launch` or torchrun): what a test needs to
-see from inside the ranks. `python -m tests.distributed_probe {shards,stop-after,fsdp,delayed-predict} CONFIG_JSON ...`"""
+see from inside the ranks. `python -m tests.distributed_probe {shards,stop-after,fsdp,fsdp-save,delayed-predict} CONFIG_JSON ...`"""
 
 import json
 import sys
@@ -74,6 +74,80 @@ def fsdp(cfg) -> None:
     dist.destroy_process_group()
 
 
+def fsdp_save(cfg, run_dir: str) -> None:
+    """`save_adapter` of a model sharded by FSDP2 over the gloo processes (full precision, as in fsdp()): how many
+    weights were made whole (every DTensor redistribution counted) and handed to peft's save, against the trainable
+    ones, and how far the saved adapter is from the weights before sharding."""
+    import os
+    import types
+
+    import numpy as np
+    import torch.distributed as dist
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    from arena import model as model_mod
+    from arena import train
+    from arena.layout import RunFolder
+
+    os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="2")  # as `accelerate launch` with an FSDP2 config
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    torch.manual_seed(0)
+    built = train.Built(*model_mod.build_for_training(cfg), scaler=None)
+    assert built.runtime.sharded
+    for name, param in built.model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.1)  # weights that differ from their initial zeros
+    trainable = {name: p.detach().clone() for name, p in built.model.named_parameters() if p.requires_grad}
+    total = sum(p.numel() for p in built.model.parameters())
+    for layer in built.model.base_model.model.model.layers:
+        fully_shard(layer)
+    fully_shard(built.model)
+    gathered, handed = [], []
+    redistribute, save_pretrained = DTensor.redistribute, PeftModel.save_pretrained
+
+    def counted_redistribute(self, *args, **kwargs):
+        gathered.append(self.numel())
+        return redistribute(self, *args, **kwargs)
+
+    def counted_save(self, *args, state_dict=None, **kwargs):
+        handed.extend(t.numel() for t in (state_dict or {}).values())
+        return save_pretrained(self, *args, state_dict=state_dict, **kwargs)
+
+    DTensor.redistribute, PeftModel.save_pretrained = counted_redistribute, counted_save
+    trainer = types.SimpleNamespace(model=built.model, accelerator=fsdp2_accelerator(),
+                                    is_world_process_zero=lambda: rank == 0)
+    split = train.Split(train=None, val=None, prior=np.full(3, 1 / 3), prior_log_loss=0.0)
+    train.save_adapter(cfg, RunFolder(run_dir), built, split, trainer)
+    DTensor.redistribute, PeftModel.save_pretrained = redistribute, save_pretrained
+    dist.barrier()
+    if rank == 0:
+        saved = load_file(RunFolder(run_dir).adapter / "adapter_model.safetensors")
+        # peft's names on disk drop the adapter's name ("default") and the modules_to_save wrapper
+        whole = {name.replace("modules_to_save.", "").replace(".default", ""): t for name, t in trainable.items()}
+        print("FSDPSAVE " + json.dumps({
+            "gathered": sum(gathered), "handed_to_save": sum(handed), "total": total,
+            "trainable": sum(t.numel() for t in trainable.values()), "saved": sorted(saved), "expected": sorted(whole),
+            "max_diff": max((saved[k].float() - whole[k].float()).abs().max().item() for k in saved if k in whole),
+        }), flush=True)
+
+
+def fsdp2_accelerator():
+    """accelerate's Accelerator as `accelerate launch` with an FSDP2 config makes it on GPUs (on CPU it never switches
+    to FSDP by itself): what the Trainer's `accelerator` is in an FSDP run."""
+    from accelerate import Accelerator, FullyShardedDataParallelPlugin
+    from accelerate.utils import DistributedType
+
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+    accelerator = Accelerator(fsdp_plugin=plugin)
+    accelerator.state.distributed_type, accelerator.state.fsdp_plugin = DistributedType.FSDP, plugin
+    assert accelerator.is_fsdp2
+    return accelerator
+
+
 def delayed_predict(run_dir: str, test_csv: str, out: str, delay_s: str) -> None:
     """`arena predict` in a process group whose collectives time out after 5 s, with rank 1 starting its share
     `delay_s` seconds late (as a slower GPU finishes hours late): the predictions must still meet."""
@@ -111,6 +185,8 @@ def main() -> None:
             stop_after(cfg, int(rest[0]))
         elif command == "fsdp":
             fsdp(cfg)
+        elif command == "fsdp-save":
+            fsdp_save(cfg, *rest)
         elif command == "delayed-predict":
             delayed_predict(*rest)
         else:

@@ -234,3 +234,23 @@ def test_two_process_cv_writes_one_cv_folder_with_every_row_once(tiny_model_dir,
     every_row = pd.read_csv(csv, dtype={"id": str})["id"]
     assert oof["id"].is_unique and sorted(oof["id"]) == sorted(every_row)
     assert json.loads((folders[0] / "cv.json").read_text())["oof_rows"] == len(every_row)
+
+
+def test_saving_under_fsdp_gathers_only_the_trainable_weights(tiny_model_dir, csv, tmp_path):
+    """The adapter and head are what a run saves: under FSDP only they are gathered and handed to peft (never the
+    frozen base, which would land whole in the main process's memory), and the saved adapter is the unsharded
+    model's."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cfg = cfg_json(tiny_model_dir, csv, tmp_path, model={"quantization": "none", "head_init": "random",
+                                                          "length_features": False})
+    run = tmp_path / "run"
+    run.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), "-m", "tests.distributed_probe", "fsdp-save", cfg, str(run)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("FSDPSAVE "))
+    result = json.loads(line.removeprefix("FSDPSAVE "))
+    assert result["saved"] == result["expected"]  # every LoRA matrix and the head
+    assert result["max_diff"] == 0.0
+    assert result["gathered"] == result["handed_to_save"] == result["trainable"] < result["total"]

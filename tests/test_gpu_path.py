@@ -220,10 +220,13 @@ def test_train_creates_the_process_state_before_the_model_loads(tiny_model_dir, 
 
 @pytest.mark.parametrize("sharded", [True, False])
 def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(monkeypatch, sharded):
+    import torch.distributed._state_dict_utils as state_dict_utils
+    import torch.distributed.checkpoint.state_dict as dcp_state_dict
+
     calls = []
-    trainer = types.SimpleNamespace(
-        is_world_process_zero=lambda: False, model="fsdp-model",
-        accelerator=types.SimpleNamespace(get_state_dict=lambda m: calls.append("gather") or {"w": 1}))
+    trainer = types.SimpleNamespace(is_world_process_zero=lambda: False, model="fsdp-model")
+    monkeypatch.setattr(dcp_state_dict, "get_model_state_dict", lambda m, options: calls.append("shards") or {"w": 1})
+    monkeypatch.setattr(state_dict_utils, "_gather_state_dict", lambda sd, **k: calls.append("gather") or sd)
     built = train.Built(model=None, tokenizer=None, scaler=None,
                         runtime=model_mod.Runtime("cuda", torch.bfloat16, True, sharded=sharded))
     monkeypatch.setattr(model_mod, "save_trained", lambda *a, **k: calls.append("write adapter"))
@@ -231,7 +234,7 @@ def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(
     monkeypatch.setattr(train.run, "write_summary", lambda *a: calls.append("summary"))
     summary = train.finish(None, None, built, None, trainer, None, None)
     assert summary is None
-    assert calls == (["gather", "evaluate write=False"] if sharded else [])
+    assert calls == (["shards", "gather", "evaluate write=False"] if sharded else [])
 
 
 # ---- the NaN guard ----------------------------------------------------------------------------------------------

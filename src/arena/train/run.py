@@ -327,13 +327,25 @@ def run_callbacks(clock: WallClock, guard: NonFiniteGuard, extra=()) -> list:
 
 def save_adapter(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> None:
     """The trained adapter and head into the run folder: the one place a run saves them. Under FSDP the weights
-    are sharded: every process takes part in gathering them (accelerate's get_state_dict), the main one writes."""
+    are sharded: every process takes part in gathering the trainable ones, the main one writes."""
     from arena import model as model_mod
 
-    state_dict = trainer.accelerator.get_state_dict(trainer.model) if built.runtime.sharded else None
+    state_dict = trainable_state_dict(trainer.model) if built.runtime.sharded else None
     if trainer.is_world_process_zero():
         model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior),
                                built.scaler, state_dict=state_dict, class_prior=split.prior)
+
+
+def trainable_state_dict(model) -> dict:
+    """The trainable weights (adapter and head: what peft saves) of a model FSDP shards, whole, on the main process's
+    CPU; empty on the others. Every process takes part. Only these are gathered: a full state dict (accelerate's
+    get_state_dict) would bring the whole frozen base into the main process's memory, and under FSDP 1 so would
+    torch's `full_state_dict` with `ignore_frozen_params`, which drops the frozen weights only after gathering."""
+    from torch.distributed._state_dict_utils import _gather_state_dict  # what get_model_state_dict gathers with
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    shards = get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))  # local shards only
+    return _gather_state_dict(shards, cpu_offload=True, ranks_only=(0,))
 
 
 def finish(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
