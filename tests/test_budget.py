@@ -15,7 +15,7 @@ from arena import budget, cli, train
 from arena.budget.callback import WallBudget
 from arena.layout import RunFolder
 from tests.budget_probe import StepClock
-from tests.test_distributed import cfg_json, launch
+from tests.launching import cfg_json, launch
 from tests.tiny import tiny_train_cfg
 
 
