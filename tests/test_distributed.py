@@ -19,11 +19,9 @@ from arena.layout import RunFolder
 from tests.launching import REPO, cfg_json, free_port, launch, train_args
 
 
-@pytest.fixture(scope="module")
-def csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ddp-data") / "train.csv"
-    data.write_csv(data.generate_sample(80, seed=1), path)
-    return path
+@pytest.fixture(scope="session")
+def csv(sample_csv) -> Path:
+    return sample_csv
 
 
 @pytest.fixture(scope="module")
