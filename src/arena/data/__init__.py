@@ -1,8 +1,10 @@
-"""Competition-format data, by concern: `files` (read, validate, write CSVs), `rows` (swap, dedup, merge, the
-training rows of a config), `folds` (grouped stratified folds), `features` (length features), `synthetic` (the
-generated sample), `teachers` (teacher probabilities for distillation), `predictions` (files of probabilities:
-read, checked, scored). The names below are the package's public API."""
+"""Competition-format data, by concern: `cells` (every CSV's cells: encoding, the text rule, turns, numbers),
+`files` (read, validate, write CSVs), `rows` (swap, dedup, merge, the training rows of a config), `folds` (grouped
+stratified folds), `features` (length features), `synthetic` (the generated sample), `teachers` (teacher
+probabilities for distillation), `predictions` (files of probabilities: read, checked, scored). The names below
+are the package's public API."""
 
+from arena.data.cells import DataError, parse_number
 from arena.data.features import (
     HEAD_FEATURE_NAMES,
     LENGTH_FEATURE_NAMES,
@@ -10,17 +12,7 @@ from arena.data.features import (
     head_features,
     length_features,
 )
-from arena.data.files import (
-    TEXT_COLUMNS,
-    DataError,
-    label_matrix,
-    load,
-    load_test,
-    parse_number,
-    read_table,
-    validate,
-    write_csv,
-)
+from arena.data.files import TEXT_COLUMNS, label_matrix, load, load_test, read_table, validate, write_csv
 from arena.data.folds import make_folds
 from arena.data.predictions import check_frame, format_score, ids_text, read_columns, score_files, validate_submission
 from arena.data.rows import dedup, merge, swap_ab, training_data

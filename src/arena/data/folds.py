@@ -8,7 +8,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from arena.data.files import DataError, label_matrix
+from arena.data.cells import DataError
+from arena.data.files import label_matrix
 
 
 def make_folds(df: pd.DataFrame, k: int, seed: int) -> np.ndarray:

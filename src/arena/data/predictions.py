@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from arena.data.files import parse_number, read_table
+from arena.data.cells import parse_number
+from arena.data.files import read_table
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, SUM_TOLERANCE
 from arena.metrics import accuracy, class_counts, log_loss

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from arena.config import SAMPLE
-from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, DataError, canonical, label_matrix, load, write_csv
+from arena.data.cells import DataError
+from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, canonical, label_matrix, load, write_csv
 from arena.data.synthetic import generate_sample
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS, swap_classes

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from arena.data.files import DataError, canonical
+from arena.data.cells import DataError
+from arena.data.files import canonical
 from arena.labels import LABEL_COLUMNS
 
 # formatting) that shows in its text; a latent score from those plus judge noise picks the winner, with a
