@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from arena import config, planner
+from arena import config, meta_trace, planner
 from arena import model as model_mod
 from arena.kaggle import preflight
 from tests.tiny import tiny_cfg
@@ -28,11 +28,11 @@ def test_the_meta_trace_counts_what_a_real_run_allocates(tiny_model_dir, checkpo
     hf_config, _ = planner.architecture(cfg)
     _, meta = planner._meta_model(cfg, hf_config, torch.float32, checkpointing == "on", sharded=False)
     assert next(meta.parameters()).is_meta
-    on_cpu = planner.training_activation_peak(real, 3, 96, 0)
-    on_meta = planner.training_activation_peak(meta, 3, 96, 0)
+    on_cpu = meta_trace.training_activation_peak(real, 3, 96, 0)
+    on_meta = meta_trace.training_activation_peak(meta, 3, 96, 0)
     assert on_cpu > 0 and on_meta == pytest.approx(on_cpu, rel=0.01)
-    assert planner.inference_activation_peak(meta, 3, 96, 0) == pytest.approx(
-        planner.inference_activation_peak(real, 3, 96, 0), rel=0.01)
+    assert meta_trace.inference_activation_peak(meta, 3, 96, 0) == pytest.approx(
+        meta_trace.inference_activation_peak(real, 3, 96, 0), rel=0.01)
 
 
 def test_checkpointing_and_the_eager_attention_square(tiny_model_dir):
@@ -40,9 +40,9 @@ def test_checkpointing_and_the_eager_attention_square(tiny_model_dir):
     hf_config, _ = planner.architecture(cfg)
     _, plain = planner._meta_model(cfg, hf_config, torch.float32, False, sharded=False)
     _, checkpointed = planner._meta_model(cfg, hf_config, torch.float32, True, sharded=False)
-    short, long = (planner.training_activation_peak(plain, 1, n, 0) for n in (256, 512))
+    short, long = (meta_trace.training_activation_peak(plain, 1, n, 0) for n in (256, 512))
     assert long > 3 * short  # heads x L^2 scores dominate: twice the length, ~four times the memory
-    assert planner.training_activation_peak(checkpointed, 1, 512, 0) < long
+    assert meta_trace.training_activation_peak(checkpointed, 1, 512, 0) < long
 
 
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
