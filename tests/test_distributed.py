@@ -177,7 +177,6 @@ def test_a_rank_finishing_past_the_collective_timeout_still_meets_the_other(two_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub.csv"]  # the shard folder is cleaned up
 
 
-@pytest.mark.e2e
 def test_two_process_cv_writes_one_cv_folder_with_every_row_once(tiny_model_dir, tmp_path):
     """`arena cv` under `accelerate launch`: the main process decides the CV folder, both ranks train each fold,
     only the main one reads the folds' results and writes the out-of-fold predictions."""
