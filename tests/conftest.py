@@ -100,3 +100,14 @@ def no_credentials(tmp_path, monkeypatch):
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     return home / "kaggle-config"
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """An empty working folder (the current directory), with no Kaggle credentials anywhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / "kaggle"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from arena import config
 from arena import model as model_mod
 from arena.layout import RunFolder
 from tests.tiny import BATCH, tiny_cfg
@@ -209,3 +210,26 @@ def test_an_evaluation_forward_does_not_change_training_gradients(tiny_model_dir
     assert any("layers.0" in n and before[n].abs().max() > 0 for n in before)
     for name in before:
         torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_checkpointing_uses_transformers_current_api_without_warnings(tiny_model_dir):
+    """transformers 5 renamed gradient_checkpointing_enable/disable to activation_checkpointing_*: training and the
+    planner use the current names, so they print no FutureWarning."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig
+
+    from arena import model, planner
+
+    cfg = config.from_dict({"model": {"path": str(tiny_model_dir), "family": "plain"},
+                            "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = model.meta_preference_model(cfg, AutoConfig.from_pretrained(tiny_model_dir), torch.float32)
+        runtime = model.Runtime(device="cpu", dtype=torch.float32, gradient_checkpointing=True, sharded=False)
+        model.prepare_for_training(base, cfg, runtime)
+        planner._set_checkpointing(base, False)
+        planner._set_checkpointing(base, True)
+    assert base.model.is_activation_checkpointing
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
