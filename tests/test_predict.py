@@ -3,10 +3,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from arena import cli, config, data, predict
+from arena import model as model_mod
+from arena.inference import batching
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from tests.tiny import tiny_cfg
 
 
 def test_sorted_batches_cover_every_row_once_within_budget():
@@ -176,3 +180,30 @@ def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission
     repaired = data.load_test(test_csv)
     assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
     assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
+
+
+def test_every_inference_forward_runs_in_the_autocast_of_the_compute_dtype(tiny_model_dir, monkeypatch):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False, "device": "cpu",
+                                          "compute_dtype": "bfloat16"})
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0).eval()
+    entered, real = [], model_mod.autocast
+
+    def recording(device, dtype):
+        entered.append((device, dtype))
+        return real(device, dtype)
+
+    monkeypatch.setattr(batching, "autocast", recording)  # where the forward looks it up
+    ids = [[5, 6, 7], [8, 9, 10, 11]]
+    predict.logits_for_batches(model, ids, 0, "cpu", [[0, 1]])
+    assert entered == [("cpu", torch.bfloat16)]
+
+
+def test_rows_with_non_finite_logits_are_named(tiny_model_dir, capsys):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False, "device": "cpu"})
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0).eval()
+    with torch.no_grad():
+        model.model.get_input_embeddings().weight[7].fill_(float("nan"))  # token 7 overflows, as fp16 would
+    out = predict.logits_for_batches(model, [[5, 6], [5, 7], [8, 9], [7]], 0, "cpu", [[0], [1], [2], [3]])
+    assert np.isfinite(out[[0, 2]]).all() and not np.isfinite(out[[1, 3]]).all()
+    err = capsys.readouterr().err
+    assert "2 of 4 rows have non-finite logits (rows 1, 3)" in err and "model.compute_dtype=float32" in err
