@@ -100,3 +100,33 @@ def no_credentials(tmp_path, monkeypatch):
     for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     return home / "kaggle-config"
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """An empty working folder (the current directory), with no Kaggle credentials anywhere."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / "kaggle"))
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def t4(monkeypatch):
+    """A machine whose torch sees CUDA GPUs without bf16 (a T4): is_available, no bf16, set_device recorded."""
+    import types
+
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    t4_card = types.SimpleNamespace(name="Tesla T4", total_memory=15_835_660_288, major=7, minor=5)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: t4_card)
+    monkeypatch.delenv("ARENA_HARDWARE", raising=False)
+    return calls

@@ -1,10 +1,18 @@
-"""`arena package`: where a bundle may go."""
+"""`arena package`: where a bundle may go, a kaggle.json it does not need; `arena push --bundle` makes every check
+package makes, and a staging folder left by a killed package is no bundle."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from arena import cli
+from arena.writes import atomic_folder
+from tests.files import files_under, kaggle_json, run_copy, truncate
 
 
 def test_a_bundle_inside_the_runs_own_adapter_folder_is_refused_before_any_work(tiny_run, tmp_path, no_credentials,
@@ -14,3 +22,54 @@ def test_a_bundle_inside_the_runs_own_adapter_folder_is_refused_before_any_work(
     assert cli.main(["package", "--run", str(run), "--out", str(run / "adapter" / "bundle"), "--no-wheels"]) == 2
     assert f"{run / 'adapter' / 'bundle'}: inside {run / 'adapter'}, which the bundle copies" in capsys.readouterr().err
     assert sorted(p.name for p in (run / "adapter").iterdir()) == before
+
+
+def test_package_does_not_need_a_readable_kaggle_json(work, tiny_run, capsys):
+    kaggle_json(work, "{not json")
+    assert cli.main(["package", "--run", str(run_copy(work, tiny_run)), "--no-wheels", "--out", str(work / "bundle")]) == 0
+    assert "the bundle uses the placeholder user" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny-bundle")
+    run = run_copy(root, tiny_run)
+    out = root / "bundle"
+    assert cli.main(["package", "--run", str(run), "--no-wheels", "--out", str(out)]) == 0
+    return out
+
+
+def test_push_bundle_makes_every_package_check_before_any_kaggle_call(work, tiny_bundle, capsys, monkeypatch):
+    from arena.kaggle import push
+
+    def no_kaggle(*args, **kwargs):
+        raise AssertionError("a kaggle call")
+
+    monkeypatch.setattr(push, "run_kaggle", no_kaggle)
+    bundle = work / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    truncate(bundle / "adapter-dataset" / "adapter" / "adapter_model.safetensors")
+    (bundle / "preflight.json").unlink()
+    before = files_under(work)
+    capsys.readouterr()
+    for extra in ([], ["--dry-run"]):
+        assert cli.main(["push", "--run", str(bundle / "adapter-dataset"), "--bundle", str(bundle), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "adapter_model.safetensors: not a whole safetensors file" in err, err
+        assert "preflight.json: missing (the pre-flight projection)" in err
+        assert "Traceback" not in err
+    assert files_under(work) == before
+
+
+def test_a_staging_folder_left_by_a_killed_package_is_no_bundle_and_is_cleaned_up(work, tiny_bundle, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    staging = work / f".bundle.{int(dead.stdout)}.k1lled"
+    shutil.copytree(tiny_bundle, staging)
+    assert cli.main(["push", "--run", str(staging / "adapter-dataset"), "--bundle", str(staging), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "the staging folder of an interrupted `arena package`, not a bundle (removed it)" in err
+    assert not staging.exists()
+    shutil.copytree(tiny_bundle, staging)  # and the next build beside it removes it too
+    with atomic_folder(work / "bundle", "bundle") as build:
+        (build / "x").write_text("x")
+    assert files_under(work) == ["bundle", "bundle/x"]

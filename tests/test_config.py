@@ -123,3 +123,21 @@ def test_offline_flags_are_set_by_main_not_at_import(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["None", "1"]
+
+
+def test_every_recipe_passes_the_range_checks():
+    for path in sorted(Path(config.CONFIG_DIR).glob("*.yaml")):
+        config.load(path)
+
+
+def test_scheduler_choices_are_transformers_own():
+    import typing
+
+    from transformers import SchedulerType
+
+    assert set(typing.get_args(config.Scheduler)) == {s.value for s in SchedulerType}
+
+
+def test_a_bare_on_or_off_is_the_choice_of_that_name():
+    assert config.load(None, ["model.gradient_checkpointing=on"]).model.gradient_checkpointing == "on"
+    assert config.load(None, ["model.gradient_checkpointing=off"]).model.gradient_checkpointing == "off"

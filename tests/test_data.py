@@ -10,6 +10,7 @@ import pytest
 from arena import data
 from arena.config import DataConfig
 from arena.labels import LABEL_COLUMNS
+from tests.files import probs_csv, turns_csv
 
 SHARED_FILES = ["autoj_pairwise_dev.csv", "pandalm_human.csv", "pandalm_human_softvotes.csv", "hh_rlhf_harmless.csv"]
 HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
@@ -469,3 +470,24 @@ def test_long_problem_lists_are_shortened(tmp_path):
     assert len(info.value.problems) == 250
     assert str(info.value).splitlines()[-1] == "... and 50 more problems"
     assert data.DataError("one problem").problems == ["one problem"]
+
+
+def test_real_data_turns_still_load(shared_data):
+    """pandalm holds `[true]` turns (a model answered "True"); the competition holds `null` turns."""
+    df = data.load(shared_data / "pandalm_human.csv")
+    assert any(turns == ["true"] for turns in df["response_a"])
+
+
+def test_null_turns_are_empty_turns(work):
+    df = data.load(turns_csv(work / "t.csv", '[null, "b"]'))
+    assert df.loc[1, "response_a"] == ["", "b"]
+
+
+def test_every_reader_keeps_an_id_spelled_like_na(work):
+    """The rehearsal's check of the kernel's submission, score, calibrate and the teachers share one reader."""
+
+    ids = ["NA", "null", "nan", "N/A", "None"]
+    sub = probs_csv(work / "sub.csv", ids, [[0.2, 0.3, 0.5]] * len(ids))
+    frame = data.read_columns(sub, "submission")
+    assert list(frame["id"]) == ids
+    data.validate_submission(frame, ids)

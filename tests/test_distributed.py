@@ -1,11 +1,13 @@
 """Several processes on CPU (gloo), launched as on GPUs: `accelerate launch --config_file
 configs/accelerate/ddp-2.yaml`. Training shares one run folder and reports the global batch; every rank sees
-its own shard; --resume works; 2-process predictions equal 1-process ones; FSDP shards the adapter's model."""
+its own shard; --resume works; 2-process predictions equal 1-process ones; FSDP shards the adapter's model.
+The process state is created first, with an explicit collective timeout."""
 
 import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from arena import data, processes
+from arena import data, processes, train
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
 from tests.launching import REPO, cfg_json, free_port, launch, train_args
+from tests.tiny import Stop, tiny_cfg
 
 
 @pytest.fixture(scope="session")
@@ -213,3 +216,26 @@ def test_saving_under_fsdp_gathers_only_the_trainable_weights(tiny_model_dir, cs
     assert result["saved"] == result["expected"]  # every LoRA matrix and the head
     assert result["max_diff"] == 0.0
     assert result["gathered"] == result["handed_to_save"] == result["trainable"] < result["total"]
+
+
+def test_the_process_state_is_created_with_an_explicit_timeout(monkeypatch):
+    import accelerate
+
+    made = []
+    monkeypatch.setattr(accelerate, "PartialState", lambda **kwargs: made.append(kwargs) or types.SimpleNamespace())
+    processes.state(cpu=True)
+    assert made == [{"cpu": True, "timeout": processes.COLLECTIVE_TIMEOUT}]
+    assert processes.COLLECTIVE_TIMEOUT.total_seconds() > 600  # above NCCL's 10-minute default
+
+
+def test_train_creates_the_process_state_before_the_model_loads(tiny_model_dir, tmp_path, monkeypatch):
+    order = []
+    real_state = processes.state
+    monkeypatch.setattr(processes, "state", lambda cpu: order.append("state") or real_state(cpu))
+    monkeypatch.setattr(train.run, "build", lambda *a, **k: order.append("build") or (_ for _ in ()).throw(Stop()))
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(30, seed=1), csv)
+    cfg = tiny_cfg(tiny_model_dir, data={"train": str(csv), "folds": 3}, train={"runs_dir": str(tmp_path / "runs")})
+    with pytest.raises(Stop):
+        train.train(cfg)
+    assert order[0] == "state" and "build" in order

@@ -19,13 +19,7 @@ from arena import config, data, hardware, predict, train
 from arena import model as model_mod
 from arena.errors import UserError
 from arena.layout import SOURCE_ROOT, RunFolder
-from tests.tiny import tiny_config
-
-
-def _config_dir(tmp_path, model_type):
-    folder = tmp_path / model_type
-    tiny_config(model_type).save_pretrained(folder)
-    return folder
+from tests.tiny import tiny_config, tiny_config_dir
 
 
 @pytest.mark.parametrize("name, model_type, dtype, checkpointing", [
@@ -38,7 +32,7 @@ def _config_dir(tmp_path, model_type):
 def test_a_profile_takes_each_decision_as_its_machine_and_runs_here(tmp_path, monkeypatch, name, model_type, dtype,
                                                                      checkpointing):
     monkeypatch.setenv(hardware.PROFILE_ENV, name)
-    cfg = config.from_dict({"model": {"path": str(_config_dir(tmp_path, model_type))}})
+    cfg = config.from_dict({"model": {"path": str(tiny_config_dir(tmp_path, model_type))}})
     rt = model_mod.runtime_for(cfg)
     assert (rt.dtype, rt.gradient_checkpointing, rt.hardware.name) == (dtype, checkpointing, name)
     assert rt.device == ("cuda" if torch.cuda.is_available() and name != "cpu" else "cpu")
@@ -105,7 +99,7 @@ def test_t4x2_predict_reads_the_mounted_base_model_not_the_training_folder(tiny_
 
 
 def test_int8_with_a_family_that_overflows_float16_is_a_config_error_on_a_gpu_without_bf16(tmp_path, monkeypatch):
-    gemma3 = _config_dir(tmp_path, "gemma3_text")
+    gemma3 = tiny_config_dir(tmp_path, "gemma3_text")
     cfg = config.from_dict({"model": {"path": str(gemma3), "quantization": "nf4"},
                             "infer": {"quantization": "int8"}})
     assert model_mod.compute_dtype_problems(cfg, tiny_config("gemma3_text"), hardware.profile("a100")) == []

@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import sklearn.metrics
 
-from arena import data, metrics
+from arena import cli, data, metrics
 from arena.cli import main
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS
+from tests.files import probs_csv
 
 LABELS = ["id", *LABEL_COLUMNS]
 
@@ -127,7 +128,7 @@ def test_score_soft_truth_and_shuffled_rows(shared_data, tmp_path, capsys):
         (lambda df: pd.concat([df, df.iloc[[0]]]), "duplicated ids"),
         (lambda df: df.assign(winner_tie=df["winner_tie"].where(df.index != 5, np.nan)), "NaN"),
         (lambda df: df.assign(winner_tie=df["winner_tie"].astype(object).where(df.index != 5, "abc")), "non-numeric"),
-        # rows not summing to 1 are rescaled, as Kaggle does (tests/test_hardening.py); negatives never are
+        # rows not summing to 1 are rescaled, as Kaggle does (test_score_rescales_rows_...); negatives never are
         (lambda df: df.assign(winner_model_a=1.5, winner_model_b=-0.25, winner_tie=-0.25), "negative values"),
         (lambda df: df.assign(winner_model_a=0.0, winner_model_b=0.0, winner_tie=0.0), "rows summing to 0"),
         (lambda df: df.drop(columns=["winner_tie"]), "missing column(s) winner_tie"),
@@ -166,3 +167,18 @@ def test_validate_submission():
         "submission: ids missing: 1 row(s) (ids: 4)",
         "submission: missing (NaN) values in 1 row(s) (ids: 2)",
     ]
+
+
+def test_score_rescales_rows_as_kaggle_does_and_keeps_an_id_spelled_na(work, capsys):
+    truth = probs_csv(work / "truth.csv", ["NA", "b"], [[1, 0, 0], [0, 0, 1]])
+    thirds = probs_csv(work / "thirds.csv", ["NA", "b"], [[0.333, 0.333, 0.333]] * 2)
+    assert cli.main(["score", "--pred", str(thirds), "--truth", str(truth)]) == 0
+    out = capsys.readouterr().out
+    assert "rows 2" in out and "log_loss 1.0986" in out and "note:" not in out
+    doubled = probs_csv(work / "doubled.csv", ["NA", "b"], [[1.0, 0.4, 0.6], [0.4, 0.4, 1.2]])
+    halved = probs_csv(work / "halved.csv", ["NA", "b"], [[0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
+    assert cli.main(["score", "--pred", str(doubled), "--truth", str(truth)]) == 0
+    rescaled = capsys.readouterr().out
+    assert "note: 2 prediction row(s) did not sum to 1; each row was divided by its sum" in rescaled
+    assert cli.main(["score", "--pred", str(halved), "--truth", str(truth)]) == 0
+    assert rescaled.split()[1] == capsys.readouterr().out.split()[1]  # the same log loss

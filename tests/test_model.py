@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from arena import config, train
 from arena import model as model_mod
 from arena.layout import RunFolder
-from tests.tiny import BATCH, tiny_cfg
+from tests.tiny import BATCH, Stop, save_tiny_model, tiny_cfg, tiny_config_dir
 
 
 def train_steps(model, steps=4, logits_of=lambda out: out):
@@ -209,3 +210,118 @@ def test_an_evaluation_forward_does_not_change_training_gradients(tiny_model_dir
     assert any("layers.0" in n and before[n].abs().max() > 0 for n in before)
     for name in before:
         torch.testing.assert_close(after[name], before[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_checkpointing_uses_transformers_current_api_without_warnings(tiny_model_dir):
+    """transformers 5 renamed gradient_checkpointing_enable/disable to activation_checkpointing_*: training and the
+    planner use the current names, so they print no FutureWarning."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig
+
+    from arena import model, planner
+
+    cfg = config.from_dict({"model": {"path": str(tiny_model_dir), "family": "plain"},
+                            "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        base = model.meta_preference_model(cfg, AutoConfig.from_pretrained(tiny_model_dir), torch.float32)
+        runtime = model.Runtime(device="cpu", dtype=torch.float32, gradient_checkpointing=True, sharded=False)
+        model.prepare_for_training(base, cfg, runtime)
+        planner._set_checkpointing(base, False)
+        planner._set_checkpointing(base, True)
+    assert base.model.is_activation_checkpointing
+    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
+
+
+@pytest.mark.parametrize("model_type, attention, expected", [
+    ("gemma2", "auto", torch.float16),
+    ("gemma3_text", "auto", torch.float32),  # activations ~1e5 on real rows: past float16
+    ("phi", "eager", torch.float32),  # q @ k in float16 before scaling
+    ("phi", "sdpa", torch.float16),
+])
+def test_auto_compute_dtype_without_bf16_follows_the_model_family(t4, tmp_path, model_type, attention, expected):
+    cfg = tiny_cfg(tiny_config_dir(tmp_path, model_type), model={"attn_implementation": attention})
+    rt = model_mod.runtime_for(cfg)
+    assert rt.device == "cuda" and rt.dtype == expected
+
+
+def test_float16_asked_for_a_model_that_overflows_is_a_config_error_before_weights_load(tmp_path, monkeypatch):
+    from transformers import AutoModel
+
+    folder = save_tiny_model(tmp_path / "gemma3", "gemma3_text")
+    cfg = tiny_cfg(folder, model={"compute_dtype": "float16", "quantization": "none", "device": "cpu"})
+    monkeypatch.setattr(AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("the weights loaded"))
+    with pytest.raises(config.ConfigError, match=r"model.compute_dtype: float16 overflows on gemma3_text"):
+        train.check_base_model(cfg)
+    with pytest.raises(model_mod.UserError, match="model.compute_dtype"):
+        model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0)
+
+
+def _top_layer_lora(model_dir, checkpointing):
+    cfg = tiny_cfg(model_dir, model={"quantization": "none", "length_features": False, "device": "cpu",
+                                     "compute_dtype": "float32", "gradient_checkpointing": checkpointing},
+                   peft={"layers_to_transform": [1]})
+    torch.manual_seed(0)
+    model, _, _ = model_mod.build_for_training(cfg)
+    return model
+
+
+def _layers(model):
+    return model.base_model.model.model.layers
+
+
+def test_checkpointing_keeps_the_gradients_and_stops_backward_at_the_first_adapter(tiny_model_dir):
+    grads, frozen_output_needs_grad = {}, []
+    for checkpointing in ("off", "on"):
+        model = _top_layer_lora(tiny_model_dir, checkpointing)
+        hook = _layers(model)[0].register_forward_hook(
+            lambda m, i, out: frozen_output_needs_grad.append((out[0] if isinstance(out, tuple) else out).requires_grad))
+        model.train()
+        model(**BATCH).logsumexp(-1).sum().backward()
+        hook.remove()
+        grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert grads["on"].keys() == grads["off"].keys() and len(grads["on"]) > 2
+    for name, grad in grads["on"].items():
+        assert torch.allclose(grad, grads["off"][name], atol=1e-6), name
+    # layer 0 has no adapter: nothing below layer 1 needs a gradient, so backward never runs through it
+    assert frozen_output_needs_grad == [False, False]
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_each_process_loads_onto_its_own_gpu(t4, tiny_model_dir, monkeypatch, sharded):
+    from transformers import AutoModel
+
+    seen = {}
+
+    def load(path, **kwargs):
+        seen["set_before_load"] = list(t4)
+        seen["device_map"] = kwargs.get("device_map")
+        raise Stop
+
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(AutoModel, "from_pretrained", load)
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none"})
+    rt = model_mod.Runtime(device="cuda", dtype=torch.float16, gradient_checkpointing=True, sharded=sharded)
+    with pytest.raises(Stop):
+        model_mod.load_base(cfg, rt, None, 0)
+    # bitsandbytes quantizes onto torch.cuda.current_device(): rank 1's must be GPU 1 before anything loads
+    assert seen["set_before_load"] == [("set_device", 1)]
+    assert seen["device_map"] == (None if sharded else {"": 1})
+
+
+def test_autocast_on_cuda_uses_the_compute_dtype():
+    with pytest.warns(UserWarning) if not torch.cuda.is_available() else _nothing():
+        context = model_mod.autocast("cuda", torch.float16)
+    assert isinstance(context, torch.autocast) and context.device == "cuda" and context.fast_dtype == torch.float16
+    assert not isinstance(model_mod.autocast("cpu", torch.float32), torch.autocast)
+    assert not isinstance(model_mod.autocast("cuda", torch.float32), torch.autocast)  # float32: nothing to cast
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,4 +1,5 @@
-"""`arena plan`: memory counted on the meta device must be what a real run allocates, and every recipe plans."""
+"""`arena plan`: memory counted on the meta device must be what a real run allocates, and every recipe plans; the
+training FLOPs and the compute dtype are those a run would have."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from arena import config, meta_trace, planner
 from arena import model as model_mod
 from arena.kaggle import preflight
-from tests.tiny import tiny_cfg
+from tests.tiny import tiny_cfg, tiny_config_dir
 
 RECIPES = sorted(Path("configs").glob("*.yaml"))
 
@@ -130,3 +131,25 @@ def test_an_unknown_model_without_weights_is_a_clear_error(tmp_path):
     cfg = config.load("configs/gemma2-9b-qlora-t4x2.yaml", [f"model.path={tmp_path / 'my-model'}"])
     with pytest.raises(UserError, match="model.path.*no config.json"):
         planner.memory_plan(cfg)
+
+
+def test_the_planner_counts_fewer_training_flops_without_the_input_gradient_hook(tiny_model_dir):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False, "device": "cpu",
+                                          "gradient_checkpointing": "on"}, peft={"layers_to_transform": [1]})
+    hf_config, _ = planner.architecture(cfg)
+    _, meta = planner._meta_model(cfg, hf_config, torch.float16, checkpointing=True, sharded=False)
+    fixed = meta_trace.training_flops(meta, 1, 512, 0)
+    meta.base_model.model.model.enable_input_require_grads()  # what transformers' checkpointing set-up adds
+    assert meta_trace.training_flops(meta, 1, 512, 0) > 1.1 * fixed
+    text = planner.format_memory_plan(planner.memory_plan(cfg, "t4"))
+    assert "training compute per micro-batch" in text and "TFLOP" in text
+
+
+def test_the_plan_uses_the_compute_dtype_a_run_would(tmp_path):
+    folder = tiny_config_dir(tmp_path, "gemma3_text")
+    cfg = tiny_cfg(folder, model={"quantization": "none", "length_features": False})
+    hf_config, _ = planner.architecture(cfg)
+    assert planner._compute_dtype(cfg, planner.GPUS["t4"], hf_config) == torch.float32  # no bf16, fp16 overflows
+    assert planner._compute_dtype(cfg, planner.GPUS["a100"], hf_config) == torch.bfloat16
+    gemma2, _ = planner.architecture(tiny_cfg(tiny_config_dir(tmp_path, "gemma2")))
+    assert planner._compute_dtype(cfg, planner.GPUS["t4"], gemma2) == torch.float16

@@ -1,10 +1,16 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from arena import config, data, predict
+from arena import cli, config, data, predict
+from arena import model as model_mod
+from arena.inference import batching
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from tests.tiny import tiny_cfg
 
 
 def test_sorted_batches_cover_every_row_once_within_budget():
@@ -143,3 +149,61 @@ def test_cli_predict_and_score_round_trip(tiny_run, labelled_csv, test_csv, tmp_
     assert main(["score", "--pred", str(out), "--truth", str(labelled_csv)]) == 0
     assert "log_loss" in capsys.readouterr().out
     assert main(["predict", "--run", str(tmp_path), "--data", str(test_csv)]) == 2
+
+
+def odd_test_csv(work: Path) -> Path:
+    """A test CSV (no labels) whose rows hold what the hidden test may: a number and an object as turns, a bare
+    string, a lone surrogate, a NUL escape and bytes that are not UTF-8."""
+    rows = [b'id,prompt,response_a,response_b',
+            b'1,"[""hi""]","[5]","[""b""]"',
+            b'2,"[""hi""]","[{""text"": ""a""}]","7"',
+            b'3,"[""cut \\ud83d""]","[""a\\u0000""]","[""b""]"',
+            b'4,"[""caf\xe9""]","[""a""]","[""b\xff""]"']
+    path = work / "inputs" / "odd.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\n".join(rows) + b"\n")
+    return path
+
+
+def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission(work, tiny_run, capsys):
+
+    test_csv = odd_test_csv(work)
+    with pytest.raises(data.DataError):  # strict for training and validation data
+        data.load(test_csv)
+    out = work / "out" / "sub.csv"
+    assert cli.main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"{test_csv}: repaired for prediction: 1 NUL characters dropped, 1 cells that are not a JSON list read "
+            f"as one turn, 1 lone surrogates replaced by U+FFFD, 3 turns that are not strings taken as their text, "
+            f"2 undecodable bytes replaced by U+FFFD") in err
+    data.validate_submission(data.read_columns(out, "submission"), ["1", "2", "3", "4"])
+    repaired = data.load_test(test_csv)
+    assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
+    assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
+
+
+def test_every_inference_forward_runs_in_the_autocast_of_the_compute_dtype(tiny_model_dir, monkeypatch):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False, "device": "cpu",
+                                          "compute_dtype": "bfloat16"})
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0).eval()
+    entered, real = [], model_mod.autocast
+
+    def recording(device, dtype):
+        entered.append((device, dtype))
+        return real(device, dtype)
+
+    monkeypatch.setattr(batching, "autocast", recording)  # where the forward looks it up
+    ids = [[5, 6, 7], [8, 9, 10, 11]]
+    predict.logits_for_batches(model, ids, 0, "cpu", [[0, 1]])
+    assert entered == [("cpu", torch.bfloat16)]
+
+
+def test_rows_with_non_finite_logits_are_named(tiny_model_dir, capsys):
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "length_features": False, "device": "cpu"})
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0).eval()
+    with torch.no_grad():
+        model.model.get_input_embeddings().weight[7].fill_(float("nan"))  # token 7 overflows, as fp16 would
+    out = predict.logits_for_batches(model, [[5, 6], [5, 7], [8, 9], [7]], 0, "cpu", [[0], [1], [2], [3]])
+    assert np.isfinite(out[[0, 2]]).all() and not np.isfinite(out[[1, 3]]).all()
+    err = capsys.readouterr().err
+    assert "2 of 4 rows have non-finite logits (rows 1, 3)" in err and "model.compute_dtype=float32" in err

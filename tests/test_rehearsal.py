@@ -1,4 +1,4 @@
-"""`arena kernel run-local`: the room its --work needs, checked before any work."""
+"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test.csv may be."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from arena.errors import UserError
 from arena.kaggle import rehearsal
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 
 
@@ -21,3 +22,10 @@ def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_ru
     with pytest.raises(UserError, match=r"--work .*work: \d+ MiB free on its disk; the rehearsal needs about 88 MiB"):
         rehearsal.run_local(bundle, test_csv.parent, work_dir=small_disk / "work")
     assert list(small_disk.iterdir()) == []
+
+
+def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work):
+    csv = touch(work / "input" / "lmsys-chatbot-arena" / "test.csv")
+    for given in (work / "input", csv.parent, csv):
+        assert rehearsal.find_test_csv(given, "lmsys-chatbot-arena") == csv
+    assert rehearsal.find_test_csv(work, "lmsys-chatbot-arena") is None

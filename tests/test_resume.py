@@ -1,6 +1,7 @@
 """`arena train --resume`: it states what it continues and refuses what it cannot honour (a --set or recipe value
 the run was not trained with, an edited recipe, a changed training file) unless --accept-changes; 'latest' takes
-only runs of exactly this config name."""
+only runs of exactly this config name; a checkpoint cut short is set aside and the run resumes from the last whole
+one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from transformers import TrainerCallback
 
 from arena import cli, config, data, train
 from arena.layout import RunFolder
+from tests.files import truncate
+from tests.tiny import StopAfterCheckpoint, tiny_train_cfg
 
 
 class KillAfterCheckpoint(TrainerCallback):
@@ -81,3 +84,28 @@ def test_resume_latest_takes_only_runs_of_exactly_this_name(killed, tmp_path):
     cfg = config.load(recipe)
     with pytest.raises(train.UserError, match="no unfinished run of 'exp'"):
         train.find_resumable(cfg, "latest")
+
+
+def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sample_csv, tmp_path, capsys):
+    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(cfg, callbacks=[StopAfterCheckpoint(4)])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = RunFolder(run_dir)
+    truncate(run.checkpoints / "checkpoint-4" / "trainer_state.json")  # killed while saving it
+    assert train.find_resumable(cfg, "latest") == run
+    capsys.readouterr()
+    first_step = FirstStep()
+    train.train(cfg, resume="latest", callbacks=[first_step])
+    assert "checkpoint-4 is incomplete" in capsys.readouterr().err
+    assert (run.checkpoints / "incomplete-checkpoint-4").is_dir()
+    assert first_step.step == 2  # resumed from checkpoint-2, the last whole one
+    assert json.loads(run.metrics.read_text())["global_step"] == 6
+
+
+class FirstStep(TrainerCallback):
+    step = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.step is None:
+            self.step = state.global_step

@@ -1,7 +1,9 @@
-"""`arena runs`, leaderboard scores and `arena sweep`, on runs trained through the CLI at tiny size."""
+"""`arena runs`, leaderboard scores and `arena sweep`, on runs trained through the CLI at tiny size; a damaged record is
+named, not taken for an unfinished run."""
 
 import io
 import json
+import shutil
 import subprocess
 
 import pandas as pd
@@ -12,6 +14,7 @@ from arena import cli, data, sweep, tracking, train
 from arena.errors import UserError
 from arena.kaggle import leaderboard
 from arena.layout import CVFolder, RunFolder
+from tests.files import files_under, truncate
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +193,15 @@ def test_a_cv_sweep_point_is_a_tagged_cv_folder_and_is_not_rerun(recipe, tmp_pat
     assert "finished earlier" in capsys.readouterr().out
     with pytest.raises(UserError, match="give --cv too"):
         sweep.run_sweep(*args, only=[0], name="cvs2")
+
+
+def test_runs_names_a_damaged_metrics_json_instead_of_calling_the_run_unfinished(work, tiny_run, capsys):
+    run = RunFolder(work / "runs" / "tiny-1")
+    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints"))
+    truncate(run.metrics)
+    before = files_under(work)
+    assert cli.main(["runs", "--runs-dir", str(work / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny-1" in out and "damaged" in out and "unfinished" not in out
+    assert f"warning: {run.metrics}: damaged, left out of the table (JSONDecodeError" in err
+    assert files_under(work) == before

@@ -1,5 +1,6 @@
 import gc
 import json
+import types
 import weakref
 
 import numpy as np
@@ -9,9 +10,10 @@ import torch
 from transformers import TrainerCallback
 
 from arena import config, data, train
+from arena import model as model_mod
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
-from tests.tiny import StopAfterCheckpoint, tiny_train_cfg
+from tests.tiny import StopAfterCheckpoint, tiny_cfg, tiny_train_cfg
 
 
 def test_soft_cross_entropy_matches_torch_on_one_hot_and_soft_targets():
@@ -236,3 +238,61 @@ def test_a_finished_run_frees_its_model(tiny_model_dir, sample_csv, tmp_path):
         assert seen.model() is None, "the run's model is still alive after train() returned"
     finally:
         gc.enable()
+
+
+def test_one_process_seeing_two_gpus_trains_on_one_with_the_configured_batch(t4, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        args = train.PreferenceTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4,
+                                                 gradient_accumulation_steps=2, report_to="none")
+        assert torch.cuda.device_count() == 2
+        assert args.n_gpu == 1 and args.train_batch_size == 4 and args.world_size == 1
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(monkeypatch, sharded):
+    import torch.distributed._state_dict_utils as state_dict_utils
+    import torch.distributed.checkpoint.state_dict as dcp_state_dict
+
+    calls = []
+    trainer = types.SimpleNamespace(is_world_process_zero=lambda: False, model="fsdp-model")
+    monkeypatch.setattr(dcp_state_dict, "get_model_state_dict", lambda m, options: calls.append("shards") or {"w": 1})
+    monkeypatch.setattr(state_dict_utils, "_gather_state_dict", lambda sd, **k: calls.append("gather") or sd)
+    built = train.Built(model=None, tokenizer=None, scaler=None,
+                        runtime=model_mod.Runtime("cuda", torch.bfloat16, True, sharded=sharded))
+    monkeypatch.setattr(model_mod, "save_trained", lambda *a, **k: calls.append("write adapter"))
+    monkeypatch.setattr(train.run, "evaluate", lambda *a, write: calls.append(f"evaluate write={write}") or {})
+    monkeypatch.setattr(train.run, "write_summary", lambda *a: calls.append("summary"))
+    summary = train.finish(None, None, built, None, trainer, None, None)
+    assert summary is None
+    assert calls == (["shards", "gather", "evaluate write=False"] if sharded else [])
+
+
+def test_a_non_finite_loss_stops_training_with_the_cause_and_a_resumable_checkpoint(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch):
+    real_build = train.run.build
+
+    def poisoned(cfg, split):
+        built = real_build(cfg, split)
+        with torch.no_grad():
+            built.model.get_input_embeddings().weight.fill_(float("nan"))
+        return built
+
+    monkeypatch.setattr(train.run, "build", poisoned)
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(40, seed=3), csv)
+    cfg = tiny_cfg(tiny_model_dir, model={"length_features": False}, prompt={"max_length": 96, "min_tokens": 8},
+                   data={"train": str(csv), "folds": 3},
+                   train={"runs_dir": str(tmp_path / "runs"), "max_steps": 20, "eval_steps": 100,
+                          "per_device_batch_size": 2, "grad_accum": 1, "nan_patience": 3})
+    with pytest.raises(train.UserError) as caught:
+        train.train(cfg)
+    message = str(caught.value)
+    assert "training stopped at step 3: 3 consecutive steps with non-finite losses (last loss nan" in message
+    assert "model.compute_dtype float32" in message and "--resume" in message
+    run = train.find_resumable(cfg, "latest")
+    assert train.last_complete_checkpoint(run).name == "checkpoint-3" and not run.adapter.exists()

@@ -1,5 +1,6 @@
 """What the tests build small: random models and an in-process BPE tokenizer saved like a real checkpoint folder,
-the tiny configs (one builder for a model, one for a training run), a batch, a kill after a checkpoint."""
+the tiny configs (one builder for a model, one for a training run), a batch, a kill after a checkpoint,
+a stop once a test has seen what it needs."""
 
 from __future__ import annotations
 
@@ -64,6 +65,15 @@ def tiny_config(model_type: str = "gemma2", vocab_size: int = 400, num_hidden_la
     return AutoConfig.for_model(model_type, **kwargs)
 
 
+
+def tiny_config_dir(tmp_path, model_type):
+    """A folder holding only the tiny config.json of `model_type` (no weights): what the planner and the dtype
+    choice read."""
+    folder = tmp_path / model_type
+    tiny_config(model_type).save_pretrained(folder)
+    return folder
+
+
 def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0, num_hidden_layers: int = 2) -> Path:
     """A random CausalLM checkpoint + tokenizer in `folder`, loadable like any local base model."""
     import torch
@@ -118,3 +128,7 @@ class StopAfterCheckpoint(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class Stop(Exception):
+    """Raised by a patched loader once the test has seen what it needs: no weights load."""

@@ -1,61 +1,21 @@
-"""Hostile but realistic inputs. Each probe stops before any work with exit 2 and a message naming what is
-wrong and where (the file, row id and column, or the config key and where its value came from), and writes
-nothing. Interrupts exit 130/143 without a partial file; training survives a kill during a checkpoint save."""
+"""Every command's bad input: each probe stops before any work with exit 2 and a message naming what is wrong
+and where (the file, row id and column, or the config key and where its value came from), and writes nothing."""
 
 import csv
 import gzip
 import io
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from transformers import TrainerCallback
 
-from arena import cli, config, data, predict, train
-from arena.errors import UserError
-from arena.kaggle import rehearsal
+from arena import cli, config, data, predict
 from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
-from arena.writes import atomic_file, atomic_folder
-from tests.tiny import StopAfterCheckpoint, tiny_train_cfg
-
-
-def files_under(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
-
-
-@pytest.fixture
-def work(tmp_path, monkeypatch):
-    """An empty working folder (the current directory), with no Kaggle credentials anywhere."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "home" / "kaggle"))
-    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    return tmp_path
-
-
-def write_csv_text(path: Path, header: list[str], rows: list[list]) -> Path:
-    frame = pd.DataFrame(rows, columns=header)
-    frame.to_csv(path, index=False)
-    return path
-
-
-def turns_csv(path: Path, bad_response_a: str, long_first_row: bool = False) -> Path:
-    """One good row and one row whose response_a is `bad_response_a` (raw JSON text); with `long_first_row` the
-    good row is 100 KiB long, so that the bad row lies past the first 64 KiB of the file."""
-    header = ["id", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
-    first = json.dumps(["x" * 100_000 if long_first_row else "a"])
-    return write_csv_text(path, header, [["r1", '["hi"]', first, '["b"]', 1, 0, 0],
-                                         ["r2", '["hi"]', bad_response_a, '["b"]', 0, 1, 0]])
+from tests.files import files_under, kaggle_json, probs_csv, run_copy, touch, truncate, turns_csv, write_csv_text
 
 
 def text_argv(work: Path, command: str, raw: str) -> list[str]:
@@ -95,21 +55,6 @@ def make_test_csv(work: Path) -> Path:
     path = work / "inputs" / "test.csv"
     data.write_csv(data.generate_sample(8, seed=5).drop(columns=LABEL_COLUMNS), path)
     return path
-
-
-def run_copy(work: Path, tiny_run: Path, damage=lambda run: None) -> Path:
-    """A copy of the tiny run, packable (its config says where the kernel finds the base model), then damaged."""
-    run = RunFolder(work / "inputs" / "run")
-    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints", "predictions", "config.yaml"))
-    config.dump(config.load(RunFolder(tiny_run).config, ["kaggle.base_model_kernel_path=/kaggle/input/tiny/1",
-                                                         "kaggle.base_model_source=someone/tiny/1"]), run.config)
-    damage(run)
-    return run.root
-
-
-def truncate(path: Path, keep: int | None = None) -> None:
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2 if keep is None else keep])
 
 
 # ---- the probe table --------------------------------------------------------------------------------
@@ -212,12 +157,6 @@ def write_yaml(work: Path, content) -> Path:
     path = work / "inputs" / "bad.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     (path.write_bytes if isinstance(content, bytes) else path.write_text)(content)
-    return path
-
-
-def touch(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("x")
     return path
 
 
@@ -366,10 +305,6 @@ def gzipped(work: Path) -> Path:
     return path
 
 
-def probs_csv(path: Path, ids: list[str], probs) -> Path:
-    return write_csv_text(path, ["id", *LABEL_COLUMNS], [[i, *p] for i, p in zip(ids, probs)])
-
-
 def labels_csv(work: Path) -> Path:
     return probs_csv(work / "truth.csv", ["a", "b"], [[1, 0, 0], [0, 0, 1]])
 
@@ -387,13 +322,6 @@ def blend_argv(work: Path) -> list[str]:
     return ["blend", "--oof", *map(str, paths), "--preds", *map(str, preds), "--out", str(work / "blend.csv")]
 
 
-def kaggle_json(work: Path, text: str) -> bool:
-    folder = work / "home" / "kaggle"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "kaggle.json").write_text(text)
-    return True
-
-
 @pytest.mark.parametrize("setup,needles", [pytest.param(s, n, id=i) for i, s, n in CONFIG_PROBES + RUN_PROBES + DATA_PROBES])
 def test_bad_input_exits_2_naming_it_and_writes_nothing(setup, needles, work, tiny_run, capsys):
     argv = setup(work, tiny_run)
@@ -405,340 +333,3 @@ def test_bad_input_exits_2_naming_it_and_writes_nothing(setup, needles, work, ti
     for needle in needles:
         assert needle in err, (needle, err)
     assert files_under(work) == before
-
-
-# ---- inputs that used to be refused, and now work ------------------------------------------------------
-
-def test_score_rescales_rows_as_kaggle_does_and_keeps_an_id_spelled_na(work, capsys):
-    truth = probs_csv(work / "truth.csv", ["NA", "b"], [[1, 0, 0], [0, 0, 1]])
-    thirds = probs_csv(work / "thirds.csv", ["NA", "b"], [[0.333, 0.333, 0.333]] * 2)
-    assert cli.main(["score", "--pred", str(thirds), "--truth", str(truth)]) == 0
-    out = capsys.readouterr().out
-    assert "rows 2" in out and "log_loss 1.0986" in out and "note:" not in out
-    doubled = probs_csv(work / "doubled.csv", ["NA", "b"], [[1.0, 0.4, 0.6], [0.4, 0.4, 1.2]])
-    halved = probs_csv(work / "halved.csv", ["NA", "b"], [[0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
-    assert cli.main(["score", "--pred", str(doubled), "--truth", str(truth)]) == 0
-    rescaled = capsys.readouterr().out
-    assert "note: 2 prediction row(s) did not sum to 1; each row was divided by its sum" in rescaled
-    assert cli.main(["score", "--pred", str(halved), "--truth", str(truth)]) == 0
-    assert rescaled.split()[1] == capsys.readouterr().out.split()[1]  # the same log loss
-
-
-def test_real_data_turns_still_load(shared_data):
-    """pandalm holds `[true]` turns (a model answered "True"); the competition holds `null` turns."""
-    df = data.load(shared_data / "pandalm_human.csv")
-    assert any(turns == ["true"] for turns in df["response_a"])
-
-
-def test_null_turns_are_empty_turns(work):
-    df = data.load(turns_csv(work / "t.csv", '[null, "b"]'))
-    assert df.loc[1, "response_a"] == ["", "b"]
-
-
-def test_package_does_not_need_a_readable_kaggle_json(work, tiny_run, capsys):
-    kaggle_json(work, "{not json")
-    assert cli.main(["package", "--run", str(run_copy(work, tiny_run)), "--no-wheels", "--out", str(work / "bundle")]) == 0
-    assert "the bundle uses the placeholder user" in capsys.readouterr().err
-
-
-def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work):
-    csv = touch(work / "input" / "lmsys-chatbot-arena" / "test.csv")
-    for given in (work / "input", csv.parent, csv):
-        assert rehearsal.find_test_csv(given, "lmsys-chatbot-arena") == csv
-    assert rehearsal.find_test_csv(work, "lmsys-chatbot-arena") is None
-
-
-# ---- interrupts ---------------------------------------------------------------------------------------
-
-def test_an_interrupted_write_leaves_no_file(work):
-    target = work / "out" / "sub.csv"
-    with pytest.raises(KeyboardInterrupt), atomic_file(target) as tmp:
-        tmp.write_text("id,winner_model_a\n1,")
-        raise KeyboardInterrupt
-    assert files_under(work) == ["out"]
-
-
-
-def test_an_interrupted_folder_build_leaves_nothing_and_a_finished_one_lands(work):
-    target = work / "bundles" / "b1"
-    with pytest.raises(KeyboardInterrupt), atomic_folder(target, "bundle") as staging:
-        (staging / "half.txt").write_text("x")
-        raise KeyboardInterrupt
-    assert files_under(work) == ["bundles"]
-    with atomic_folder(target, "bundle") as staging:
-        (staging / "done.txt").write_text("x")
-    assert (target / "done.txt").read_text() == "x"
-
-
-def test_a_folder_that_appears_during_a_build_is_not_overwritten(work):
-    target = work / "merged"
-    with pytest.raises(UserError, match="appeared while it was built"), atomic_folder(target, "merged model") as staging:
-        (staging / "model.safetensors").write_text("new")
-        target.mkdir()
-        (target / "mine.txt").write_text("keep")
-    assert files_under(work) == ["merged", "merged/mine.txt"]
-
-@pytest.mark.parametrize("interrupt,code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
-def test_an_interrupt_prints_one_line_and_exits_130_or_143(interrupt, code, work, monkeypatch, capsys):
-    def interrupted(args):
-        raise interrupt
-
-    monkeypatch.setattr(cli, "cmd_score", interrupted)
-    assert cli.main(["score", "--pred", "p.csv", "--truth", "t.csv"]) == code
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-
-
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_stops_arena_cleanly(sig, code, work):
-    proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "data", "sample", "--rows", "1000000", "--out",
-                             str(work / "big.csv")], stderr=subprocess.PIPE, text=True, cwd=work)
-    time.sleep(6)  # well into generating the rows
-    proc.send_signal(sig)
-    err = proc.communicate(timeout=60)[1]
-    assert proc.returncode == code, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert files_under(work) == []
-
-
-# ---- training faults ----------------------------------------------------------------------------------
-
-def test_a_checkpoint_cut_short_is_skipped_on_resume(tiny_model_dir, sample_csv, tmp_path, capsys):
-    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6")
-    with pytest.raises(KeyboardInterrupt):
-        train.train(cfg, callbacks=[StopAfterCheckpoint(4)])
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    run = RunFolder(run_dir)
-    truncate(run.checkpoints / "checkpoint-4" / "trainer_state.json")  # killed while saving it
-    assert train.find_resumable(cfg, "latest") == run
-    capsys.readouterr()
-    first_step = FirstStep()
-    train.train(cfg, resume="latest", callbacks=[first_step])
-    assert "checkpoint-4 is incomplete" in capsys.readouterr().err
-    assert (run.checkpoints / "incomplete-checkpoint-4").is_dir()
-    assert first_step.step == 2  # resumed from checkpoint-2, the last whole one
-    assert json.loads(run.metrics.read_text())["global_step"] == 6
-
-
-class FirstStep(TrainerCallback):
-    step = None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if self.step is None:
-            self.step = state.global_step
-
-
-def test_a_full_disk_is_an_error_before_the_model_loads(tiny_model_dir, sample_csv, tmp_path, monkeypatch):
-    from arena import model, room
-
-    def no_load(*args, **kwargs):
-        raise AssertionError("the model loaded before the room check")
-
-    monkeypatch.setattr(room, "free_bytes", lambda path: 10 * 2**20)
-    monkeypatch.setattr(model, "load_base", no_load)
-    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
-    with pytest.raises(train.UserError, match="10 MiB free on its disk; this run needs about"):
-        train.train(cfg)
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
-class FillDiskAfterFirstSave(TrainerCallback):
-    """Something else fills the disk once training is under way (the room check passed, a checkpoint is saved)."""
-
-    def __init__(self, disk: Path):
-        self.filler = disk / "filler.bin"
-
-    def on_save(self, args, state, control, **kwargs):
-        if not self.filler.exists():
-            with open(self.filler, "wb") as out:
-                try:
-                    while True:
-                        out.write(b"\0" * 2**20)
-                        out.flush()
-                except OSError:
-                    pass
-
-
-def test_a_disk_that_fills_during_a_save_says_so_and_resume_recovers(tiny_model_dir, sample_csv, small_disk, capsys):
-    runs = small_disk / "runs"
-    cfg = tiny_train_cfg(tiny_model_dir, sample_csv, runs, "train.max_steps=4")
-    with pytest.raises(UserError) as info:
-        train.train(cfg, callbacks=[FillDiskAfterFirstSave(small_disk)])
-    message = str(info.value)
-    assert "no space left on device while writing a checkpoint" in message, message
-    assert "free some room, then `arena train --resume`" in message
-    (small_disk / "filler.bin").unlink()
-    (run_dir,) = runs.iterdir()
-    capsys.readouterr()
-    assert train.train(cfg, resume="latest") == run_dir
-    assert "from " + str(run_dir / "checkpoints" / "checkpoint-2") in capsys.readouterr().out
-    assert json.loads(RunFolder(run_dir).metrics.read_text())["global_step"] == 4
-
-
-def test_every_recipe_passes_the_range_checks():
-    for path in sorted(Path(config.CONFIG_DIR).glob("*.yaml")):
-        config.load(path)
-
-
-def test_scheduler_choices_are_transformers_own():
-    import typing
-
-    from transformers import SchedulerType
-
-    assert set(typing.get_args(config.Scheduler)) == {s.value for s in SchedulerType}
-
-
-def test_no_temporary_file_is_left_by_a_normal_run(tiny_run):
-    assert not [p for p in Path(tiny_run).rglob(".*.tmp")]
-
-
-
-# ---- a hidden test set is read leniently; training data stays strict -------------------------------------
-
-def odd_test_csv(work: Path) -> Path:
-    """A test CSV (no labels) whose rows hold what the hidden test may: a number and an object as turns, a bare
-    string, a lone surrogate, a NUL escape and bytes that are not UTF-8."""
-    rows = [b'id,prompt,response_a,response_b',
-            b'1,"[""hi""]","[5]","[""b""]"',
-            b'2,"[""hi""]","[{""text"": ""a""}]","7"',
-            b'3,"[""cut \\ud83d""]","[""a\\u0000""]","[""b""]"',
-            b'4,"[""caf\xe9""]","[""a""]","[""b\xff""]"']
-    path = work / "inputs" / "odd.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\n".join(rows) + b"\n")
-    return path
-
-
-def test_predict_repairs_odd_test_rows_counts_them_and_writes_a_valid_submission(work, tiny_run, capsys):
-
-    test_csv = odd_test_csv(work)
-    with pytest.raises(data.DataError):  # strict for training and validation data
-        data.load(test_csv)
-    out = work / "out" / "sub.csv"
-    assert cli.main(["predict", "--run", str(tiny_run), "--data", str(test_csv), "--out", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert (f"{test_csv}: repaired for prediction: 1 NUL characters dropped, 1 cells that are not a JSON list read "
-            f"as one turn, 1 lone surrogates replaced by U+FFFD, 3 turns that are not strings taken as their text, "
-            f"2 undecodable bytes replaced by U+FFFD") in err
-    data.validate_submission(data.read_columns(out, "submission"), ["1", "2", "3", "4"])
-    repaired = data.load_test(test_csv)
-    assert repaired.loc[0, "response_a"] == ["5"] and repaired.loc[1, "response_a"] == ['{"text": "a"}']
-    assert repaired.loc[2, "prompt"] == ["cut \ufffd"] and repaired.loc[3, "prompt"] == ["caf\ufffd"]
-
-
-def test_every_reader_keeps_an_id_spelled_like_na(work):
-    """The rehearsal's check of the kernel's submission, score, calibrate and the teachers share one reader."""
-
-    ids = ["NA", "null", "nan", "N/A", "None"]
-    sub = probs_csv(work / "sub.csv", ids, [[0.2, 0.3, 0.5]] * len(ids))
-    frame = data.read_columns(sub, "submission")
-    assert list(frame["id"]) == ids
-    data.validate_submission(frame, ids)
-
-
-# ---- damaged records ------------------------------------------------------------------------------------
-
-def test_runs_names_a_damaged_metrics_json_instead_of_calling_the_run_unfinished(work, tiny_run, capsys):
-    run = RunFolder(work / "runs" / "tiny-1")
-    shutil.copytree(tiny_run, run.root, ignore=shutil.ignore_patterns("checkpoints"))
-    truncate(run.metrics)
-    before = files_under(work)
-    assert cli.main(["runs", "--runs-dir", str(work / "runs")]) == 0
-    out, err = capsys.readouterr()
-    assert "tiny-1" in out and "damaged" in out and "unfinished" not in out
-    assert f"warning: {run.metrics}: damaged, left out of the table (JSONDecodeError" in err
-    assert files_under(work) == before
-
-
-# ---- push --bundle checks what package checks ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hardening-bundle")
-    run = run_copy(root, tiny_run)
-    out = root / "bundle"
-    assert cli.main(["package", "--run", str(run), "--no-wheels", "--out", str(out)]) == 0
-    return out
-
-
-def test_push_bundle_makes_every_package_check_before_any_kaggle_call(work, tiny_bundle, capsys, monkeypatch):
-    from arena.kaggle import push
-
-    def no_kaggle(*args, **kwargs):
-        raise AssertionError("a kaggle call")
-
-    monkeypatch.setattr(push, "run_kaggle", no_kaggle)
-    bundle = work / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    truncate(bundle / "adapter-dataset" / "adapter" / "adapter_model.safetensors")
-    (bundle / "preflight.json").unlink()
-    before = files_under(work)
-    capsys.readouterr()
-    for extra in ([], ["--dry-run"]):
-        assert cli.main(["push", "--run", str(bundle / "adapter-dataset"), "--bundle", str(bundle), *extra]) == 2
-        err = capsys.readouterr().err
-        assert "adapter_model.safetensors: not a whole safetensors file" in err, err
-        assert "preflight.json: missing (the pre-flight projection)" in err
-        assert "Traceback" not in err
-    assert files_under(work) == before
-
-
-def test_a_staging_folder_left_by_a_killed_package_is_no_bundle_and_is_cleaned_up(work, tiny_bundle, capsys):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    staging = work / f".bundle.{int(dead.stdout)}.k1lled"
-    shutil.copytree(tiny_bundle, staging)
-    assert cli.main(["push", "--run", str(staging / "adapter-dataset"), "--bundle", str(staging), "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert "the staging folder of an interrupted `arena package`, not a bundle (removed it)" in err
-    assert not staging.exists()
-    shutil.copytree(tiny_bundle, staging)  # and the next build beside it removes it too
-    with atomic_folder(work / "bundle", "bundle") as build:
-        (build / "x").write_text("x")
-    assert files_under(work) == ["bundle", "bundle/x"]
-
-
-# ---- a quiet console ------------------------------------------------------------------------------------------
-
-def test_checkpointing_uses_transformers_current_api_without_warnings(tiny_model_dir):
-    """transformers 5 renamed gradient_checkpointing_enable/disable to activation_checkpointing_*: training and the
-    planner use the current names, so they print no FutureWarning."""
-    import warnings
-
-    import torch
-    from transformers import AutoConfig
-
-    from arena import model, planner
-
-    cfg = config.from_dict({"model": {"path": str(tiny_model_dir), "family": "plain"},
-                            "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 96}})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        base = model.meta_preference_model(cfg, AutoConfig.from_pretrained(tiny_model_dir), torch.float32)
-        runtime = model.Runtime(device="cpu", dtype=torch.float32, gradient_checkpointing=True, sharded=False)
-        model.prepare_for_training(base, cfg, runtime)
-        planner._set_checkpointing(base, False)
-        planner._set_checkpointing(base, True)
-    assert base.model.is_activation_checkpointing
-    assert [str(w.message) for w in caught if "checkpointing" in str(w.message)] == []
-
-
-def test_bitsandbytes_kernels_noise_is_dropped_at_its_logger_and_nothing_else_is():
-    import logging
-
-    from arena import quiet
-
-    quiet.quiet_libraries()
-    name, start = quiet.BNB_KERNELS_NOISE
-    logger = logging.getLogger(name)
-
-    def record(message: str) -> logging.LogRecord:
-        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, (), None)
-
-    assert not logger.filter(record(start + ": No module named 'kernels'. Please make sure ..."))
-    assert logger.filter(record("Register pytorch bitsandbytes kernels because no native library was found"))
-    assert logging.getLogger("bitsandbytes").filter(record(start))  # no blanket filter
-
-
-def test_a_bare_on_or_off_is_the_choice_of_that_name():
-    assert config.load(None, ["model.gradient_checkpointing=on"]).model.gradient_checkpointing == "on"
-    assert config.load(None, ["model.gradient_checkpointing=off"]).model.gradient_checkpointing == "off"
