@@ -98,7 +98,7 @@ class CVFolder(_Layout):
 
     oof_predictions = _At("oof_predictions.csv")
     summary = _At("cv.json")
-    config = _At("config.yaml")  # the resolved config every fold starts from
+    config = _At("cv_config.yaml")  # the resolved config every fold starts from (not config.yaml: a run has that)
     plan = _At("cv_plan.json")  # the folds and the selection: what `arena cv --resume` finishes
     recipe = _At("recipe.json")
     calibration = _At("calibration.json")  # fit on the OOF predictions; the fold runs inside use it

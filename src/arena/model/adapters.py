@@ -75,7 +75,7 @@ def enable_checkpointing(backbone) -> None:
     """Non-reentrant activation checkpointing, without the hook transformers adds that makes the input embeddings
     require gradients: only reentrant checkpointing needs it, and with it backward (and its recompute) runs through
     the frozen layers below the first adapter (the 9B recipe, 1 x 512 tokens: 26.3 vs 19.6 TFLOP per step). The
-    gradients of the trainable weights are the same either way (tests/test_gpu_path.py)."""
+    gradients of the trainable weights are the same either way (tests/test_model.py)."""
     backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     backbone.disable_input_require_grads()
 
