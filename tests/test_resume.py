@@ -71,7 +71,7 @@ def test_a_changed_training_file_is_refused_unless_accepted(killed, capsys):
     data.write_csv(frame.iloc[::-1].reset_index(drop=True), csv.with_name("reordered.csv"))
     shutil.move(csv.with_name("reordered.csv"), csv)
     assert _resume(run) == 2
-    assert f"data.train: {csv} changed since the run started" in capsys.readouterr().err
+    assert f"data.train: {csv} is not the content the run started with" in capsys.readouterr().err
     assert _resume(run, "--accept-changes") == 0
     said = capsys.readouterr()
     assert "--accept-changes: continuing" in said.err and json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
@@ -109,3 +109,12 @@ class FirstStep(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         if self.step is None:
             self.step = state.global_step
+
+
+def test_data_that_moved_is_honoured_when_its_content_is_the_same(killed, tmp_path, capsys):
+    """A training kernel's next version mounts the data anew: the path given is used, the content checked."""
+    recipe, csv, run = killed
+    moved = shutil.move(csv, tmp_path / "mounted-again.csv")  # the path the run started with is gone
+    assert _resume(run, "--config", str(recipe), "--set", f"data.train={moved}", "--set",
+                   "kaggle.session_hours=3") == 0
+    assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4

@@ -20,6 +20,14 @@ from arena.writes import write_text
 
 # Keys a resumed run may differ in: its name and folder, and the invocation's own wall budget.
 _PER_INVOCATION = {"name", "train.runs_dir", "train.max_wall_hours"}
+# Where the base model and the data are now, and the Kaggle settings: not what the run trains. A resume takes the
+# values the invocation gives (a training kernel's next version mounts its inputs anew); the data's content is
+# checked against the hashes the run stored, so a moved file is honoured and a changed one refused.
+_RELOCATABLE = ("model.path", "data.train", "data.extra", "data.teacher")
+
+
+def _relocatable(key: str) -> bool:
+    return key in _RELOCATABLE or key.startswith("kaggle.")
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,18 @@ def data_hashes(cfg: Config) -> dict[str, str]:
     return hashes
 
 
-def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None]:
-    """(run folder, its last complete checkpoint or None) for --resume, after refusing what the resume cannot
-    honour (resume_changes); run by the main process only, since it moves an incomplete checkpoint aside."""
+def relocations(cfg: Config, request: Resume) -> list[str]:
+    """`key=value` of the relocatable keys this invocation gives (by --set, or every one of a named recipe)."""
+    asked = _flat(cfg.to_dict())
+    given = {o.split("=", 1)[0].strip() for o in request.overrides}
+    keys = [k for k in asked if _relocatable(k) and (k in given or request.recipe_named)]
+    return [f"{k}={json.dumps(asked[k])}" for k in keys]
+
+
+def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, list[str]]:
+    """(run folder, its last complete checkpoint or None, the relocations to apply to its saved config) for
+    --resume, after refusing what the resume cannot honour (resume_changes); run by the main process only, since it
+    moves an incomplete checkpoint aside."""
     request = resume if isinstance(resume, Resume) else Resume(resume)
     run = find_resumable(cfg, request.target)
     changes = resume_changes(cfg, run, request)
@@ -78,7 +95,7 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None]:
     for change in changes:
         print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
-    return str(run.root), None if checkpoint is None else str(checkpoint)
+    return str(run.root), None if checkpoint is None else str(checkpoint), relocations(cfg, request)
 
 
 def _flat(values: dict, prefix: str = "") -> dict:
@@ -97,12 +114,12 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume) -> list[str]:
     for override in request.overrides:
         key = override.split("=", 1)[0].strip()
         named.add(key)
-        if key not in _PER_INVOCATION and asked.get(key) != saved.get(key):
+        if key not in _PER_INVOCATION and not _relocatable(key) and asked.get(key) != saved.get(key):
             changes.append(f"--set {override}, but the run has {key}={saved.get(key)!r}")
     if request.recipe_named:
         changes += [f"the recipe asks {key}={asked.get(key)!r}, but the run has {key}={saved.get(key)!r}"
                     for key in sorted(set(asked) | set(saved) - named)
-                    if key not in _PER_INVOCATION | named and asked.get(key) != saved.get(key)]
+                    if key not in _PER_INVOCATION | named and not _relocatable(key) and asked.get(key) != saved.get(key)]
     origin = _read_record(run.recipe)
     recipe = Path(origin.get("file") or "")
     if origin.get("recipe") is not None and recipe.is_file():
@@ -111,20 +128,25 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume) -> list[str]:
         except UserError:
             now = None
         then = _flat(origin["recipe"])
-        edited = sorted(k for k in set(now or {}) | set(then) if (now or {}).get(k) != then.get(k))
+        edited = sorted(k for k in set(now or {}) | set(then) if (now or {}).get(k) != then.get(k) and not _relocatable(k))
         if now is None or edited:
             changes.append(f"its recipe {recipe} changed since the run started"
                            + (f" ({', '.join(edited[:5])}{' ...' if len(edited) > 5 else ''})" if edited else ""))
     stored = _read_record(run.data_hashes)
     if stored:
+        reading = config_mod.load(run.config, relocations(cfg, request))  # the files the resumed run will read
         try:
-            current = data_hashes(config_mod.load(run.config))
+            current = data_hashes(reading)
         except OSError as exc:
             changes.append(f"a training file cannot be read ({exc})")
-        else:
-            changes += [f"{entry.split(' ', 1)[0]}: {entry.split(' ', 1)[1]} changed since the run started (its "
-                        f"content hash differs): validation rows would move into training"
-                        for entry, digest in stored.items() if current.get(entry) != digest]
+        else:  # compared by key and position: a file may have moved, its content may not have changed
+            then, now = list(stored.items()), list(current.items())
+            changes += [f"{entry.split(' ', 1)[0]}: {now[i][0].split(' ', 1)[1] if i < len(now) else 'a file'} is "
+                        f"not the content the run started with (its hash differs): validation rows would move into "
+                        f"training" for i, (entry, digest) in enumerate(then)
+                        if i >= len(now) or now[i][0].split(" ", 1)[0] != entry.split(" ", 1)[0] or now[i][1] != digest]
+            if len(now) > len(then):
+                changes.append(f"{len(now) - len(then)} more training file(s) than the run started with")
     return changes
 
 

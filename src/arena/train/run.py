@@ -294,8 +294,8 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
     processes.state(cpu)  # once, before anything else: its timeout, and this process's GPU before weights load
     run, checkpoint = None, None
     if resume:
-        run, checkpoint = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
-        run, cfg = RunFolder(run), config_mod.load(RunFolder(run).config)
+        run, checkpoint, moved = processes.decided_by_main(lambda: resume_point(cfg, resume), cpu)
+        run, cfg = RunFolder(run), config_mod.load(RunFolder(run).config, moved)  # where its inputs are now
         print(f"resuming {run.root} from {checkpoint or 'its start (no complete checkpoint)'}")
         clock.before = WallClock.recorded(checkpoint)
     torch.manual_seed(cfg.seed)
