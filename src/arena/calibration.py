@@ -36,9 +36,7 @@ class Calibration:
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         z = np.log(np.clip(np.asarray(probs, dtype=np.float64), _FLOOR, 1.0)) / self.temperature + np.asarray(self.bias)
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return e / e.sum(axis=1, keepdims=True)
+        return metrics.softmax(z)
 
     @classmethod
     def from_params(cls, params: np.ndarray) -> Calibration:

@@ -36,6 +36,14 @@ def cache_dir() -> Path:
     return path
 
 
+def local_folder(model_path: str) -> Path:
+    """Where a model.path's files are on this machine: an embedded model's converted copy in the cache (which may
+    not exist yet), else the folder itself. Nothing is converted or checked."""
+    if is_embedded(model_path):
+        return cache_dir() / model_path[len(EMBEDDED_PREFIX):]
+    return Path(model_path).expanduser()
+
+
 def resolve_model_path(path: str) -> Path:
     """A local folder for `path`: embedded models are converted on first use, folders are checked."""
     if is_embedded(path):
@@ -50,7 +58,7 @@ def resolve_model_path(path: str) -> Path:
 
 
 def ensure_gemma3_270m() -> Path:
-    target = cache_dir() / "gemma3-270m"
+    target = local_folder(EMBEDDED_PREFIX + "gemma3-270m")
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     from concurrent.futures import ProcessPoolExecutor

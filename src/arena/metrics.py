@@ -97,3 +97,10 @@ def calibration(y_true, y_pred, bins: int = 10) -> dict:
                           "count": count, "mean_pred": mean_pred, "frac_true": frac_true})
         ece[name] = error
     return {"ece": ece, "mean_ece": float(np.mean(list(ece.values()))), "table": table}
+
+
+def softmax(logits) -> np.ndarray:
+    """Row-wise softmax of (n, classes) logits, shifted by each row's maximum (no overflow)."""
+    z = np.asarray(logits) - np.asarray(logits).max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -74,12 +74,8 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
     from transformers import AutoConfig
 
     path = str(model_path or cfg.model.path)
-    if embedded.is_embedded(path):
-        name = path[len(embedded.EMBEDDED_PREFIX):]
-        folder = embedded.cache_dir() / name
-    else:
-        folder = Path(path).expanduser()
-        name = folder.name.lower()
+    folder = embedded.local_folder(path)
+    name = folder.name if embedded.is_embedded(path) else folder.name.lower()
     if (folder / "config.json").is_file():
         return AutoConfig.from_pretrained(folder), f"{folder}/config.json"
     if name in PUBLISHED:

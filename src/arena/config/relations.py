@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from arena import embedded
 from arena.config.schema import Config
 
 
 def model_positions(model_path: str) -> tuple[int, str] | None:
     """(max_position_embeddings, its config.json) of a base model on disk, read as plain JSON (no model code, no
     weights); None when the folder (or the embedded model's converted copy) is not there yet."""
-    from arena import embedded
-
-    if embedded.is_embedded(model_path):
-        folder = embedded.cache_dir() / model_path[len(embedded.EMBEDDED_PREFIX):]
-    else:
-        folder = Path(model_path).expanduser()
-    path = folder / "config.json"
+    path = embedded.local_folder(model_path) / "config.json"
     try:
         hf = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # absent here (a Kaggle path), or damaged: the model checks name that

@@ -10,12 +10,7 @@ from arena import data, prompts
 from arena.config import Config
 from arena.inference.batching import logits_for, model_device
 from arena.labels import swap_classes
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from arena.metrics import softmax
 
 
 def combine_tta(logits: np.ndarray, swapped_logits: np.ndarray, how: str) -> np.ndarray:

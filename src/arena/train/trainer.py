@@ -189,7 +189,7 @@ class EvalLogits(TrainerCallback):
         if len(logits) == len(self.order):
             self.latest = np.empty_like(logits, dtype=np.float32)
             self.latest[self.order] = logits
-        probs = torch.softmax(torch.tensor(logits, dtype=torch.float64), dim=-1).numpy()
+        probs = metrics.softmax(np.asarray(logits, dtype=np.float64))
         return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
     def on_evaluate(self, args, state, control, **kwargs):
