@@ -81,7 +81,6 @@ PROFILES = {
 def profile(name: str) -> Hardware:
     """A named profile; simulated on this CPU unless this machine has CUDA (then a GPU profile's decisions run on
     the real GPU, e.g. T4 float16 on an H100)."""
-
     if name not in PROFILES:
         raise UserError(f"--hardware {name}: unknown profile (known: {', '.join(PROFILES)})")
     chosen = PROFILES[name]

@@ -3,6 +3,8 @@ never-reused folders."""
 
 from __future__ import annotations
 
+import glob
+import re
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +30,13 @@ def new_folder(parent: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise UserError(f"{root}: could not create a new folder for {name}")
+
+
+def folders_of(parent: str | Path, name: str) -> list[Path]:
+    """The folders new_folder(parent, name) made: `name-<stamp>[-N]` exactly (`exp` is not `exp-big-<stamp>`)."""
+    own = re.compile(rf"{re.escape(name)}-\d{{8}}-\d{{6}}(-\d+)?")
+    root = Path(parent)
+    return [p for p in root.glob(f"{glob.escape(name)}-*") if p.is_dir() and own.fullmatch(p.name)] if root.is_dir() else []
 
 
 DATASET_METADATA = "dataset-metadata.json"

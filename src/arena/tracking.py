@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle import leaderboard
 from arena.kaggle.pull import source
@@ -43,17 +44,6 @@ def _read_json(path: Path, damaged: list[str] | None = None) -> dict | None:
     return None
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, full + "."))
-        else:
-            out[full] = value
-    return out
-
-
 def changes(config: dict | None, origin: dict | None) -> str:
     """The keys of a run's resolved config that differ from its recipe, `key=value` (its overrides when the recipe
     cannot be compared, '?' when the run stores no origin)."""
@@ -61,7 +51,7 @@ def changes(config: dict | None, origin: dict | None) -> str:
         return "?"
     if origin.get("recipe") is None:
         return " ".join(o for o in origin.get("overrides", []) if o.split("=", 1)[0] not in _OWN_KEYS)
-    mine, theirs = _flat(config), _flat(origin["recipe"])
+    mine, theirs = config_mod.flat(config), config_mod.flat(origin["recipe"])
     return " ".join(f"{k}={json.dumps(mine.get(k))}" for k in sorted(set(mine) | set(theirs))
                     if k not in _OWN_KEYS and mine.get(k) != theirs.get(k))
 

@@ -4,6 +4,7 @@ that never leave a partial file and never overwrite an earlier one."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import re
 import shutil
@@ -46,6 +47,16 @@ def inside_problems(path: str | Path, copied: list[Path], what: str) -> list[str
     target = Path(path).resolve()
     return [f"{path}: inside {folder}, which the {what} copies; choose a place outside it" for folder in copied
             if target.is_relative_to(Path(folder).resolve())]
+
+
+def sha256_of(*paths: str | Path) -> str:
+    """sha256 of the files' bytes, read in turn in blocks (a file's identity, whatever its name or size)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def free_bytes(path: str | Path) -> int:

@@ -115,6 +115,14 @@ def load_run(run, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     return load(run.config, overrides)
 
 
+def flat(values: dict, prefix: str = "") -> dict:
+    """A config's values (Config.to_dict() or a stored recipe) by dotted key: {"train.learning_rate": 0.0002, ...}."""
+    out = {}
+    for key, value in values.items():
+        out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
 def load_runs(runs) -> tuple[list, list[str]]:
     """([(run, its config)] of the runs whose config loads, every problem of the others): for commands that check
     several runs at once and report every problem."""

@@ -3,7 +3,6 @@ pre-flight projection), with the metadata files the kaggle CLI reads."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -22,7 +21,7 @@ from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_folder, discard_if_stale, inside_problems, output_problems, staging_owner
+from arena.writes import atomic_folder, discard_if_stale, inside_problems, output_problems, sha256_of, staging_owner
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 # The machine every kernel is built for: Kaggle's "GPU T4 x2" (its machine_shape, GPU check and decisions).
@@ -241,13 +240,8 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
 def adapter_fingerprint(run: RunFolder) -> str:
     """sha256 of a trained run's head.json and the weights its head is saved in (the adapter's file, or a merged
     model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs."""
-    digest = hashlib.sha256()
     weights = run.merged_head if run.is_merged() else run.adapter / "adapter_model.safetensors"
-    for path in (run.head, weights):
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(run.head, weights)
 
 
 def built_from_problems(bundle: Bundle, run: RunFolder) -> list[str]:

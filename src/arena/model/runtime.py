@@ -105,8 +105,8 @@ def runtime_for(cfg: Config, hf_config=None, hardware: Hardware | None = None) -
     rt = Runtime(device=hw.device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded, hardware=hw)
     if hw.simulated:
         print(f"hardware: decisions of profile {hw.describe()}: compute dtype "
-                  f"{str(dtype).removeprefix('torch.')}, gradient checkpointing {'on' if checkpointing else 'off'}"
-                  f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}", flush=True)
+              f"{str(dtype).removeprefix('torch.')}, gradient checkpointing {'on' if checkpointing else 'off'}"
+              f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}", flush=True)
     return rt
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from arena import model as model_mod
 from arena.config import Config
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
-from arena.layout import CVFolder, RunFolder, new_folder
+from arena.layout import CVFolder, RunFolder, folders_of, new_folder
 from arena.train.resume import Resume, last_complete_checkpoint
 from arena.train.run import train
 from arena.writes import atomic_file, write_text
@@ -96,9 +95,8 @@ def find_cv(cfg: Config, resume: str) -> CVFolder:
         if cv.summary.is_file():
             raise UserError(f"--resume {resume}: this CV finished (it has {cv.summary.name}); run a new one")
         return cv
-    own = re.compile(rf"{re.escape(cfg.name)}-cv-\d{{8}}-\d{{6}}(-\d+)?")
-    candidates = [CVFolder(p) for p in Path(cfg.train.runs_dir).glob(f"{cfg.name}-cv-*")
-                  if own.fullmatch(p.name) and (p / CVFolder(p).plan.name).is_file() and not CVFolder(p).summary.is_file()]
+    candidates = [cv for cv in map(CVFolder, folders_of(cfg.train.runs_dir, f"{cfg.name}-cv"))
+                  if cv.plan.is_file() and not cv.summary.is_file()]
     if not candidates:
         raise UserError(f"--resume latest: no unfinished CV of '{cfg.name}' under {cfg.train.runs_dir}")
     return max(candidates, key=lambda cv: cv.plan.stat().st_mtime)

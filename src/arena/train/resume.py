@@ -3,9 +3,7 @@ complete checkpoint."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +13,8 @@ from arena import processes
 from arena.config import SAMPLE, Config
 from arena.data.rows import sample_path
 from arena.errors import UserError
-from arena.layout import RunFolder, new_folder
-from arena.writes import write_text
+from arena.layout import RunFolder, folders_of, new_folder
+from arena.writes import sha256_of, write_text
 
 # Keys a resumed run may differ in: its name and folder, and the invocation's own wall budget.
 _PER_INVOCATION = {"name", "train.runs_dir", "train.max_wall_hours"}
@@ -63,19 +61,12 @@ def data_hashes(cfg: Config) -> dict[str, str]:
     train = sample_path(cfg.data.sample_rows) if cfg.data.train == SAMPLE else Path(cfg.data.train)
     files = [("data.train", train), *(("data.extra", Path(p)) for p in cfg.data.extra),
              *(("data.teacher", Path(p)) for p in cfg.data.teacher)]
-    hashes = {}
-    for key, path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        hashes[f"{key} {path}"] = digest.hexdigest()
-    return hashes
+    return {f"{key} {path}": sha256_of(path) for key, path in files}
 
 
 def relocations(cfg: Config, request: Resume) -> list[str]:
     """`key=value` of the relocatable keys this invocation gives (by --set, or every one of a named recipe)."""
-    asked = _flat(cfg.to_dict())
+    asked = config_mod.flat(cfg.to_dict())
     given = {o.split("=", 1)[0].strip() for o in request.overrides}
     keys = [k for k in asked if _relocatable(k) and (k in given or request.recipe_named)]
     return [f"{k}={json.dumps(asked[k])}" for k in keys]
@@ -87,7 +78,8 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     moves an incomplete checkpoint aside."""
     request = resume if isinstance(resume, Resume) else Resume(resume)
     run = find_resumable(cfg, request.target)
-    changes = resume_changes(cfg, run, request)
+    moved = relocations(cfg, request)
+    changes = resume_changes(cfg, run, request, moved)
     if changes and not request.accept_changes:
         raise UserError(problems=[f"--resume {run.root}: {c}" for c in changes] + [
             "a resume continues the run as it was saved: drop these changes (train a new run for them), or pass "
@@ -95,21 +87,15 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     for change in changes:
         print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
-    return str(run.root), None if checkpoint is None else str(checkpoint), relocations(cfg, request)
+    return str(run.root), None if checkpoint is None else str(checkpoint), moved
 
 
-def _flat(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
-def resume_changes(cfg: Config, run: RunFolder, request: Resume) -> list[str]:
+def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str]) -> list[str]:
     """What this invocation asks that the saved run does not have: --set values, the named recipe's values, an
-    edit of the run's recipe file since it started, a training file whose content changed."""
-    saved = _flat(config_mod.load(run.config).to_dict())
-    asked = _flat(cfg.to_dict())
+    edit of the run's recipe file since it started, a training file whose content changed (read where `moved`,
+    the relocations, says it is now)."""
+    saved = config_mod.flat(config_mod.load(run.config).to_dict())
+    asked = config_mod.flat(cfg.to_dict())
     changes, named = [], set()
     for override in request.overrides:
         key = override.split("=", 1)[0].strip()
@@ -124,17 +110,17 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume) -> list[str]:
     recipe = Path(origin.get("file") or "")
     if origin.get("recipe") is not None and recipe.is_file():
         try:
-            now = _flat(config_mod.load(recipe).to_dict())
+            now = config_mod.flat(config_mod.load(recipe).to_dict())
         except UserError:
             now = None
-        then = _flat(origin["recipe"])
+        then = config_mod.flat(origin["recipe"])
         edited = sorted(k for k in set(now or {}) | set(then) if (now or {}).get(k) != then.get(k) and not _relocatable(k))
         if now is None or edited:
             changes.append(f"its recipe {recipe} changed since the run started"
                            + (f" ({', '.join(edited[:5])}{' ...' if len(edited) > 5 else ''})" if edited else ""))
     stored = _read_record(run.data_hashes)
     if stored:
-        reading = config_mod.load(run.config, relocations(cfg, request))  # the files the resumed run will read
+        reading = config_mod.load(run.config, moved)  # the files the resumed run will read
         try:
             current = data_hashes(reading)
         except OSError as exc:
@@ -168,8 +154,7 @@ def find_resumable(cfg: Config, resume: str) -> RunFolder:
         if run.adapter.exists():
             raise UserError(f"--resume {resume}: this run finished (it has {run.adapter.name}/); train a new one")
         return run
-    own = re.compile(rf"{re.escape(cfg.name)}-\d{{8}}-\d{{6}}(-\d+)?")
-    runs = [RunFolder(p) for p in Path(cfg.train.runs_dir).glob(f"{cfg.name}-*") if p.is_dir() and own.fullmatch(p.name)]
+    runs = [RunFolder(p) for p in folders_of(cfg.train.runs_dir, cfg.name)]
     unfinished = [(checkpoint.stat().st_mtime, r) for r in runs if not r.adapter.exists()
                   and (checkpoint := last_complete_checkpoint(r, quiet=True))]
     if not unfinished:
