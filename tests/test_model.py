@@ -179,6 +179,17 @@ def test_runs_saved_over_the_sequence_classification_class_still_load(tiny_model
         torch.testing.assert_close(new(**BATCH), old(**BATCH).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_a_folders_tokenizer_is_loaded_once_until_its_files_change(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    first = model_mod.load_tokenizer(folder)
+    assert model_mod.load_tokenizer(str(folder)) is first
+    assert first.padding_side == "left" and first.pad_token_id is not None
+    (folder / "tokenizer_config.json").write_text((folder / "tokenizer_config.json").read_text() + "\n")
+    assert model_mod.load_tokenizer(folder) is not first
+
+
 def test_head_is_scale_invariant_in_the_hidden_state():
     head = model_mod.PreferenceHead(8, 0, bias=True, dtype=torch.float32)
     torch.nn.init.normal_(head.proj.weight)

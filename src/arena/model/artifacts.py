@@ -42,11 +42,16 @@ def check_trained(run: RunFolder) -> list[str]:
         if head is not None and adapter_config is not None and shapes is not None and not problems:
             problems += [f"{weights}: {p}" for p in _weight_problems(adapter_config, head, shapes)]
     tokenizer_file = run.adapter / "tokenizer.json"
-    if read_json(tokenizer_file, problems, "the tokenizer") is not None:
-        try:
-            load_tokenizer(run.adapter)
-        except Exception as exc:  # noqa: BLE001 - any failure here means the kernel could not tokenise
-            problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(exc).__name__}: {exc})")
+    failure = None
+    try:
+        if tokenizer_file.is_file():
+            load_tokenizer(run.adapter)  # the tokenizer a prediction then uses (loaded once per process)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the kernel could not tokenise
+        failure = exc
+    # tokenizer.json is read on its own only when the tokenizer did not load: the reason, named by the file
+    if (failure is not None or not tokenizer_file.is_file()) and \
+            read_json(tokenizer_file, problems, "the tokenizer") is not None:
+        problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(failure).__name__}: {failure})")
     return problems
 
 
