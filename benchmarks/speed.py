@@ -132,8 +132,8 @@ def measure(model, tokenizer, cfg, run: RunFolder, eval_df, scaler, plan, length
     long_cmp = None
     if plan.long_length and plan.long_length != max_length:
         length = plan.long_length
-        long_cfg = config.from_dict(cfg.to_dict(), [f"infer.max_length={length}", "infer.max_batch_tokens="
-                                                    f"{max(cfg.infer.max_batch_tokens, length)}"])
+        long_cfg = config.replace(cfg, {"infer.max_length": length,
+                                        "infer.max_batch_tokens": max(cfg.infer.max_batch_tokens, length)})
         long_ids, long_feats = predict.encode_view(tokenizer, rows, long_cfg, length, scaler)
         long_cmp, _ = sorted_vs_fixed(model, long_ids, long_feats, pad, long_cfg, plan.repeats, device, log)
 

@@ -53,6 +53,19 @@ def test_bad_overrides_name_the_full_key(override, message):
         config.load(None, [override])
 
 
+def test_replace_sets_typed_values_and_checks_the_whole_config_once():
+    cfg = config.load()
+    path = "/data/runs #2: fold runs"  # as a --set string, YAML would read a comment and a mapping in it
+    changed = config.replace(cfg, {"data.fold": 2, "train.runs_dir": path, "name": "fold2"})
+    assert (changed.data.fold, changed.train.runs_dir, changed.name) == (2, path, "fold2")
+    assert changed.data.folds == cfg.data.folds and cfg.data.fold == 0  # the rest kept; cfg itself untouched
+    with pytest.raises(ConfigError, match=r"set by arena: data.fold: 5 is not in 0..4"):
+        config.replace(cfg, {"data.fold": 5})
+    with pytest.raises(ConfigError) as caught:
+        config.replace(cfg, {"train.per_device_batch_size": 0, "data.folds": 1})
+    assert len(caught.value.problems) == 2, caught.value.problems  # every problem at once
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

@@ -45,7 +45,8 @@ class KillAfterCheckpoint(TrainerCallback):
 
 
 def test_a_killed_cv_is_finished_by_resume(tiny_model_dir, sample_csv, tmp_path, monkeypatch, capsys):
-    cfg = _cfg(tiny_model_dir, sample_csv, tmp_path / "runs")
+    runs = tmp_path / "runs #1: a folder name that is a YAML comment as a --set value"
+    cfg = _cfg(tiny_model_dir, sample_csv, runs)
     real_train = cv_mod.train
 
     def killed_in_fold_1(fold_cfg, **kwargs):  # the process is killed during fold 1, after its first checkpoint
@@ -56,7 +57,7 @@ def test_a_killed_cv_is_finished_by_resume(tiny_model_dir, sample_csv, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         train.cross_validate(cfg, folds=3)
     monkeypatch.setattr(cv_mod, "train", real_train)
-    (folder,) = (tmp_path / "runs").iterdir()
+    (folder,) = runs.iterdir()
     cv = CVFolder(folder)
     assert not cv.summary.exists()
     with pytest.raises(UserError, match="--folds 4: the CV .* has 3 folds"):
@@ -66,6 +67,8 @@ def test_a_killed_cv_is_finished_by_resume(tiny_model_dir, sample_csv, tmp_path,
     assert "fold 0: finished before, kept" in said and "resuming " in said
     result = json.loads(cv.summary.read_text())
     assert [r["fold"] for r in result["per_fold"]] == [0, 1, 2]
+    assert sorted(p.name.split("-")[0] for p in folder.glob("fold*")) == ["fold0", "fold1", "fold2"]
+    assert list(tmp_path.iterdir()) == [runs]  # every fold run inside the CV folder
     oof = pd.read_csv(cv.oof_predictions, dtype={"id": str})
     assert oof["id"].is_unique and set(oof["id"]) == set(data.training_data(cfg.data)["id"])
     with pytest.raises(UserError, match="this CV finished"):

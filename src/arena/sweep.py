@@ -53,7 +53,8 @@ def _configs(points: list[dict], name: str):
     cfgs, problems = [], []
     for i, point in enumerate(points):
         try:
-            cfgs.append(config_mod.load(point["recipe"], [*point["overrides"], f"name={name}-p{i}"]))
+            cfg = config_mod.load(point["recipe"], point["overrides"])
+            cfgs.append(config_mod.replace(cfg, {"name": f"{name}-p{i}"}, by="arena sweep"))
         except UserError as exc:
             problems += [f"point {i} ({' '.join(point['overrides']) or point['recipe']}): {p}" for p in exc.problems]
     if problems:

@@ -5,7 +5,18 @@ the key's dotted path and where its value came from. `from arena import config; 
 below keep working from `arena.config`."""
 
 from arena.config.constraints import ConfigError, NonEmpty, Pattern, Range, all_keys
-from arena.config.io import CONFIG_DIR, DEFAULT_CONFIG, dump, flat, from_dict, load, load_run, load_runs, origin
+from arena.config.io import (
+    CONFIG_DIR,
+    DEFAULT_CONFIG,
+    dump,
+    flat,
+    from_dict,
+    load,
+    load_run,
+    load_runs,
+    origin,
+    replace,
+)
 from arena.config.relations import length_problems, model_positions
 from arena.config.schema import (
     COMPETITIONS,
@@ -33,5 +44,4 @@ __all__ = ["COMPETITIONS", "CONFIG_DIR", "DEFAULT_CONFIG", "SAMPLE", "Competitio
            "DataConfig", "Family", "InferConfig", "KaggleConfig", "LearningRate", "ModelConfig", "NonEmpty", "Pattern",
            "PeftConfig", "Probability", "PromptConfig", "Quantization", "Range", "RunName", "Scheduler", "Slug",
            "TrainConfig", "all_keys", "dump", "flat", "from_dict", "length_problems", "load", "load_run", "load_runs",
-           "model_positions",
-           "origin"]
+           "model_positions", "origin", "replace"]

@@ -65,16 +65,17 @@ class WrongType(ConfigError):
 
 
 class Origins:
-    """Where each key's value came from: the YAML file, or --set for the keys (and sections) it overrode."""
+    """Where each key's value came from: the YAML file, or --set (`by`) for the keys (and sections) it overrode."""
 
-    def __init__(self, source: str, overridden: set[str]):
+    def __init__(self, source: str, overridden: set[str], by: str = "--set"):
         self.source = source
         self.overridden = overridden
+        self.by = by
 
     def __call__(self, key: str) -> str:
         for k in self.overridden:
             if key == k or key.startswith((k + ".", k + "[")):
-                return "--set"
+                return self.by
         return self.source
 
 

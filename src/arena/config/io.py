@@ -61,13 +61,32 @@ def from_dict(data: dict | None, overrides: list[str] | tuple[str, ...] = (), so
             overridden.add(key.strip())
         except ConfigError as exc:
             problems.append(str(exc))
-    origin = Origins(source, overridden)
     upgrade(data)
+    return _checked(data, Origins(source, overridden), problems)
+
+
+def replace(cfg: Config, changes: dict[str, object], by: str = "arena") -> Config:
+    """`cfg` with typed values at dotted keys, `{"data.fold": 1, "train.runs_dir": path}`, checked once as a whole:
+    how arena's own callers derive a config (a path is a value here, never YAML to parse as a `--set` string is).
+    A problem names the changed key as set `by` the caller."""
+
+    def put(node, parts: list[str], value):
+        inner = value if len(parts) == 1 else put(getattr(node, parts[0]), parts[1:], value)
+        return dataclasses.replace(node, **{parts[0]: inner})
+
+    for key, value in changes.items():
+        cfg = put(cfg, key.split("."), value)
+    return _checked(cfg.to_dict(), Origins("the config", set(changes), by=f"set by {by}"), [])
+
+
+def _checked(data: dict, origin: Origins, problems: list[str]) -> Config:
+    """The Config built from `data`, its every value and relation checked; ConfigError lists `problems` and
+    every one found."""
     try:
         cfg = build(Config, data, "", origin)
     except ConfigError as exc:
         raise ConfigError(problems=problems + exc.problems) from None
-    problems += [f"{origin(key)}: {key}: {problem}" for key, problem in relations(cfg)]
+    problems = problems + [f"{origin(key)}: {key}: {problem}" for key, problem in relations(cfg)]
     if problems:
         raise ConfigError(problems=problems)
     return cfg

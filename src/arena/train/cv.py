@@ -37,8 +37,8 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origi
     main = processes.state(cpu).is_main_process
     rows, oof = [], []
     for fold in selected:
-        fold_cfg = config_mod.from_dict(cfg.to_dict(), [f"data.folds={folds}", f"data.fold={fold}",
-                                                        f"train.runs_dir={cv.root}", f"name=fold{fold}"])
+        fold_cfg = config_mod.replace(cfg, {"data.folds": folds, "data.fold": fold, "train.runs_dir": str(cv.root),
+                                            "name": f"fold{fold}"}, by="arena cv")
         try:
             run = train_fold(fold_cfg, cv, fold, origin)
         except UserError:
