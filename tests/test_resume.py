@@ -72,6 +72,9 @@ def test_a_changed_training_file_is_refused_unless_accepted(killed, capsys):
     shutil.move(csv.with_name("reordered.csv"), csv)
     assert _resume(run) == 2
     assert f"data.train: {csv} is not the content the run started with" in capsys.readouterr().err
+    truncate(RunFolder(run).data_hashes)  # what the data was can no longer be compared: refused as well
+    assert _resume(run) == 2
+    assert f"{RunFolder(run).data_hashes}: not valid JSON" in capsys.readouterr().err
     assert _resume(run, "--accept-changes") == 0
     said = capsys.readouterr()
     assert "--accept-changes: continuing" in said.err and json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4

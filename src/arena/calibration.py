@@ -18,6 +18,7 @@ from arena import data, metrics
 from arena.errors import UserError
 from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
 from arena.layout import CVFolder, RunFolder
+from arena.records import read_record
 from arena.writes import atomic_file, output_problems, write_text
 
 FORM = "softmax(log p / T + b)"
@@ -71,12 +72,7 @@ def cross_fit(probs: np.ndarray, truth: np.ndarray, folds: int = FOLDS, seed: in
 def read(path: Path) -> Calibration:
     """A calibration.json; UserError listing every problem of it."""
     what = "not a calibration from `arena calibrate`"
-    try:
-        stored = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{path}: {what} ({type(exc).__name__}: {exc})") from None
-    if not isinstance(stored, dict):
-        raise UserError(f"{path}: {what} (a JSON {type(stored).__name__}, not an object)")
+    stored = read_record(path, "a calibration from `arena calibrate`")
     problems = []
     temperature, bias = stored.get("temperature"), stored.get("bias")
     if not _is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):

@@ -13,6 +13,7 @@ from arena import config as config_mod
 from arena import tracking
 from arena.errors import UserError
 from arena.layout import CVFolder, RunFolder, Sweep
+from arena.records import record_or_none
 from arena.writes import write_text
 
 SWEEPS_DIR = "sweeps"  # under the runs folder; a sweep's plan is kept there, its runs beside the others
@@ -67,7 +68,7 @@ def _state(runs_dir: str, name: str, point: int, cv: bool) -> tuple[str, Path | 
     folders = []
     for path in sorted(Path(runs_dir).glob(f"{name}-p{point}-*")) if Path(runs_dir).is_dir() else []:
         layout = CVFolder(path) if cv else RunFolder(path)
-        tag = tracking._read_json(layout.recipe) or {}
+        tag = record_or_none(layout.recipe) or {}
         if tag.get("sweep") == name and tag.get("point") == point:
             if (cv and layout.is_cv()) or (not cv and layout.metrics.is_file()):
                 return "done", path

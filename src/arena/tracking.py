@@ -17,6 +17,7 @@ from arena.errors import UserError
 from arena.kaggle import leaderboard
 from arena.kaggle.pull import source
 from arena.layout import CVFolder, RunFolder
+from arena.records import RecordError, read_record
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
@@ -29,19 +30,12 @@ _OWN_KEYS = {"name", "train.runs_dir"}
 def _read_json(path: Path, damaged: list[str] | None = None) -> dict | None:
     """A folder's JSON record, None when absent; one that is there but does not parse (or is not a record) is
     named in `damaged`, so a damaged run is listed as such, never silently as unfinished."""
-    if not path.exists():
-        return None
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        record, why = None, f"{type(exc).__name__}: {exc}"
-    else:
-        why = None if isinstance(record, dict) else f"a JSON {type(record).__name__}, not a record"
-    if why is None:
-        return record
-    if damaged is not None:
-        damaged.append(f"{path}: damaged, left out of the table ({why}); the run's other files are intact")
-    return None
+        return read_record(path)
+    except RecordError as exc:
+        if damaged is not None and not exc.missing:
+            damaged.append(f"{exc}: left out of the table; the run's other files are intact")
+        return None
 
 
 def changes(config: dict | None, origin: dict | None) -> str:

@@ -9,13 +9,13 @@ path; ~/.kaggle/access_token or access_token.txt), whose user name Kaggle tells 
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from arena.errors import UserError
+from arena.records import RecordError, read_record
 
 PLACEHOLDER_USER = "your-kaggle-username"
 OAUTH_FILE = Path("~/.kaggle/credentials.json")
@@ -45,12 +45,9 @@ def kaggle_config_dir() -> Path:
 
 def _read_json(path: Path, what: str) -> dict:
     try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # the message of a JSON error may quote the key: never shown
-        raise UserError(f"{path}: not readable as JSON ({type(exc).__name__}); it should be {what}") from None
-    if not isinstance(stored, dict):
-        raise UserError(f"{path}: not a Kaggle API token: expected a JSON object, {what}")
-    return stored
+        return read_record(path, quote_errors=False)  # the message of a JSON error may quote the key: never shown
+    except RecordError as exc:
+        raise UserError(f"{path}: not a Kaggle API token: {exc.why}; it should be {what}") from None
 
 
 def _read_token_file(path: Path, what: str) -> str:

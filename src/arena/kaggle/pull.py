@@ -18,6 +18,7 @@ from arena.kaggle.credentials import require_credentials
 from arena.kaggle.push import _kernel_state
 from arena.kaggle.remote import fetch_kernel_output
 from arena.layout import RunFolder
+from arena.records import record_or_none
 from arena.writes import atomic_folder, write_text
 
 SOURCE = "kaggle_source.json"  # in a pulled run folder: the kernel and version it came from
@@ -26,11 +27,7 @@ KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]")
 
 def source(run_root: str | Path) -> dict | None:
     """Where a pulled run came from ({"kernel", "version", "pulled"}), None for a run trained here."""
-    path = Path(run_root) / SOURCE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    return record_or_none(Path(run_root) / SOURCE)
 
 
 def run_problems(run: RunFolder) -> list[str]:

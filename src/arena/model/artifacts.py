@@ -9,8 +9,9 @@ from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.layout import RunFolder
 from arena.model.backbone import load_base, load_tokenizer
-from arena.model.head import NUM_LABELS, head_weight_problems, load_head, name_in_head, read_head, read_json, write_head
+from arena.model.head import NUM_LABELS, head_weight_problems, load_head, name_in_head, read_head, write_head
 from arena.model.runtime import runtime_for
+from arena.records import record_or_none
 from arena.versions import peft_without_old_torchao
 
 
@@ -36,7 +37,7 @@ def check_trained(run: RunFolder) -> list[str]:
     if run.is_merged():
         problems += _merged_problems(run, head)
     else:
-        adapter_config = read_json(run.adapter / "adapter_config.json", problems, "peft's adapter settings")
+        adapter_config = record_or_none(run.adapter / "adapter_config.json", problems, "peft's adapter settings")
         weights = run.adapter / "adapter_model.safetensors"
         shapes = tensor_shapes(weights, problems)
         if head is not None and adapter_config is not None and shapes is not None and not problems:
@@ -50,7 +51,7 @@ def check_trained(run: RunFolder) -> list[str]:
         failure = exc
     # tokenizer.json is read on its own only when the tokenizer did not load: the reason, named by the file
     if (failure is not None or not tokenizer_file.is_file()) and \
-            read_json(tokenizer_file, problems, "the tokenizer") is not None:
+            record_or_none(tokenizer_file, problems, "the tokenizer") is not None:
         problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(failure).__name__}: {failure})")
     return problems
 
@@ -59,7 +60,7 @@ def _merged_problems(run: RunFolder, head: dict | None) -> list[str]:
     """A merged model folder (`arena merge`): its config.json parses, every weight file is whole, and the head's
     weights match head.json."""
     problems: list[str] = []
-    read_json(run.merged_model_config, problems, "the merged model's architecture")
+    record_or_none(run.merged_model_config, problems, "the merged model's architecture")
     files = sorted(run.adapter.glob("model*.safetensors"))
     if not files:
         problems.append(f"{run.adapter}: no model*.safetensors (the merged weights)")

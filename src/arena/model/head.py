@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import torch
 
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
+from arena.records import record_or_none
 
 NUM_LABELS = 3
 
@@ -112,18 +112,15 @@ def read_head(run: RunFolder) -> dict:
 
 
 def load_head(run: RunFolder, problems: list[str]) -> dict | None:
-    head = read_json(run.head, problems, "the head's shape and feature scaling: an unfinished run, or one made by "
-                                          "an older version of arena")
+    head = record_or_none(run.head, problems, "the head's shape and feature scaling: an unfinished run, or one made "
+                                              "by an older version of arena")
     found = _head_problems(run, head) if head is not None else []
     problems += found
     return None if found else head
 
 
-def _head_problems(run: RunFolder, head) -> list[str]:
+def _head_problems(run: RunFolder, head: dict) -> list[str]:
     """Every problem of head.json's content (not only the first)."""
-    if not isinstance(head, dict):
-        return [f"{run.head}: not a head description (a JSON {type(head).__name__}, not an object): made by "
-                f"another version of arena?"]
     problems = [f"{run.head}: no {key} key: not a head description made by arena" for key in ("bias", "num_labels")
                 if key not in head]
     made = head.get("format", 1)
@@ -164,13 +161,3 @@ def head_weight_problems(head: dict, score: dict[str, list[int]]) -> list[str]:
         problems.append(f"head tensor score.features.weight reads {score['features.weight'][-1]} features, head.json "
                         f"scales {len(scaler['mean'])}")
     return problems
-
-def read_json(path: Path, problems: list[str], what: str):
-    if not path.is_file():
-        problems.append(f"{path}: missing ({what})")
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        problems.append(f"{path}: not valid JSON ({exc}); the file is damaged")
-        return None

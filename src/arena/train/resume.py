@@ -14,6 +14,7 @@ from arena.config import SAMPLE, Config
 from arena.data.rows import sample_path
 from arena.errors import UserError
 from arena.layout import RunFolder, folders_of, new_folder
+from arena.records import record_or_none
 from arena.writes import sha256_of, write_text
 
 # Keys a resumed run may differ in: its name and folder, and the invocation's own wall budget.
@@ -106,7 +107,8 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str
         changes += [f"the recipe asks {key}={asked.get(key)!r}, but the run has {key}={saved.get(key)!r}"
                     for key in sorted(set(asked) | set(saved) - named)
                     if key not in _PER_INVOCATION | named and not _relocatable(key) and asked.get(key) != saved.get(key)]
-    origin = _read_record(run.recipe)
+    # a damaged record is a change too: what it held can no longer be compared
+    origin = record_or_none(run.recipe, changes, missing_is_a_problem=False) or {}
     recipe = Path(origin.get("file") or "")
     if origin.get("recipe") is not None and recipe.is_file():
         try:
@@ -118,7 +120,7 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str
         if now is None or edited:
             changes.append(f"its recipe {recipe} changed since the run started"
                            + (f" ({', '.join(edited[:5])}{' ...' if len(edited) > 5 else ''})" if edited else ""))
-    stored = _read_record(run.data_hashes)
+    stored = record_or_none(run.data_hashes, changes, missing_is_a_problem=False)
     if stored:
         reading = config_mod.load(run.config, moved)  # the files the resumed run will read
         try:
@@ -135,13 +137,6 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str
                 changes.append(f"{len(now) - len(then)} more training file(s) than the run started with")
     return changes
 
-
-def _read_record(path: Path) -> dict:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def find_resumable(cfg: Config, resume: str) -> RunFolder:
