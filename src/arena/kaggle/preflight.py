@@ -107,19 +107,27 @@ def format_preflight(pf: dict) -> str:
         lines.append(f"  tokens per second: {pf['throughput_method']}")
     lines += [f"  mean tokens per row: {pf['mean_tokens_per_row']}; {pf['hidden_test_rows']:,} hidden rows x "
               f"{pf['passes']} pass(es) = {pf['total_tokens']:,} tokens"]
-    if pf["projected_hours"] is None:
-        lines.append(f"  projected wall time: unknown; limit {pf['time_limit_hours']} h")
-        return "\n".join(lines)
-    lines.append(f"  projected wall time: {pf['projected_hours']:.2f} h = {pf['inference_hours']:.2f} h inference at "
-                 f"{pf['t4x2_tokens_per_s']:g} tokens/s + {pf['load_allowance_s'] / 3600:.2f} h allowance; "
-                 f"limit {pf['time_limit_hours']} h")
-    if pf.get("tta_share") is not None:
-        lines.append(f"  projected swap TTA share: {pf['tta_share']:.0%} of rows (the kernel runs the plain order for "
-                     f"every row, then the swapped order until its deadline)")
-    if pf["exceeds_limit"]:
-        lines.append(f"  WARNING: the projection EXCEEDS the {pf['time_limit_hours']} h limit: the kernel would time out. "
-                     f"Lower infer.max_length, turn off infer.tta, or use a faster model.")
+    known = pf["projected_hours"] is not None
+    breakdown = (f"{pf['inference_hours']:.2f} h inference at {pf['t4x2_tokens_per_s']:g} tokens/s + "
+                 f"{pf['load_allowance_s'] / 3600:.2f} h allowance") if known else ""
+    tta = [f"  projected swap TTA share: {pf['tta_share']:.0%} of rows (the kernel runs the plain order for every "
+           f"row, then the swapped order until its deadline)"] if known and pf.get("tta_share") is not None else []
+    lines += _wall_time_lines(pf, "  projected wall time", breakdown, "", tta, "the projection",
+                              "Lower infer.max_length, turn off infer.tta, or use a faster model.")
     return "\n".join(lines)
+
+
+def _wall_time_lines(pf: dict, label: str, breakdown: str, unknown_why: str, notes: list[str], subject: str,
+                     advice: str) -> list[str]:
+    """The projected wall time against the limit, `notes` under it, and the warning when it exceeds the limit."""
+    limit = f"limit {pf['time_limit_hours']} h"
+    if pf["projected_hours"] is None:
+        return [f"{label}: unknown{unknown_why}; {limit}"]
+    lines = [f"{label}: {pf['projected_hours']:.2f} h = {breakdown}; {limit}", *notes]
+    if pf["exceeds_limit"]:
+        lines.append(f"  WARNING: {subject} EXCEEDS the {pf['time_limit_hours']} h limit: the kernel would time out. "
+                     f"{advice}")
+    return lines
 
 
 # ---- ensembles: the members run one after another -------------------------------------------------
@@ -142,14 +150,8 @@ def format_ensemble(pf: dict) -> str:
     for index, member in enumerate(pf["members"]):
         lines.append(f"member {index} ({member['run']}):")
         lines += ["  " + line for line in format_preflight(member).splitlines()]
-    if pf["projected_hours"] is None:
-        lines.append(f"ensemble projected wall time: unknown (a member's throughput is unknown); "
-                     f"limit {pf['time_limit_hours']} h")
-        return "\n".join(lines)
-    parts = " + ".join(f"{m['projected_hours']:.2f}" for m in pf["members"])
-    lines.append(f"ensemble projected wall time: {pf['projected_hours']:.2f} h = {parts} h (members in turn); "
-                 f"limit {pf['time_limit_hours']} h")
-    if pf["exceeds_limit"]:
-        lines.append(f"  WARNING: the ensemble's projection EXCEEDS the {pf['time_limit_hours']} h limit: the kernel "
-                     f"would time out. Drop a member, turn off infer.tta, or lower infer.max_length.")
+    parts = " + ".join(f"{m['projected_hours']:.2f}" for m in pf["members"] if m["projected_hours"] is not None)
+    lines += _wall_time_lines(pf, "ensemble projected wall time", f"{parts} h (members in turn)",
+                              " (a member's throughput is unknown)", [], "the ensemble's projection",
+                              "Drop a member, turn off infer.tta, or lower infer.max_length.")
     return "\n".join(lines)
