@@ -179,15 +179,19 @@ def test_runs_saved_over_the_sequence_classification_class_still_load(tiny_model
         torch.testing.assert_close(new(**BATCH), old(**BATCH).logits, atol=1e-5, rtol=1e-5)
 
 
-def test_a_folders_tokenizer_is_loaded_once_until_its_files_change(tiny_model_dir, tmp_path):
+def test_a_tokenizer_is_loaded_once_for_the_content_of_its_files(tiny_model_dir, tmp_path):
     import shutil
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     first = model_mod.load_tokenizer(folder)
     assert model_mod.load_tokenizer(str(folder)) is first
     assert first.padding_side == "left" and first.pad_token_id is not None
-    (folder / "tokenizer_config.json").write_text((folder / "tokenizer_config.json").read_text() + "\n")
-    assert model_mod.load_tokenizer(folder) is not first
+    copy = shutil.copytree(folder, tmp_path / "a run's copy", ignore=shutil.ignore_patterns("*.safetensors"))
+    assert model_mod.load_tokenizer(copy) is first  # the same files elsewhere: a run's adapter, a bundle
+    config = folder / "tokenizer_config.json"
+    config.write_text(config.read_text().replace('"<pad>"', '"<unk>"', 1))
+    changed = model_mod.load_tokenizer(folder)
+    assert changed is not first and changed.pad_token != first.pad_token
 
 
 def test_head_is_scale_invariant_in_the_hidden_state():

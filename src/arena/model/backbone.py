@@ -3,7 +3,9 @@ placed per the runtime) and its meta-device skeleton (shapes only, for the plann
 
 from __future__ import annotations
 
+import collections
 import functools
+import re
 from pathlib import Path
 
 import torch
@@ -15,6 +17,7 @@ from arena.errors import UserError
 from arena.model.head import PreferenceHead, new_head
 from arena.model.quantize import quantization_config, use_one_4bit_kernel
 from arena.model.runtime import Runtime, attn_implementation, compute_dtype_problems, cuda_device_index
+from arena.writes import sha256_of
 
 
 class PreferenceModel(torch.nn.Module):
@@ -90,18 +93,36 @@ def left_pad(rows: list[list[int]], pad_token_id: int, length: int | None = None
     return ids, mask
 
 
+# The files a tokenizer is built from (the names transformers reads; config.json names the class where
+# tokenizer_config.json does not): folders holding the same ones give the same tokenizer.
+_TOKENIZER_FILE = re.compile(r".*token.*|.*vocab.*|merges\.txt|.*\.model|chat_template.*|config\.json")
+_TOKENIZERS: collections.OrderedDict = collections.OrderedDict()  # content of those files -> tokenizer, newest last
+
+
 def load_tokenizer(path: str | Path):
     """The tokenizer of a model or adapter folder, padding on the left (see left_pad). Loaded once per process for
-    the folder's files as they are now: a Gemma tokenizer.json is 33 MB of JSON (seconds to parse), and a
-    prediction reads the run's tokenizer three times (its check, the rows, the model). Callers only read it."""
+    the content of its files: a Gemma tokenizer.json is 33 MB of JSON (seconds to parse), a prediction reads the
+    run's tokenizer three times (its check, the rows, the model) and `arena merge` every run's copy of the same
+    one. Callers only read it."""
     folder = Path(path)
-    files = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())) \
-        if folder.is_dir() else ()
-    return _load_tokenizer(str(folder.resolve()) if folder.is_dir() else str(path), files)
+    if not folder.is_dir():
+        return _from_pretrained(path)  # transformers says what is wrong
+    key = tuple((p.name, _digest(p.resolve(), p.stat().st_size, p.stat().st_mtime_ns))
+                for p in sorted(folder.iterdir()) if p.is_file() and _TOKENIZER_FILE.fullmatch(p.name))
+    if key not in _TOKENIZERS:
+        _TOKENIZERS[key] = _from_pretrained(folder)
+        while len(_TOKENIZERS) > 4:
+            _TOKENIZERS.popitem(last=False)
+    _TOKENIZERS.move_to_end(key)
+    return _TOKENIZERS[key]
 
 
-@functools.lru_cache(maxsize=4)
-def _load_tokenizer(path: str, files: tuple):
+@functools.lru_cache(maxsize=64)
+def _digest(path: Path, size: int, mtime_ns: int) -> str:
+    return sha256_of(path)
+
+
+def _from_pretrained(path: str | Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
