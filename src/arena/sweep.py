@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 from arena import config as config_mod
-from arena import tracking
+from arena import tracking, train
 from arena.errors import UserError
 from arena.layout import CVFolder, RunFolder, Sweep
 from arena.records import record_or_none
+from arena.train import last_complete_checkpoint
 from arena.writes import write_text
 
 SWEEPS_DIR = "sweeps"  # under the runs folder; a sweep's plan is kept there, its runs beside the others
@@ -74,8 +75,6 @@ def _state(runs_dir: str, name: str, point: int, cv: bool) -> tuple[str, Path | 
                 return "done", path
             folders.append(path)
     if not cv:
-        from arena.train import last_complete_checkpoint
-
         for path in reversed(folders):
             if last_complete_checkpoint(RunFolder(path), quiet=True) is not None:
                 return "resume", path
@@ -85,8 +84,6 @@ def _state(runs_dir: str, name: str, point: int, cv: bool) -> tuple[str, Path | 
 def run_sweep(recipes: list[str | None], grid_items: list[str], overrides: list[str] = (), cv: int | None = None,
               only: list[int] | None = None, name: str | None = None) -> str:
     """Train every point not finished yet, then print the sweep's rows of the runs table, best first."""
-    from arena import train
-
     if only is not None and cv is None:
         raise UserError("--only selects folds of --cv K: give --cv too")
     grid = parse_grid(grid_items)

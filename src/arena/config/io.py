@@ -13,6 +13,7 @@ from arena.config.constraints import ConfigError, Origins, all_keys, build, did_
 from arena.config.relations import relations
 from arena.config.schema import Config
 from arena.layout import SOURCE_ROOT
+from arena.writes import write_text
 
 CONFIG_DIR = SOURCE_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -156,6 +157,4 @@ def load_runs(runs) -> tuple[list, list[str]]:
 
 def dump(cfg: Config, path: str | Path) -> None:
     """The config as YAML, written atomically; never over an existing file."""
-    from arena.writes import write_text
-
     write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from arena import data, model, planner, prompts
 from arena.budget.inference import projected_tta_share
 from arena.config import Config
 from arena.errors import UserError
@@ -35,8 +36,6 @@ def project_runtime(mean_tokens: float, rows: int, tta: bool, tokens_per_s: floa
 
 def _token_rows(test_csv: str | Path | None):
     """(rows, description) to measure token lengths on: --test-csv, data/test.csv, else a generated sample."""
-    from arena import data
-
     candidates = [Path(test_csv)] if test_csv else [Path("data/test.csv")]
     for path in candidates:
         if path.is_file():
@@ -57,8 +56,6 @@ def _token_rows(test_csv: str | Path | None):
 
 def preflight(run: RunFolder, cfg: Config, test_csv: str | Path | None = None) -> dict:
     """The Kaggle T4x2 projection for a trained run, with token lengths from the run's own tokenizer."""
-    from arena import model
-
     return project(cfg, model.load_tokenizer(run.adapter), "the run's tokenizer", test_csv)
 
 
@@ -66,8 +63,6 @@ def project(cfg: Config, tokenizer, tokenizer_note: str, test_csv: str | Path | 
             gpus: int = 2) -> dict:
     """Measure tokens per row with `tokenizer` and the config's prompt encoding, and project the wall time of
     the hidden test set on `gpus` x `gpu`."""
-    from arena import prompts
-
     df, measured_on = _token_rows(test_csv)
     ids = prompts.encode_frame(tokenizer, df, cfg.prompt, cfg.model.family, max_length=cfg.infer.max_length)
     mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)
@@ -87,8 +82,6 @@ def project(cfg: Config, tokenizer, tokenizer_note: str, test_csv: str | Path | 
 def tokens_per_s(cfg: Config, mean_tokens: float, gpu: str = "t4", gpus: int = 2) -> dict:
     """Inference throughput: infer.t4x2_tokens_per_s when set (measured on Kaggle's T4x2), else the planner's
     projection for the architecture."""
-    from arena import planner
-
     if cfg.infer.t4x2_tokens_per_s > 0 and (gpu, gpus) == ("t4", 2):
         return {"tokens_per_s": cfg.infer.t4x2_tokens_per_s,
                 "method": "infer.t4x2_tokens_per_s, as set in the config (a measured figure)"}

@@ -18,6 +18,7 @@ from arena.kaggle.credentials import require_credentials
 from arena.kaggle.push import _kernel_state
 from arena.kaggle.remote import fetch_kernel_output
 from arena.layout import RunFolder
+from arena.model import check_trained
 from arena.records import record_or_none
 from arena.writes import atomic_folder, write_text
 
@@ -33,8 +34,7 @@ def source(run_root: str | Path) -> dict | None:
 def run_problems(run: RunFolder) -> list[str]:
     """What keeps a pulled run from being used: its config, and either a whole adapter and metrics (finished) or
     a whole checkpoint to resume from (unfinished)."""
-    from arena.model import check_trained
-    from arena.train import last_complete_checkpoint
+    from arena.train import last_complete_checkpoint  # not at the top: `arena runs` reads source() without transformers
 
     problems = []
     try:
@@ -52,7 +52,7 @@ def run_problems(run: RunFolder) -> list[str]:
 
 
 def _incomplete_checkpoints(run: RunFolder) -> list[str]:
-    from arena.train import last_complete_checkpoint
+    from arena.train import last_complete_checkpoint  # see run_problems
 
     whole = last_complete_checkpoint(run, quiet=True)
     newest = int(whole.name.split("-")[1]) if whole else -1

@@ -11,10 +11,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from arena import budget, data
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
+from arena.kaggle import twin
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
+from arena.kaggle.pull import run_problems
+from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
 from arena.room import MIB
@@ -31,8 +35,6 @@ def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, lis
     it (the kernel installs those from the bundle). Returns its python, the image's site-packages and what is in
     them (checked again after the kernel ran: the kernel's install must leave the cached image alone). A bundle
     without a wheelhouse cannot run on Kaggle: it runs in the mirror of this machine's packages, said so."""
-    from arena.kaggle import twin
-
     if not twin.has_wheelhouse(wheelhouse):
         print(f"NOT the Kaggle twin: {wheelhouse} holds only the arena wheel (--no-wheels), which would not run on "
               f"Kaggle's image (its transformers {image_mod.preinstalled('transformers')}, peft "
@@ -45,8 +47,6 @@ def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, lis
 
 
 def _check_image_untouched(image: Path | None, before: list[str]) -> None:
-    from arena.kaggle import twin
-
     if image is not None and twin.fingerprint(image) != before:
         raise UserError(f"the kernel changed the cached Kaggle twin {image} (pip must install into the rehearsal's "
                         f"venv only): remove that folder, it is rebuilt at the next rehearsal")
@@ -140,9 +140,6 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
     check its submission (a training bundle: see run_local_training). `base_model`: the base model folder to
     mount, when the run's model.path has moved since training."""
-    from arena import data
-    from arena.kaggle.training import TrainingBundle
-
     if TrainingBundle(bundle_dir).is_training_bundle():
         return run_local_training(bundle_dir, input_dir, work_dir, previous_output)
     if previous_output is not None:
@@ -234,10 +231,6 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
     rehearsal's working folder) the previous version's output. Returns this version's working folder (its
     output), holding the run folder: finished, or stopped for time with a whole checkpoint."""
-    from arena import budget
-    from arena.kaggle.pull import run_problems
-    from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
-
     bundle = TrainingBundle(bundle_dir)
     cfg, meta = bundle_inputs(bundle)
     k = cfg.kaggle

@@ -10,7 +10,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from arena import budget
+from arena import budget, data, embedded, planner
 from arena import config as config_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
@@ -71,8 +71,7 @@ def check_inputs(cfg: Config) -> list[str]:
     """What can be checked here before anything is uploaded: the training rows and teachers (unless data.train is
     the competition's file, not downloaded here), and the base model's adapter targets and prompt budget (when
     its folder is here, or it is the embedded model)."""
-    from arena import data, embedded
-    from arena.train import check_base_model
+    from arena.train import check_base_model  # here, not at the top: arena.train loads transformers (seconds)
 
     problems = []
     if cfg.data.train == SAMPLE or Path(cfg.data.train).is_file():
@@ -146,8 +145,6 @@ def build(cfg: Config, out: Path, user: str, wheels: bool = True, resume: bool =
 
 def project(cfg: Config) -> dict:
     """The training projection on Kaggle's T4x2, printed before anything is pushed."""
-    from arena import planner
-
     tokenizer, note = planner.tokenizer_for(cfg)
     projection = training_time.project_training(cfg, tokenizer, note, "t4", 2)
     print(training_time.format_training(projection))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from arena import data, planner, prompts
+from arena import model as model_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
 
@@ -34,8 +36,6 @@ def flops_factor(cfg: Config, num_layers: int) -> tuple[float, str]:
 def _training_rows(cfg: Config, token_csv: str | Path | None = None):
     """(rows of data.train + data.extra, a sample of rows to measure tokens on, description). Where data.train is
     not on disk: the competition's row count, tokens measured on `token_csv` (else generated rows)."""
-    from arena import data
-
     if cfg.data.train != SAMPLE and not Path(cfg.data.train).is_file():
         missing = f"{COMPETITION_TRAIN_ROWS:,} rows (the competition's train.csv: {cfg.data.train} is not here)"
         if token_csv is not None:
@@ -57,9 +57,6 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
                      token_csv: str | Path | None = None) -> dict:
     """Hours per epoch (training steps + the evaluations during it) on `gpus` x `gpu`, and Kaggle sessions.
     `token_csv`: rows to measure tokens on when data.train is not on disk."""
-    from arena import model as model_mod
-    from arena import planner, prompts
-
     rows, sample, rows_note = _training_rows(cfg, token_csv)
     ids = prompts.encode_frame(tokenizer, sample, cfg.prompt, cfg.model.family, max_length=cfg.prompt.max_length)
     mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)

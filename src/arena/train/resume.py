@@ -14,6 +14,7 @@ from arena.config import SAMPLE, Config
 from arena.data.rows import sample_path
 from arena.errors import UserError
 from arena.layout import RunFolder, folders_of, new_folder
+from arena.model import tensor_shapes
 from arena.records import record_or_none
 from arena.writes import sha256_of, write_text
 
@@ -161,8 +162,6 @@ def last_complete_checkpoint(run: RunFolder, quiet: bool = False) -> Path | None
     """The run's newest checkpoint whose files are whole. The Trainer writes trainer_state.json last, so a run
     killed while saving leaves a checkpoint without it (or with part of it): such a checkpoint is renamed
     `incomplete-checkpoint-N` (kept, out of the Trainer's way) and the one before it is used."""
-    from arena.model import tensor_shapes
-
     checkpoints = [p for p in run.checkpoints.glob("checkpoint-*") if p.name.split("-", 1)[1].isdigit()]
     for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
         problems: list[str] = []

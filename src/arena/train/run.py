@@ -15,9 +15,11 @@ import pandas as pd
 import torch
 
 from arena import config as config_mod
-from arena import data, hardware, metrics, processes, prompts, reporting, room
+from arena import data, hardware, metrics, predict, processes, prompts, reporting, room
+from arena import model as model_mod
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
+from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.inference.tta import encode_view
 from arena.labels import TRUE_COLUMNS, swap_classes
@@ -110,9 +112,6 @@ def check_base_model(cfg: Config):
     format's scaffold plus min_tokens of each part. Returns the base model's tokenizer."""
     from transformers import AutoConfig
 
-    from arena import model as model_mod
-    from arena.embedded import resolve_model_path
-
     path = resolve_model_path(cfg.model.path)
     problems = model_mod.adapter_problems(cfg, path) + model_mod.compute_dtype_problems(cfg, AutoConfig.from_pretrained(path))
     tokenizer = model_mod.load_tokenizer(path)
@@ -126,8 +125,6 @@ def check_base_model(cfg: Config):
 
 def build(cfg: Config, split: Split) -> Built:
     """Base model + head (bias at the log class prior) + adapter; the head's feature scaler from training rows."""
-    from arena import model as model_mod
-
     tokenizer = check_base_model(cfg)
     scaler = data.fit_feature_scaler(split.train) if cfg.model.length_features else None
     model, tokenizer, rt = model_mod.build_for_training(
@@ -175,8 +172,6 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
 def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callbacks=()) -> PreferenceTrainer:
     """The encoded rows and the Trainer; with `model.head_init: prior` and length features, the head starts
     at a length-feature logistic regression fit on the training rows."""
-    from arena import model as model_mod
-
     train_rows = encode_rows(built.tokenizer, split.train, cfg, cfg.train.swap_augment, built.scaler, split.teachers)
     if built.scaler and cfg.model.head_init == "prior":
         model_mod.init_feature_head(built.model, *fit_length_head(train_rows.features, train_rows.labels, cfg.seed))
@@ -208,8 +203,6 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
     """The trained (best) model on the validation rows, plain and with swap TTA through the inference code;
     the plain order's logits are the best checkpoint's evaluation when the Trainer kept them. Writes
     val_predictions.csv (predictions beside the truth)."""
-    from arena import predict
-
     kept = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
     plain = kept.by_step.get(trainer.state.best_global_step) if kept else None
     val = predict.predict_frame(trainer.model, built.tokenizer, split.val, cfg, built.runtime, tta=True,
@@ -286,8 +279,6 @@ def free_memory() -> None:
 
 def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None) -> Path:
     """train()'s named steps, in a frame of their own: once it is gone, nothing but cycles holds the model."""
-    from arena import model as model_mod
-
     clock = WallClock(time.time())
     wall_hours = cfg.train.max_wall_hours  # this process's budget: the invocation's, never a resumed run's stored one
     cpu = model_mod.device_for(cfg) == "cpu"
@@ -328,8 +319,6 @@ def run_callbacks(clock: WallClock, guard: NonFiniteGuard, extra=()) -> list:
 def save_adapter(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> None:
     """The trained adapter and head into the run folder: the one place a run saves them. Under FSDP the weights
     are sharded: every process takes part in gathering the trainable ones, the main one writes."""
-    from arena import model as model_mod
-
     state_dict = trainable_state_dict(trainer.model) if built.runtime.sharded else None
     if trainer.is_world_process_zero():
         model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior),

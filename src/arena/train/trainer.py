@@ -14,7 +14,9 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from arena import metrics
 from arena.config import Config
+from arena.errors import UserError
 from arena.layout import RunFolder
+from arena.model import left_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
 from arena.writes import write_text
@@ -164,8 +166,6 @@ class LeftPadCollator:
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict:
-        from arena.model import left_pad
-
         input_ids, attention = left_pad([r["input_ids"] for r in rows], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention}
         for key in ("labels", "features", "teacher", "teacher_covered"):
@@ -262,8 +262,6 @@ class NonFiniteGuard(TrainerCallback):
 
     def raise_if_tripped(self, run_root) -> None:
         if self.tripped is not None:
-            from arena.errors import UserError
-
             raise UserError(f"{self.tripped}. A checkpoint was saved in {run_root}: set the fix in its config.yaml "
                             f"and continue with `arena train --resume {run_root}`, or train anew with the fix")
 
