@@ -28,6 +28,7 @@ def test_each_way_a_record_fails_is_named_with_its_file(tmp_path, content, why):
     with pytest.raises(RecordError) as caught:
         read_record(path, "the head")
     assert str(caught.value).startswith(f"{path}: {why}") and caught.value.missing == (content is None)
+    assert str(caught.value).endswith("; the file is damaged") == why.startswith("not valid JSON")
     problems = []
     assert record_or_none(path, problems, "the head") is None and problems == [str(caught.value)]
     problems = []

@@ -203,5 +203,5 @@ def test_runs_names_a_damaged_metrics_json_instead_of_calling_the_run_unfinished
     assert cli.main(["runs", "--runs-dir", str(work / "runs")]) == 0
     out, err = capsys.readouterr()
     assert "tiny-1" in out and "damaged" in out and "unfinished" not in out
-    assert f"warning: {run.metrics}: not valid JSON (JSONDecodeError" in err
+    assert f"warning: {run.metrics}: damaged, left out of the table (not valid JSON (JSONDecodeError" in err
     assert files_under(work) == before

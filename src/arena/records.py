@@ -13,8 +13,8 @@ from arena.errors import UserError
 class RecordError(UserError):
     """A record that is missing, unreadable, not JSON or not a JSON object: `path`, and `why` in words."""
 
-    def __init__(self, path: Path, why: str, missing: bool = False):
-        super().__init__(f"{path}: {why}")
+    def __init__(self, path: Path, why: str, missing: bool = False, damaged: bool = False):
+        super().__init__(f"{path}: {why}" + ("; the file is damaged" if damaged else ""))
         self.path, self.why, self.missing = path, why, missing
 
 
@@ -31,7 +31,7 @@ def read_record(path: str | Path, what: str = "", quote_errors: bool = True) -> 
         raise RecordError(path, f"not readable ({exc.strerror or type(exc).__name__})") from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         detail = f"{type(exc).__name__}: {exc}" if quote_errors else type(exc).__name__
-        raise RecordError(path, f"not valid JSON ({detail}); the file is damaged") from None
+        raise RecordError(path, f"not valid JSON ({detail})", damaged=True) from None
     if not isinstance(record, dict):
         raise RecordError(path, f"a JSON {type(record).__name__}, not an object" + (f" ({what})" if what else ""))
     return record

@@ -34,7 +34,7 @@ def _read_json(path: Path, damaged: list[str] | None = None) -> dict | None:
         return read_record(path)
     except RecordError as exc:
         if damaged is not None and not exc.missing:
-            damaged.append(f"{exc}: left out of the table; the run's other files are intact")
+            damaged.append(f"{path}: damaged, left out of the table ({exc.why}); the run's other files are intact")
         return None
 
 
