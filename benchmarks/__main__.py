@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", default=None,
                         help="work folder for the split, the run and results.json (default: a new bench/<stamp>/); "
                              "must not exist or be empty")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of the benchmarked model and its variants, as `arena train --set` "
+                             "(e.g. model.path=DIR: another base model); the report lists it")
     return parser
 
 
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     def bench():
         if out.suffix == ".json":
             raise UserError(f"--out {out}: the report is markdown; its results go beside it as {out.stem}.json")
-        results = measure.run(quick=args.quick, work=args.work, command=command_line(argv))
+        results = measure.run(quick=args.quick, work=args.work, command=command_line(argv), overrides=args.overrides)
         out.parent.mkdir(parents=True, exist_ok=True)
         kept = shutil.copyfile(results, out.with_suffix(".json"))
         report.render_file(kept, out)

@@ -3,6 +3,7 @@ the variants -> results.json."""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import time
@@ -172,23 +173,25 @@ def _json_default(o):
     return str(o)
 
 
-def run(quick: bool = False, work: str | Path | None = None, command: str = "python -m benchmarks") -> Path:
+def run(quick: bool = False, work: str | Path | None = None, command: str = "python -m benchmarks",
+        overrides: list[str] = ()) -> Path:
     """Measure everything and write <work>/results.json, all the report needs (the resolved config, the plan, the
     measured composition, the environment, every score and timing); returns its path. `quick` runs the same code
-    at tiny sizes (a smoke test; its numbers mean nothing)."""
+    at tiny sizes (a smoke test; its numbers mean nothing). `overrides`: `--set` values of the benchmarked model and
+    its variants, after the plan's own."""
     from arena import config, predict, train
     from arena import model as model_mod
 
+    seed = config.load(None, list(overrides)).seed  # a bad --set is refused before any work
     work = work_folder(work, quick)
     log = Progress()
     started, date, load_start = time.time(), datetime.now().isoformat(timespec="seconds"), environment.load_average()
-    base_cfg = config.load()
-    seed = base_cfg.seed
     gpu_cfg = config.load(config.CONFIG_DIR / GPU_RECIPE)
     log(f"{'quick ' if quick else ''}benchmark; work folder {work}")
 
     # ---- data --------------------------------------------------------------------------------------
     frames, plan, origin = load_sources(QUICK if quick else FULL, quick)
+    plan = dataclasses.replace(plan, overrides=[*plan.overrides, *overrides])
     split = build_split(frames, plan, seed)
     eval_sets = write_split(split, work)
     log(f"data: training file {len(split.train)} rows, held-out " + ", ".join(f"{k} {len(v)}" for k, v in
