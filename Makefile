@@ -18,7 +18,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup data sample train cv predict package submit bench test test-fast lint clean-venv
+.PHONY: setup data sample train cv predict package submit bench test-caches test test-fast lint clean-venv
 
 setup: $(VENV)/.installed
 
@@ -52,10 +52,14 @@ submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS
 bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~50 min on 2 cores)
 	$(BIN)/python -m benchmarks --out docs/benchmarks.md $(ARGS)
 
-test: setup
+# The suite's cache (the embedded model converted, the Kaggle twin): built once per machine, before pytest.
+test-caches: setup
+	$(BIN)/python -m tests.caches
+
+test: test-caches
 	$(BIN)/python -m pytest $(ARGS)
 
-test-fast: setup
+test-fast: test-caches
 	$(BIN)/python -m pytest -m "not e2e" $(ARGS)
 
 lint: setup
