@@ -1,5 +1,5 @@
 """README.md and docs/: README stays short, every relative link and #anchor resolves, and the house map names
-files that exist and every package under src/arena."""
+files that exist and every package under src/arena, whose modules import one way (no cycle)."""
 
 import re
 from pathlib import Path
@@ -109,3 +109,43 @@ def test_house_map_shows_every_package_under_src_arena():
     assert packages, "no package found under src/arena"
     missing = [p for p in packages if p not in mapped]
     assert not missing, f"README's house map leaves out packages: {missing}"
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each arena module -> the arena modules its top-level imports load (a package's __init__ counts as the
+    package; imports inside functions are left out: they run later)."""
+    import ast
+
+    src = REPO / "src"
+    modules = {".".join(p.relative_to(src).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (src / "arena").rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("arena"):
+                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("arena")}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycle_between_arena_modules():
+    """The house imports one way (data -> prompts -> model / train -> predict -> kaggle): no module's top-level
+    imports lead back to it."""
+    graph, state, cycles = _module_imports(), {}, []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = "open"
+        for dep in sorted(graph[module]):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert len(graph) > 50 and not cycles, cycles
