@@ -16,6 +16,7 @@ from arena.kaggle import push as push_mod
 from arena.labels import LABEL_COLUMNS
 from arena.layout import Bundle, RunFolder
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
+from tests.tiny import tiny_cfg
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 
@@ -391,14 +392,10 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
 
     train_csv = tmp_path / "train.csv"
     data.write_csv(data.generate_sample(60), train_csv)
-    cfg = config.from_dict({
-        "name": "kernel-e2e",
-        "model": {"path": str(tiny_model_dir), "family": "plain", "quantization": "none"},
-        "data": {"train": str(train_csv)},
-        "train": {"max_steps": 2, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
-        "prompt": {"max_length": 128}, "infer": {"max_length": 128},
-        "kaggle": {"base_model_source": "someone/tiny-gemma2/transformers/default/1"},  # no kernel path: found
-    })
+    cfg = tiny_cfg(tiny_model_dir, name="kernel-e2e", model={"quantization": "none"}, data={"train": str(train_csv)},
+                   train={"max_steps": 2, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
+                   prompt={"max_length": 128}, infer={"max_length": 128},
+                   kaggle={"base_model_source": "someone/tiny-gemma2/transformers/default/1"})  # no kernel path: found
     run = train.train(cfg)
     # A calibration far from the identity: the kernel must apply it, and only once.
     calibration = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))

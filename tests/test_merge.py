@@ -22,13 +22,6 @@ LOGIT_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def test_csv(tmp_path_factory):
-    path = tmp_path_factory.mktemp("merge-input") / "test.csv"
-    data.write_csv(data.generate_sample(12, seed=5), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def second_run(tiny_run, tmp_path_factory):
     """Another run of the tiny run's recipe, from another seed: a second 'fold model'."""
     cfg = config.load(RunFolder(tiny_run).config, ["seed=7", f"train.runs_dir={tmp_path_factory.mktemp('runs2')}",
@@ -151,7 +144,7 @@ def test_a_merged_folder_passes_the_kernel_rehearsal(merged, test_csv, tmp_path,
 
     test = tmp_path / "input" / "test.csv"
     test.parent.mkdir()
-    data.write_csv(data.load(test_csv).drop(columns=LABEL_COLUMNS), test)
+    shutil.copyfile(test_csv, test)
     out = bundle.package(merged["both"], tmp_path / "bundle", wheels=False, test_csv=test)
     submission = rehearsal.run_local(out, test.parent, work_dir=tmp_path / "work")
     frame = pd.read_csv(submission, dtype={"id": str})

@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from arena import config, data, embedded
+from arena import data, embedded
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import image, rehearsal, twin
 from arena.labels import LABEL_COLUMNS
+from tests.tiny import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the twin is built once per machine
@@ -76,14 +77,10 @@ def test_t4x2_kernel_rehearsal_in_the_kaggle_twin(tiny_model_dir, tmp_path, no_c
     shutil.copytree(tiny_model_dir, local)
     train_csv = tmp_path / "train.csv"
     data.write_csv(data.generate_sample(40), train_csv)
-    cfg = config.from_dict({
-        "name": "twin-e2e",
-        "model": {"path": str(local), "family": "plain", "quantization": "none"},
-        "data": {"train": str(train_csv)},
-        "train": {"max_steps": 1, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
-        "prompt": {"max_length": 128}, "infer": {"max_length": 128},
-        "kaggle": {"base_model_source": "someone/tiny-gemma2/transformers/default/1"},
-    })
+    cfg = tiny_cfg(local, name="twin-e2e", model={"quantization": "none"}, data={"train": str(train_csv)},
+                   train={"max_steps": 1, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
+                   prompt={"max_length": 128}, infer={"max_length": 128},
+                   kaggle={"base_model_source": "someone/tiny-gemma2/transformers/default/1"})
     run = train.train(cfg)
     test = data.generate_sample(12, seed=5).drop(columns=LABEL_COLUMNS)
     input_dir = tmp_path / "input"

@@ -90,10 +90,14 @@ def save_tiny_model(folder: Path, model_type: str = "gemma2", seed: int = 0, num
 
 
 def tiny_cfg(model_dir, **sections):
-    """The tests' config of the tiny model (plain format): `sections` over the schema's defaults."""
+    """The tests' config of the tiny model (plain format): `sections` (and top-level keys such as name) over the
+    schema's defaults."""
     data = {"model": {"path": str(model_dir), "family": "plain"}}
     for section, values in sections.items():
-        data.setdefault(section, {}).update(values)
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
     return config.from_dict(data)
 
 
