@@ -43,16 +43,15 @@ def check_trained(run: RunFolder) -> list[str]:
         if head is not None and adapter_config is not None and shapes is not None and not problems:
             problems += [f"{weights}: {p}" for p in _weight_problems(adapter_config, head, shapes)]
     tokenizer_file = run.adapter / "tokenizer.json"
-    failure = None
+    if not tokenizer_file.is_file():
+        record_or_none(tokenizer_file, problems, "the tokenizer")  # names it missing
+        return problems
     try:
-        if tokenizer_file.is_file():
-            load_tokenizer(run.adapter)  # the tokenizer a prediction then uses (loaded once per process)
+        load_tokenizer(run.adapter)  # the tokenizer a prediction then uses (loaded once per process)
     except Exception as exc:  # noqa: BLE001 - any failure here means the kernel could not tokenise
-        failure = exc
-    # tokenizer.json is read on its own only when the tokenizer did not load: the reason, named by the file
-    if (failure is not None or not tokenizer_file.is_file()) and \
-            record_or_none(tokenizer_file, problems, "the tokenizer") is not None:
-        problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(failure).__name__}: {failure})")
+        # tokenizer.json is parsed on its own only now: damaged JSON is named as such, else the load's own error
+        if record_or_none(tokenizer_file, problems, "the tokenizer") is not None:
+            problems.append(f"{tokenizer_file}: the tokenizer does not load ({type(exc).__name__}: {exc})")
     return problems
 
 

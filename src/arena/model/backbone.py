@@ -107,8 +107,8 @@ def load_tokenizer(path: str | Path):
     folder = Path(path)
     if not folder.is_dir():
         return _from_pretrained(path)  # transformers says what is wrong
-    key = tuple((p.name, _digest(p.resolve(), p.stat().st_size, p.stat().st_mtime_ns))
-                for p in sorted(folder.iterdir()) if p.is_file() and _TOKENIZER_FILE.fullmatch(p.name))
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and _TOKENIZER_FILE.fullmatch(p.name)]
+    key = tuple((p.name, _digest(p.resolve(), (stat := p.stat()).st_size, stat.st_mtime_ns)) for p in files)
     if key not in _TOKENIZERS:
         _TOKENIZERS[key] = _from_pretrained(folder)
         while len(_TOKENIZERS) > 4:
