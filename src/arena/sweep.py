@@ -14,7 +14,6 @@ from arena import tracking, train
 from arena.errors import UserError
 from arena.layout import CVFolder, RunFolder, Sweep
 from arena.records import record_or_none
-from arena.train import last_complete_checkpoint
 from arena.writes import write_text
 
 SWEEPS_DIR = "sweeps"  # under the runs folder; a sweep's plan is kept there, its runs beside the others
@@ -76,7 +75,7 @@ def _state(runs_dir: str, name: str, point: int, cv: bool) -> tuple[str, Path | 
             folders.append(path)
     if not cv:
         for path in reversed(folders):
-            if last_complete_checkpoint(RunFolder(path), quiet=True) is not None:
+            if train.last_complete_checkpoint(RunFolder(path), quiet=True) is not None:
                 return "resume", path
     return "new", None
 
