@@ -57,11 +57,16 @@ def gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in probe.stdout.splitlines()) if probe.returncode == 0 else 0
 
 
+def finished(run_dir: Path) -> bool:
+    """The adapter and metrics.json, the finish's last write: an adapter alone is a finish cut short."""
+    return (run_dir / "adapter").is_dir() and (run_dir / "metrics.json").is_file()
+
+
 def previous_run() -> Path | None:
     """The unfinished run folder in an attached previous version's output (runs/<run>/ with checkpoints)."""
     roots = [p for p in INPUT.glob(f"**/{TRAIN_KERNEL}") if p.is_dir()]
     runs = [r for root in roots for r in sorted((root / "runs").glob("*")) if (r / "config.yaml").is_file()]
-    unfinished = [r for r in runs if not (r / "adapter").exists() and (r / "checkpoints").is_dir()]
+    unfinished = [r for r in runs if not finished(r) and (r / "checkpoints").is_dir()]
     if len(runs) > len(unfinished):
         print(f"kernel: the attached output holds a finished run ({[r.name for r in runs if r not in unfinished]}): "
               f"nothing to resume", flush=True)
@@ -115,9 +120,9 @@ def main() -> None:
     runs = sorted(p for p in RUNS.glob("*") if (p / "config.yaml").is_file()) if RUNS.is_dir() else []
     if len(runs) != 1:
         fail(f"arena train exited {code} and left {len(runs)} run folders in {RUNS}")
-    finished = (runs[0] / "adapter").is_dir() and code == 0
-    stopped = stops_for_time(runs[0]) > stops_before and not (runs[0] / "adapter").exists()
-    if finished:
+    done = finished(runs[0]) and code == 0
+    stopped = stops_for_time(runs[0]) > stops_before and not finished(runs[0])
+    if done:
         print(f"kernel: training finished: {runs[0]}; pull it with `arena kaggle pull`", flush=True)
     elif stopped and code in (BUDGET_EXIT, 1):  # under accelerate launch the launcher exits 1 for any rank's 75
         print(f"kernel: stopped for time (see {runs[0] / BUDGET_RECORD}); push the next version with "

@@ -1,6 +1,7 @@
-"""The wall-clock budget: the projection stops after the last step that leaves time to save; a stop saves a whole
-checkpoint, records itself and exits 75; --resume then ends exactly as an uninterrupted run; under accelerate every
-rank stops at the main process's step."""
+"""The wall-clock budget: the projection stops after the last step that leaves time to save (the last step's
+evaluation counted), or after the last step when its finish does not fit; a stop saves a whole checkpoint, records
+itself and exits 75; --resume then ends exactly as an uninterrupted run; under accelerate every rank stops at the
+main process's step."""
 
 import json
 from pathlib import Path
@@ -69,6 +70,35 @@ def test_a_due_evaluation_and_the_unmeasured_save_are_projected(tmp_path, monkey
     assert wall.eval_seconds == 100
     clock[0] = 180
     assert wall.on_step_end(args, _state(3, eval_steps=2), _control()).should_training_stop
+
+
+def test_the_last_steps_evaluation_is_projected_whatever_eval_steps_says(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "now", lambda: 10.0)
+    wall = WallBudget(1000, tmp_path, started=0.0)
+    wall.steps, wall.eval_seconds, wall.save_seconds = [10.0], 50.0, 5.0
+    # step 5 of 5 is evaluated although 5 % 3 != 0 (the Trainer evaluates the last step): 10 + 10 + 50 + 5
+    assert wall.projection(_state(4, max_steps=5, eval_steps=3), False, False)["projected_seconds"] == 75
+    assert wall.projection(_state(3, max_steps=6, eval_steps=3), False, False)["projected_seconds"] == 25
+
+
+@pytest.mark.parametrize("spread, stops", [(1, False), (2, True)])
+def test_after_the_last_steps_save_a_finish_that_does_not_fit_stops_the_run(tmp_path, monkeypatch, spread, stops):
+    monkeypatch.setattr(budget, "now", lambda: 900.0)
+    args = SimpleNamespace(world_size=1, output_dir=str(tmp_path / "checkpoints"))
+    wall = WallBudget(1000, tmp_path, started=0.0, finish_passes=lambda state: 1, finish_spread=spread)
+    wall.steps, wall.eval_seconds, wall.save_seconds, wall.mark = [10.0], 80.0, 5.0, 895.0
+    # the last step's save ends at 900 s; the finish: one pass at the evaluation's 80 s (x 2 when every process runs
+    # every row, under FSDP) and two saves: 900 + 90 = 990 s fits the 1000 s, 900 + 170 = 1070 s does not
+    if not stops:
+        assert wall.on_save(args, _state(5, max_steps=5), _control()) is None
+        assert budget.recorded_stops(tmp_path) == []
+        return
+    with pytest.raises(budget.BudgetStop, match="training is done, but its finish .* would pass it") as stop:
+        wall.on_save(args, _state(5, max_steps=5), _control())
+    assert stop.value.step == 5
+    (record,) = budget.recorded_stops(tmp_path)
+    assert record["step"] == record["max_steps"] == 5 and record["finish_seconds"] == 170
+    assert record["projected_seconds"] == 1070 and record["checkpoint"] == "checkpoints/checkpoint-5"
 
 
 def test_no_stop_on_the_last_step_and_none_without_a_budget(tmp_path, monkeypatch):

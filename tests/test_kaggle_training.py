@@ -3,6 +3,7 @@ run (checked, atomic, listed by `arena runs` with its kernel), the session proje
 rehearsal (a stop for time, then the next version resumes) whose pulled run packages and passes its inference
 rehearsal."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -134,11 +135,12 @@ def test_the_dry_run_prints_every_command_and_runs_none(tiny_model_dir, tmp_path
     assert "no Kaggle credentials" in capsys.readouterr().err
 
 
-def _output(tmp_path, tiny_run, finished: bool) -> Path:
-    """A training kernel's output as `kaggle kernels output` downloads it: runs/<run>/ and the kernel's log."""
+def _output(tmp_path, tiny_run, finished: bool, left_out=("adapter", "metrics.json")) -> Path:
+    """A training kernel's output as `kaggle kernels output` downloads it: runs/<run>/ and the kernel's log; an
+    unfinished run without `left_out`."""
     output = tmp_path / "output"
     run = output / "runs" / Path(tiny_run).name
-    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(*([] if finished else ["adapter", "metrics.json"])))
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(*([] if finished else left_out)))
     (output / "arena-train.log").write_text("log")
     return output
 
@@ -166,6 +168,29 @@ def test_pull_brings_an_unfinished_run_back_resumable(tiny_run, tmp_path, capsys
 
     assert train.last_complete_checkpoint(RunFolder(dest), quiet=True).name == "checkpoint-3"
     assert tracking.table(tracking.collect(tmp_path / "runs")).iloc[0]["kaggle"] == "me/arena-train vlatest"
+
+
+def test_a_finish_cut_short_is_pulled_unfinished_and_the_training_kernel_resumes_it(tiny_model_dir, tiny_run,
+                                                                                     tmp_path, monkeypatch, capsys):
+    """The session ended after the adapter was saved, before metrics.json: not a finished run anywhere."""
+    output = _output(tmp_path, tiny_run, False, left_out=["metrics.json"])
+    dest = pull.import_output(output, "me/arena-train", 2, tmp_path / "runs")
+    assert "pulled an unfinished run (its finish was cut short" in capsys.readouterr().out
+    assert RunFolder(dest).adapter.is_dir() and not RunFolder(dest).is_finished()
+    assert tracking.table(tracking.collect(tmp_path / "runs")).iloc[0]["kind"] == "unfinished"
+    # the next kernel version, as `arena kaggle train --resume` renders it, resumes the run from that output
+    train_csv, _, _ = _files(tmp_path)
+    built = training.build(_cfg(tiny_model_dir, train_csv), tmp_path / "bundle", "me", wheels=False, resume=True)
+    monkeypatch.setenv("ARENA_KAGGLE_ROOT", str(tmp_path / "kaggle"))
+    spec = importlib.util.spec_from_file_location("rendered_train_kernel", built.kernel_script)
+    kernel = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel)
+    previous = tmp_path / "kaggle" / "input" / kernel.TRAIN_KERNEL
+    shutil.copytree(output, previous)
+    run = previous / "runs" / Path(tiny_run).name
+    assert not kernel.finished(run) and kernel.previous_run() == run
+    shutil.copy(Path(tiny_run) / "metrics.json", run)
+    assert kernel.finished(run) and kernel.previous_run() is None
 
 
 def test_pull_names_damaged_or_partial_output_and_writes_nothing(tiny_run, tmp_path):

@@ -253,23 +253,33 @@ def test_one_process_seeing_two_gpus_trains_on_one_with_the_configured_batch(t4,
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-@pytest.mark.parametrize("sharded", [True, False])
-def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(monkeypatch, sharded):
+def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(monkeypatch, tmp_path):
+    """A rank other than the main one, under FSDP: it takes part in gathering the adapter and predicts every row (each
+    forward needs every rank), and writes nothing. (Under DDP each rank predicts its share: test_finish.py.)"""
     import torch.distributed._state_dict_utils as state_dict_utils
     import torch.distributed.checkpoint.state_dict as dcp_state_dict
 
+    from arena import predict
+
     calls = []
-    trainer = types.SimpleNamespace(is_world_process_zero=lambda: False, model="fsdp-model")
+    val = data.generate_sample(6, seed=1)
+    trainer = types.SimpleNamespace(is_world_process_zero=lambda: False, model="fsdp-model",
+                                    callback_handler=types.SimpleNamespace(callbacks=[]), eval_dataset=None)
     monkeypatch.setattr(dcp_state_dict, "get_model_state_dict", lambda m, options: calls.append("shards") or {"w": 1})
     monkeypatch.setattr(state_dict_utils, "_gather_state_dict", lambda sd, **k: calls.append("gather") or sd)
     built = train.Built(model=None, tokenizer=None, scaler=None,
-                        runtime=model_mod.Runtime("cuda", torch.bfloat16, True, sharded=sharded))
+                        runtime=model_mod.Runtime("cuda", torch.bfloat16, True, sharded=True))
+    split = train.Split(train=val, val=val, prior=np.full(3, 1 / 3), prior_log_loss=1.0)
     monkeypatch.setattr(model_mod, "save_trained", lambda *a, **k: calls.append("write adapter"))
-    monkeypatch.setattr(train.run, "evaluate", lambda *a, write: calls.append(f"evaluate write={write}") or {})
-    monkeypatch.setattr(train.run, "write_summary", lambda *a: calls.append("summary"))
-    summary = train.finish(None, None, built, None, trainer, None, None)
-    assert summary is None
-    assert calls == (["shards", "gather", "evaluate write=False"] if sharded else [])
+    monkeypatch.setattr(train.finish, "shard_folder", lambda cfg, run: tmp_path / "shards")
+    monkeypatch.setattr(predict, "predict_frame", lambda m, t, df, *a, **k: calls.append(f"predict {len(df)}") or {
+        "probs_plain": np.full((len(df), 3), 1 / 3), "probs": np.full((len(df), 3), 1 / 3)})
+    monkeypatch.setattr(train.finish, "write_summary", lambda *a: calls.append("summary"))
+    cfg = tiny_cfg("unused", model={"device": "cpu"})
+    run = RunFolder(tmp_path / "run")
+    assert train.finish.finish(cfg, run, built, split, trainer, None, None) is None
+    assert calls == ["shards", "gather", "predict 6"]
+    assert not run.root.exists()  # neither the adapter nor the validation predictions are written here
 
 
 def test_a_non_finite_loss_stops_training_with_the_cause_and_a_resumable_checkpoint(tiny_model_dir, tmp_path,

@@ -98,6 +98,11 @@ class RunFolder(_Layout):
     def is_trained(self) -> bool:
         return self.config.is_file() and self.adapter.is_dir()
 
+    def is_finished(self) -> bool:
+        """Training and its finish both done: metrics.json is the finish's last write (an adapter without it is a
+        finish cut short, resumable)."""
+        return self.adapter.is_dir() and self.metrics.is_file()
+
     def is_merged(self) -> bool:
         return self.merged_model_config.is_file()
 

@@ -33,7 +33,7 @@ def source(run_root: str | Path) -> dict | None:
 
 def run_problems(run: RunFolder) -> list[str]:
     """What keeps a pulled run from being used: its config, and either a whole adapter and metrics (finished) or
-    a whole checkpoint to resume from (unfinished)."""
+    a whole checkpoint to resume from (unfinished; an adapter without metrics.json is a finish cut short)."""
     from arena.train import last_complete_checkpoint  # not at the top: `arena runs` reads source() without transformers
 
     problems = []
@@ -41,10 +41,8 @@ def run_problems(run: RunFolder) -> list[str]:
         config_mod.load(run.config)
     except UserError as exc:
         problems += exc.problems
-    if run.adapter.exists():
+    if run.is_finished():
         problems += check_trained(run)
-        if not run.metrics.is_file():
-            problems.append(f"{run.metrics}: missing: the kernel ended before the run wrote its summary")
     elif last_complete_checkpoint(run, quiet=True) is None:
         problems.append(f"{run.root}: unfinished and without a whole checkpoint (partial output: the kernel ended "
                         f"before its first complete save)")
@@ -86,11 +84,12 @@ def import_output(output: Path, kernel: str, version: int | None, runs_dir: str 
     pulled = RunFolder(dest)
     for name in _incomplete_checkpoints(pulled):
         print(f"note: {name} is incomplete (the kernel was stopped while saving it); --resume sets it aside")
-    if pulled.adapter.exists():
+    if pulled.is_finished():
         print(f"pulled a finished run: {dest}\n  next: arena package --run {dest}")
     else:
         stops = budget.recorded_stops(dest)
-        where = (f"stopped for time after step {stops[-1]['step']} of {stops[-1]['max_steps']}" if stops
+        where = ("its finish was cut short (an adapter, no metrics.json)" if pulled.adapter.exists()
+                 else f"stopped for time after step {stops[-1]['step']} of {stops[-1]['max_steps']}" if stops
                  else "unfinished")
         print(f"pulled an unfinished run ({where}): {dest}\n  continue on Kaggle: arena kaggle train --resume "
               f"(attaches the kernel's output)")

@@ -1,9 +1,11 @@
 """Training on the HF Trainer, by concern: trainer.py (the PreferenceTrainer, its losses, sampler, collator and
-callbacks), run.py (`train()` and its named steps), resume.py (run folders, checkpoints), cv.py (K-fold CV).
-`from arena import train; train.train(cfg)` and every name below keep working from `arena.train`."""
+callbacks), run.py (`train()` and its named steps), finish.py (after the last step: save, evaluate, summarise),
+resume.py (run folders, checkpoints), cv.py (K-fold CV). `from arena import train; train.train(cfg)` and every name
+below keep working from `arena.train` (`train.finish` is the module; its `finish()` is train.finish.finish)."""
 
 from arena.errors import UserError
 from arena.train.cv import cross_validate
+from arena.train.finish import evaluate, plot_curves, save_adapter, write_summary
 from arena.train.resume import Resume, find_resumable, last_complete_checkpoint, open_run_folder, resume_point
 from arena.train.run import (
     Built,
@@ -12,17 +14,12 @@ from arena.train.run import (
     check_base_model,
     check_setup,
     encode_rows,
-    evaluate,
-    finish,
     fit,
     fit_length_head,
     make_trainer,
-    plot_curves,
     prepare_data,
     run_callbacks,
-    save_adapter,
     train,
-    write_summary,
 )
 from arena.train.trainer import (
     EncodedRows,
@@ -41,6 +38,6 @@ from arena.train.trainer import (
 __all__ = ["Built", "EncodedRows", "EvalLogits", "LeftPadCollator", "NonFiniteGuard", "PairedSwapSampler",
            "PreferenceTrainer", "PreferenceTrainingArguments", "Resume", "Split", "UserError", "WallClock", "build",
            "check_base_model", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
-           "evaluate", "find_resumable", "finish", "fit", "fit_length_head", "last_complete_checkpoint",
+           "evaluate", "find_resumable", "fit", "fit_length_head", "last_complete_checkpoint",
            "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",
            "save_adapter", "soft_cross_entropy", "train", "training_arguments", "write_summary"]

@@ -45,8 +45,8 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origi
             if main and resume is None and not rows:  # refused before any fold finished: no CV folder is left
                 shutil.rmtree(cv.root, ignore_errors=True)
             raise
-        # The main process finishes a fold alone (with DDP it evaluates alone): the others start the next fold once
-        # it has written the fold's summary, so the next fold's first collective does not wait out its evaluation.
+        # The main process ends a fold alone (it merges the processes' validation shares and writes): the others
+        # start the next fold once it has written the fold's summary, so no collective waits out that work.
         processes.wait_for_main(run.metrics, cpu)
         if not main:
             continue
@@ -119,7 +119,7 @@ def train_fold(fold_cfg: Config, cv: CVFolder, fold: int, origin: dict | None) -
     """The fold's run: kept when it finished, resumed when it stopped with a checkpoint, else trained anew."""
     runs = sorted((RunFolder(p) for p in cv.root.glob(f"fold{fold}-*") if (p / "config.yaml").is_file()),
                   key=lambda r: r.root.name)
-    finished = [r for r in runs if r.adapter.is_dir() and r.metrics.is_file()]
+    finished = [r for r in runs if r.is_finished()]
     if finished:
         print(f"fold {fold}: finished before, kept ({finished[-1].root})")
         return finished[-1]

@@ -4,6 +4,7 @@ complete checkpoint."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from arena.model import tensor_shapes
 from arena.records import record_or_none
 from arena.writes import sha256_of, write_text
 
+CUT_FINISH = "incomplete-finish"  # in a run folder: what a finish cut short left, set aside by a resume
 # Keys a resumed run may differ in: its name and folder, and the invocation's own wall budget.
 _PER_INVOCATION = {"name", "train.runs_dir", "train.max_wall_hours"}
 # Where the base model and the data are now, and the Kaggle settings: not what the run trains. A resume takes the
@@ -89,7 +91,23 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     for change in changes:
         print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
+    set_aside_cut_finish(run)
     return str(run.root), None if checkpoint is None else str(checkpoint), moved
+
+
+def set_aside_cut_finish(run: RunFolder) -> None:
+    """What a finish cut short left (an adapter, validation predictions, a loss curve, but no metrics.json) moved
+    into CUT_FINISH (replacing an earlier one): the resumed run's finish writes them anew."""
+    left = [path for path in (run.adapter, run.val_predictions, run.loss_curve) if path.exists()]
+    if not left:
+        return
+    aside = run.root / CUT_FINISH
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for path in left:
+        path.rename(aside / path.name)
+    print(f"note: {run.root} has no {run.metrics.name}: its finish was cut short; what it left "
+          f"({', '.join(path.name for path in left)}) is moved aside to {CUT_FINISH}/", file=sys.stderr)
 
 
 def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str]) -> list[str]:
@@ -142,16 +160,18 @@ def resume_changes(cfg: Config, run: RunFolder, request: Resume, moved: list[str
 
 def find_resumable(cfg: Config, resume: str) -> RunFolder:
     """--resume: the given run folder, or ("latest") the newest unfinished run with a checkpoint whose name is
-    exactly this config's (`exp` never resumes `exp-big-...`)."""
+    exactly this config's (`exp` never resumes `exp-big-...`). Unfinished: no metrics.json, the finish's last
+    write (an adapter without it is a finish cut short)."""
     if resume != "latest":
         run = RunFolder(resume)
         if not run.config.is_file():
             raise UserError(f"--resume {resume}: not a run folder (no {run.config.name})")
-        if run.adapter.exists():
-            raise UserError(f"--resume {resume}: this run finished (it has {run.adapter.name}/); train a new one")
+        if run.is_finished():
+            raise UserError(f"--resume {resume}: this run finished (it has {run.adapter.name}/ and "
+                            f"{run.metrics.name}); train a new one")
         return run
     runs = [RunFolder(p) for p in folders_of(cfg.train.runs_dir, cfg.name)]
-    unfinished = [(checkpoint.stat().st_mtime, r) for r in runs if not r.adapter.exists()
+    unfinished = [(checkpoint.stat().st_mtime, r) for r in runs if not r.is_finished()
                   and (checkpoint := last_complete_checkpoint(r, quiet=True))]
     if not unfinished:
         raise UserError(f"--resume latest: no unfinished run of '{cfg.name}' with a checkpoint under {cfg.train.runs_dir}")

@@ -1,5 +1,5 @@
-"""`train()`: the named steps of one run, writing one never-overwritten run folder: prepare data, build, fit,
-evaluate, write the summary."""
+"""`train()`: the named steps of one run, writing one never-overwritten run folder: prepare data, build, fit, and
+the finish (finish.py: save, evaluate, write the summary)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import pandas as pd
 import torch
 
 from arena import config as config_mod
-from arena import data, hardware, metrics, predict, processes, prompts, reporting, room
+from arena import data, hardware, metrics, processes, prompts, reporting, room
 from arena import model as model_mod
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.inference.tta import encode_view
-from arena.labels import TRUE_COLUMNS, swap_classes
+from arena.labels import swap_classes
 from arena.layout import RunFolder
+from arena.train.finish import finish
 from arena.train.resume import open_run_folder, resume_point
 from arena.train.trainer import (
     EncodedRows,
@@ -34,7 +35,7 @@ from arena.train.trainer import (
     WallClock,
     training_arguments,
 )
-from arena.writes import atomic_file, output_problems, write_text
+from arena.writes import output_problems
 
 
 @dataclass
@@ -178,7 +179,7 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     # Evaluation order does not change the metric: sorted by length, eval batches carry little padding.
     val_rows = encode_rows(built.tokenizer, split.val, cfg, swap_augment="none", scaler=built.scaler)
     order = np.argsort([len(x) for x in val_rows.input_ids], kind="stable")
-    eval_logits = EvalLogits(order)
+    eval_logits = EvalLogits(order, split.val["id"].to_numpy())
     trainer = PreferenceTrainer(
         model=built.model,
         args=training_arguments(cfg, run, built.runtime),
@@ -193,69 +194,37 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
 
 
 def fit(trainer: PreferenceTrainer, checkpoint: str | None):
-    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end."""
+    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end. From a checkpoint of the
+    run's last step (a run stopped for time or killed after it, in its finish) nothing is left to train."""
+    if checkpoint is not None and trained_to_the_end(checkpoint):
+        return restore_the_end(trainer, checkpoint)
     with room.disk_full_is_an_error(trainer.args.output_dir, "a checkpoint", "free some room, then `arena train --resume`"):
         return trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer,
-             write: bool = True) -> dict:
-    """The trained (best) model on the validation rows, plain and with swap TTA through the inference code;
-    the plain order's logits are the best checkpoint's evaluation when the Trainer kept them. Writes
-    val_predictions.csv (predictions beside the truth)."""
-    kept = next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
-    plain = kept.by_step.get(trainer.state.best_global_step) if kept else None
-    val = predict.predict_frame(trainer.model, built.tokenizer, split.val, cfg, built.runtime, tta=True,
-                                max_length=cfg.prompt.max_length, feature_scaler=built.scaler, plain_logits=plain)
-    frame = predict.prediction_frame(split.val["id"], val["probs"])
-    frame[TRUE_COLUMNS] = data.label_matrix(split.val)
-    frame["fold"] = cfg.data.fold
-    if write:
-        with atomic_file(run.val_predictions) as tmp:
-            frame.to_csv(tmp, index=False)
-    truth = data.label_matrix(split.val)
-    return {
-        "val_log_loss": metrics.log_loss(truth, val["probs_plain"]),
-        "val_accuracy": metrics.accuracy(truth, val["probs_plain"]),
-        "val_log_loss_tta": metrics.log_loss(truth, val["probs"]),
-        "val_accuracy_tta": metrics.accuracy(truth, val["probs"]),
-    }
+def trained_to_the_end(checkpoint: str | Path) -> bool:
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    return state["global_step"] >= state["max_steps"] > 0
 
 
-def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
-                  scores: dict, clock: WallClock) -> dict:
-    """metrics.json and loss_curve.png; wall times count the processes before a resume too."""
-    args, state = trainer.args, trainer.state
-    summary = {
-        "run_dir": str(run.root),
-        "fold": cfg.data.fold,
-        "train_rows": len(split.train),
-        "val_rows": len(split.val),
-        "uniform_log_loss": math.log(3),
-        "prior_log_loss": split.prior_log_loss,
-        **scores,
-        "best_eval_log_loss": state.best_metric,
-        "best_checkpoint": state.best_model_checkpoint,
-        "global_step": state.global_step,
-        "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
-        "per_device_batch_size": args.per_device_train_batch_size,
-        "grad_accum": args.gradient_accumulation_steps,
-        "world_size": args.world_size,
-        "swap_augment": cfg.train.swap_augment,
-        "distillation": None if split.teachers is None else {
-            "teachers": split.teachers.paths, "weight": cfg.train.distill_weight,
-            "temperature": cfg.train.distill_temperature, **split.teachers.coverage(split.train["id"])},
-        "train_wall_seconds": round(clock.before + result.metrics.get("train_runtime", clock.seconds()), 2),
-        "total_wall_seconds": round(clock.seconds(), 2),
-        "wall_seconds_before_resume": round(clock.before, 2),
-        "train_examples_per_second": result.metrics.get("train_samples_per_second"),
-        "device": built.runtime.device,
-        "compute_dtype": str(built.runtime.dtype).removeprefix("torch."),
-        "history": list(state.log_history),
-    }
-    write_text(run.metrics, json.dumps(summary, indent=2, default=float))
-    plot_curves(summary["history"], run.loss_curve, split.prior_log_loss)
-    return summary
+def restore_the_end(trainer: PreferenceTrainer, checkpoint: str | Path):
+    """The Trainer as training leaves it after the last step, from that step's checkpoint: its state, and the best
+    checkpoint's weights in the model (as load_best_model_at_end loads them). trainer.train() resumed there would
+    train a step past the end whenever the last step is not an epoch's last: it skips the epoch's trained batches
+    and steps again before it checks max_steps."""
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint  # where it was saved: the run folder may have moved since
+    best = Path(checkpoint).with_name(Path(best).name) if best else None
+    weights = str(best) if best is not None and best.is_dir() else str(checkpoint)
+    trainer.state.best_model_checkpoint = weights
+    model = trainer.model
+    model.load_adapter(weights, model.active_adapter, torch_device=str(trainer.args.device))
+    print(f"{Path(checkpoint).name} is the run's last step ({trainer.state.global_step}): nothing is left to train; "
+          f"the finish runs with the weights of {Path(weights).name}")
+    return TrainOutput(trainer.state.global_step, 0.0, {"train_runtime": 0.0})
 
 
 def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | None = None) -> Path:
@@ -298,7 +267,8 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
           f"{str(built.runtime.dtype).removeprefix('torch.')})")
     guard = NonFiniteGuard(cfg.train.nan_patience, str(built.runtime.dtype).removeprefix("torch."))
     trainer = make_trainer(cfg, run, built, split, run_callbacks(clock, guard, callbacks))
-    attach_budget(trainer, run.root, wall_hours, clock.started)  # a stop for time raises budget.BudgetStop
+    # a stop for time raises budget.BudgetStop
+    attach_budget(trainer, run.root, wall_hours, clock.started, built.runtime.sharded, EvalLogits.of(trainer))
     with reporting.environment(cfg, run):
         result = fit(trainer, checkpoint)
     guard.raise_if_tripped(run.root)
@@ -314,61 +284,3 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
 def run_callbacks(clock: WallClock, guard: NonFiniteGuard, extra=()) -> list:
     """Every TrainerCallback a run attaches besides the evaluation's, in one list (the one place to add one)."""
     return [clock, guard, *extra]
-
-
-def save_adapter(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer) -> None:
-    """The trained adapter and head into the run folder: the one place a run saves them. Under FSDP the weights
-    are sharded: every process takes part in gathering the trainable ones, the main one writes."""
-    state_dict = trainable_state_dict(trainer.model) if built.runtime.sharded else None
-    if trainer.is_world_process_zero():
-        model_mod.save_trained(trainer.model, built.tokenizer, run, model_mod.head_bias(cfg, split.prior),
-                               built.scaler, state_dict=state_dict, class_prior=split.prior)
-
-
-def trainable_state_dict(model) -> dict:
-    """The trainable weights (adapter and head: what peft saves) of a model FSDP shards, whole, on the main process's
-    CPU; empty on the others. Every process takes part. Only these are gathered: a full state dict (accelerate's
-    get_state_dict) would bring the whole frozen base into the main process's memory, and under FSDP 1 so would
-    torch's `full_state_dict` with `ignore_frozen_params`, which drops the frozen weights only after gathering."""
-    from torch.distributed._state_dict_utils import _gather_state_dict  # what get_model_state_dict gathers with
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    shards = get_model_state_dict(model, options=StateDictOptions(ignore_frozen_params=True))  # local shards only
-    return _gather_state_dict(shards, cpu_offload=True, ranks_only=(0,))
-
-
-def finish(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: PreferenceTrainer, result,
-           clock: WallClock) -> dict | None:
-    """Save, evaluate, summarise; the summary on the main process, None on the others. With DDP the main
-    process holds a whole model and finishes alone. Under FSDP the weights' gathering and every forward need all
-    processes: they all save and evaluate the same rows, in step; the main one writes."""
-    main = trainer.is_world_process_zero()
-    if not main and not built.runtime.sharded:
-        return None
-    save_adapter(cfg, run, built, split, trainer)
-    scores = evaluate(cfg, run, built, split, trainer, write=main)
-    return write_summary(cfg, run, built, split, trainer, result, scores, clock) if main else None
-
-
-def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train_pts = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    eval_pts = [(h["step"], h["eval_log_loss"]) for h in history if "eval_log_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train_pts:
-        ax.plot(*zip(*train_pts), label="train loss", alpha=0.7)
-    if eval_pts:
-        ax.plot(*zip(*eval_pts), marker="o", label="validation log loss")
-    ax.axhline(prior_ll, linestyle="--", color="grey", label=f"class prior {prior_ll:.3f}")
-    ax.axhline(math.log(3), linestyle=":", color="grey", label="uniform 1.099")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("log loss")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)

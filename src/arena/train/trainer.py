@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from arena.layout import RunFolder
 from arena.model import left_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
-from arena.writes import write_text
+from arena.writes import atomic_file, write_text
 
 
 @dataclass
@@ -176,11 +177,15 @@ class LeftPadCollator:
 
 class EvalLogits(TrainerCallback):
     """The Trainer's compute_metrics (log loss, accuracy), which also keeps each evaluation's logits by optimizer
-    step, in the validation rows' order: the final validation reuses the best checkpoint's instead of predicting
-    the same rows again."""
+    step, in the validation rows' order, and writes them into the checkpoint saved at that step (FILE, with the rows'
+    ids): the finish reuses the best checkpoint's instead of predicting the same rows again, also when it runs in a
+    later process (a run stopped or killed after its last step)."""
 
-    def __init__(self, order: np.ndarray):
+    FILE = "eval_logits.npz"
+
+    def __init__(self, order: np.ndarray, ids=None):
         self.order = order  # validation row at each position of the (length-sorted) eval dataset
+        self.ids = None if ids is None else np.asarray(ids, dtype=str)  # the validation rows' ids, in their order
         self.latest: np.ndarray | None = None
         self.by_step: dict[int, np.ndarray] = {}
 
@@ -196,6 +201,35 @@ class EvalLogits(TrainerCallback):
         if self.latest is not None:
             self.by_step[state.global_step] = self.latest
             self.latest = None
+
+    def on_save(self, args, state, control, **kwargs):
+        logits = self.by_step.get(state.global_step)
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and logits is not None and checkpoint.is_dir():
+            ids = self.ids if self.ids is not None else np.array([], dtype=str)
+            with atomic_file(checkpoint / self.FILE, overwrite=True) as tmp, open(tmp, "wb") as out:
+                np.savez(out, logits=logits, ids=ids)
+
+    @staticmethod
+    def of(trainer) -> EvalLogits | None:
+        """The trainer's EvalLogits callback (make_trainer attaches one), if it has one."""
+        return next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
+
+    def best(self, state) -> np.ndarray | None:
+        """The plain-order logits of the best checkpoint's evaluation: this process's own, else the ones written into
+        that checkpoint by an earlier process; None when neither is there, or they are of other rows."""
+        if state.best_global_step in self.by_step:
+            return self.by_step[state.best_global_step]
+        if not state.best_model_checkpoint:
+            return None
+        try:
+            with np.load(Path(state.best_model_checkpoint) / self.FILE) as saved:
+                logits, ids = saved["logits"], saved["ids"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if logits.shape != (len(self.order), 3) or (self.ids is not None and not np.array_equal(ids, self.ids)):
+            return None
+        return logits
 
 
 class WallClock(TrainerCallback):
