@@ -241,13 +241,23 @@ def test_the_session_projection_of_the_9b_recipe(tiny_tokenizer):
     assert factor == pytest.approx(1 + 2 * 26 / 42)  # LoRA from layer 16 of 42, checkpointing on
     p = training_time.project_training(cfg, tiny_tokenizer, "the tiny tokenizer")
     assert p["rows"] == training_time.COMPETITION_TRAIN_ROWS and p["train_rows"] == 45_981
-    assert p["steps"] == 5_748 and p["global_batch"] == 8 and p["evals_per_epoch"] == 11
+    assert p["steps"] == 5_748 and p["global_batch"] == 8 and p["evals"] == p["evals_per_epoch"] == 4
+    # the finish: one pass over the validation rows (the swapped order), a quarter of the four evaluations
+    assert p["finish_hours"] > 0 and p["finish_hours"] == pytest.approx(p["eval_hours_per_epoch"] / 4, abs=0.01)
+    assert p["total_hours"] == pytest.approx(p["train_hours_per_epoch"] + p["eval_hours_per_epoch"]
+                                             + p["finish_hours"], abs=0.02)
+    # every 500 steps: 11 evaluations and the last step's
+    assert training_time.project_training(config.from_dict(cfg.to_dict(), ["train.eval_steps=500"]), tiny_tokenizer,
+                                          "tiny")["evals"] == 12
     assert p["usable_hours_per_session"] == pytest.approx(12 - 0.5 - 0.25)
     assert p["sessions"] == -(-p["total_hours"] // p["usable_hours_per_session"])
     twice = training_time.project_training(config.from_dict(cfg.to_dict(), ["train.epochs=2"]), tiny_tokenizer, "tiny")
-    assert twice["total_hours"] == pytest.approx(2 * p["total_hours"], abs=0.02)
+    # twice the steps; still an evaluation at each quarter of the run (eval_steps 0.25), then one finish
+    assert twice["steps"] == 2 * p["steps"] and twice["evals"] == 4
+    assert twice["total_hours"] == pytest.approx(p["total_hours"] + p["train_hours_per_epoch"], abs=0.02)
     text = training_time.format_training(p)
     assert "Projected, not measured" in text and f"= {p['sessions']} session(s)" in text
+    assert f"then the finish ({p['finish_hours']:.2f} h: the swapped order of the 2,000 validation rows)" in text
 
 
 # ---- the two-version rehearsal ------------------------------------------------------------------------

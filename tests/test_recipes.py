@@ -1,6 +1,8 @@
-"""Every recipe in configs/ loads and trains 2 steps with its own architecture at tiny size, so none rots."""
+"""Every recipe in configs/ loads and trains 2 steps with its own architecture at tiny size, so none rots; its
+comments say what the file does."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,15 @@ def test_recipe_trains_two_steps_at_tiny_size(recipe, tmp_path, small_train_csv)
     adapter = json.loads((run_dir / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == sorted(cfg.peft.target_modules)
     assert adapter["r"] == cfg.peft.r
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_a_recipes_comments_say_what_the_file_does(recipe):
+    """Its launch line trains this recipe, and a "global batch A x B x C = N" is its per-device batch x grad_accum x
+    processes."""
+    text = recipe.read_text()
+    assert all(named == f"configs/{recipe.name}" for named in re.findall(r"--config (configs/\S+\.yaml)", text))
+    cfg = config.load(recipe)
+    for rows, accum, processes, total in re.findall(r"global batch (\d+) x (\d+) x (\d+) = (\d+)", text):
+        assert (int(rows), int(accum)) == (cfg.train.per_device_batch_size, cfg.train.grad_accum), recipe.name
+        assert int(rows) * int(accum) * int(processes) == int(total), recipe.name

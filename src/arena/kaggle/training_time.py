@@ -1,6 +1,7 @@
 """The training projection: wall time per epoch of a recipe on the chosen GPUs, from the planner's throughput model
 (forward FLOPs per token at the efficiency fitted to the public inference figure) times the FLOPs a training step
-adds, and how many Kaggle sessions (kernel versions, each stopping before kaggle.session_hours) it needs."""
+adds, plus the Trainer's evaluations and the run's finish (forward passes over the validation rows at the same
+throughput), and how many Kaggle sessions (kernel versions, each stopping before kaggle.session_hours) it needs."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ TOKEN_SAMPLE_ROWS = 1000  # token lengths are measured on at most this many trai
 # Set-up of each session before its first step: pip install from the wheels dataset, copying the previous version's
 # run folder, loading and quantising the base model. An allowance, as the inference pre-flight's.
 SETUP_ALLOWANCE_S = 15 * 60
+FINISH_PASSES = 1  # validation passes of the finish after the last step (train/finish.py)
 
 
 def flops_factor(cfg: Config, num_layers: int) -> tuple[float, str]:
@@ -55,8 +57,8 @@ def _training_rows(cfg: Config, token_csv: str | Path | None = None):
 
 def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4", gpus: int = 2,
                      token_csv: str | Path | None = None) -> dict:
-    """Hours per epoch (training steps + the evaluations during it) on `gpus` x `gpu`, and Kaggle sessions.
-    `token_csv`: rows to measure tokens on when data.train is not on disk."""
+    """Hours per epoch (training steps + the evaluations during it) on `gpus` x `gpu`, the finish after the last
+    step, and Kaggle sessions. `token_csv`: rows to measure tokens on when data.train is not on disk."""
     rows, sample, rows_note = _training_rows(cfg, token_csv)
     ids = prompts.encode_frame(tokenizer, sample, cfg.prompt, cfg.model.family, max_length=cfg.prompt.max_length)
     mean_tokens = sum(len(x) for x in ids) / max(len(ids), 1)
@@ -80,12 +82,15 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
     steps = math.ceil(steps_per_epoch * cfg.train.epochs) if cfg.train.max_steps < 0 else cfg.train.max_steps
     epochs = steps / steps_per_epoch
     eval_every = cfg.train.eval_steps if cfg.train.eval_steps >= 1 else math.ceil(cfg.train.eval_steps * steps)
-    evals = max(1, steps // eval_every)
+    evals = math.ceil(steps / eval_every)  # the Trainer also evaluates the last step, whatever eval_steps says
 
     train_s = steps * global_batch * mean_tokens * forward * factor / flops_per_s
-    eval_s = evals * eval_rows * mean_tokens * forward / flops_per_s
-    total_h = (train_s + eval_s) / 3600
-    epoch_h = total_h / epochs
+    pass_s = eval_rows * mean_tokens * forward / flops_per_s  # one forward pass over the validation rows
+    eval_s = evals * pass_s
+    # train/finish.py: the swapped order of the validation rows (the plain order is the best evaluation's, kept)
+    finish_s = FINISH_PASSES * pass_s
+    total_h = (train_s + eval_s + finish_s) / 3600
+    epoch_h = (train_s + eval_s) / 3600 / epochs
     evals_per_epoch = round(evals / epochs, 1)
     k = cfg.kaggle
     usable_h = k.session_hours - k.session_margin_hours - SETUP_ALLOWANCE_S / 3600
@@ -96,7 +101,8 @@ def project_training(cfg: Config, tokenizer, tokenizer_note: str, gpu: str = "t4
         "global_batch": global_batch, "steps": steps, "epochs": round(epochs, 3),
         "steps_per_epoch": steps_per_epoch,
         "train_hours_per_epoch": round(train_s / 3600 / epochs, 2),
-        "eval_hours_per_epoch": round(eval_s / 3600 / epochs, 2),
+        "eval_hours_per_epoch": round(eval_s / 3600 / epochs, 2), "evals": evals,
+        "finish_hours": round(finish_s / 3600, 2),
         "hours_per_epoch": round(epoch_h, 2), "total_hours": round(total_h, 2),
         "session_hours": k.session_hours, "session_margin_hours": k.session_margin_hours,
         "setup_hours": round(SETUP_ALLOWANCE_S / 3600, 2), "usable_hours_per_session": round(usable_h, 2),
@@ -116,7 +122,9 @@ def format_training(p: dict) -> str:
              f"  one epoch: {p['epoch_rows']:,} rows = {p['steps_per_epoch']} steps of global batch "
              f"{p['global_batch']}: {p['train_hours_per_epoch']:.2f} h training + {p['eval_hours_per_epoch']:.2f} h "
              f"for {p['evals_per_epoch']:g} evaluations of {p['eval_rows']:,} rows = {p['hours_per_epoch']:.2f} h per "
-             f"epoch; {p['epochs']:g} epoch(s), {p['steps']} steps: {p['total_hours']:.2f} h"]
+             f"epoch; {p['epochs']:g} epoch(s), {p['steps']} steps with {p['evals']} evaluations, then the finish "
+             f"({p['finish_hours']:.2f} h: the swapped order of the {p['eval_rows']:,} validation rows): "
+             f"{p['total_hours']:.2f} h"]
     if p["sessions"] is None:
         lines.append(f"  Kaggle sessions: none can train: kaggle.session_hours {p['session_hours']} h leaves nothing "
                      f"after the {p['session_margin_hours']} h margin and {p['setup_hours']} h set-up")
