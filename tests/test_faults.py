@@ -188,6 +188,9 @@ def test_a_killed_process_stops_the_launch_and_one_process_finishes_from_the_kep
 
     fill = tmp_path / "fill.csv"
     assert main(["predict", "--run", str(tiny_run), "--data", str(rows), "--out", str(fill), "--tta",
+                 "--progress", str(tmp_path / "nothing-kept"), "--fill-only"]) == 2  # a prior-only file scores nothing
+    assert not fill.exists() and not (tmp_path / "nothing-kept").exists()
+    assert main(["predict", "--run", str(tiny_run), "--data", str(rows), "--out", str(fill), "--tta",
                  "--progress", str(kept), "--fill-only"]) == 0
     data.validate_submission(data.read_columns(fill, "submission"), clean["id"])
     assert main(["predict", "--run", str(tiny_run), "--data", str(rows), "--out", str(tmp_path / "retry.csv"),

@@ -13,6 +13,7 @@ from arena import faults, processes
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.config import Config
+from arena.errors import UserError
 from arena.inference import progress
 from arena.inference.batching import logits_for_batches, model_device, sorted_batches
 from arena.layout import RunFolder
@@ -41,6 +42,9 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     of = progress.key(views, run)
     plain, swapped = known_logits(n, tta, known_plain, progress_dir, of, shards, procs.is_main_process)
     if fill_only:
+        if not np.isfinite(plain).all(axis=1).any():
+            raise UserError(f"--fill-only: no logits of these rows and this run kept in {progress_dir}: nothing to "
+                            f"fill from (a file of the class prior alone would score nothing)")
         if not procs.is_main_process:
             return None
         print("fill only: no model loaded; every row without kept logits takes the run's class prior", flush=True)
