@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arena.config import Config
-from arena.model import autocast, compute_dtype_of, left_pad
+from arena.model import autocast, compute_dtype_of, right_pad
 
 
 def sorted_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -62,7 +62,7 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
     dtype = compute_dtype_of(model)
     with autocast(device, dtype):
         for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
-            ids, mask = left_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
+            ids, mask = right_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
             batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), features=batch_features)
             out[batch] = logits.float().cpu().numpy()

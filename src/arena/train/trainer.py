@@ -16,7 +16,7 @@ from arena import metrics
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
-from arena.model import left_pad
+from arena.model import right_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
 from arena.writes import write_text
@@ -159,14 +159,14 @@ class EncodedRows(torch.utils.data.Dataset):
                            None if self.teacher is None else (self.teacher[0][order], self.teacher[1][order]))
 
 
-class LeftPadCollator:
-    """A batch padded to its longest row, on the left (model.left_pad), with float labels and features."""
+class RightPadCollator:
+    """A batch padded to its longest row, on the right (model.right_pad), with float labels and features."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict:
-        input_ids, attention = left_pad([r["input_ids"] for r in rows], self.pad_token_id)
+        input_ids, attention = right_pad([r["input_ids"] for r in rows], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention}
         for key in ("labels", "features", "teacher", "teacher_covered"):
             if key in rows[0]:
