@@ -208,6 +208,42 @@ def test_float16_batches_stay_finite_and_give_each_row_its_logits_alone(tiny_mod
     np.testing.assert_allclose(trained_on.numpy(), alone, atol=2e-3)
 
 
+def _devices_safetensors_is_asked_for(monkeypatch) -> list[str]:
+    """peft made to believe the default device is "cuda" (infer_device, where peft looks it up), and the device
+    that safetensors is asked to load adapter weights onto, recorded (they still load onto the CPU here)."""
+    import peft.peft_model
+    from peft.utils import save_and_load
+
+    asked, load_file = [], save_and_load.safe_load_file
+
+    def recording(filename, device="cpu"):
+        asked.append(str(device))
+        return load_file(filename, device="cpu")
+
+    monkeypatch.setattr(peft.peft_model, "infer_device", lambda: "cuda")
+    monkeypatch.setattr(save_and_load, "infer_device", lambda: "cuda")
+    monkeypatch.setattr(save_and_load, "safe_load_file", recording)
+    return asked
+
+
+def test_an_adapter_loads_onto_its_own_models_device_not_gpu_0(tiny_run, tmp_path, monkeypatch):
+    """peft loads an adapter onto infer_device() ("cuda", so GPU 0) unless told where: rank 1 opened a CUDA
+    context and an allocator cache on GPU 0 beside rank 0's model. Prediction's load and the Trainer's (on resume,
+    and of the best checkpoint) name the device of the process's own model."""
+    from transformers import TrainingArguments
+
+    asked = _devices_safetensors_is_asked_for(monkeypatch)
+    run = RunFolder(tiny_run)
+    model, _, _ = model_mod.load_trained(config.load_run(run), run)
+    assert asked == [model_mod.model_device(model)] == ["cpu"]
+    trainer = train.PreferenceTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to=[]))
+    trainer._load_from_checkpoint(str(run.adapter))
+    trainer.state.best_model_checkpoint = str(run.adapter)
+    trainer._load_best_model()
+    assert asked == ["cpu"] * 3
+    assert "load_adapter" not in vars(model)  # the Trainer's call is bound only while it loads
+
+
 def test_a_head_from_a_newer_version_is_a_clear_error(tiny_model_dir, tmp_path):
     cfg = tiny_cfg(tiny_model_dir)
     model, tokenizer, _ = model_mod.build_for_training(cfg)

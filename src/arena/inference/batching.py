@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from arena.config import Config
 from arena.model import autocast, compute_dtype_of, right_pad
+from arena.model import model_device as model_device  # where tta, passes and predict import it from
 
 
 def sorted_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -73,7 +74,3 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
               f"dtype {str(dtype).removeprefix('torch.')} overflowed? float16 does on some models: set "
               f"model.compute_dtype=float32 (or bfloat16 where the GPU has it)", file=sys.stderr)
     return out
-
-
-def model_device(model) -> str:
-    return str(next(model.parameters()).device)

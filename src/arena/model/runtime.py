@@ -150,6 +150,12 @@ def compute_dtype_of(model) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
+def model_device(model) -> str:
+    """Where this process's model lives: "cuda:<its GPU>" (one per process under `accelerate launch`) or "cpu".
+    Adapter weights are loaded there (peft's default, infer_device(), is "cuda": GPU 0 on every rank)."""
+    return str(next(model.parameters()).device)
+
+
 def cuda_device_index() -> int:
     """This process's GPU: its LOCAL_RANK under `accelerate launch`, else 0. Set as the current device before
     anything is placed, since bitsandbytes quantizes onto torch.cuda.current_device() (under FSDP no device_map
