@@ -187,9 +187,9 @@ def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: 
     from arena.train.trainer import (
         EncodedRows,
         EvalLogits,
-        LeftPadCollator,
         NonFiniteGuard,
         PreferenceTrainer,
+        RightPadCollator,
         training_arguments,
     )
 
@@ -229,7 +229,7 @@ def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: 
     # as make_trainer builds it; the Trainer evaluates (one row) and saves once, after the last step
     eval_logits = EvalLogits(np.arange(1))
     trainer = PreferenceTrainer(model=model, args=training_arguments(cfg, run, rt),
-                                data_collator=LeftPadCollator(0), train_dataset=dataset,
+                                data_collator=RightPadCollator(0), train_dataset=dataset,
                                 eval_dataset=dataset.subset([0]), compute_metrics=eval_logits,
                                 callbacks=[eval_logits, meter])
     reset_peak(device)

@@ -60,7 +60,7 @@ def speed_tables(results: dict) -> list[str]:
     out = ["### Sorted dynamic batching vs fixed padding", "",
            f"Sorted: `{fn['sorted']}` (rows sorted by length, each batch padded to its longest row, at most "
            f"{s['max_batch_tokens']} tokens and {s['max_batch_size']} rows; batch sizes {s['sorted_batch_sizes']}). "
-           f"Fixed: every row left-padded to max_length {s['max_length']} in input order, {s['fixed_batch_size']} "
+           f"Fixed: every row padded to max_length {s['max_length']} in input order, {s['fixed_batch_size']} "
            f"rows per batch (`{fn['fixed']}`). {_agreement(s)}.", "",
            _sorted_vs_fixed_table(n, s, "token slots processed (timed rows)", [
                _padding_row(f"padded share of token slots ({n} timed rows)", s["padding"]),

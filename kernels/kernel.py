@@ -12,6 +12,7 @@ input/models/<owner>/<model>/<framework>/<variation>/<version>) and the older on
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ MACHINE_SHAPE, MACHINES = "__MACHINE_SHAPE__", "__MACHINES__"
 ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
 INPUT = ROOT / "input"
 SUBMISSION = ROOT / "working" / "submission.csv"
+PROGRESS = ROOT / "working" / ".arena-progress"  # each prediction process's logits, kept as it goes
 # @include kernel_inputs.py  (OFFLINE, fail, attached, find_input, find_base_model, on_root)
 
 
@@ -95,19 +97,21 @@ def main() -> None:
     dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / "test.csv"
     members = [[dataset / folder, base, tta, SUBMISSION.parent / out] for folder, base, tta, out in MEMBERS]
 
-    def predict(run_dir, base, out, *flags) -> bool:
-        cmd = [*launch, "predict", "--run", run_dir, "--data", test, "--out", out, "--kernel-start", STARTED, *flags]
+    def predict(run_dir, base, out, progress, *flags) -> bool:
+        args = ["predict", "--run", run_dir, "--data", test, "--out", out, "--kernel-start", STARTED,
+                "--progress", progress, *flags]
         if base:
-            cmd += ["--base-model", find_base_model(base)]
-        return run(cmd, may_fail=bool(members), env={**os.environ, **OFFLINE})
+            args += ["--base-model", find_base_model(base)]
+        return predict_surviving(launch, args, out)
 
     if not members:
-        predict(dataset, BASE_MODEL, SUBMISSION, "--tta" if TTA else "--no-tta")
+        if not predict(dataset, BASE_MODEL, SUBMISSION, PROGRESS, "--tta" if TTA else "--no-tta"):
+            fail(f"arena predict wrote no {SUBMISSION}, even from the logits kept so far")
     # An ensemble: every member's plain order first (its logits kept), then the swapped orders in the time left.
     done = {}  # member -> its predictions; a member whose plain predict failed is left out of the blend
     for index, (run_dir, base, tta, out) in enumerate(members):
         plain = out.with_name(f"{out.stem}-plain.csv") if tta else out
-        if predict(run_dir, base, plain, "--no-tta", "--logits", out.with_suffix(".npz")):
+        if predict(run_dir, base, plain, member_progress(index), "--no-tta", "--logits", out.with_suffix(".npz")):
             done[index] = plain
         else:
             print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend", flush=True)
@@ -115,7 +119,7 @@ def main() -> None:
         fail(f"every one of the {len(members)} ensemble members failed: no submission")
     for index, (run_dir, base, tta, out) in enumerate(members):
         if tta and index in done:
-            if predict(run_dir, base, out, "--tta", "--logits", out.with_suffix(".npz")):
+            if predict(run_dir, base, out, member_progress(index), "--tta", "--logits", out.with_suffix(".npz")):
                 done[index] = out
             else:
                 print(f"kernel: WARNING: member {index}'s swap TTA failed: its plain predictions are blended", flush=True)
@@ -126,8 +130,33 @@ def main() -> None:
              *(["--left-out", *left_out] if left_out else [])], env={**os.environ, **OFFLINE})
     if not SUBMISSION.is_file():
         fail(f"arena predict wrote no {SUBMISSION}")
+    for folder in [PROGRESS, *(member_progress(i) for i in range(len(members)))]:
+        shutil.rmtree(folder, ignore_errors=True)
     print(f"kernel: wrote {SUBMISSION}", flush=True)
 
+
+def member_progress(index: int) -> Path:
+    return PROGRESS.with_name(f"{PROGRESS.name}-member-{index}")
+
+
+def predict_surviving(launch: list, args: list, out: Path) -> bool:
+    """`arena predict ARGS` writing `out`, whatever one GPU does. Its processes share their batches, so one that
+    fails leaves its rows to the others; but when one is killed (or dies outside its passes) the launcher stops
+    them all: then one process predicts what they had not, from the logits they kept in --progress (on GPU 0: a
+    CUDA out-of-memory or a device error strikes one card), and if that fails too the file is written from those
+    logits alone, the run's class prior for the rest. Every step says so in the log."""
+    env = {**os.environ, **OFFLINE}
+    single = [sys.executable, "-m", "arena.cli"]
+    if run([*launch, *args], may_fail=True, env=env) or out.is_file():
+        return True
+    if launch != single:
+        print("kernel: WARNING: a prediction process failed and the launcher stopped the others: one process "
+              "predicts the rows they had not, from the logits they kept", flush=True)
+        if run([*single, *args], may_fail=True, env=env) or out.is_file():
+            return True
+    print("kernel: WARNING: the prediction failed again: the submission is written from the logits kept so far, "
+          "the run's class prior for every other row", flush=True)
+    return run([*single, *args, "--fill-only"], may_fail=True, env=env) or out.is_file()
 
 if __name__ == "__main__":
     main()

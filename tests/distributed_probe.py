@@ -53,7 +53,7 @@ def fsdp(cfg) -> None:
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.1)  # let gradients reach every adapter
     rows = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16], [17, 18], [19, 20, 21], [22, 23, 24, 25]]
-    ids, mask = model_mod.left_pad(rows, 0)
+    ids, mask = model_mod.right_pad(rows, 0)
     model(input_ids=ids, attention_mask=mask).logsumexp(-1).mean().backward()
     whole = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()

@@ -84,15 +84,15 @@ def test_calibration_fixes_an_overconfident_forecast():
 
 # ---- speed ------------------------------------------------------------------------------------------
 
-def test_left_pad_pads_every_row_to_max_length():
-    from arena.model import left_pad
+def test_right_pad_pads_every_row_to_max_length():
+    from arena.model import right_pad
 
-    ids, mask = left_pad([[5, 6, 7], [8], []], pad_token_id=0, length=6)
+    ids, mask = right_pad([[5, 6, 7], [8], []], pad_token_id=0, length=6)
     assert ids.shape == mask.shape == (3, 6)
-    assert ids.tolist() == [[0, 0, 0, 5, 6, 7], [0, 0, 0, 0, 0, 8], [0] * 6]
+    assert ids.tolist() == [[5, 6, 7, 0, 0, 0], [8, 0, 0, 0, 0, 0], [0] * 6]
     assert mask.sum(dim=1).tolist() == [3, 1, 0]
     with pytest.raises(ValueError, match="longer than 2"):
-        left_pad([[1, 2, 3]], 0, 2)
+        right_pad([[1, 2, 3]], 0, 2)
     assert speed.fixed_batches(5, 2) == [[0, 1], [2, 3], [4]]
 
 

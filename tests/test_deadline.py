@@ -39,12 +39,18 @@ def fake_forward(calls):
     return forward
 
 
+def one_process(batches, costs):
+    """The work list of a single process: its plain batches, then its swapped ones shortest first."""
+    return budget.work_order([budget.batches_of(0, batches, costs)], [budget.batches_of(1, batches, costs)], 0)
+
+
 def test_swap_tta_covers_the_rows_the_measured_speed_fits_shortest_first():
     batches = [[i] for i in range(10)]  # longest first, as sorted_batches gives them
     clock = budget.Clock(extra_per_batch=1.0)  # every batch takes a (simulated) second
     calls = []
     deadline = time.time() + budget.FINISH_RESERVE_S + 14.5  # the plain pass (10 s) and 4 swapped batches fit
-    plain, swapped, report = budget.run_passes(fake_forward(calls), batches, [1.0] * 10, 10, True, deadline, clock)
+    plain, swapped, report = budget.run_passes(fake_forward(calls), one_process(batches, [1.0] * 10), 10, 10, True,
+                                               deadline, clock)
     assert np.isfinite(plain).all()
     assert [b for view, b in calls if view == 1] == [[9], [8], [7], [6]]  # shortest rows first
     assert np.isfinite(swapped).all(axis=1).tolist() == [False] * 6 + [True] * 4
@@ -56,11 +62,11 @@ def test_swap_tta_covers_the_rows_the_measured_speed_fits_shortest_first():
 def test_the_plain_pass_stops_at_the_deadline_and_without_one_everything_runs():
     clock = budget.Clock(extra_per_batch=1.0)
     deadline = time.time() + budget.FINISH_RESERVE_S + 5.5
-    plain, swapped, report = budget.run_passes(fake_forward([]), [[i] for i in range(10)], [1.0] * 10, 10, True,
-                                               deadline, clock)
+    plain, swapped, report = budget.run_passes(fake_forward([]), one_process([[i] for i in range(10)], [1.0] * 10), 10,
+                                               10, True, deadline, clock)
     assert report.plain_rows == 5 and report.swapped_rows == 0 and "during the plain pass" in report.stopped
     assert np.isfinite(plain).all(axis=1).sum() == 5 and not np.isfinite(swapped).any()
-    _, swapped, report = budget.run_passes(fake_forward([]), [[0, 1], [2]], [2.0, 1.0], 3, True, None,
+    _, swapped, report = budget.run_passes(fake_forward([]), one_process([[0, 1], [2]], [2.0, 1.0]), 3, 3, True, None,
                                            budget.Clock(extra_per_batch=1e6))
     assert report.stopped is None and np.isfinite(swapped).all()
 

@@ -113,6 +113,48 @@ def test_int8_with_a_family_that_overflows_float16_is_a_config_error_on_a_gpu_wi
         model_mod.load_base(cfg, model_mod.runtime_for(cfg), None, 0, quantization="int8")
 
 
+def test_bfloat16_on_a_gpu_without_it_is_a_config_error_naming_the_key(tmp_path):
+    """A T4 (sm 7.5) emulates bfloat16 and transformers' bf16 check accepts emulation: it would train many times
+    slower. A GPU with bf16, or a CPU, takes it."""
+    cfg = config.from_dict({"model": {"path": str(tiny_config_dir(tmp_path, "gemma2")), "compute_dtype": "bfloat16"}})
+    with pytest.raises(config.ConfigError, match=r"model\.compute_dtype: bfloat16 on t4x2 \(Tesla T4\), a GPU without"):
+        model_mod.runtime_for(cfg, hardware=hardware.profile("t4x2"))
+    [problem] = model_mod.compute_dtype_problems(cfg, tiny_config("gemma2"), hardware.profile("t4x2"))
+    assert problem.startswith("model.compute_dtype: bfloat16 on t4x2")
+    for name in ("a100", "cpu"):
+        assert model_mod.runtime_for(cfg, hardware=hardware.profile(name)).dtype == torch.bfloat16
+        assert model_mod.compute_dtype_problems(cfg, tiny_config("gemma2"), hardware.profile(name)) == []
+
+
+def _bf16_argv(command: str, work: Path, model_dir: Path, csv: Path, run: Path) -> list[str]:
+    model = ["--set", f"model.path={model_dir}", "--set", "model.family=plain", "--set", "peft.layers_to_transform=null"]
+    fit = [*model, "--set", f"data.train={csv}", "--set", f"train.runs_dir={work / 'runs'}",
+           "--set", "prompt.max_length=96", "--set", "prompt.min_tokens=8", "--set", "infer.max_length=96"]
+    return {"train": ["train", *fit], "cv": ["cv", "--folds", "2", *fit], "plan": ["plan", *model],
+            "predict": ["predict", "--run", str(run), "--data", str(csv), "--out", str(work / "sub.csv")],
+            }[command] + ["--hardware", "t4x2", "--set", "model.compute_dtype=bfloat16"]
+
+
+@pytest.mark.parametrize("command", ["train", "cv", "predict", "plan"])
+def test_bfloat16_asked_for_on_t4x2_exits_2_before_any_weights_load(command, work, tiny_model_dir, tiny_run, test_csv,
+                                                                    sample_csv, monkeypatch, capsys):
+    import transformers
+
+    from arena import cli
+    from tests.files import files_under
+
+    monkeypatch.setenv(hardware.PROFILE_ENV, "cpu")  # restored after the test: --hardware sets it for the process
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights loaded"))
+    csv = test_csv if command == "predict" else sample_csv
+    run = shutil.copytree(tiny_run, work / "run")
+    (work / "runs").mkdir()  # (cv leaves an empty train.runs_dir it created when its first fold is refused)
+    before = files_under(work)
+    assert cli.main(_bf16_argv(command, work, tiny_model_dir, csv, run)) == 2
+    err = capsys.readouterr().err
+    assert "model.compute_dtype: bfloat16 on t4x2" in err and "Traceback" not in err
+    assert files_under(work) == before
+
+
 @pytest.mark.e2e
 def test_training_with_the_t4x2_profile_runs_its_float16_decisions_here(tiny_model_dir, tmp_path, monkeypatch,
                                                                         capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from arena import config, train
+from arena import config, hardware, train
 from arena import model as model_mod
 from arena.layout import RunFolder
 from tests.tiny import BATCH, Stop, save_tiny_model, tiny_cfg, tiny_config_dir
@@ -132,8 +132,9 @@ def test_the_head_reads_the_last_real_token_whichever_side_is_padded(tiny_model_
     cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "head_init": "random"})
     model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), [0.0, 0.0, 0.0], 0)
     rows = [[5, 6, 7, 8], [9, 10]]
-    left_ids, left_mask = model_mod.left_pad(rows, 0)
-    right_ids, right_mask = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    right_ids, right_mask = model_mod.right_pad(rows, 0)
+    assert right_ids.tolist() == [[5, 6, 7, 8], [9, 10, 0, 0]] and right_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    left_ids, left_mask = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]]), torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
     with torch.no_grad():
         left = model(input_ids=left_ids, attention_mask=left_mask)
         right = model(input_ids=right_ids, attention_mask=right_mask)
@@ -142,6 +143,105 @@ def test_the_head_reads_the_last_real_token_whichever_side_is_padded(tiny_model_
     torch.testing.assert_close(left, alone, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(right, alone, atol=1e-4, rtol=1e-4)
     assert model_mod.last_token_index(torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]]), 4).tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("model_type, attention", [
+    ("gemma2", "eager"),  # (transformers 5.23 refuses sdpa for Gemma-2)
+    *[(model_type, attention) for model_type in ("gemma3_text", "llama", "mistral", "phi")
+      for attention in ("eager", "sdpa")],
+])
+def test_right_padded_batches_give_each_row_its_logits_alone(model_type, attention):
+    """Each family's causal mask under right padding, as transformers builds it for eager and sdpa attention: a
+    row's logits do not depend on the other rows' lengths."""
+    from transformers import AutoModel
+
+    from arena.inference.batching import logits_for_batches
+    from tests.tiny import tiny_config
+
+    torch.manual_seed(0)
+    hf = tiny_config(model_type)
+    head = model_mod.PreferenceHead(hf.hidden_size, 0, bias=False, dtype=torch.float32)
+    torch.nn.init.normal_(head.proj.weight)
+    model = model_mod.PreferenceModel(AutoModel.from_config(hf, attn_implementation=attention), head).eval()
+    rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
+    alone = logits_for_batches(model, rows, 0, "cpu", [[0], [1], [2]])
+    assert np.abs(alone).max() > 1e-2
+    np.testing.assert_allclose(logits_for_batches(model, rows, 0, "cpu", [[0, 1, 2]]), alone, atol=1e-4)
+
+
+def _scores_far_below_minus_16(model) -> None:
+    """Layer 0's every query-key score near -50 (Gemma-2's soft cap): every token shares one direction of the
+    hidden state, which the queries read with one sign and the keys with the other, on the slowest rotary pair (so
+    the score barely depends on the distance). In float16, the eager mask's -65504 plus such a score is -inf."""
+    hf = model.config
+    with torch.no_grad():
+        embeddings = model.model.embed_tokens.weight
+        embeddings += 10 * embeddings.std()
+        attention = model.model.layers[0].self_attn
+        for proj, heads, sign in ((attention.q_proj, hf.num_attention_heads, 1),
+                                  (attention.k_proj, hf.num_key_value_heads, -1)):
+            slow = torch.zeros(heads, hf.head_dim)
+            slow[:, hf.head_dim // 2 - 1] = 4.0 * sign
+            proj.weight.copy_(torch.outer(slow.flatten(), torch.full((hf.hidden_size,), hf.hidden_size ** -0.5)))
+
+
+def test_float16_batches_stay_finite_and_give_each_row_its_logits_alone(tiny_model_dir, monkeypatch):
+    """The t4x2 profile (float16 under autocast, eager attention) with scores below -16: left padding gave a pad
+    query whose every key is masked a row of -inf, NaN after softmax, and the NaN reached the short row's logits
+    through the next layer. Padded on the right, as inference batches and the training collator do, every row
+    gets the logits it has alone, whatever the other rows' lengths."""
+    from arena.inference.batching import logits_for_batches
+
+    monkeypatch.setenv(hardware.PROFILE_ENV, "t4x2")
+    cfg = tiny_cfg(tiny_model_dir, model={"quantization": "none", "head_init": "random"})
+    model = model_mod.load_base(cfg, model_mod.runtime_for(cfg), [0.0, 0.0, 0.0], 0)
+    assert model.model.embed_tokens.weight.dtype == torch.float16 and model.config._attn_implementation == "eager"
+    _scores_far_below_minus_16(model)
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
+    alone = logits_for_batches(model, rows, 0, "cpu", [[0], [1], [2]])
+    batched = logits_for_batches(model, rows, 0, "cpu", [[0, 1, 2]])
+    collated = train.RightPadCollator(0)([{"input_ids": r, "labels": np.zeros(3)} for r in rows])
+    with torch.no_grad(), model_mod.autocast("cpu", torch.float16):
+        trained_on = model(input_ids=collated["input_ids"], attention_mask=collated["attention_mask"]).float()
+    assert np.isfinite(alone).all() and np.abs(alone).max() > 1e-2
+    np.testing.assert_allclose(batched, alone, atol=2e-3)
+    np.testing.assert_allclose(trained_on.numpy(), alone, atol=2e-3)
+
+
+def _devices_safetensors_is_asked_for(monkeypatch) -> list[str]:
+    """peft made to believe the default device is "cuda" (infer_device, where peft looks it up), and the device
+    that safetensors is asked to load adapter weights onto, recorded (they still load onto the CPU here)."""
+    import peft.peft_model
+    from peft.utils import save_and_load
+
+    asked, load_file = [], save_and_load.safe_load_file
+
+    def recording(filename, device="cpu"):
+        asked.append(str(device))
+        return load_file(filename, device="cpu")
+
+    monkeypatch.setattr(peft.peft_model, "infer_device", lambda: "cuda")
+    monkeypatch.setattr(save_and_load, "infer_device", lambda: "cuda")
+    monkeypatch.setattr(save_and_load, "safe_load_file", recording)
+    return asked
+
+
+def test_an_adapter_loads_onto_its_own_models_device_not_gpu_0(tiny_run, tmp_path, monkeypatch):
+    """peft loads an adapter onto infer_device() ("cuda", so GPU 0) unless told where: rank 1 opened a CUDA
+    context and an allocator cache on GPU 0 beside rank 0's model. Prediction's load and the Trainer's (on resume,
+    and of the best checkpoint) name the device of the process's own model."""
+    from transformers import TrainingArguments
+
+    asked = _devices_safetensors_is_asked_for(monkeypatch)
+    run = RunFolder(tiny_run)
+    model, _, _ = model_mod.load_trained(config.load_run(run), run)
+    assert asked == [model_mod.model_device(model)] == ["cpu"]
+    trainer = train.PreferenceTrainer(model=model, args=TrainingArguments(str(tmp_path), use_cpu=True, report_to=[]))
+    trainer._load_from_checkpoint(str(run.adapter))
+    trainer.state.best_model_checkpoint = str(run.adapter)
+    trainer._load_best_model()
+    assert asked == ["cpu"] * 3
+    assert "load_adapter" not in vars(model)  # the Trainer's call is bound only while it loads
 
 
 def test_a_head_from_a_newer_version_is_a_clear_error(tiny_model_dir, tmp_path):
@@ -185,7 +285,7 @@ def test_a_tokenizer_is_loaded_once_for_the_content_of_its_files(tiny_model_dir,
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     first = model_mod.load_tokenizer(folder)
     assert model_mod.load_tokenizer(str(folder)) is first
-    assert first.padding_side == "left" and first.pad_token_id is not None
+    assert first.padding_side == "right" and first.pad_token_id is not None
     copy = shutil.copytree(folder, tmp_path / "a run's copy", ignore=shutil.ignore_patterns("*.safetensors"))
     assert model_mod.load_tokenizer(copy) is first  # the same files elsewhere: a run's adapter, a bundle
     config = folder / "tokenizer_config.json"

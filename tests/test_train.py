@@ -25,13 +25,13 @@ def test_soft_cross_entropy_matches_torch_on_one_hot_and_soft_targets():
     assert torch.allclose(train.soft_cross_entropy(logits, soft), torch.nn.functional.cross_entropy(logits, soft))
 
 
-def test_left_pad_collator_pads_to_longest_row_only():
-    batch = train.LeftPadCollator(0)([
+def test_the_collator_pads_on_the_right_to_the_longest_row_only():
+    batch = train.RightPadCollator(0)([
         {"input_ids": [5, 6, 7], "labels": np.array([1, 0, 0], dtype=np.float32)},
         {"input_ids": [8], "labels": np.array([0, 0, 1], dtype=np.float32)},
     ])
-    assert batch["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]]
-    assert batch["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].dtype == torch.float32
 
 

@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logits", default=None, metavar="FILE",
                    help="keep every row's logits in FILE (.npz); if FILE exists, take its plain-order logits "
                         "instead of predicting them again (then only the swapped order runs)")
+    p.add_argument("--progress", default=None, metavar="DIR",
+                   help="keep each process's logits in DIR as it goes; logits an earlier call (cut short: a process "
+                        "crashed or was killed) kept there for the same rows and run are not predicted again")
+    p.add_argument("--fill-only", action="store_true",
+                   help="load no model: write the submission from the logits kept in --progress (and --logits), "
+                        "the run's class prior for every other row (a kernel's last resort)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     _add_hardware_flag(p)
@@ -230,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=None,
                    help="run the kernel's own `accelerate launch` line with this many CPU processes (2: as on T4x2; "
                         "default: one per GPU of --hardware, else 1)")
+    p.add_argument("--fault", default=None, metavar="NAME[:RANK]",
+                   help="inject a fault a GPU session meets: rank-crash, rank-killed, nan-batch, slow-gpu (each strikes "
+                        "one of several processes: the last, or RANK), session-limit")
     _add_hardware_flag(p)
     p.set_defaults(func=cmd_kernel_run_local)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")

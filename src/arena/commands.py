@@ -104,7 +104,7 @@ def cmd_predict(args) -> int:
     predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
         base_model=args.base_model, calibrate=args.calibration, deadline=args.deadline, budget_hours=args.budget_hours,
-        kernel_start=args.kernel_start, logits_file=args.logits,
+        kernel_start=args.kernel_start, logits_file=args.logits, progress_dir=args.progress, fill_only=args.fill_only,
     )
     return 0
 
@@ -214,7 +214,8 @@ def cmd_kernel_run_local(args) -> int:
 
         processes = hardware.current().processes() if args.hardware else 1
     rehearsal.run_local(bundle_dir=args.bundle, input_dir=args.input, work_dir=args.work, layout=args.layout,
-                        processes=processes, previous_output=args.previous_output, base_model=args.base_model)
+                        processes=processes, previous_output=args.previous_output, base_model=args.base_model,
+                        fault=args.fault)
     return 0
 
 

@@ -119,3 +119,8 @@ def empty_cache() -> None:
     """Give cached GPU memory back to the device (nothing on a CPU)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def visible_gpus() -> int:
+    """CUDA devices this process can see (0 without CUDA): how many processes one per GPU can have."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from arena.errors import UserError
+from arena.writes import sha256_of
 
 # The source checkout arena runs from (an editable install): configs/, kernels/ and pyproject.toml are there.
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +106,12 @@ class RunFolder(_Layout):
 
     def is_merged(self) -> bool:
         return self.merged_model_config.is_file()
+
+    def fingerprint(self) -> str:
+        """sha256 of a trained run's head.json and the weights its head is saved in (the adapter's file, or a merged
+        model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs."""
+        weights = self.merged_head if self.is_merged() else self.adapter / "adapter_model.safetensors"
+        return sha256_of(self.head, weights)
 
 
 class CVFolder(_Layout):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arena import calibration, data, metrics, processes, prompts
+from arena import calibration, data, faults, metrics, processes, prompts
 from arena import config as config_mod
 from arena import model as model_mod
 from arena.budget import inference as budget
@@ -55,31 +55,39 @@ class Request:
     logits_file: Path | None
     out_path: Path
     shards: Path
+    progress_dir: Path | None = None
+    fill_only: bool = False
 
 
 def predict_file(run_dir, data_path, out_path=None, tta: bool | None = None, overrides=(), base_model=None,
                  calibrate: bool = True, deadline: str | None = None, budget_hours: float | None = None,
-                 kernel_start: float | None = None, logits_file=None) -> Path | None:
+                 kernel_start: float | None = None, logits_file=None, progress_dir=None,
+                 fill_only: bool = False) -> Path | None:
     """`arena predict`: a run folder (or adapter dataset with the same layout) + a CSV -> validated submission,
     calibrated once when the run has a calibration (`calibrate=False` turns it off). With a `deadline` (epoch
     seconds or ISO time) or `budget_hours`, the plain order of every row comes first and swap TTA covers as many
     rows as the time left allows (budget.run_passes). Rows without finite logits are filled in (probabilities()).
     `logits_file`: written with every row's logits when it does not exist; when it does, its plain logits are
     taken instead of predicted again (the kernel's ensembles: every member's plain order before any swapped one).
+    `progress_dir`: each process keeps its logits there as it goes, and logits an earlier call kept there for the
+    same rows and run are taken; `fill_only`: no model loads, the kept logits and the class prior make the file.
     Under `accelerate launch`, every process predicts its share and the main one writes (the others return None)."""
     request = check_request(run_dir, data_path, out_path, tta, overrides, base_model, calibrate, deadline,
-                            budget_hours, kernel_start, logits_file)
+                            budget_hours, kernel_start, logits_file, progress_dir, fill_only)
     head = model_mod.read_head(request.run)
     views, pad_id = encode_views(request, head)
     merged = predict_views(request, views, pad_id)
     if merged is None:  # another process of `accelerate launch`: the main one writes
         return None
     probs = final_probabilities(request, merged, head)
-    return write_predictions(request, probs, views)
+    path = write_predictions(request, probs, views)
+    if request.progress_dir is None:  # a --progress folder is kept for the caller (the kernel) to remove
+        shutil.rmtree(request.shards, ignore_errors=True)
+    return path
 
 
 def check_request(run_dir, data_path, out_path, tta, overrides, base_model, calibrate, deadline, budget_hours,
-                  kernel_start, logits_file) -> Request:
+                  kernel_start, logits_file, progress_dir=None, fill_only=False) -> Request:
     """Every problem of the call at once (run, config, deadline, base model, rows, calibration, kept logits,
     output), before any model loads; the output's name is decided by the main process."""
     run = RunFolder(run_dir)
@@ -116,14 +124,35 @@ def check_request(run_dir, data_path, out_path, tta, overrides, base_model, cali
     known = read_logits(logits_file, df, problems) if logits_file and Path(logits_file).exists() else None
     if logits_file and known is None and not Path(logits_file).exists():
         problems += output_problems(logits_file, "logits file (--logits)")  # before the prediction, not after
+    problems += progress_problems(progress_dir, fill_only, logits_file, until)
     cpu = cfg is None or model_mod.device_for(cfg) == "cpu"
-    # every process writes its shard beside the same output file: the main process names both (they are stamped)
-    out_path, shards = (Path(p) for p in processes.decided_by_main(lambda: shard_names(out_path, run, data_path), cpu))
+    # every process writes its shard in the same folder: the main process names it and the output (both stamped)
+    out_path, shards = (Path(p) for p in processes.decided_by_main(
+        lambda: shard_names(out_path, run, data_path, progress_dir), cpu))
     problems = output_problems(out_path, "prediction file") + problems
     if problems:
         raise UserError(problems=problems)
     return Request(run, cfg, df, cfg.infer.tta if tta is None else tta, base_model, until, cal, known,
-                   Path(logits_file) if logits_file else None, out_path, shards)
+                   Path(logits_file) if logits_file else None, out_path, shards,
+                   Path(progress_dir) if progress_dir else None, fill_only)
+
+
+def progress_problems(progress_dir, fill_only: bool, logits_file, until: float | None) -> list[str]:
+    """--progress must be a folder that can be written, --fill-only needs logits to fill from, and an injected
+    session-limit fault a deadline to bring forward."""
+    problems = []
+    if progress_dir is not None:
+        problems += output_problems(progress_dir, "progress folder (--progress)", folder=True, may_exist=True)
+    if fill_only and progress_dir is None and logits_file is None:
+        problems.append("--fill-only: give --progress DIR (or --logits FILE), the logits to fill the file from")
+    try:
+        fault = faults.from_env()
+    except UserError as exc:
+        return problems + exc.problems
+    if fault is not None and fault.name == "session-limit" and until is None:
+        problems.append(f"{faults.FAULT_ENV}=session-limit: the prediction has no deadline to bring forward (give "
+                        f"--deadline, --budget-hours or --kernel-start)")
+    return problems
 
 
 def encode_views(request: Request, head: dict) -> tuple[list, int]:
@@ -146,11 +175,9 @@ def predict_views(request: Request, views: list, pad_id: int):
     if request.known is not None and not request.tta:  # nothing left to predict: no model to load
         return request.known, None, [budget.PassReport(rows=rows, plain_rows=rows)]
     merged = logits_for_views(request.run, request.cfg, request.base_model, views, pad_id, request.until,
-                              request.shards, request.known)
-    if merged is not None:
-        shutil.rmtree(request.shards, ignore_errors=True)
-        if request.logits_file and request.known is None:
-            write_logits(request.logits_file, request.df["id"], merged[0], merged[1])
+                              request.shards, request.known, request.progress_dir, request.fill_only)
+    if merged is not None and request.logits_file and request.known is None:
+        write_logits(request.logits_file, request.df["id"], merged[0], merged[1])
     return merged
 
 
@@ -196,8 +223,12 @@ def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: f
                  "every row" + ("" if deadline is None else " within the deadline")), flush=True)
     elif stopped:
         print(f"plain pass stopped by {'; '.join(stopped)}", flush=True)
-    reached = sum(r.plain_rows for r in reports), sum(r.swapped_rows for r in reports)
-    nonfinite = reached[0] - counts["tta"] - counts["plain_only"], reached[1] - counts["tta"] - counts["swapped_only"]
+    failed = [r.failed for r in reports if r.failed]
+    if failed:
+        print(f"WARNING: {len(failed)} process(es) failed during the passes ({'; '.join(failed)}): the other "
+              f"processes took the batches they left ({sum(r.taken for r in reports)} batch(es) taken in all)",
+              flush=True)
+    nonfinite = sum(r.nonfinite[0] for r in reports), sum(r.nonfinite[1] for r in reports)
     if any(nonfinite):
         print(f"WARNING: non-finite logits in {nonfinite[0]} row(s) of the plain order"
               + (f" and {nonfinite[1]} of the swapped order" if tta else "")

@@ -5,7 +5,9 @@ from the speed measured as the passes go, allows. Rows a pass never reached keep
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,84 +85,167 @@ class Clock:
         self.simulated += self.extra_per_batch
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One forward of the passes: row indices (into the arrays run_passes returns) in one order (view 0: A/B, the
+    plain order; view 1: B/A, swapped), their padded token count, and the process they were dealt to (`owner`; its
+    `index`-th batch of that order). Several processes share one list of batches and take them by name."""
+    view: int
+    rows: tuple[int, ...]
+    cost: float
+    owner: int = 0
+    index: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.view}-{self.owner}-{self.index}"
+
+
+def batches_of(view: int, batches: list[list[int]], costs: list[float], owner: int = 0) -> list[Batch]:
+    return [Batch(view, tuple(rows), cost, owner, k) for k, (rows, cost) in enumerate(zip(batches, costs))]
+
+
+def work_order(plain: list[list[Batch]], swapped: list[list[Batch]], rank: int) -> list[Batch]:
+    """The batches process `rank` runs, in order, when `plain[r]` and `swapped[r]` are the batches dealt to each
+    process r (longest first): its own plain batches, then the other processes' plain batches from their short end
+    (each process starts at its long end: they meet in the middle), then its own swapped batches shortest first
+    (the most rows for the time), then the others' swapped batches from their long end. Every row's plain order
+    comes before any swapped one; a process that is slow, has failed or was killed leaves its batches to the
+    others. With one process: its plain batches, then its swapped ones shortest first."""
+    others = [r for r in range(rank + 1, len(plain))] + list(range(rank))
+    return (plain[rank] + [b for r in others for b in reversed(plain[r])]
+            + list(reversed(swapped[rank])) + [b for r in others for b in swapped[r]])
+
+
 @dataclass
 class PassReport:
-    """What the budget let through: rows predicted in each order, and why a pass stopped (None: it finished)."""
+    """What the budget let through: rows this process predicted in each order (its own and those it took from
+    other processes), the rows dealt to it, why its passes stopped (None: they finished) or failed."""
     rows: int
     plain_rows: int = 0
     swapped_rows: int = 0
     tta: bool = False
     stopped: str | None = None
     seconds: dict = field(default_factory=dict)
+    taken: int = 0  # batches of other processes this one ran
+    failed: str | None = None  # the error a forward raised: this process ran no batch after it
+    ran: tuple[list, list] = field(default_factory=lambda: ([], []))  # rows it predicted, per order
+    nonfinite: list = field(default_factory=lambda: [0, 0])  # of those, rows whose logits were not finite
 
     def describe(self) -> str:
-        line = f"plain order: {self.plain_rows} of {self.rows} rows"
-        if self.tta:
-            share = self.swapped_rows / self.rows if self.rows else 1.0
-            line += f"; swap TTA: {self.swapped_rows} of {self.rows} rows ({share:.0%})"
+        if self.taken:  # its counts include rows dealt to other processes
+            line = f"plain order: {self.plain_rows} rows" + (f"; swap TTA: {self.swapped_rows} rows" if self.tta else "")
+            line += f" ({self.rows} rows dealt to it; it took {self.taken} batch(es) of other processes)"
+        else:
+            line = f"plain order: {self.plain_rows} of {self.rows} rows"
+            if self.tta:
+                share = self.swapped_rows / self.rows if self.rows else 1.0
+                line += f"; swap TTA: {self.swapped_rows} of {self.rows} rows ({share:.0%})"
+        if self.failed:
+            return line + f"; FAILED: {self.failed}: its remaining batches are left to the other processes"
         return line + (f"; stopped: {self.stopped}" if self.stopped else "; every pass finished")
 
 
-def run_passes(forward: Callable[[int, list[int]], np.ndarray], batches: list[list[int]], costs: list[float],
-               rows: int, tta: bool, deadline: float | None, clock: Clock | None = None, desc: str = "predict",
-               known_plain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
-    """Logits (rows, 3) of the plain order (view 0) and, with `tta`, of the swapped order (view 1), NaN where a
-    pass did not reach. `forward(view, batch)` gives the logits of a batch of row indices; `batches` are the
-    sorted batches (longest first), `costs` their padded token counts. The plain pass runs every batch while its
-    projected time fits before the deadline (less FINISH_RESERVE_S); the swapped pass then runs the same batches
-    shortest first (most rows for the time), each only when its projected time still fits: its plain twin's
-    measured time scaled by how the swapped batches compared so far, or, when the plain logits are
-    `known_plain` (an earlier call predicted them), the swapped pass's own seconds per token so far."""
-    clock = clock or Clock()
-    report = PassReport(rows=rows, tta=tta)
-    swapped = np.full((rows, 3), np.nan, dtype=np.float32) if tta else None
-    limit = None if deadline is None else deadline - FINISH_RESERVE_S
-    took: list[float | None] = [None] * len(batches)  # measured seconds of each plain batch
-    bar = tqdm(total=len(batches) * ((known_plain is None) + tta), desc=desc, unit="batch", mininterval=2,
-               disable=len(batches) < 4)
+class Claims:
+    """Batches taken by name, so that several processes sharing one list run each batch once: a file created
+    exclusively in `folder` per batch (None: one process, every batch is its own)."""
 
-    def fits(projected: float, which: str) -> bool:
-        now = clock.now()
-        if limit is not None and now + projected > limit:
-            report.stopped = (f"the deadline, during the {which} pass (next batch projected {projected:.1f} s, "
-                              f"{max(limit - now, 0):.1f} s left before the finish reserve)")
+    def __init__(self, folder: str | os.PathLike | None):
+        self.folder = folder
+        if folder is not None:
+            os.makedirs(folder, exist_ok=True)
+
+    def take(self, batch: Batch) -> bool:
+        if self.folder is None:
+            return True
+        try:
+            os.close(os.open(os.path.join(self.folder, batch.name), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
             return False
-        return True
 
-    def timed(view: int, batch: list[int]) -> tuple[np.ndarray, float]:
+    def release(self, batch: Batch) -> None:
+        """A batch this process took and could not run: another process may take it."""
+        if self.folder is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.folder, batch.name))
+
+
+def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch], rows: int, own_rows: int,
+               tta: bool, deadline: float | None, clock: Clock | None = None, desc: str = "predict",
+               known: tuple[np.ndarray, np.ndarray | None] | None = None, claims: Claims | None = None,
+               saved: Callable[[np.ndarray, np.ndarray | None, PassReport], None] | None = None,
+               rank: int = 0) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
+    """Logits (rows, 3) of the plain order (view 0) and, with `tta`, of the swapped order (view 1): `known` (NaN
+    where not known) with every batch of `work` this process ran filled in (work_order: the plain batches first).
+    `forward(view, batch)` gives the logits of a batch of row indices. Each batch runs only when its projected time
+    still fits before the deadline (less FINISH_RESERVE_S), and only when `claims` gives it to this process: a plain
+    batch's time is projected from the plain pass's seconds per padded token so far; a swapped batch's from its
+    plain twin's measured time scaled by how the swapped batches compared so far, else from the seconds per token
+    measured so far. At the first batch that does not fit, both passes stop. A forward that raises (a CUDA
+    out-of-memory, a device error) ends this process's passes: the error is reported, the batch released for the
+    other processes, and what was predicted is kept. `saved(plain, swapped, report)` is called after every batch
+    (the progress a later call can start from). `rank`: this process (its own batches are those it `owner`s)."""
+    clock = clock or Clock()
+    claims = claims or Claims(None)
+    report = PassReport(rows=own_rows, tta=tta)
+    plain = np.full((rows, 3), np.nan, dtype=np.float32) if known is None else np.array(known[0], dtype=np.float32)
+    swapped = None
+    if tta:
+        swapped = (np.full((rows, 3), np.nan, dtype=np.float32) if known is None or known[1] is None
+                   else np.array(known[1], dtype=np.float32))
+    limit = None if deadline is None else deadline - FINISH_RESERVE_S
+    took: dict[tuple[int, ...], float] = {}  # measured seconds of each plain batch run here, by its rows
+    spent = {0: [0.0, 0.0], 1: [0.0, 0.0]}  # per view: seconds, padded tokens
+    twin_time = [0.0]  # plain seconds of the swapped batches that had a plain twin here
+    work = [b for b in work if b.view == 0 or tta]
+    bar = tqdm(total=len(work), desc=desc, unit="batch", mininterval=2, disable=len(work) < 4)
+
+    def projected(batch: Batch) -> float:
+        seconds, tokens = spent[batch.view]
+        if batch.view == 1 and batch.rows in took:
+            return took[batch.rows] * (seconds / twin_time[0] if twin_time[0] else 1.0)
+        if tokens:
+            return seconds / tokens * batch.cost
+        seconds, tokens = spent[0]  # the swapped pass's first batch without a twin: the plain pass's speed
+        return seconds / tokens * batch.cost if tokens else 0.0
+
+    for batch in work:
+        now, ahead = clock.now(), projected(batch)
+        if limit is not None and now + ahead > limit:
+            which = "plain" if batch.view == 0 else "swapped"
+            report.stopped = (f"the deadline, during the {which} pass (next batch projected {ahead:.1f} s, "
+                              f"{max(limit - now, 0):.1f} s left before the finish reserve)")
+            break
+        if not claims.take(batch):
+            continue
         start = clock.now()
-        logits = forward(view, batch)
+        try:
+            logits = forward(batch.view, list(batch.rows))
+        except Exception as exc:  # noqa: BLE001 - any failure of a forward: the others take over its batches
+            claims.release(batch)
+            report.failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            print(f"WARNING: {desc}: a forward failed ({report.failed}); this process stops, the rows it did not "
+                  f"reach are left to the other processes or filled in", file=sys.stderr, flush=True)
+            break
         clock.batch_done()
         bar.update()
-        return logits, clock.now() - start
-
-    if known_plain is None:
-        plain = np.full((rows, 3), np.nan, dtype=np.float32)
-        plain_time, plain_cost = 0.0, 0.0
-        for k, batch in enumerate(batches):
-            # seconds per padded token measured so far; before the first batch there is nothing to project from
-            if not fits(plain_time / plain_cost * costs[k] if plain_cost else 0.0, "plain"):
-                break
-            plain[batch], took[k] = timed(0, batch)
-            plain_time, plain_cost = plain_time + took[k], plain_cost + costs[k]
-            report.plain_rows += len(batch)
-        report.seconds["plain"] = round(plain_time, 3)
-    else:
-        plain = np.asarray(known_plain, dtype=np.float32).copy()
-        report.plain_rows = rows
-    if tta and report.stopped is None:
-        swapped_time, swapped_cost, twin_time = 0.0, 0.0, 0.0  # twin_time: plain seconds of the same batches
-        for k in reversed(range(len(batches))):
-            if took[k] is not None:
-                projected = took[k] * (swapped_time / twin_time if twin_time else 1.0)
-            else:
-                projected = swapped_time / swapped_cost * costs[k] if swapped_cost else 0.0
-            if not fits(projected, "swapped"):
-                break
-            swapped[batches[k]], seconds = timed(1, batches[k])
-            swapped_time, swapped_cost, twin_time = (swapped_time + seconds, swapped_cost + costs[k],
-                                                     twin_time + (took[k] or 0.0))
-            report.swapped_rows += len(batches[k])
-        report.seconds["swapped"] = round(swapped_time, 3)
+        seconds = clock.now() - start
+        target = plain if batch.view == 0 else swapped
+        target[list(batch.rows)] = logits
+        report.ran[batch.view].extend(batch.rows)
+        report.nonfinite[batch.view] += int((~np.isfinite(logits).all(axis=1)).sum())
+        spent[batch.view][0] += seconds
+        spent[batch.view][1] += batch.cost
+        if batch.view == 0:
+            took[batch.rows] = seconds
+            report.plain_rows += len(batch.rows)
+        else:
+            twin_time[0] += took.get(batch.rows, 0.0)
+            report.swapped_rows += len(batch.rows)
+        report.taken += batch.owner != rank
+        if saved is not None:
+            saved(plain, swapped, report)
+    report.seconds = {"plain": round(spent[0][0], 3), **({"swapped": round(spent[1][0], 3)} if tta else {})}
     bar.close()
     return plain, swapped, report

@@ -10,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from arena.config import Config
-from arena.model import autocast, compute_dtype_of, left_pad
+from arena.model import autocast, compute_dtype_of, right_pad
+from arena.model import model_device as model_device  # where tta, passes and predict import it from
 
 
 def sorted_batches(lengths: list[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
@@ -62,7 +63,7 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
     dtype = compute_dtype_of(model)
     with autocast(device, dtype):
         for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):
-            ids, mask = left_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
+            ids, mask = right_pad([input_ids[i] for i in batch], pad_token_id, pad_to)
             batch_features = None if features is None else torch.from_numpy(features[batch]).to(device)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), features=batch_features)
             out[batch] = logits.float().cpu().numpy()
@@ -73,7 +74,3 @@ def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, dev
               f"dtype {str(dtype).removeprefix('torch.')} overflowed? float16 does on some models: set "
               f"model.compute_dtype=float32 (or bfloat16 where the GPU has it)", file=sys.stderr)
     return out
-
-
-def model_device(model) -> str:
-    return str(next(model.parameters()).device)

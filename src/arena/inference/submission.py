@@ -3,6 +3,7 @@ atomic write that never overwrites; the kept logits of an ensemble member; where
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,10 @@ def read_logits(path, df: pd.DataFrame | None, problems: list[str]) -> np.ndarra
     return plain
 
 
-def shard_names(out_path, run: RunFolder, data_path) -> tuple[str, str]:
-    """The submission's path (default: RUN/predictions/<data>-<time>.csv) and the folder beside it where each
-    process leaves its share."""
+def shard_names(out_path, run: RunFolder, data_path, progress_dir=None) -> tuple[str, str]:
+    """The submission's path (default: RUN/predictions/<data>-<time>.csv) and the folder where each process keeps
+    its progress and leaves its share: beside the submission, or a new one in `progress_dir` (--progress)."""
     out = Path(out_path) if out_path else run.predictions / f"{Path(data_path).stem}-{stamp()}.csv"
+    if progress_dir is not None:  # made when first written: a refused call writes nothing
+        return str(out), str(Path(progress_dir) / f"call-{stamp()}-{os.getpid()}")
     return str(out), str(out.with_name(f".{out.name}.shards-{stamp()}"))

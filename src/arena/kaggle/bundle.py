@@ -21,7 +21,7 @@ from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
 from arena.model import check_trained
-from arena.writes import atomic_folder, discard_if_stale, inside_problems, output_problems, sha256_of, staging_owner
+from arena.writes import atomic_folder, discard_if_stale, inside_problems, output_problems, staging_owner
 
 TEMPLATES = SOURCE_ROOT / "kernels"
 # The machine every kernel is built for: Kaggle's "GPU T4 x2" (its machine_shape, GPU check and decisions).
@@ -237,13 +237,6 @@ def write_wheelhouse(bundle: Bundle, cfg: Config, wheels: bool) -> None:
               f"{wheels_mod.installed_versions(['transformers'])['transformers']} tested here)")
 
 
-def adapter_fingerprint(run: RunFolder) -> str:
-    """sha256 of a trained run's head.json and the weights its head is saved in (the adapter's file, or a merged
-    model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs."""
-    weights = run.merged_head if run.is_merged() else run.adapter / "adapter_model.safetensors"
-    return sha256_of(run.head, weights)
-
-
 def built_from_problems(bundle: Bundle, run: RunFolder) -> list[str]:
     """`arena push --run R --bundle B`: B must hold R's adapter (one of its members, for an ensemble), or the
     push would submit another run's predictions under R's name (and --fetch-lb credit R with their score)."""
@@ -251,8 +244,8 @@ def built_from_problems(bundle: Bundle, run: RunFolder) -> list[str]:
         return [f"--run {run.root}: not a trained run folder (config.yaml and adapter/)"]
     members = bundle.member_runs()
     try:
-        ours = adapter_fingerprint(run)
-        theirs = [adapter_fingerprint(m) for m in members]
+        ours = run.fingerprint()
+        theirs = [m.fingerprint() for m in members]
     except OSError as exc:
         return [f"cannot compare --run {run.root} with the bundle {bundle.root}: {exc}"]
     if ours in theirs:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-from arena import budget, data
+from arena import budget, data, faults, hardware
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
@@ -135,13 +136,14 @@ def _base_mount(cfg, current: bool) -> str:
 
 
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
-              previous_output=None, base_model=None) -> Path:
+              previous_output=None, base_model=None, fault: str | None = None) -> Path:
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
     layout, or "old"), as `processes` CPU processes through the kernel's accelerate launch line when > 1, and
     check its submission (a training bundle: see run_local_training). `base_model`: the base model folder to
-    mount, when the run's model.path has moved since training."""
+    mount, when the run's model.path has moved since training. `fault`: one of arena.faults.FAULTS, injected in
+    the kernel's processes (a rank fault needs several)."""
     if TrainingBundle(bundle_dir).is_training_bundle():
-        return run_local_training(bundle_dir, input_dir, work_dir, previous_output)
+        return run_local_training(bundle_dir, input_dir, work_dir, previous_output, fault)
     if previous_output is not None:
         raise UserError(f"--previous-output: only for a training bundle (from `arena kaggle train`), not {bundle_dir}")
     bundle = Bundle(bundle_dir)
@@ -173,6 +175,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
         problems.append(f"--layout {layout}: one of {', '.join(LAYOUTS)}")
     if processes < 1:
         problems.append(f"--processes {processes}: at least 1")
+    problems += fault_problems(fault, processes)
     if problems:
         raise UserError(problems=problems)
     expected_ids = data.load_test(test_csv)["id"]  # as the kernel reads it
@@ -188,25 +191,16 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
             _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
 
-    python, image, before = _kernel_python(work, bundle.wheels)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1",
-                "ARENA_SKIP_GPU_CHECK": "1"})  # this machine is not the Kaggle one the bundle is built for
-    env.pop(PROCESSES_ENV, None)
+    extra = {"ARENA_SKIP_GPU_CHECK": "1"}  # this machine is not the Kaggle one the bundle is built for
     if processes > 1:  # the kernel's T4x2 launch line, on CPU: torch.distributed over gloo
-        env.update({PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port())})
+        extra.update({PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port()), **cpu_processes(processes)})
+    if fault:
+        extra[faults.FAULT_ENV] = fault
+    code, python, env = _run_kernel(
+        bundle.kernel_script, root, work, bundle.wheels, extra,
+        f"{layout} mount layout, {processes} process{'es' if processes > 1 else ''}"
+        + (f", fault {fault}: {faults.FAULTS[faults.parse(fault, '--fault').name]}" if fault else ""))
     log = work / "kernel.log"
-    print(f"rehearsing {bundle.kernel_script} in {root} ({layout} mount layout, {processes} process"
-          f"{'es' if processes > 1 else ''}, offline; log: {log})", flush=True)
-    with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen([str(python), str(bundle.kernel_script.resolve())], cwd=root / "working",
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            out.write(line)
-        code = proc.wait()
-    _check_image_untouched(image, before)
     if code != 0:
         raise UserError(f"the kernel failed (exit {code}){_disk_note(work, log)}; full log: {log}")
 
@@ -226,7 +220,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
 # ---- training bundles (`arena kaggle train`) ------------------------------------------------------------
 
 
-def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None) -> Path:
+def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None, fault: str | None = None) -> Path:
     """A training bundle's kernel run offline in a fake /kaggle: the data and wheels datasets, the competition's
     train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
     rehearsal's working folder) the previous version's output. Returns this version's working folder (its
@@ -272,7 +266,7 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
         _link(root / rel, base)
     working = root / "working"
     working.mkdir(parents=True)
-    code = _run_kernel(bundle.kernel_script, root, work, bundle.wheels)
+    code, _, _ = _run_kernel(bundle.kernel_script, root, work, bundle.wheels)
     if code != 0:
         raise UserError(f"the training kernel failed (exit {code}){_disk_note(work, work / 'kernel.log')}; full log: "
                         f"{work / 'kernel.log'}")
@@ -293,22 +287,60 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     return working
 
 
-def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path) -> int:
-    """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns
-    its exit code."""
+def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_env: dict | None = None,
+                what: str = "current mount layout") -> tuple[int, Path, dict]:
+    """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns its
+    exit code, the twin's python and the kernel's environment. The kernel runs in a process group of its own, which
+    is stopped with the rehearsal (Ctrl-C, SIGTERM): no pip install or prediction goes on after it."""
     python, image, before = _kernel_python(work, wheelhouse)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "PIP_NO_INDEX": "1", "PIP_CONFIG_FILE": os.devnull, "PYTHONNOUSERSITE": "1"})
     env.pop(PROCESSES_ENV, None)
+    env.pop(faults.FAULT_ENV, None)
+    env.update(extra_env or {})
     log = work / "kernel.log"
-    print(f"rehearsing {script} in {root} (current mount layout, offline; log: {log})", flush=True)
+    print(f"rehearsing {script} in {root} ({what}, offline; log: {log})", flush=True)
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([str(python), str(script.resolve())], cwd=root / "working", env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            out.write(line)
-        code = proc.wait()
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                out.write(line)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     _check_image_untouched(image, before)
-    return code
+    return code, python, env
+
+
+def fault_problems(fault: str | None, processes: int) -> list[str]:
+    """--fault names a fault arena injects, and a rank fault has several processes to strike one of."""
+    if fault is None:
+        return []
+    try:
+        parsed = faults.parse(fault, "--fault")
+    except UserError as exc:
+        return exc.problems
+    if parsed.name in faults.RANK_FAULTS and processes < 2:
+        return [f"--fault {fault}: strikes one of several processes, and this rehearsal runs one (give --hardware "
+                f"t4x2 or --processes 2)"]
+    if parsed.rank is not None and parsed.rank >= processes:
+        return [f"--fault {fault}: there is no process {parsed.rank} among {processes}"]
+    return []
+
+
+def cpu_processes(processes: int) -> dict:
+    """The kernel's environment for `processes` processes, one per GPU: on a machine with fewer GPUs than that
+    (a one-GPU machine rehearsing T4x2), CUDA is hidden from the kernel and the profile's processes run on the CPU,
+    as on a machine without CUDA; said in one line."""
+    gpus = hardware.visible_gpus()
+    if gpus == 0 or gpus >= processes:
+        return {}
+    print(f"this machine has {gpus} GPU(s) for the kernel's {processes} processes (one per GPU): the rehearsal runs "
+          f"them on the CPU, CUDA hidden from the kernel (CUDA_VISIBLE_DEVICES=''), the profile's decisions simulated",
+          flush=True)
+    return {"CUDA_VISIBLE_DEVICES": ""}

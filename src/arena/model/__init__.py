@@ -17,11 +17,11 @@ from arena.model.artifacts import check_trained, load_trained, save_trained, ten
 from arena.model.backbone import (
     PreferenceModel,
     last_token_index,
-    left_pad,
     load_base,
     load_tokenizer,
     meta_backbone,
     meta_preference_model,
+    right_pad,
 )
 from arena.model.head import (
     HEAD_FORMAT,
@@ -41,20 +41,22 @@ from arena.model.runtime import (
     Runtime,
     attn_implementation,
     autocast,
+    bf16_problem,
     compute_dtype,
     compute_dtype_of,
     compute_dtype_problems,
     cuda_device_index,
     device_for,
     fp16_overflow,
+    model_device,
     runtime_for,
 )
 
 __all__ = ["FP16_OVERFLOWS", "HEAD_FORMAT", "HEAD_MODULE", "INT8_CASTS_TO_FP16", "NUM_LABELS", "PreferenceHead", "PreferenceModel",
            "Runtime", "UserError", "adapter_problems", "attn_implementation", "autocast", "build_for_training",
-           "check_trained", "compute_dtype", "compute_dtype_of", "compute_dtype_problems", "cuda_device_index",
-           "device_for", "enable_checkpointing", "fp16_overflow", "head_bias", "init_feature_head", "last_token_index",
-           "left_pad", "load_base", "load_tokenizer", "load_trained", "meta_backbone", "meta_preference_model",
-           "meta_prepared", "name_in_head",
+           "bf16_problem", "check_trained", "compute_dtype", "compute_dtype_of", "compute_dtype_problems",
+           "cuda_device_index", "device_for", "enable_checkpointing", "fp16_overflow", "head_bias", "init_feature_head",
+           "last_token_index", "load_base", "load_tokenizer", "load_trained", "meta_backbone", "meta_preference_model",
+           "meta_prepared", "model_device", "name_in_head",
            "peft_config", "prepare_for_training", "quantization_config", "read_head", "resolve_model_path",
-           "runtime_for", "save_trained", "tensor_shapes", "use_one_4bit_kernel", "write_head"]
+           "right_pad", "runtime_for", "save_trained", "tensor_shapes", "use_one_4bit_kernel", "write_head"]

@@ -10,7 +10,7 @@ from arena.embedded import resolve_model_path
 from arena.layout import RunFolder
 from arena.model.backbone import load_base, load_tokenizer
 from arena.model.head import NUM_LABELS, head_weight_problems, load_head, name_in_head, read_head, write_head
-from arena.model.runtime import runtime_for
+from arena.model.runtime import model_device, runtime_for
 from arena.records import record_or_none
 from arena.versions import peft_without_old_torchao
 
@@ -143,6 +143,6 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
         model.score.load_state_dict({k: v.to(model.score.proj.weight.dtype) for k, v in weights.items()})
     else:
         model = load_base(cfg, rt, bias, num_features, model_path=base_model, quantization=quantization)
-        model = PeftModel.from_pretrained(model, run.adapter)
+        model = PeftModel.from_pretrained(model, run.adapter, torch_device=model_device(model))
     model.eval()
     return model, load_tokenizer(run.adapter), rt

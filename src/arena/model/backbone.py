@@ -68,28 +68,30 @@ class PreferenceModel(torch.nn.Module):
 
 
 def last_token_index(attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | int:
-    """Position of each row's last real token: -1 with left padding, found from the mask for any padding."""
+    """Position of each row's last real token, found from the mask (on either padding side); -1 without one."""
     if attention_mask is None:
         return -1
     from_end = attention_mask.flip(-1).to(torch.int64).argmax(-1)
     return (length - 1 - from_end).to(attention_mask.device)
 
 
-def left_pad(rows: list[list[int]], pad_token_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) long tensors (len(rows), length), every row left-padded to `length` (default:
-    the longest row). Left padding puts every row's last real token at the same position; rotary position
-    encodings are relative, so the offset does not change attention between real tokens."""
+def right_pad(rows: list[list[int]], pad_token_id: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) long tensors (len(rows), length), every row right-padded to `length` (default:
+    the longest row). Right padding, since under a causal mask it leaves every query a real key to attend to. With
+    left padding a pad query before the first real token has none: its eager mask row is finfo(dtype).min
+    throughout, which in float16 (-65504) plus a score below -16 is -inf, and a row of -inf is NaN after softmax;
+    the NaN hidden state then reaches every row's tokens through 0 * NaN in the next layer's attention. Right
+    padding also gives real tokens the positions they have alone, so a row's logits do not depend on its batch."""
     longest = max((len(r) for r in rows), default=0)
     length = longest if length is None else length
     if longest > length:
         too_long = [len(r) for r in rows if len(r) > length]
-        raise ValueError(f"left_pad: {len(too_long)} row(s) longer than {length} tokens (max {longest})")
+        raise ValueError(f"right_pad: {len(too_long)} row(s) longer than {length} tokens (max {longest})")
     ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for i, r in enumerate(rows):
-        if r:
-            ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, length - len(r):] = 1
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
     return ids, mask
 
 
@@ -100,7 +102,7 @@ _TOKENIZERS: collections.OrderedDict = collections.OrderedDict()  # content of t
 
 
 def load_tokenizer(path: str | Path):
-    """The tokenizer of a model or adapter folder, padding on the left (see left_pad). Loaded once per process for
+    """The tokenizer of a model or adapter folder, padding on the right (see right_pad). Loaded once per process for
     the content of its files: a Gemma tokenizer.json is 33 MB of JSON (seconds to parse), a prediction reads the
     run's tokenizer three times (its check, the rows, the model) and `arena merge` every run's copy of the same
     one. Callers only read it."""
@@ -128,7 +130,7 @@ def _from_pretrained(path: str | Path):
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # see left_pad
+    tokenizer.padding_side = "right"  # see right_pad
     return tokenizer
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from arena import hardware as hardware_mod
-from arena.config import Config
+from arena.config import Config, ConfigError
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.hardware import Hardware
@@ -56,17 +56,27 @@ def fp16_overflow(model_type: str, attention: str) -> str | None:
     return None if why is None or attention in safe else why
 
 
+def bf16_problem(cfg: Config, hw: Hardware) -> str | None:
+    """model.compute_dtype bfloat16 on a GPU without native bfloat16 (a T4, sm 7.5): torch emulates it there and
+    transformers' bf16 check accepts emulation, so the run would train many times slower instead of failing."""
+    if cfg.model.compute_dtype != "bfloat16" or not hw.is_gpu or hw.bf16:
+        return None
+    return (f"model.compute_dtype: bfloat16 on {hw.name} ({hw.gpu_name}), a GPU without native bfloat16: torch "
+            f"would emulate it, many times slower; use auto (float16 there, float32 for a model that overflows in "
+            f"float16), float16 or float32, e.g. --set model.compute_dtype=auto")
+
+
 def compute_dtype_problems(cfg: Config, hf_config, hardware: Hardware | None = None) -> list[str]:
-    """Settings under which a model that overflows in float16 would compute in float16, checked from config.json
-    before the weights load: model.compute_dtype float16, or int8 weights (which cast to float16) on a machine
-    without bf16."""
+    """Compute dtypes this machine cannot run well, checked from config.json before the weights load: bfloat16 on
+    a GPU without it, and for a model that overflows in float16, model.compute_dtype float16 or int8 weights (which
+    cast to float16) on a machine without bf16."""
+    hw = _hardware_for(cfg, hardware)
+    problems = [problem] if (problem := bf16_problem(cfg, hw)) else []
     attention = attn_implementation(cfg, hf_config.model_type)
     why = fp16_overflow(hf_config.model_type, attention)
     if why is None:
-        return []
-    hw = hardware or hardware_mod.current()
+        return problems
     what = f"{hf_config.model_type} with {attention} attention: {why}"
-    problems = []
     if cfg.model.compute_dtype == "float16":
         problems.append(f"model.compute_dtype: float16 overflows on {what}; use float32, bfloat16 where the GPU "
                         f"has it, or auto (which picks one of them)")
@@ -111,7 +121,10 @@ def runtime_for(cfg: Config, hf_config=None, hardware: Hardware | None = None) -
 
 
 def compute_dtype(cfg: Config, hw: Hardware, hf_config=None) -> torch.dtype:
-    """model.compute_dtype, or auto's choice for `hw` (the planner's too)."""
+    """model.compute_dtype, or auto's choice for `hw` (the planner's too). bfloat16 on a GPU without it is a
+    ConfigError (bf16_problem)."""
+    if problem := bf16_problem(cfg, hw):
+        raise ConfigError(problem)
     if cfg.model.compute_dtype != "auto":
         return getattr(torch, cfg.model.compute_dtype)
     if not hw.is_gpu or hw.bf16:
@@ -148,6 +161,12 @@ def compute_dtype_of(model) -> torch.dtype:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def model_device(model) -> str:
+    """Where this process's model lives: "cuda:<its GPU>" (one per process under `accelerate launch`) or "cpu".
+    Adapter weights are loaded there (peft's default, infer_device(), is "cuda": GPU 0 on every rank)."""
+    return str(next(model.parameters()).device)
 
 
 def cuda_device_index() -> int:

@@ -24,19 +24,19 @@ from arena.train.run import (
 from arena.train.trainer import (
     EncodedRows,
     EvalLogits,
-    LeftPadCollator,
     NonFiniteGuard,
     PairedSwapSampler,
     PreferenceTrainer,
     PreferenceTrainingArguments,
+    RightPadCollator,
     WallClock,
     distillation_loss,
     soft_cross_entropy,
     training_arguments,
 )
 
-__all__ = ["Built", "EncodedRows", "EvalLogits", "LeftPadCollator", "NonFiniteGuard", "PairedSwapSampler",
-           "PreferenceTrainer", "PreferenceTrainingArguments", "Resume", "Split", "UserError", "WallClock", "build",
+__all__ = ["Built", "EncodedRows", "EvalLogits", "NonFiniteGuard", "PairedSwapSampler", "PreferenceTrainer",
+           "PreferenceTrainingArguments", "Resume", "RightPadCollator", "Split", "UserError", "WallClock", "build",
            "check_base_model", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
            "evaluate", "find_resumable", "fit", "fit_length_head", "last_complete_checkpoint",
            "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",

@@ -29,9 +29,9 @@ from arena.train.resume import open_run_folder, resume_point
 from arena.train.trainer import (
     EncodedRows,
     EvalLogits,
-    LeftPadCollator,
     NonFiniteGuard,
     PreferenceTrainer,
+    RightPadCollator,
     WallClock,
     training_arguments,
 )
@@ -183,7 +183,7 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     trainer = PreferenceTrainer(
         model=built.model,
         args=training_arguments(cfg, run, built.runtime),
-        data_collator=LeftPadCollator(built.tokenizer.pad_token_id),
+        data_collator=RightPadCollator(built.tokenizer.pad_token_id),
         train_dataset=train_rows,
         eval_dataset=val_rows.subset(order),
         compute_metrics=eval_logits,

@@ -3,6 +3,8 @@ sampler, the encoded rows and their collator, and the callbacks a run attaches (
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import time
 import zipfile
@@ -17,7 +19,7 @@ from arena import metrics
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
-from arena.model import left_pad
+from arena.model import model_device, right_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
 from arena.writes import atomic_file, write_text
@@ -112,6 +114,14 @@ class PreferenceTrainer(Trainer):
                     guard.observe(loss)
         return (loss, {"logits": logits}) if return_outputs else loss
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with adapters_load_onto_own_device(model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self):
+        with adapters_load_onto_own_device(self.model):
+            super()._load_best_model()
+
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if getattr(dataset, "paired", False):
@@ -129,6 +139,22 @@ class PreferenceTrainer(Trainer):
             head_params = [p for p in self.model.parameters() if id(p) in head]
             optimizer.add_param_group({"params": head_params, "lr": head_lr, "weight_decay": 0.0})
         return optimizer
+
+
+@contextlib.contextmanager
+def adapters_load_onto_own_device(model):
+    """The Trainer calls `model.load_adapter(...)` (on resume, and for the best checkpoint) without torch_device,
+    so peft loads the weights onto infer_device(), "cuda": GPU 0, where every other rank would open a CUDA context
+    and an allocator cache beside rank 0's model. Within this context the call loads onto the model's own device."""
+    load = getattr(type(model), "load_adapter", None)
+    if load is None:  # not a peft model (or wrapped): the Trainer does not call load_adapter on it
+        yield
+        return
+    model.load_adapter = functools.partial(load, model, torch_device=model_device(model))
+    try:
+        yield
+    finally:
+        del model.load_adapter
 
 
 class EncodedRows(torch.utils.data.Dataset):
@@ -160,14 +186,14 @@ class EncodedRows(torch.utils.data.Dataset):
                            None if self.teacher is None else (self.teacher[0][order], self.teacher[1][order]))
 
 
-class LeftPadCollator:
-    """A batch padded to its longest row, on the left (model.left_pad), with float labels and features."""
+class RightPadCollator:
+    """A batch padded to its longest row, on the right (model.right_pad), with float labels and features."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, rows: list[dict]) -> dict:
-        input_ids, attention = left_pad([r["input_ids"] for r in rows], self.pad_token_id)
+        input_ids, attention = right_pad([r["input_ids"] for r in rows], self.pad_token_id)
         batch = {"input_ids": input_ids, "attention_mask": attention}
         for key in ("labels", "features", "teacher", "teacher_covered"):
             if key in rows[0]:
