@@ -221,7 +221,7 @@ def restore_the_end(trainer: PreferenceTrainer, checkpoint: str | Path):
     weights = str(best) if best is not None and best.is_dir() else str(checkpoint)
     trainer.state.best_model_checkpoint = weights
     model = trainer.model
-    model.load_adapter(weights, model.active_adapter, torch_device=str(trainer.args.device))
+    model.load_adapter(weights, model.active_adapter, torch_device=model_mod.model_device(model))  # its own GPU
     print(f"{Path(checkpoint).name} is the run's last step ({trainer.state.global_step}): nothing is left to train; "
           f"the finish runs with the weights of {Path(weights).name}")
     return TrainOutput(trainer.state.global_step, 0.0, {"train_runtime": 0.0})
