@@ -219,7 +219,8 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_crede
         f"kaggle datasets status {user}/arena-wheels",
         f"kaggle datasets create -p {bundle}/wheels-dataset --dir-mode zip",
         f"kaggle kernels push -p {bundle}/kernel",
-        f"kaggle kernels status {user}/arena-inference",
+        f"kaggle kernels status {user}/arena-inference/<N>",  # the version pushed, not the latest session
+        f"kaggle kernels output {user}/arena-inference/<N> -p <run>/kaggle/<kernel>-v<N> --force",
         f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
         f"-m 'first try [arena run run]'",
     ]
