@@ -16,6 +16,7 @@ from arena.config import SAMPLE, Config
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import training_time
+from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.push import _dataset_commands, check_model_access, kernel_state, push_dataset
 from arena.kaggle.remote import kaggle_cli_user, kaggle_executable_display, run_kaggle
@@ -109,7 +110,7 @@ def render_kernel_script(cfg: Config, files: dict) -> str:
         "TRAIN_KERNEL": k.train_kernel_slug,
         "BASE_MODEL": bundle_mod.kernel_base_model(cfg),
         **files, "SESSION_HOURS": k.session_hours, "MARGIN_HOURS": k.session_margin_hours,
-        "BUDGET_RECORD": budget.RECORD, "BUDGET_EXIT": budget.EXIT_CODE})
+        "BUDGET_RECORD": budget.RECORD, "BUDGET_EXIT": budget.EXIT_CODE, **wheels_mod.kernel_image_values(cfg)})
 
 
 def build(cfg: Config, out: Path, user: str, wheels: bool = True, resume: bool = False,
