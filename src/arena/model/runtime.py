@@ -130,8 +130,8 @@ def fsdp_launched() -> bool:
     if version != "2":
         raise UserError(f"FSDP_VERSION={version} with ACCELERATE_USE_FSDP=true (`accelerate launch` sets them from "
                         f"its config's fsdp_config.fsdp_version): arena trains under FSDP version 2 only; set "
-                        f"fsdp_version: 2 (`accelerate to-fsdp2 --config_file OLD --output_file NEW` converts a config; "
-                        f"configs/accelerate/fsdp-qlora-8.yaml is one)")
+                        f"fsdp_version: 2 (`accelerate to-fsdp2 --config_file OLD --output_file NEW` converts a "
+                        f"config; configs/accelerate/fsdp-qlora-8.yaml is one)")
     return True
 
 
