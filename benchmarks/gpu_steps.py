@@ -1,14 +1,16 @@
-"""The measurements of benchmarks/gpu.py. Each step takes (work, device, tiny, size, out, save): it fills `out` (its
-part of results.json) and calls `save()` after every sub-result (a length, a layer count, a weight format), so a run
-cut off keeps everything measured so far."""
+"""The measurements of benchmarks/gpu.py, one unit (sub-result) per call: fn(bench, out, **unit arguments) fills `out`,
+its step's part of results.json (benchmarks/gpu_time.py lists the units and their order); benchmarks/gpu.py saves
+after every unit, so a run cut off keeps everything measured so far."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import random
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 GIB = 2**30
@@ -17,12 +19,28 @@ RECIPE = "configs/gemma2-9b-qlora-t4x2.yaml"
 T4_PROFILE = "t4x2"  # the recipe's machine: its decisions (float16, no bf16) are what training and inference measure
 
 
+# What torch reports as a T4's memory (deviceQuery's "Total amount of global memory: 15110 MBytes (15843721216
+# bytes)"): the CUDA context and cuBLAS' workspace come out of it too, so the caching allocator gets less.
+T4_TOTAL_BYTES = 15_843_721_216
+
+
 def sizes(tiny: bool) -> dict:
     if tiny:
         return dict(layer_counts=(1, 2), train_lengths=(96, 128), memory_steps=2, fp16_steps=3, infer_length=128,
-                    infer_rows=8, small_steps=2, quantizations=("nf4", "none"))
+                    infer_rows=8, small_steps=2, quantizations=("nf4", "none"), plan_in_run=True)
     return dict(layer_counts=(2, 4), train_lengths=(1024, 2048), memory_steps=4, fp16_steps=20, infer_length=2048,
-                infer_rows=48, small_steps=5, quantizations=("nf4", "int8", "none"))
+                infer_rows=48, small_steps=5, quantizations=("nf4", "int8", "none"), plan_in_run=False)
+
+
+@dataclass
+class Bench:
+    """What every unit needs: where checkpoints and runs go, the device, the sizes, save() for results.json."""
+
+    work: Path
+    device: str
+    tiny: bool
+    size: dict
+    save: object = lambda: None
 
 
 # ---- the models ------------------------------------------------------------------------------------------------
@@ -101,11 +119,25 @@ def published(overrides=()):
     return config.load(RECIPE, ["prompt.min_tokens=8", *overrides])
 
 
-def random_rows(n: int, length: int, vocab: int, seed: int, short: int | None = None) -> list[list[int]]:
-    import random
-
+def row_lengths(n: int, length: int, seed: int) -> list[int]:
+    """Token counts of the measurement's rows, as training and inference see real ones: a quarter at `length` (rows
+    the limit truncates, so every measurement holds a batch padded to the full length), the rest uniform between
+    length/8 and length; shuffled."""
     rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(rng.randint(short or length, length))] for _ in range(n)]
+    full = max(1, n // 4)
+    lengths = [length] * full + [rng.randint(length // 8, length) for _ in range(n - full)]
+    rng.shuffle(lengths)
+    return lengths
+
+
+def mean_row_tokens(length: int) -> float:
+    """The expected mean of row_lengths(., length, .)."""
+    return 0.25 * length + 0.75 * (length // 8 + length) / 2
+
+
+def random_rows(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed + 1)
+    return [[rng.randrange(3, vocab) for _ in range(k)] for k in row_lengths(n, length, seed)]
 
 
 def extrapolate(points: dict[int, float | None]) -> dict | None:
@@ -161,12 +193,52 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak(device: str) -> int | None:
-    if device != "cuda":
-        return None
+def outside_allocator() -> int:
+    """Bytes of the GPU in use but not in torch's caching allocator: this process's CUDA context, cuBLAS workspaces,
+    bitsandbytes' paged (managed) memory (and any other process's, none on a lent machine)."""
     import torch
 
-    return torch.cuda.max_memory_allocated()
+    free, total = torch.cuda.mem_get_info()
+    return total - free - torch.cuda.memory_reserved()
+
+
+def warm_cublas() -> None:
+    """A half-precision matmul: cuBLAS' handle and workspace exist from here on, as in every later unit."""
+    import torch
+
+    x = torch.ones(256, 256, device="cuda", dtype=torch.float16)
+    (x @ x).float().sum().item()
+
+
+def memory_baseline(device: str) -> dict:
+    """On CUDA, after a matmul has created cuBLAS' handle and workspace: the GPU's memory, what is outside the
+    allocator already, and the allocator's cap that leaves a T4's total for everything (context included):
+    torch.cuda.set_per_process_memory_fraction caps the allocator alone."""
+    if device != "cuda":
+        return {}
+    import torch
+
+    warm_cublas()
+    total = torch.cuda.mem_get_info()[1]
+    outside = outside_allocator()
+    cap = T4_TOTAL_BYTES - outside
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+    return {"gpu_total_bytes": total, "outside_allocator_bytes": outside, "t4_total_bytes": T4_TOTAL_BYTES,
+            "allocator_cap_bytes": cap}
+
+
+def peak(device: str) -> dict:
+    """The peak since reset_peak: tensors (max_memory_allocated), the allocator's (max_memory_reserved, with its
+    cached blocks), and on the device: the allocator's peak plus what is outside it now (context, workspaces, paged
+    optimizer state), the figure a T4's T4_TOTAL_BYTES must hold. None on a CPU."""
+    if device != "cuda":
+        return {"tensor_peak_bytes": None, "reserved_peak_bytes": None, "device_peak_bytes": None}
+    import torch
+
+    torch.cuda.synchronize()
+    reserved = torch.cuda.max_memory_reserved()
+    return {"tensor_peak_bytes": torch.cuda.max_memory_allocated(), "reserved_peak_bytes": reserved,
+            "device_peak_bytes": reserved + outside_allocator()}
 
 
 class _NoTokenizer:
@@ -177,9 +249,10 @@ class _NoTokenizer:
 
 def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: int, seed: int) -> dict:
     """`steps` optimizer steps of arena's PreferenceTrainer (the recipe's training arguments: its optimizer,
-    batch, grad accumulation, float16 autocast and grad scaler where the t4x2 profile decides float16) over random
-    rows of exactly `length` tokens: peak memory, the loss of every micro-batch, steps the grad scaler skipped, and
-    the median time of an optimizer step after the first."""
+    batch, grad accumulation, its sampling, float16 autocast and grad scaler where the t4x2 profile decides float16)
+    over random rows of varied lengths up to `length` (row_lengths), each batch padded to its longest row: peak
+    memory (every batch that holds a full-length row is padded to `length`), the loss of every micro-batch, steps
+    the grad scaler skipped, the median time of an optimizer step after the first, real and padded tokens."""
     import numpy as np
 
     from arena import model as model_mod
@@ -203,12 +276,26 @@ def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: 
     labels = np.eye(3, dtype=np.float32)[np.arange(len(rows)) % 3]
     dataset = EncodedRows(rows, labels)
 
+    class CountingCollator(RightPadCollator):
+        """The run's collator, counting real and padded tokens."""
+
+        real = padded = 0
+
+        def __call__(self, batch_rows):
+            batch = super().__call__(batch_rows)
+            self.real += int(batch["attention_mask"].sum())
+            self.padded += batch["attention_mask"].numel()
+            return batch
+
+    collator = CountingCollator(0)
+
     class Meter(NonFiniteGuard):
-        """The run's own non-finite guard (it never stops this run) that also keeps every loss and step time."""
+        """The run's own non-finite guard (it never stops this run) that also keeps every loss and step time, and
+        the training batches' tokens (the last evaluation's are not counted)."""
 
         def __init__(self):
             super().__init__(10**6, str(rt.dtype).removeprefix("torch."))
-            self.losses, self.seconds, self.skipped, self.started = [], [], 0, 0.0
+            self.losses, self.seconds, self.skipped, self.started, self.tokens = [], [], 0, 0.0, (0, 0)
 
         def observe(self, loss):
             super().observe(loss)
@@ -222,125 +309,126 @@ def trainer_steps(model_dir: Path, work: Path, device: str, length: int, steps: 
             sync(device)
             self.seconds.append(time.perf_counter() - self.started)
             self.skipped += bool(getattr(kwargs.get("optimizer"), "step_was_skipped", False))
+            self.tokens = (collator.real, collator.padded)
             return super().on_step_end(args, state, control, **kwargs)
 
     meter = Meter()
     run = RunFolder(work / "runs" / f"bench-{length}-tokens-{model.config.num_hidden_layers}-layers-{steps}-steps")
     # as make_trainer builds it; the Trainer evaluates (one row) and saves once, after the last step
     eval_logits = EvalLogits(np.arange(1))
-    trainer = PreferenceTrainer(model=model, args=training_arguments(cfg, run, rt),
-                                data_collator=RightPadCollator(0), train_dataset=dataset,
-                                eval_dataset=dataset.subset([0]), compute_metrics=eval_logits,
+    trainer = PreferenceTrainer(model=model, args=training_arguments(cfg, run, rt), data_collator=collator,
+                                train_dataset=dataset, eval_dataset=dataset.subset([0]), compute_metrics=eval_logits,
                                 callbacks=[eval_logits, meter])
     reset_peak(device)
     trainer.train()
     measured = peak(device)
     timed = meter.seconds[1:] or meter.seconds
-    tokens_per_step = t.per_device_batch_size * t.grad_accum * length
+    real, padded = meter.tokens
     del trainer, model
     free(device)
-    return {"peak_bytes": measured, "step_seconds": statistics.median(timed), "steps": len(meter.seconds),
-            "tokens_per_step": tokens_per_step, "losses": meter.losses,
+    return {**measured, "step_seconds": statistics.median(timed), "steps": len(meter.seconds),
+            "tokens_per_step": real / max(1, len(meter.seconds)), "padding": 1 - real / padded if padded else None,
+            "max_length": length, "losses": meter.losses,
             "non_finite_losses": sum(not math.isfinite(x) for x in meter.losses), "skipped_steps": meter.skipped,
-            "compute_dtype": str(rt.dtype).removeprefix("torch."), "optimizer": t.optim,
+            "compute_dtype": str(rt.dtype).removeprefix("torch."), "optimizer": t.optim, "sampling": t.sampling,
             "trainer_fp16": bool(rt.fp16), "batch": f"{t.per_device_batch_size} x {t.grad_accum} (grad accum)"}
 
 
-def training(work: Path, device: str, tiny: bool, size: dict, out: dict, save) -> None:
-    """Peak memory and step time of the recipe's Trainer at each training length, at two layer counts, and their
-    extrapolation to 42 layers."""
-    folders = gemma2_checkpoints(work, device, tiny, size["layer_counts"])
-    out.update(layer_counts=list(size["layer_counts"]), profile=T4_PROFILE, lengths={})
-    save()
-    for length in size["train_lengths"]:
-        entry = out["lengths"].setdefault(str(length), {"by_layers": {}})
-        for layers in size["layer_counts"]:
-            entry["by_layers"][str(layers)] = trainer_steps(folders[layers], work, device, length,
-                                                            size["memory_steps"], seed=length + layers)
-            save()
-        by = {int(k): v for k, v in entry["by_layers"].items()}
-        entry["peak_bytes_42"] = extrapolate({k: v["peak_bytes"] for k, v in by.items()})
+def checkpoints(bench: Bench, out: dict, layers: int) -> None:
+    """The random 9B checkpoints every later unit loads (built once per machine, on local disk)."""
+    folders = gemma2_checkpoints(bench.work, bench.device, bench.tiny, bench.size["layer_counts"])
+    out["checkpoint_bytes"] = sum(f.stat().st_size for f in folders[layers].glob("*.safetensors"))
+
+
+def training(bench: Bench, out: dict, length: int, layers: int, steps: int) -> None:
+    """Peak memory and step time of the recipe's Trainer at one training length and layer count; once both layer
+    counts of a length are in, their extrapolation to 42 layers."""
+    counts = bench.size["layer_counts"]
+    folders = gemma2_checkpoints(bench.work, bench.device, bench.tiny, counts)
+    out.update(layer_counts=list(counts), profile=T4_PROFILE)
+    entry = out.setdefault("lengths", {}).setdefault(str(length), {"by_layers": {}})
+    entry["by_layers"][str(layers)] = trainer_steps(folders[layers], bench.work, bench.device, length, steps,
+                                                    seed=length + layers)
+    by = {int(k): v for k, v in entry["by_layers"].items()}
+    if len(by) >= 2:
+        entry["peak_bytes_42"] = extrapolate({k: v["device_peak_bytes"] for k, v in by.items()})
+        entry["tensor_peak_bytes_42"] = extrapolate({k: v["tensor_peak_bytes"] for k, v in by.items()})
         entry["step_seconds_42"] = extrapolate({k: v["step_seconds"] for k, v in by.items()})
         step = entry["step_seconds_42"]["at_42"]
         entry["tokens_per_s_42"] = next(iter(by.values()))["tokens_per_step"] / step if step > 0 else None
-        save()
 
 
-def fp16_training(work: Path, device: str, tiny: bool, size: dict, out: dict, save) -> None:
-    """fp16_steps optimizer steps of the recipe's Trainer under the t4x2 profile on the largest build: non-finite
+def fp16_training(bench: Bench, out: dict, length: int, layers: int, steps: int) -> None:
+    """`steps` optimizer steps of the recipe's Trainer under the t4x2 profile on the largest build: non-finite
     losses, steps the grad scaler skipped, tokens/s."""
-    layers = max(size["layer_counts"])
-    folder = gemma2_checkpoints(work, device, tiny, size["layer_counts"])[layers]
-    length = size["train_lengths"][0]
-    measured = trainer_steps(folder, work, device, length, size["fp16_steps"], seed=7)
+    folder = gemma2_checkpoints(bench.work, bench.device, bench.tiny, bench.size["layer_counts"])[layers]
+    measured = trainer_steps(folder, bench.work, bench.device, length, steps, seed=7)
     measured.update(length=length, layers_built=layers,
                     tokens_per_s_built=measured["tokens_per_step"] / measured["step_seconds"])
     out.update(measured)
-    save()
 
 
 # ---- inference ---------------------------------------------------------------------------------------------------
 
-def inference(work: Path, device: str, tiny: bool, size: dict, out: dict, save) -> None:
-    """Sorted-batch inference at infer_length for each weight format, under this machine's own decisions (native:
-    bfloat16 on an H100/H200) and the t4x2 profile's (float16, as on a T4), at two layer counts: tokens/s and peak
-    memory, extrapolated to 42 layers; whether every logit is finite."""
+def inference(bench: Bench, out: dict, profile: str, quantization: str, layers: int) -> None:
+    """Sorted-batch inference at infer_length for one weight format and layer count, under this machine's own
+    decisions (native: bfloat16 on an H100/H200) or the t4x2 profile's (float16, as on a T4): tokens/s and peak
+    memory; once both layer counts are in, their extrapolation to 42 layers; whether every logit is finite."""
     import numpy as np
 
     from arena import hardware, predict
     from arena import model as model_mod
 
-    folders = gemma2_checkpoints(work, device, tiny, size["layer_counts"])
+    size, device, tiny = bench.size, bench.device, bench.tiny
+    counts = size["layer_counts"]
+    folders = gemma2_checkpoints(bench.work, device, tiny, counts)
     length = size["infer_length"]
-    out.update(length=length, layer_counts=list(size["layer_counts"]), runs={})
-    save()
-    for name, hw in (("native", hardware.detect()), (T4_PROFILE, hardware.profile(T4_PROFILE))):
-        for quantization in size["quantizations"]:
-            entry = out["runs"].setdefault(f"{name}/{quantization}", {"profile": name, "quantization": quantization,
-                                                                      "by_layers": {}})
-            for layers in size["layer_counts"]:
-                cfg = recipe(folders[layers], device, [f"infer.max_length={length}",
-                                                       f"infer.quantization={quantization}"])
-                rt = model_mod.runtime_for(cfg, gemma2_config(tiny, layers), hw)
-                model = model_mod.load_base(cfg, rt, None, 0, quantization=quantization).eval()
-                rows = random_rows(size["infer_rows"], length, model.config.vocab_size, 2, short=length // 8)
-                tokens = sum(map(len, rows))
-                where = predict.model_device(model)
-                predict.logits_for(model, rows[:2], 0, cfg, where)  # warm-up
-                reset_peak(device)
-                started = time.perf_counter()
-                logits = predict.logits_for(model, rows, 0, cfg, where)
-                sync(device)
-                seconds = time.perf_counter() - started
-                entry["by_layers"][str(layers)] = {
-                    "seconds": seconds, "tokens": tokens, "rows": len(rows), "tokens_per_s": tokens / seconds,
-                    "peak_bytes": peak(device), "non_finite_rows": int((~np.isfinite(logits).all(axis=1)).sum()),
-                    "compute_dtype": str(rt.dtype).removeprefix("torch.")}
-                entry["compute_dtype"] = entry["by_layers"][str(layers)]["compute_dtype"]
-                del model
-                free(device)
-                save()
-            by = {int(k): v for k, v in entry["by_layers"].items()}
-            seconds = extrapolate({k: v["seconds"] for k, v in by.items()})
-            entry["tokens_per_s_42"] = (next(iter(by.values()))["tokens"] / seconds["at_42"]
-                                        if seconds and seconds["at_42"] > 0 else None)
-            entry["seconds_42"] = seconds
-            entry["peak_bytes_42"] = extrapolate({k: v["peak_bytes"] for k, v in by.items()})
-            entry["tokens_per_row"] = next(iter(by.values()))["tokens"] / next(iter(by.values()))["rows"]
-            save()
+    out.update(length=length, layer_counts=list(counts))
+    hw = hardware.profile(T4_PROFILE) if profile == T4_PROFILE else hardware.detect()
+    entry = out.setdefault("runs", {}).setdefault(f"{profile}/{quantization}", {
+        "profile": profile, "quantization": quantization, "by_layers": {}})
+    cfg = recipe(folders[layers], device, [f"infer.max_length={length}", f"infer.quantization={quantization}"])
+    rt = model_mod.runtime_for(cfg, gemma2_config(tiny, layers), hw)
+    model = model_mod.load_base(cfg, rt, None, 0, quantization=quantization).eval()
+    rows = random_rows(size["infer_rows"], length, model.config.vocab_size, 2)
+    tokens = sum(map(len, rows))
+    where = predict.model_device(model)
+    predict.logits_for(model, rows[:2], 0, cfg, where)  # warm-up
+    reset_peak(device)
+    started = time.perf_counter()
+    logits = predict.logits_for(model, rows, 0, cfg, where)
+    sync(device)
+    seconds = time.perf_counter() - started
+    entry["by_layers"][str(layers)] = {
+        "seconds": seconds, "tokens": tokens, "rows": len(rows), "tokens_per_s": tokens / seconds, **peak(device),
+        "non_finite_rows": int((~np.isfinite(logits).all(axis=1)).sum()),
+        "compute_dtype": str(rt.dtype).removeprefix("torch.")}
+    entry["compute_dtype"] = entry["by_layers"][str(layers)]["compute_dtype"]
+    del model
+    free(device)
+    by = {int(k): v for k, v in entry["by_layers"].items()}
+    if len(by) >= 2:
+        fit = extrapolate({k: v["seconds"] for k, v in by.items()})
+        entry["tokens_per_s_42"] = tokens / fit["at_42"] if fit and fit["at_42"] > 0 else None
+        entry["seconds_42"] = fit
+        entry["peak_bytes_42"] = extrapolate({k: v["device_peak_bytes"] for k, v in by.items()})
+        entry["tokens_per_row"] = tokens / len(rows)
 
 
 # ---- the plan (planner, no weights) --------------------------------------------------------------------------
 
-def plan(work: Path, device: str, tiny: bool, size: dict, out: dict, save) -> None:
+def plan(bench: Bench, out: dict) -> None:
     """`arena plan`'s figures for what was measured: each training length, and each weight format's own inference
-    plan. --tiny plans the tiny model itself (the same code, seconds instead of a minute on 2 CPU cores)."""
+    plan. It needs no GPU (on a GPU run `--plan-only` adds it afterwards: the 42-layer plan costs ~150 s of CPU);
+    --tiny plans the tiny model itself (the same code, seconds)."""
     from arena import planner
 
-    folders = gemma2_checkpoints(work, device, tiny, size["layer_counts"])
+    size = bench.size
+    if bench.tiny:
+        folder = gemma2_checkpoints(bench.work, bench.device, True, size["layer_counts"])[max(size["layer_counts"])]
 
     def cfg_for(overrides):
-        return recipe(folders[max(folders)], device, overrides) if tiny else published(overrides)
+        return recipe(folder, bench.device, overrides) if bench.tiny else published(overrides)
 
     out.update(training={}, inference={})
     for length in size["train_lengths"]:
@@ -348,15 +436,14 @@ def plan(work: Path, device: str, tiny: bool, size: dict, out: dict, save) -> No
         out["training"][str(length)] = {"training_peak": p["training_peak"], "verdict": p["training_verdict"],
                                         "training_flops_per_step": p["training_flops_per_step"],
                                         "batch": p["train_batch"]}
-        save()
+        bench.save()
     length = size["infer_length"]
+    tokens_per_row = mean_row_tokens(length)  # the measured rows' mean
     for quantization in size["quantizations"]:
         cfg = cfg_for([f"infer.max_length={length}", f"infer.quantization={quantization}"])
         p = planner.memory_plan(cfg, "t4")
-        # the rows of the measurement average ~9/16 of infer_length tokens (lengths uniform in [L/8, L])
-        tokens_per_row = length * 9 / 16
         out["inference"][quantization] = {
             "inference_peak_t4": p["inference_peak"], "verdict_t4": p["inference_verdict"],
             "tokens_per_s_h100": planner.throughput(cfg, tokens_per_row, gpu="h100", gpus=1)["tokens_per_s"],
             "tokens_per_s_t4": planner.throughput(cfg, tokens_per_row, gpu="t4", gpus=1)["tokens_per_s"]}
-        save()
+        bench.save()

@@ -42,6 +42,7 @@ INPUT = ROOT / "input"
 SUBMISSION = ROOT / "working" / "submission.csv"
 PROGRESS = ROOT / "working" / ".arena-progress"  # each prediction process's logits, kept as it goes
 # @include kernel_inputs.py  (OFFLINE, fail, attached, find_input, find_base_model, on_root)
+# @include kernel_image.py  (check_image)
 
 
 def run(cmd: list, may_fail: bool = False, **kwargs) -> bool:
@@ -84,6 +85,7 @@ def launch_line(gpus: int) -> list:
 
 
 def main() -> None:
+    check_image(find_input(WHEELS_DATASET))  # what differs from the image it was built for
     check_machine(listed := list_gpus())
     if PUSH_ID:
         SUBMISSION.parent.mkdir(parents=True, exist_ok=True)

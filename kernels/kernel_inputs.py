@@ -34,8 +34,9 @@ def attached() -> list[str]:
 
 def find_input(name: str) -> Path:
     """An attached competition or dataset: /kaggle/input/competitions/<name>, /kaggle/input/datasets/*/<name>,
-    or (the older layout) /kaggle/input/<name>."""
-    candidates = [INPUT / "competitions" / name, *sorted(INPUT.glob(f"datasets/*/{name}")), INPUT / name]
+    (the older layout) /kaggle/input/<name>, or /kaggle/input/*/<name> (there, inputs whose slugs clash)."""
+    candidates = [INPUT / "competitions" / name, *sorted(INPUT.glob(f"datasets/*/{name}")), INPUT / name,
+                  *sorted(INPUT.glob(f"*/{name}"))]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate

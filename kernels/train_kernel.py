@@ -41,6 +41,7 @@ ROOT = Path(os.environ.get("ARENA_KAGGLE_ROOT", "/kaggle"))
 INPUT = ROOT / "input"
 RUNS = ROOT / "working" / "runs"
 # @include kernel_inputs.py  (OFFLINE, fail, attached, find_input, find_base_model, on_root)
+# @include kernel_image.py  (check_image)
 
 
 def run(cmd: list, **kwargs) -> int:
@@ -87,6 +88,7 @@ def data_path(name: str) -> str:
 
 
 def main() -> None:
+    check_image(find_input(WHEELS_DATASET))  # what differs from the image it was built for
     wheels = find_input(WHEELS_DATASET)
     if run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
             "--disable-pip-version-check", "-r", wheels / "requirements.txt"]):

@@ -1,8 +1,8 @@
 """A fake Kaggle API on loopback that the real kaggle CLI (requirements.txt) talks to, answering with kagglesdk's
 own request and response types, with state each test scripts.
 
-How the real CLI reaches it: kaggle 2.2.4 ignores KAGGLE_API_ENVIRONMENT=TEST (KaggleApi passes its own env to
-kagglesdk: PROD, or LOCAL when KAGGLE_API_ENVIRONMENT=LOCALHOST, see `KaggleApi.args` and
+How the real CLI reaches it: kaggle 2.2.5, as 2.2.4, ignores KAGGLE_API_ENVIRONMENT=TEST (KaggleApi passes its own
+env to kagglesdk: PROD, or LOCAL when KAGGLE_API_ENVIRONMENT=LOCALHOST, see `KaggleApi.args` and
 `build_kaggle_client_with_params`), and LOCAL is http://localhost on port 80. So `env()` sets
 KAGGLE_API_ENVIRONMENT=LOCALHOST and HTTP_PROXY to this server: requests sends every call (API, blob uploads,
 output downloads) here as a proxy request, and the server binds 127.0.0.1 on a free port (never a busy one).
@@ -17,10 +17,14 @@ Fixture API (`fake_kaggle`; in a test file: `from tests.fake_kaggle import fake_
     fake.on_kernel_push = fn(kernel, version) # called at each push; may call complete_kernel / fail_kernel
     fake.complete_kernel("slug", output_files={"submission.csv": b"..."}, log="...")
     fake.fail_kernel("slug", log="...", message="...")
-    fake.stale_status_polls = 2              # status reports the previous version for that many polls
+    fake.stale_status_polls = 2              # status without a version reports the previous version for that many
+                                             #   polls; `owner/slug/N` (versionLabel "vN") always reports version N
+    fake.unseen_version_polls = 2            # status of a version just pushed answers 404 for that many polls
+    fake.broken_outputs = {"name"}           # output files whose download answers 404
     fake.models["owner/model/fw/var/1"] = "ok" | "not-consented"   (absent: 404)
     fake.invalid_sources = {"dataset": [...], "competition": [...], "kernel": [...], "model": [...]}
     fake.submission_rejection = "..."        # CreateCodeSubmission answers HTTP 400 with this message
+    fake.submission_refusal = "..."          # CreateCodeSubmission answers 200 with this message and no ref
     fake.competitions                        # {slug: title} of the competitions that exist (both LMSYS ones);
                                              #   any other slug is unknown: 404 to submit, list or download, and an
                                              #   invalid competition source to `kernels push`
@@ -122,9 +126,12 @@ class FakeKaggle:
         self.kernels: dict[str, FakeKernel] = {}
         self.on_kernel_push = None
         self.stale_status_polls = 0
+        self.unseen_version_polls = 0
+        self.broken_outputs: set[str] = set()
         self.models: dict[str, str] = {}
         self.invalid_sources: dict[str, list[str]] = {}
         self.submission_rejection: str | None = None
+        self.submission_refusal: str | None = None
         self.competitions: dict[str, str] = dict(COMPETITIONS)
         self.competition_files: dict[str, dict[str, bytes]] = {}
         self.submissions: list[ApiSubmission] = []
@@ -337,15 +344,27 @@ class FakeKaggle:
             return None
         return self.kernels.get(body.get("kernelSlug", ""))
 
+    def _version_of(self, kernel: FakeKernel, body) -> KernelVersion | None:
+        """The version a request's versionLabel names ("v2", as kaggle 2.2.5 writes it; a bare "2" is not found, as
+        on Kaggle), None for one Kaggle does not have."""
+        label = body["versionLabel"]
+        number = int(label[1:]) if label[:1] == "v" and label[1:].isdigit() else 0
+        return kernel.versions[number - 1] if 0 < number <= len(kernel.versions) else None
+
     def _api_GetKernelSessionStatus(self, body):
         kernel = self._kernel_of(body)
         if kernel is None or not kernel.versions:
             return 404, {"code": 404, "message": "Kernel not found"}
         kernel.polls_since_push += 1
-        shown = kernel.versions[-1]
-        if kernel.polls_since_push <= self.stale_status_polls and len(kernel.versions) > 1:
-            shown = kernel.versions[-2]  # Kaggle reports the latest session, which may still be the previous one
-        kernel.shown = shown
+        if "versionLabel" in body:
+            shown = self._version_of(kernel, body)
+            if shown is None or (shown is kernel.versions[-1] and kernel.polls_since_push <= self.unseen_version_polls):
+                return 404, {"code": 404, "message": f"Kernel version {body['versionLabel']} not found"}
+        else:
+            shown = kernel.versions[-1]
+            if kernel.polls_since_push <= self.stale_status_polls and len(kernel.versions) > 1:
+                shown = kernel.versions[-2]  # Kaggle reports the latest session, which may still be the previous one
+            kernel.shown = shown
         resp = ApiGetKernelSessionStatusResponse()
         resp.status = KernelWorkerStatus[shown.status.upper()]
         if shown.failure_message:
@@ -356,7 +375,9 @@ class FakeKaggle:
         kernel = self._kernel_of(body)
         if kernel is None or not kernel.versions:
             return 404, {"code": 404, "message": "Kernel not found"}
-        version = kernel.shown or kernel.versions[-1]
+        version = self._version_of(kernel, body) if "versionLabel" in body else kernel.shown or kernel.versions[-1]
+        if version is None:
+            return 404, {"code": 404, "message": f"Kernel version {body['versionLabel']} not found"}
         resp = ApiListKernelSessionOutputResponse()
         files = []
         for name in version.outputs:
@@ -371,7 +392,7 @@ class FakeKaggle:
 
     def output_file(self, slug: str, number: int, name: str) -> bytes | None:
         kernel = self.kernels.get(slug)
-        if kernel is None or number > len(kernel.versions):
+        if kernel is None or number > len(kernel.versions) or name in self.broken_outputs:
             return None
         return kernel.versions[number - 1].outputs.get(name)
 
@@ -396,6 +417,10 @@ class FakeKaggle:
             return unknown
         if self.submission_rejection:
             return 400, {"code": 400, "message": self.submission_rejection}
+        if self.submission_refusal:
+            resp = ApiCreateCodeSubmissionResponse()
+            resp.message = self.submission_refusal
+            return 200, resp
         competition = body["competitionName"]
         sub = self.add_submission(body.get("submissionDescription", ""), competition)
         resp = ApiCreateCodeSubmissionResponse()

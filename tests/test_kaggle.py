@@ -100,7 +100,8 @@ def test_dataset_metadata(tmp_path):
 def test_kernel_script_is_a_thin_entry_point():
     text = bundle_mod.render_kernel_script(kaggle_cfg(base_model_kernel_path="/kaggle/input/x"))
     compile(text, "kernel.py", "exec")
-    assert len(text.splitlines()) < 200  # the two-phase ensemble loop, the GPU check and both mount layouts included
+    # the two-phase ensemble loop, the GPU check, both mount layouts and the image check included
+    assert len(text.splitlines()) < 240
     assert '"__' not in text.replace('"__main__"', "")
     for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"predict", "--run"', '"accelerate.commands.launch"',
                    '"--multi_gpu", "--num_processes", processes', "ARENA_KERNEL_PROCESSES", '"--run"', '"--data"',
@@ -172,6 +173,23 @@ def test_kernel_finds_inputs_in_the_old_mount_layout(tmp_path, monkeypatch):
     assert kernel.find_base_model("datasets/bob/tiny-llama") == inputs / "tiny-llama"
 
 
+def test_kernel_finds_inputs_wherever_the_image_mounts_them(tmp_path, monkeypatch):
+    from arena.kaggle import image
+
+    kernel = _kernel_module(tmp_path, monkeypatch)
+    inputs = tmp_path / "kaggle" / "input"
+    names = dict(zip(["owner", "model", "framework", "variation", "version"], GEMMA_SOURCE.split("/")),
+                 slug="arena-wheels")
+    for kind, layouts in image.MOUNTS.items():
+        for layout in layouts:
+            mounted = inputs / layout.format(**names)
+            mounted.mkdir(parents=True)
+            found = kernel.find_base_model(f"models/{GEMMA_SOURCE}") if kind == "model" else \
+                kernel.find_input(names["slug"])
+            assert found == mounted, (kind, layout)
+            shutil.rmtree(inputs)
+
+
 def test_rehearsal_mounts_the_base_model_where_kaggle_does():
     def mounts(**kaggle):
         cfg = config.from_dict({"model": {"path": "/m"}, "kaggle": kaggle})
@@ -183,6 +201,75 @@ def test_rehearsal_mounts_the_base_model_where_kaggle_does():
     assert mounts(base_model_dataset="bob/llama-w", base_model_kernel_path="/kaggle/input/llama-w/1") == (
         "datasets/bob/llama-w/1", "llama-w/1")
     assert mounts(base_model_kernel_path="/kaggle/input/tiny/1") == ("tiny/1", "tiny/1")  # nothing else to go by
+
+
+def _wheelhouse(folder: Path, *names: str) -> Path:
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_bytes(b"")  # only a wheel's file name counts before pip runs
+    return folder
+
+
+def test_the_kernel_says_in_one_line_how_its_image_differs(tmp_path, monkeypatch, capsys):
+    import importlib.metadata
+    import sys
+
+    kernel = _kernel_module(tmp_path, monkeypatch)  # rendered for the image of image.py
+    assert kernel.IMAGE_PYTHON == "3.12" and kernel.TWIN_STANDS_IN == ["python", "torch"]
+    assert kernel.IMAGE_PACKAGES["torch"] == "2.10.0+cu128" and kernel.IMAGE_PACKAGES["pandas"] == "2.2.2"
+    major, minor, machine = *sys.version_info[:2], os.uname().machine
+    here = f"{major}.{minor}"
+    plain = ["arena-0.1.0-py3-none-any.whl", f"tokenizers-0.23.3-cp39-abi3-manylinux_2_17_{machine}.whl",
+             f"x-1-cp{major}{minor}-cp{major}{minor}-manylinux_2_17_{machine}.whl"]  # each installs here
+    wheels = _wheelhouse(tmp_path / "wheels", *plain)
+    numpy, torch = importlib.metadata.version("numpy"), importlib.metadata.version("torch")
+    monkeypatch.setattr(kernel, "IMAGE_PACKAGES", {"torch": "2.10.0+cu128", "numpy": numpy, "gone": "1.0"})
+    kernel.check_image(wheels)  # the rehearsal (ARENA_KAGGLE_ROOT): Python and torch are its known stand-ins
+    assert capsys.readouterr().out == (f"kernel: image: python {here} (built for 3.12; the rehearsal stands in); "
+                                       f"torch {torch} (built for 2.10.0+cu128; the rehearsal stands in); "
+                                       f"gone absent (built for 1.0)\n")
+    monkeypatch.setattr(kernel, "ROOT", Path("/kaggle"))  # on Kaggle nothing stands in
+    monkeypatch.setattr(kernel, "IMAGE_PACKAGES", {"numpy": numpy})
+    kernel.check_image(wheels)
+    assert capsys.readouterr().out == f"kernel: image: python {here} (built for 3.12)\n"
+    monkeypatch.setattr(kernel, "IMAGE_PYTHON", here)
+    kernel.check_image(wheels)
+    assert capsys.readouterr().out == (f"kernel: image: as built for: Python {here} and the packages the bundle "
+                                       f"takes from the image (1)\n")
+    # the image's Python is not the one the wheelhouse was built for: the kernel stops, with the same line
+    monkeypatch.setattr(kernel, "IMAGE_PYTHON", "3.12")
+    other = f"tokenizers-0.23.3-cp{major}{minor + 1}-cp{major}{minor + 1}-manylinux_2_17_{machine}.whl"
+    _wheelhouse(tmp_path / "moved", *plain, other)
+    with pytest.raises(SystemExit) as stop:
+        kernel.check_image(tmp_path / "moved")
+    assert str(stop.value) == (f"kernel: FAILED: image: python {here} (built for 3.12). The wheelhouse does not "
+                               f"install on Python {here} here: no tag of {other} is one this interpreter supports; "
+                               f"package the run again for this image (src/arena/kaggle/image.py)")
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("kind", ["inference", "training"])
+def test_a_rendered_kernel_stops_on_a_wheelhouse_for_another_python_before_pip(tmp_path, kind):
+    import sys
+
+    from arena.kaggle import training
+
+    cfg = kaggle_cfg()
+    text = (bundle_mod.render_kernel_script(cfg) if kind == "inference"
+            else training.render_kernel_script(cfg, training.data_files(cfg)[0]))
+    main = text[text.index("def main() -> None:"):].splitlines()
+    assert main[1].strip().startswith("check_image(find_input(WHEELS_DATASET))")  # first, before pip or the GPUs
+    (tmp_path / "kernel.py").write_text(text)
+    major, minor = sys.version_info[:2]
+    other = f"tokenizers-0.23.3-cp{major}{minor + 1}-cp{major}{minor + 1}-manylinux_2_17_x86_64.whl"  # a later Python's
+    _wheelhouse(tmp_path / "kaggle" / "input" / "datasets" / "alice" / "arena-wheels", "arena-0.1.0-py3-none-any.whl",
+                other)
+    env = {**os.environ, "ARENA_KAGGLE_ROOT": str(tmp_path / "kaggle")}
+    proc = subprocess.run([sys.executable, str(tmp_path / "kernel.py")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""  # nothing ran: no pip, no GPU check
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("kernel: FAILED: image: python ") and "(built for 3.12; the rehearsal stands in)" in line
+    assert f"no tag of {other} is one this interpreter supports" in line
 
 
 def test_kernel_launch_line_processes(tmp_path, monkeypatch):
@@ -219,7 +306,8 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_crede
         f"kaggle datasets status {user}/arena-wheels",
         f"kaggle datasets create -p {bundle}/wheels-dataset --dir-mode zip",
         f"kaggle kernels push -p {bundle}/kernel",
-        f"kaggle kernels status {user}/arena-inference",
+        f"kaggle kernels status {user}/arena-inference/<N>",  # the version pushed, not the latest session
+        f"kaggle kernels output {user}/arena-inference/<N> -p <run>/kaggle/<kernel>-v<N> --force",
         f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
         f"-m 'first try [arena run run]'",
     ]
@@ -422,6 +510,8 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
                                            calibrate=False))[LABEL_COLUMNS].to_numpy()
     assert abs(frame[LABEL_COLUMNS].to_numpy() - calibration.apply(raw)).max() < 1e-4
     log = (work / "kernel.log").read_text()
+    # this machine's packages (--no-wheels), not the image's: said in the kernel's first line, which passes
+    assert log.startswith("kernel: image: python ") and "(built for 3.12; the rehearsal stands in)" in log
     assert f"arena from {work}/venv/lib/" in log  # the wheel's copy, not the editable source
     assert "/src/arena/" not in log
     assert "--base-model " + str(work / "kaggle/input/models/someone/tiny-gemma2/transformers/default/1") in log

@@ -63,7 +63,8 @@ def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys
         fake.datasets[f"alice/{slug}"] = FakeDataset(f"alice/{slug}", [DatasetVersion(1, "ready", [])])
     previous = fake.kernel("arena-inference")
     previous.versions.append(KernelVersion(1, "old", {}, status="complete", outputs={"arena-push.txt": b"old\n"}))
-    fake.stale_status_polls = 2  # right after the push, `kernels status` still shows version 1 complete
+    fake.stale_status_polls = 2  # right after the push, `kernels status` of the kernel still shows version 1 complete
+    fake.unseen_version_polls = 2  # and that of version 2 is not found yet
     fake.processing_polls = 2
     fake.on_kernel_push = run_like_arena_kernel(fake)
 
@@ -75,13 +76,17 @@ def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys
     assert pushed.metadata["datasetDataSources"] == ["alice/arena-adapter/2", "alice/arena-wheels/2"]
     assert pushed.metadata["modelDataSources"] == [GEMMA] and pushed.metadata["dockerImagePinningType"] == "latest"
     assert pushed.metadata["competitionDataSources"] == [competition]
-    assert "still reports the previous version's session" in out
+    # the pushed version's own status and output, never the latest session's
+    assert {c.get("versionLabel") for c in fake.called("GetKernelSessionStatus")} == {"v2"}
+    assert [c.get("versionLabel") for c in fake.called("ListKernelSessionOutput")] == ["v2"]
+    assert "does not know version 2" not in out and "version 2 completed, but" not in out
     [submit] = fake.called("CreateCodeSubmission")
     assert submit["kernelVersion"] == 2 and submit["kernelSlug"] == "arena-inference"
     assert submit["competitionName"] == competition and f"Successfully submitted to {fake.competitions[competition]}" in out
     assert submit["submissionDescription"] == f"try [arena run {run.name}]"
     record = json.loads((run / "kaggle" / "arena-inference-v2" / "submitted.json").read_text())
     assert record["version"] == 2 and record["datasets"] == {"arena-adapter": 2, "arena-wheels": 2}
+    assert record["ref"] == fake.submissions[0].ref and f"Submission ref: {record['ref']}" in out
     assert (run / "kaggle" / "arena-inference-v2" / "submission.csv").is_file()
 
     # Kaggle scores it; a later one errors in the rerun; one more is still pending; the same run submitted to the
@@ -176,14 +181,22 @@ def test_invalid_source_reported_by_kernels_push_stops_push(fake_kaggle, run_and
     assert not fake_kaggle.called("GetKernelSessionStatus") and not fake_kaggle.called("CreateCodeSubmission")
 
 
-def test_rejected_submission_is_an_error_and_not_recorded(fake_kaggle, run_and_bundle, capsys):
+@pytest.mark.parametrize("how", ["HTTP 400", "answered without a submission ref"])
+def test_a_refused_submission_is_an_error_and_not_recorded(fake_kaggle, run_and_bundle, capsys, how):
     run, bundle = run_and_bundle
     fake_kaggle.models[GEMMA] = "ok"
     fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle)
-    fake_kaggle.submission_rejection = "You have reached the daily submission limit"
+    if how == "HTTP 400":
+        fake_kaggle.submission_rejection = "You have reached the daily submission limit"
+    else:  # the CLI still prints "N submissions remaining today." and exits 0
+        fake_kaggle.submission_refusal = "You have reached the daily submission limit"
     assert _push(run, bundle) == 2
-    assert "daily submission limit" in capsys.readouterr().err
-    assert not list(run.glob("kaggle/*/submitted.json"))
+    captured = capsys.readouterr()
+    assert "daily submission limit" in captured.out + captured.err
+    if how != "HTTP 400":
+        assert "submissions remaining today" in captured.out and "Submission ref" not in captured.out
+        assert "`kaggle competitions submit` exited 0 without confirming success" in captured.err
+    assert not list(run.glob("kaggle/*/submitted.json")) and not fake_kaggle.submissions
 
 
 def test_kaggle_down_is_a_clear_error_and_nothing_is_recorded(fake_kaggle, run_and_bundle, capsys):
@@ -209,18 +222,35 @@ def test_a_bundle_packaged_from_another_run_is_refused_before_any_kaggle_call(fa
     assert fake_kaggle.calls == []
 
 
-def test_a_push_replaced_by_another_push_stops_instead_of_waiting_for_hours(fake_kaggle, run_and_bundle, capsys):
-    run, bundle = run_and_bundle
-    fake_kaggle.models[GEMMA] = "ok"
+def test_push_waits_for_its_own_version_whatever_the_latest_session_is(fake_kaggle, tmp_path, capsys):
+    """A later push's session is the kernel's latest (it errored, with another push id): the wait reads the version
+    this push made, which completes with this push's output."""
+    from arena.kaggle import push
 
-    def another_push_follows(kernel, version):  # a second `arena push` of the kernel, whose session completes
-        kernel.versions.append(KernelVersion(version.number + 1, "theirs", {}, status="complete",
-                                             outputs={"arena-push.txt": b"their-push-id\n"}))
+    kernel = fake_kaggle.kernel("arena-inference")
+    kernel.versions.append(KernelVersion(1, "", {}, status="complete", outputs={"arena-push.txt": b"ours\n",
+                                                                                "submission.csv": b"id\n"}))
+    kernel.versions.append(KernelVersion(2, "", {}, status="error", outputs={"arena-push.txt": b"theirs\n"}))
+    folder = push.wait_kernel("alice/arena-inference", "1", "ours", tmp_path / "v1", hours=1)
+    assert (folder / "submission.csv").read_text() == "id\n"
+    assert [c.get("versionLabel") for c in fake_kaggle.called("GetKernelSessionStatus")] == ["v1"]
+    fake_kaggle.unseen_version_polls = 100  # a version Kaggle never lists: the wait stops
+    kernel.versions.append(KernelVersion(3, "", {}))
+    kernel.polls_since_push = 0
+    with pytest.raises(UserError, match="Kaggle does not know version 3 of alice/arena-inference \\(5 polls"):
+        push.wait_kernel("alice/arena-inference", "3", "ours", tmp_path / "v3", hours=1)
+    assert len(fake_kaggle.called("GetKernelSessionStatus")) == 1 + 5
 
-    fake_kaggle.on_kernel_push = another_push_follows
-    assert _push(run, bundle) == 2
-    assert "another push of the same kernel replaced it" in capsys.readouterr().err
-    assert not fake_kaggle.called("CreateCodeSubmission")
+
+def test_a_kaggle_cli_of_another_version_is_refused_before_anything_is_sent(fake_kaggle, tmp_path, monkeypatch):
+    assert remote.require_cli_version(remote.kaggle_executable()) == "2.2.5"  # requirements.txt's
+    old = tmp_path / "kaggle"
+    old.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo 'Kaggle CLI 2.2.4' && exit 0\necho sent >> \"$0.log\"\n")
+    old.chmod(0o755)
+    monkeypatch.setattr(remote, "kaggle_executable", lambda: str(old))
+    with pytest.raises(UserError, match=f"the kaggle CLI at {old} is 2.2.4 .*arena reads the output of kaggle 2.2.5"):
+        remote.run_kaggle(["kernels", "status", "alice/arena-inference/1"])
+    assert not Path(f"{old}.log").exists() and fake_kaggle.calls == []
 
 
 # ---- credentials: every way the CLI authenticates ----------------------------------------------------
@@ -289,12 +319,15 @@ def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, t
     unknown = "no-such-competition"
     with pytest.raises(UserError, match=f"competition {unknown} \\(kaggle.competition\\): Kaggle has none"):
         remote.download_competition_data(str(tmp_path / "data"), unknown)
-    for args in (["competitions", "submissions", unknown, "--csv"],
-                 ["competitions", "submit", unknown, "-k", "alice/arena-inference", "-v", "1", "-f", "submission.csv",
-                  "-m", "x"]):
-        with pytest.raises(remote.KaggleCallError, match=f"{unknown}.* not found") as err:
-            remote.run_kaggle(args)
-        assert err.value.not_found
+    with pytest.raises(remote.KaggleCallError, match=f"{unknown}.* not found") as err:
+        remote.run_kaggle(["competitions", "submissions", unknown, "--csv"])
+    assert err.value.not_found
+    # kaggle 2.2.5 raises on a 404 to submit (2.2.4 exited 1 with the raw HTTP error)
+    with pytest.raises(remote.KaggleCallError, match="exit 1, reported in its output\\): Could not find competition "
+                                                     "or notebook") as err:
+        remote.run_kaggle(["competitions", "submit", unknown, "-k", "alice/arena-inference", "-v", "1", "-f",
+                           "submission.csv", "-m", "x"])
+    assert err.value.not_found
     assert not fake_kaggle.submissions
     bundle = Bundle(fake_bundle(tmp_path, kaggle_cfg(), user="alice"))
     meta = json.loads(bundle.kernel_metadata.read_text())

@@ -85,7 +85,7 @@ def test_the_training_bundle_holds_the_data_the_wheels_and_a_gpu_kernel(tiny_mod
     assert "EXTRA = ['extra-1-more.csv']" in script and "SESSION_HOURS = 12.0" in script
     assert "BASE_MODEL = '/kaggle/input/tiny/transformers/default/1'" in script
     assert "accelerate.commands.launch" in script and "--max-wall-hours" in script
-    assert len(script.splitlines()) < 220  # thin: paths and the budget only; the training code lives in the package
+    assert len(script.splitlines()) < 260  # thin: paths, the budget, the image check; the training code: the package
     assert not training.build(cfg, tmp_path / "other", "me", wheels=False).root.joinpath("projection.json").exists()
     assert json.loads((tmp_path / "other" / "kernel" / "kernel-metadata.json").read_text())["kernel_sources"] == []
     with pytest.raises(UserError, match="exists"):

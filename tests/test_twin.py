@@ -57,7 +57,9 @@ def test_the_image_names_what_its_libraries_probe_for_and_the_twin_installs_it()
     chosen = twin.packages()
     assert chosen["torchao"] == "0.10.0" and chosen["transformers"] == "5.0.0" and chosen["peft"] == "0.19.1"
     assert chosen["torch"] == twin.torch_version() and "triton" not in chosen and "torchtune" not in chosen
-    assert chosen["setuptools"] == image.TWIN_VERSIONS["setuptools"]
+    # Dockerfile.tmpl's late layer reinstalls setuptools below 82 (81.0.0, which the CPU torch accepts too)
+    assert chosen["setuptools"] == image.LATE_LAYER["setuptools"][1] == "81.0.0" and image.TWIN_VERSIONS == {}
+    assert image.LATE_LAYER["torchtune"][1] == image.preinstalled("torchtune") and image.PROBED["protobuf"] == "5.29.5"
     for name, version in image.IMAGE["preinstalled"].items():  # every other figure is the image's own
         if name not in ("torch", "triton", "torchtune", *image.TWIN_VERSIONS):
             assert chosen[name] == version, name
@@ -103,6 +105,12 @@ def test_t4x2_kernel_rehearsal_in_the_kaggle_twin(tiny_model_dir, tmp_path, no_c
     log = (work / "kernel.log").read_text()
     out = capfd.readouterr().out
     assert "the Kaggle twin: " in out and "torch: torch " in out and "stands in for 2.10.0+cu128" in out
+    # the kernel's first line: only the twin's stand-ins differ from the image it was built for
+    torch = subprocess.run([str(work / "venv/bin/python"), "-c", "import importlib.metadata as m; "
+                            "print(m.version('torch'))"], capture_output=True, text=True).stdout.strip()
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert log.splitlines()[0] == (f"kernel: image: python {here} (built for 3.12; the rehearsal stands in); "
+                                   f"torch {torch} (built for 2.10.0+cu128; the rehearsal stands in)")
     assert "--multi_gpu --num_processes 2" in log and "compute dtype float16" in log  # the T4's decisions
     assert "torchtune" not in log  # nothing reported broken by the kernel's pip
     assert "--base-model " + str(work / "kaggle/input/models/someone/tiny-gemma2/transformers/default/1") in log

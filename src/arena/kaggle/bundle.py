@@ -109,6 +109,7 @@ def render_kernel_script(cfg: Config, members: list[list] = (), merged: bool = F
         "TTA": cfg.infer.tta,
         "MACHINE_SHAPE": KAGGLE_HARDWARE.machine_shape,
         "MACHINES": {KAGGLE_HARDWARE.machine_shape: (KAGGLE_HARDWARE.gpu_name, KAGGLE_HARDWARE.gpus)},
+        **wheels_mod.kernel_image_values(cfg),
     }
     return fill_template(TEMPLATES / KERNEL_FILE, values)
 

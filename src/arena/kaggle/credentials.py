@@ -1,4 +1,4 @@
-"""Kaggle credentials: every place the kaggle CLI (2.2.4, kagglesdk/kaggle_env.py) authenticates from, a check
+"""Kaggle credentials: every place the kaggle CLI (2.2.5, kagglesdk/kaggle_env.py) authenticates from, a check
 before any network call, and the user name for dataset and kernel ids. No secret is ever printed: `secrets()`
 gives their values so that remote.run_kaggle masks them in anything it echoes.
 

@@ -1,12 +1,17 @@
 """The Kaggle GPU image the bundle targets, as data: its Python, platform, the preinstalled versions that matter
-to this package, its date, and where each figure comes from. The wheelhouse (wheels.py), the environment markers,
-the "what the image lacks" list, the kernel's install and kernel-metadata.json's image pinning follow from it.
+to this package, its date, where a kernel finds its inputs, and where each figure comes from. The wheelhouse
+(wheels.py), the environment markers, the "what the image lacks" list, the kernel's install, its image check
+(kernels/kernel_image.py: Python, torch and the packages the bundle takes from the image, compared at the kernel's
+start) and kernel-metadata.json's image pinning follow from it.
 
 Sources (read 2026-12-02):
   [dockerfile] Kaggle/docker-python@78aaa43 (2026-08-12) Dockerfile.tmpl: the GPU image is
       `FROM us-docker.pkg.dev/colab-images/public/runtime:release-colab-external-images_20260514-060047_RC00`,
       `ARG PACKAGE_PATH=/usr/local/lib/python3.12/dist-packages`; it keeps the base image's torch
       (`pip freeze | grep -E 'tensorflow|keras|torch|jax'`) and installs kaggle_requirements.txt over it.
+  [late_layer] the same Dockerfile.tmpl, after kaggle_requirements.txt: `uv pip install --system --force-reinstall
+      --no-deps torchtune` and `uv pip install --system --force-reinstall "protobuf==5.29.5" "grpcio-tools>=1.60.0"
+      "setuptools>=70.0,<82"` ("setuptools v82+ removed pkg_resources"): see LATE_LAYER.
   [kaggle_requirements] Kaggle/docker-python@78aaa43 kaggle_requirements.txt: `transformers>=5.0.0` (no other pin
       on the packages below; torchcodec==0.10.0 "must be compatible with torch version").
   [colab] googlecolab/backend-info@0f0755b (2026-05-14, the Colab runtime of the 20260514 base image):
@@ -16,7 +21,11 @@ Not found: bitsandbytes, gguf, httpx2, httpcore2, truststore are absent from the
 kaggle_requirements.txt (the wheelhouse ships them). The freeze and kaggle_requirements.txt were read at the cited
 commits (0f0755b's pip-freeze.gpu.txt, 731 lines) for every package in PROBED below. Kaggle's `uv pip install -r requirements.txt` layer may move
 a version listed here when a Kaggle package needs another one; no published freeze of the final Kaggle image was
-found, so the Colab figures stand in for it.
+found, so the Colab figures stand in for it, except where the late layer reinstalls a package.
+Not yet Kaggle's: Colab's later runtimes (backend-info, 2026-08) moved to torch 2.11, transformers 5.15, peft 0.20
+and its HEAD to Python 3.13, while Dockerfile.tmpl still names the 20260514 runtime. With "latest" image pinning a
+kernel meets such a move unannounced: its image check says in its first line what differs from the figures here,
+and stops before pip when a wheel of the wheelhouse does not install on the Python it finds.
 """
 
 from __future__ import annotations
@@ -51,7 +60,8 @@ IMAGE = {
         "regex": "2025.11.3", "requests": "2.32.4", "urllib3": "2.5.0", "certifi": "2026.4.22",
         "charset-normalizer": "3.4.7", "idna": "3.13", "filelock": "3.29.0", "fsspec": "2025.3.0",
         "hf-xet": "1.4.3", "typing-extensions": "4.15.0", "jinja2": "3.1.6", "markupsafe": "3.0.3",
-        "networkx": "3.6.1", "sympy": "1.14.0", "mpmath": "1.3.0", "setuptools": "75.2.0",
+        "networkx": "3.6.1", "sympy": "1.14.0", "mpmath": "1.3.0",
+        "setuptools": "81.0.0",  # [late_layer] replaces the freeze's 75.2.0: LATE_LAYER
         "python-dateutil": "2.9.0.post0", "pytz": "2025.2", "tzdata": "2026.1", "six": "1.17.0",
         "click": "8.3.3", "typer": "0.24.2", "shellingham": "1.5.4", "rich": "13.9.4", "pygments": "2.20.0",
         "markdown-it-py": "4.0.0", "mdurl": "0.1.2", "annotated-doc": "0.0.4", "annotated-types": "0.7.0",
@@ -64,9 +74,30 @@ IMAGE = {
         "pip": "24.1.2",  # the kernel's installer: `python -m pip install --no-index ...`
         # Probed, not required (see PROBED): present on the image, so every import there sees them.
         "torchao": "0.10.0",
-        "torchtune": "0.6.1",  # [kaggle_requirements] torchtune (unpinned: the freeze's 0.6.1 stays)
+        "torchtune": "0.6.1",  # [kaggle_requirements], reinstalled unpinned by [late_layer]: LATE_LAYER
     },
     "absent": ["bitsandbytes", "gguf", "httpx2", "httpcore2", "truststore"],
+}
+
+
+# Dockerfile.tmpl's late layer [late_layer]: name -> (what it asks for, the version it leaves). `--force-reinstall`
+# resolves afresh to the newest release that fits (why setuptools is capped: before the cap it left setuptools 82+,
+# although nothing there asks for more than `setuptools`); the versions are those newest ones, read with `pip index
+# versions` and the packages' metadata (2026-12). Only setuptools and torchtune are also in "preinstalled".
+LATE_LAYER = {
+    "torchtune": ("torchtune (unpinned, --no-deps)", "0.6.1"),  # its newest release: the freeze's version stays
+    "protobuf": ("protobuf==5.29.5", "5.29.5"),
+    "grpcio-tools": ("grpcio-tools>=1.60.0", "1.71.2"),  # the newest whose protobuf range (<6.0dev) admits 5.29.5
+    "setuptools": ("setuptools>=70.0,<82", "81.0.0"),  # the newest below 82 (grpcio-tools 1.71.2 asks any)
+}
+
+# Where a kernel's inputs are mounted under /kaggle/input, in the order kernels/kernel_inputs.py looks (find_input,
+# find_base_model): Kaggle's current layout, the older one, and there the mount of inputs whose slugs clash (two
+# attached inputs of one slug: each under its owner) (DESIGN.md, "Facts about Kaggle as it is now").
+MOUNTS = {
+    "competition": ["competitions/{slug}", "{slug}"],
+    "dataset": ["datasets/{owner}/{slug}", "{slug}", "{owner}/{slug}"],
+    "model": ["models/{owner}/{model}/{framework}/{variation}/{version}", "{model}/{framework}/{variation}/{version}"],
 }
 
 
@@ -89,6 +120,7 @@ PROBED = {
     "wandb": "0.26.1", "tensorboard": "2.20.0",  # Trainer report_to: arena sets it explicitly
     "nvidia-ml-py": "13.595.45",  # accelerate (pynvml): GPU queries
     "sentencepiece": "0.2.1", "tiktoken": "0.12.0",  # slow-tokenizer conversion; arena's tokenizers are fast ones
+    "protobuf": "5.29.5",  # [late_layer]; transformers: slow-tokenizer conversion too
     # absent
     "bitsandbytes": None, "optimum": None, "optimum-quanto": None, "auto-gptq": None, "gptqmodel": None,
     "autoawq": None, "hqq": None, "eetq": None, "aqlm": None, "neural-compressor": None, "megatron-core": None,
@@ -109,16 +141,15 @@ TWIN = {
     "triton": "not installed: the CUDA torch's GPU compiler, which the CPU build neither needs nor uses",
     "torchtune": "not installed: nothing here imports or probes it, and without its 8 own dependencies (not "
                  "listed) the kernel's pip would report it broken; the wheelhouse proof still stands it in",
-    "setuptools": "77.0.3 instead of 75.2.0: torch 2.13.0 (the CPU stand-in) requires setuptools>=77.0.3, which "
-                  "the kernel's pip would demand; the image's torch 2.10.0 asks for any setuptools",
-    "datasets diffusers timm torchdata wandb tensorboard nvidia-ml-py sentencepiece tiktoken":
+    "datasets diffusers timm torchdata wandb tensorboard nvidia-ml-py sentencepiece tiktoken protobuf":
         "not installed: present on the image but probed only on paths the inference kernel does not take "
         "(PROBED); their own dependencies would double the twin",
 }
 
 
-# Versions the twin installs instead of the image's, each forced by a substitution in TWIN (stated there).
-TWIN_VERSIONS = {"setuptools": "77.0.3"}
+# Versions the twin installs instead of the image's, each forced by a substitution in TWIN (stated there). None now:
+# the late layer's setuptools 81.0.0 meets the CPU stand-in torch 2.13.0's setuptools>=77.0.3.
+TWIN_VERSIONS: dict[str, str] = {}
 
 
 def platform_tags() -> list[str]:

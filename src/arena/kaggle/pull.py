@@ -15,7 +15,7 @@ from arena import budget
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle.credentials import require_credentials
-from arena.kaggle.push import _kernel_state
+from arena.kaggle.push import kernel_state
 from arena.kaggle.remote import fetch_kernel_output
 from arena.layout import RunFolder
 from arena.model import check_trained
@@ -103,16 +103,12 @@ def pull(kernel: str, version: int | None = None, runs_dir: str | Path = "runs")
     if version is not None and version < 1:
         raise UserError(f"--version {version}: kernel versions start at 1")
     require_credentials()
-    state, _ = _kernel_state(kernel)
+    ref = kernel if version is None else f"{kernel}/{version}"
+    state, _ = kernel_state(kernel, version)  # that version's session (the latest one without --version)
     if state in ("running", "queued", "new"):
-        raise UserError(f"{kernel} is still {state}: pull it when it completes (kaggle kernels status {kernel})")
-    if version is not None:
-        # kaggle 2.2.4 accepts owner/slug/N but its output request carries no version: it returns the latest
-        # output. The version is recorded as named.
-        print(f"note: the kaggle CLI downloads the kernel's latest output; it is recorded as version {version}")
+        raise UserError(f"{ref} is still {state}: pull it when it completes (kaggle kernels status {ref})")
     runs = Path(runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".kaggle-pull-", dir=runs) as tmp:
-        ref = kernel if version is None else f"{kernel}/{version}"
-        fetch_kernel_output(ref, Path(tmp))  # judged: a failure raises
+        fetch_kernel_output(ref, Path(tmp))  # that version's output; judged: a failure raises
         return import_output(Path(tmp), kernel, version, runs)

@@ -3,9 +3,11 @@ and wait for those versions, push the kernel pinned to them, wait for that kerne
 code competition; with --dry-run, print every kaggle command and run none.
 
 Nothing may go silently wrong: every kaggle call is judged by remote.run_kaggle; a dataset counts as ready only
-at the version just created; the kernel's "complete" counts only when its output carries the id of this push
-(kernel.py PUSH_ID), as `kernels status` reports the latest session, which can still be the previous version's;
-on a kernel error its log is downloaded into the run folder and its tail printed."""
+at the version just created; the kernel's status and output are those of the version just pushed (`kernels status`
+and `kernels output` of `owner/slug/N`: without the version they report the latest session, which right after a
+push can still be the previous version's), and its "complete" counts only when that output carries the id of this
+push (kernel.py PUSH_ID); on a kernel error its log is downloaded into the run folder and its tail printed; the
+submission counts only with the `Submission ref` Kaggle gives it."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from arena.kaggle.bundle import (
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.leaderboard import tag_message
 from arena.kaggle.remote import (
+    SUBMISSION_REF,
     KaggleCallError,
     fetch_kernel_output,
     kaggle_cli_user,
@@ -46,7 +49,7 @@ from arena.writes import write_text
 POLL_SECONDS = 60  # between kernel status checks
 DATASET_POLL_SECONDS = 10
 DATASET_READY_TIMEOUT_S = 30 * 60
-STALE_ERROR_POLLS = 10  # an "error" never preceded by this version running counts after this many polls
+UNSEEN_VERSION_POLLS = 5  # `kernels status` of a version just pushed may answer 404 until its session exists
 PUSH_MARKER = "arena-push.txt"  # kernel.py writes PUSH_ID there
 LOG_TAIL_LINES = 40
 KAGGLE_FOLDER = "kaggle"  # in the run folder: <kernel slug>-v<N>/ per pushed version (output, log, submitted.json)
@@ -90,9 +93,9 @@ def _print_plan(bundle: Bundle, cfg: Config, user: str, message: str, submit_mes
     kernel_id = f"{user}/{k.kernel_slug}"
     print(f"  kaggle {shlex.join(['kernels', 'push', '-p', str(bundle.kernel)])}      # dataset_sources pinned to "
           f"those versions")
-    print(f"  kaggle {shlex.join(['kernels', 'status', kernel_id])}")
+    print(f"  kaggle kernels status {kernel_id}/<N>      # the version pushed")
     print(f"      # every {POLL_SECONDS} s until complete (checked against this push's output) or error (log fetched)")
-    print(f"  kaggle {shlex.join(['kernels', 'output', kernel_id, '-p', '<run>/kaggle/<kernel>-v<N>', '--force'])}")
+    print(f"  kaggle kernels output {kernel_id}/<N> -p <run>/kaggle/<kernel>-v<N> --force")
     print(f"  kaggle {shlex.join(_submit_command(cfg, kernel_id, '<N>', submit_message))}")
     print("      # <N>: the version number `kernels push` reports")
 
@@ -159,19 +162,27 @@ def push_dataset(folder: Path, dataset_id: str, message: str) -> int:
 
 # ---- kernel -----------------------------------------------------------------------------------------
 
-def _kernel_state(kernel_id: str) -> tuple[str, str]:
-    out = run_kaggle(["kernels", "status", kernel_id]).stdout
+def kernel_state(kernel_id: str, version: str | int | None = None, missing_ok: bool = False) -> tuple[str, str]:
+    """(status, failure message) from `kaggle kernels status`: of `version`'s session, else of the latest one;
+    with `missing_ok`, ("unseen", "") when Kaggle does not know it (yet: right after a push)."""
+    ref = kernel_id if version is None else f"{kernel_id}/{version}"
+    try:
+        out = run_kaggle(["kernels", "status", ref]).stdout
+    except KaggleCallError as exc:
+        if missing_ok and exc.not_found and exc.reached:
+            return "unseen", ""
+        raise
     match = re.search(r'has status "([^"]+)"', out)
     if not match:
-        raise UserError(f"`kaggle kernels status {kernel_id}` printed no status; its output is above")
+        raise UserError(f"`kaggle kernels status {ref}` printed no status; its output is above")
     message = re.search(r'Failure message: "(.*)"', out)
     return match.group(1).rsplit(".", 1)[-1].lower(), message.group(1) if message else ""
 
 
-def _fetch_output(kernel_id: str, folder: Path) -> str | None:
-    """`kaggle kernels output` into `folder`; the push id the kernel wrote there (None: not this kind of output)."""
+def _fetch_output(ref: str, folder: Path) -> str | None:
+    """`kaggle kernels output REF` into `folder`; the push id the kernel wrote there (None: not this kind of output)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fetch_kernel_output(kernel_id, folder, quiet=False, echo=False)
+    fetch_kernel_output(ref, folder, quiet=False, echo=False)
     marker = folder / PUSH_MARKER
     return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
 
@@ -192,30 +203,29 @@ def log_tail(folder: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def wait_kernel(kernel_id: str, version: str, push_id: str, folder: Path, hours: float) -> Path:
-    """Wait for `version` of the kernel (this push's) to complete; its output lands in `folder`. UserError with
-    the log's tail (saved in `folder`) when it errors or is cancelled."""
+    """Wait for `version` of the kernel (this push's) to end, reading that version's own session; its output lands
+    in `folder`. UserError with the log's tail (saved in `folder`) when it errors or is cancelled, and when its
+    output lacks this push's id."""
+    ref = f"{kernel_id}/{version}"
     deadline = time.monotonic() + hours * 3600
-    seen_running, foreign = False, 0
+    unseen = 0
     while True:
-        state, failure = _kernel_state(kernel_id)
+        state, failure = kernel_state(kernel_id, version, missing_ok=True)
+        unseen += state == "unseen"
+        if unseen >= UNSEEN_VERSION_POLLS:
+            raise UserError(f"`kaggle kernels status {ref}`: Kaggle does not know version {version} of {kernel_id} "
+                            f"({unseen} polls since its push); check https://www.kaggle.com/code/{kernel_id}")
         if state in ("complete", "error", "cancel_requested", "cancel_acknowledged"):
-            ours = _fetch_output(kernel_id, folder) == push_id
-            if state == "complete" and ours:
-                return folder
-            foreign += not ours and not seen_running
-            if state != "complete" and (ours or seen_running or foreign >= STALE_ERROR_POLLS):
+            ours = _fetch_output(ref, folder) == push_id
+            if state != "complete":
                 raise UserError(f"the kernel {kernel_id} version {version} ended with status {state}"
                                 f"{': ' + failure if failure else ''}. Its log and output: {folder}\n"
                                 f"--- last lines of the log ---\n{log_tail(folder)}")
-            if seen_running or foreign >= STALE_ERROR_POLLS:  # ended without this push's id: another push's
-                raise UserError(f"the kernel {kernel_id} completed a session that is not version {version}'s (its "
-                                f"output lacks this push's id): another push of the same kernel replaced it, and "
-                                f"`kernels status` reports only the latest. Check version {version} on "
+            if not ours:
+                raise UserError(f"the kernel {kernel_id} version {version} completed, but its output ({folder}) lacks "
+                                f"this push's id ({PUSH_MARKER}): it is not the kernel this push stamped. Check "
                                 f"https://www.kaggle.com/code/{kernel_id}; nothing was submitted")
-            print(f"`kernels status` still reports the previous version's session ({state}); waiting for version "
-                  f"{version}", flush=True)
-        else:
-            seen_running = True
+            return folder
         if time.monotonic() > deadline:
             raise UserError(f"gave up waiting for {kernel_id} version {version} after {hours:g} h; check it on "
                             f"kaggle.com")
@@ -289,10 +299,11 @@ def push(run_dir, bundle_dir=None, dry_run: bool = False, message: str = "arena 
     if not (folder / SUBMISSION_FILE).is_file():
         raise UserError(f"the kernel {kernel_id} version {version} completed without a {SUBMISSION_FILE} in its "
                         f"output ({folder}); nothing was submitted")
-    run_kaggle(submit)
-    record = {"kernel": kernel_id, "version": int(version), "message": submit_message, "datasets": versions,
-              "push_id": push_id, "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    ref = re.search(SUBMISSION_REF, run_kaggle(submit).stdout).group(1)  # judged: the line is there
+    record = {"kernel": kernel_id, "version": int(version), "ref": int(ref), "message": submit_message,
+              "datasets": versions, "push_id": push_id,
+              "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_text(folder / "submitted.json", json.dumps(record, indent=2) + "\n")
-    print(f"submitted {kernel_id} version {version}; scores: arena runs --fetch-lb")
+    print(f"submitted {kernel_id} version {version} (submission {ref}); scores: arena runs --fetch-lb")
     return version
 

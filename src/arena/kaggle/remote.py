@@ -1,14 +1,16 @@
 """The kaggle CLI as a subprocess, the only way arena talks to kaggle.com (after a credentials check), and the
 competition-data download.
 
-Every call goes through `run_kaggle`, which judges it by its output as well as its exit code: the kaggle 2.2.4
-CLI prints several failures and still exits 0 (`datasets create` / `datasets version`: "Dataset (version)
-creation error: ..."; `kernels push`: invalid dataset, competition or kernel sources, "Kernel push error: ...";
-`competitions submit`: "Could not find competition"), so each command has its failure patterns and, where Kaggle
-confirms success in words, the line that must be there."""
+Every call goes through `run_kaggle`, which first makes sure the CLI is the version whose output it judges (kaggle
+2.2.5, requirements.txt), then judges each call by its output as well as its exit code: the CLI prints several
+failures and still exits 0 (`datasets create` / `datasets version`: "Dataset (version) creation error: ...";
+`kernels push`: invalid dataset, competition or kernel sources, "Kernel push error: ..."), so each command has its
+failure patterns and, where Kaggle confirms success in words, the line that must be there (`competitions submit`:
+`Submission ref: N`, which only a submission Kaggle accepted has)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import shutil
@@ -22,21 +24,15 @@ from arena.errors import UserError
 from arena.kaggle import credentials as credentials_mod
 from arena.kaggle.credentials import require_credentials
 
-# `kaggle kernels output --file-pattern`: only output file names that stay inside the download folder (the CLI joins
-# each name Kaggle sends onto it: an absolute name or a ".." part would be written elsewhere).
-INSIDE_FOLDER = r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))"
+# The CLI version whose output `judge` reads (requirements.txt). 2.2.4 parses `owner/slug/N` but sends no version
+# (status and output are then the latest session's), and never prints `Submission ref: N`.
+CLI_VERSION = (2, 2, 5)
 
 
 def fetch_kernel_output(ref: str, folder: Path, quiet: bool = True, echo: bool = True):
-    """`kaggle kernels output REF` into `folder`, judged like every call; names leaving `folder` are skipped, and
-    anything found outside it afterwards (a link) is an error."""
-    folder = Path(folder)
-    result = run_kaggle(["kernels", "output", ref, "-p", str(folder), "--force", "--file-pattern", INSIDE_FOLDER,
-                         *(["-q"] if quiet else [])], echo=echo)
-    outside = [p for p in folder.rglob("*") if not p.resolve().is_relative_to(folder.resolve())]
-    if outside:
-        raise UserError(f"{ref}: its output holds links that lead outside {folder}: {outside[:3]}")
-    return result
+    """`kaggle kernels output REF` (`owner/slug/N`: that version's output) into `folder`, judged like every call:
+    the CLI refuses a file name that would land outside `folder` and a download that fails (exit 1)."""
+    return run_kaggle(["kernels", "output", ref, "-p", str(folder), "--force", *(["-q"] if quiet else [])], echo=echo)
 
 
 class KaggleCallError(UserError):
@@ -55,7 +51,11 @@ class Judgement:
     success: str | None = None  # regex that must match, when the command confirms success in words
 
 
-# Failure lines of the kaggle 2.2.4 CLI (kaggle/api/kaggle_api_extended.py, the *_cli wrappers).
+SUBMISSION_REF = r"Submission ref: (\d+)"
+# Failure lines of the kaggle 2.2.5 CLI (kaggle/api/kaggle_api_extended.py, the *_cli wrappers). `competitions submit`
+# raises on a 404 ("Could not find competition or notebook ...", exit 1; 2.2.4 meant to print "Could not find
+# competition" and exit 0, but a 404 Response is falsy, so that branch never ran); "N submissions remaining today."
+# follows any answer, a refused submission's too: only `Submission ref: N` confirms one.
 JUDGEMENTS = {
     ("datasets", "create"): Judgement((r"Dataset creation error: ?(.*)", r"(not valid tags.*)"),
                                       r"Dataset is being created"),
@@ -64,8 +64,7 @@ JUDGEMENTS = {
     ("kernels", "push"): Judgement((r"Kernel push error: ?(.*)",
                                     r"(not valid (?:dataset|competition|kernel|model) sources.*)"),
                                    r"Kernel version \d+ successfully pushed"),
-    ("competitions", "submit"): Judgement((r"(Could not find competition.*)",),
-                                          r"Successfully submitted|submissions remaining"),
+    ("competitions", "submit"): Judgement((r"(Could not find competition.*)",), SUBMISSION_REF),
 }
 # Output of any command that means it never got a proper answer.
 _UNREACHABLE = re.compile(r"Max retries exceeded|Connection refused|NewConnectionError|Failed to resolve|"
@@ -103,14 +102,16 @@ def judge(args: list[str], returncode: int, output: str) -> None:
                               f"`kaggle auth login` or a new token from https://www.kaggle.com/settings/api", output,
                               reached=False)
     rule = JUDGEMENTS.get(tuple(args[:2]), Judgement())
+    not_found = returncode != 0 and bool(_NOT_FOUND.search(output))
     for pattern in rule.failures:
         match = re.search(pattern, output)
         if match:
             reason = (match.group(1) if match.groups() else match.group(0)).strip() or match.group(0)
-            raise KaggleCallError(f"`{name}` failed (exit {returncode}, reported in its output): {reason}", output)
+            raise KaggleCallError(f"`{name}` failed (exit {returncode}, reported in its output): {reason}", output,
+                                  not_found=not_found)
     if returncode != 0:
         raise KaggleCallError(f"`{name}` failed (exit {returncode}): {output.strip()[-500:] or 'no output'}",
-                              output, not_found=bool(_NOT_FOUND.search(output)))
+                              output, not_found=not_found)
     if rule.success and not re.search(rule.success, output):
         raise KaggleCallError(f"`{name}` exited 0 without confirming success; its output: "
                               f"{output.strip()[-500:] or 'none'}", output)
@@ -118,8 +119,27 @@ def judge(args: list[str], returncode: int, output: str) -> None:
 
 def run_kaggle(args: list[str], echo: bool = True) -> subprocess.CompletedProcess:
     """Run `kaggle ARGS`, echoing the command and its output (secrets masked), and judge it (`judge`):
-    KaggleCallError (a UserError) on any failure, with `.not_found` for a 404."""
-    return _run(args, [kaggle_executable(), *args], f"kaggle {shlex.join(args)}", echo)
+    KaggleCallError (a UserError) on any failure, with `.not_found` for a 404. UserError before anything is sent
+    when the CLI is not the version `judge` reads."""
+    executable = kaggle_executable()
+    require_cli_version(executable)
+    return _run(args, [executable, *args], f"kaggle {shlex.join(args)}", echo)
+
+
+@functools.cache
+def require_cli_version(executable: str) -> str:
+    """The version of the kaggle CLI at `executable` (`kaggle --version`, which reads no credentials and sends
+    nothing); UserError unless it is CLI_VERSION or a later 2.2.x."""
+    proc = subprocess.run([executable, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    match = re.search(r"Kaggle CLI (\d+)\.(\d+)\.(\d+)", proc.stdout)
+    found = tuple(int(part) for part in match.groups()) if match else None
+    version = ".".join(map(str, found)) if found else None
+    if found is None or found < CLI_VERSION or found[:2] != CLI_VERSION[:2]:
+        raise UserError(f"the kaggle CLI at {executable} is {version or 'of no known version'} (`kaggle --version`: "
+                        f"{proc.stdout.strip()[-200:] or 'no output'}); arena reads the output of kaggle "
+                        f"{'.'.join(map(str, CLI_VERSION))} (versions in `owner/slug/N`, `Submission ref: N`): "
+                        f"pip install -r requirements.txt")
+    return version
 
 
 def run_kaggle_module(module: str, args: list[str]) -> subprocess.CompletedProcess:

@@ -16,8 +16,9 @@ from arena.config import SAMPLE, Config
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import training_time
+from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
-from arena.kaggle.push import _dataset_commands, _kernel_state, check_model_access, push_dataset
+from arena.kaggle.push import _dataset_commands, check_model_access, kernel_state, push_dataset
 from arena.kaggle.remote import kaggle_cli_user, kaggle_executable_display, run_kaggle
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, _At, _Layout, stamp
 from arena.writes import atomic_folder, output_problems
@@ -109,7 +110,7 @@ def render_kernel_script(cfg: Config, files: dict) -> str:
         "TRAIN_KERNEL": k.train_kernel_slug,
         "BASE_MODEL": bundle_mod.kernel_base_model(cfg),
         **files, "SESSION_HOURS": k.session_hours, "MARGIN_HOURS": k.session_margin_hours,
-        "BUDGET_RECORD": budget.RECORD, "BUDGET_EXIT": budget.EXIT_CODE})
+        "BUDGET_RECORD": budget.RECORD, "BUDGET_EXIT": budget.EXIT_CODE, **wheels_mod.kernel_image_values(cfg)})
 
 
 def build(cfg: Config, out: Path, user: str, wheels: bool = True, resume: bool = False,
@@ -180,8 +181,9 @@ def push_training(config_path=None, overrides=(), resume: bool = False, dry_run:
             print(f"  kaggle {shlex.join(status)}\n  kaggle {shlex.join(create)}\n"
                   f"      # when the status check finds the dataset: kaggle {shlex.join(version)}")
         print(f"  kaggle {shlex.join(['kernels', 'push', '-p', str(built.kernel)])}")
-        print(f"  kaggle {shlex.join(['kernels', 'status', kernel_id])}")
-        print(f"      # later: arena kaggle pull {kernel_id} --version <N>  (kaggle kernels output {kernel_id} -p ...)")
+        print(f"  kaggle kernels status {kernel_id}/<N>      # <N>: the version pushed")
+        print(f"      # later: arena kaggle pull {kernel_id} --version <N>  "
+              f"(kaggle kernels output {kernel_id}/<N> -p ...)")
         return built
     push_bundle(built, cfg, user, message, config_path)
     return built
@@ -206,7 +208,7 @@ def push_bundle(built: TrainingBundle, cfg: Config, user: str, message: str = "a
     if not match:
         raise UserError("`kaggle kernels push` reported no kernel version; its output is above")
     version = match.group(1)
-    state, _ = _kernel_state(kernel_id)
+    state, _ = kernel_state(kernel_id, version, missing_ok=True)
     print(f"pushed {kernel_id} version {version} (status now: {state}): it trains for up to "
           f"{k.session_hours - k.session_margin_hours:g} h (kaggle.session_hours less kaggle.session_margin_hours), "
           f"then stops with a whole checkpoint.\n"

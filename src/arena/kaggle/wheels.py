@@ -122,15 +122,32 @@ def installed_versions(names) -> dict[str, str]:
     return versions
 
 
-def image_requirements(names) -> list[str]:
-    """Requirements of arena and the shipped wheels that the wheelhouse does not cover: the image provides them."""
+def _taken_from_image(names) -> dict[str, set[str]]:
+    """name -> specifiers of the requirements of arena and the shipped wheels `names` that the wheelhouse does not
+    cover: the image provides them."""
     shipped = {_canon(n) for n in [*names, "arena"]}
     needed: dict[str, set[str]] = {}
     for name in ["arena", *names]:
         for req in _requirements(name):
             if _canon(req.name) not in shipped:
                 needed.setdefault(_canon(req.name), set()).update(str(s) for s in req.specifier)
-    return [name + ",".join(sorted(specs)) for name, specs in sorted(needed.items())]
+    return needed
+
+
+def image_requirements(names) -> list[str]:
+    """Requirements of arena and the shipped wheels that the wheelhouse does not cover: the image provides them."""
+    return [name + ",".join(sorted(specs)) for name, specs in sorted(_taken_from_image(names).items())]
+
+
+def kernel_image_values(cfg: Config) -> dict:
+    """What a kernel's image check (kernels/kernel_image.py) compares the image it runs on with: the image's Python
+    and the versions (image.py) of torch and of every package the bundle takes from the image, and which of these
+    the twin of the local rehearsal stands in for (image.TWIN)."""
+    taken = ["torch", *sorted(n for n in _taken_from_image(wheel_roles(cfg)) if n != "torch")]
+    substituted = {name for key in image_mod.TWIN for name in key.split()}
+    return {"IMAGE_PYTHON": KAGGLE_PYTHON,
+            "IMAGE_PACKAGES": {name: image_mod.preinstalled(name) for name in taken},
+            "TWIN_STANDS_IN": [name for name in ["python", *taken] if name in substituted]}
 
 
 def build_arena_wheel(dest: Path) -> Path:

@@ -111,13 +111,28 @@ def runtime_for(cfg: Config, hf_config=None, hardware: Hardware | None = None) -
     hw = _hardware_for(cfg, hardware)
     dtype = compute_dtype(cfg, hw, hf_config)
     checkpointing = {"on": True, "off": False, "auto": hw.is_gpu}[cfg.model.gradient_checkpointing]
-    sharded = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    sharded = fsdp_launched()
     rt = Runtime(device=hw.device, dtype=dtype, gradient_checkpointing=checkpointing, sharded=sharded, hardware=hw)
     if hw.simulated:
         print(f"hardware: decisions of profile {hw.describe()}: compute dtype "
               f"{str(dtype).removeprefix('torch.')}, gradient checkpointing {'on' if checkpointing else 'off'}"
               f"{', float16 forwards under torch.autocast on the CPU' if dtype == torch.float16 else ''}", flush=True)
     return rt
+
+
+def fsdp_launched() -> bool:
+    """Whether `accelerate launch` runs FSDP (ACCELERATE_USE_FSDP, FSDP_VERSION: set from its config file's
+    distributed_type and fsdp_version). Version 1 is refused: arena's save, checkpoints and evaluation under FSDP are
+    tested with version 2 (tests/test_distributed.py), and version 1 cannot run on CPU processes to be tested."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return False
+    version = os.environ.get("FSDP_VERSION", "1")
+    if version != "2":
+        raise UserError(f"FSDP_VERSION={version} with ACCELERATE_USE_FSDP=true (`accelerate launch` sets them from "
+                        f"its config's fsdp_config.fsdp_version): arena trains under FSDP version 2 only; set "
+                        f"fsdp_version: 2 (`accelerate to-fsdp2 --config_file OLD --output_file NEW` converts a "
+                        f"config; configs/accelerate/fsdp-qlora-8.yaml is one)")
+    return True
 
 
 def compute_dtype(cfg: Config, hw: Hardware, hf_config=None) -> torch.dtype:

@@ -140,6 +140,14 @@ class PreferenceTrainer(Trainer):
             optimizer.add_param_group({"params": head_params, "lr": head_lr, "weight_decay": 0.0})
         return optimizer
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        # Under FSDP with a sharded state dict this writes nothing, and _save_checkpoint next asks on every rank
+        # whether the best checkpoint's folder exists: when the newest is the best, its folder appears only later, so
+        # some ranks record it and some do not, and at the end only those load it and wait for the others forever.
+        if output_dir is not None and self.is_fsdp_enabled:
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+        super().save_model(output_dir, _internal_call)
+
 
 @contextlib.contextmanager
 def adapters_load_onto_own_device(model):
