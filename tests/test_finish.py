@@ -38,7 +38,7 @@ class SlowClock(TrainerCallback):
 class Steps(TrainerCallback):
     trained = 0
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def on_step_end(self, args, state, control, **kwargs):
         self.trained += 1
 
 

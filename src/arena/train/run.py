@@ -4,7 +4,6 @@ the finish (finish.py: save, evaluate, write the summary)."""
 from __future__ import annotations
 
 import gc
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from transformers import TrainerCallback
 
 from arena import config as config_mod
 from arena import data, hardware, metrics, processes, prompts, reporting, room
@@ -193,37 +193,45 @@ def make_trainer(cfg: Config, run: RunFolder, built: Built, split: Split, callba
     return trainer
 
 
+class PastTheEnd(Exception):
+    """Raised by NoStepPastTheEnd before a step past the run's last one begins."""
+
+
+class NoStepPastTheEnd(TrainerCallback):
+    """Stops a step past max_steps before it runs. The Trainer resumed from a checkpoint of the run's last step (a run
+    stopped for time or killed in its finish) would train one whenever that step is not an epoch's last: it skips the
+    epoch's trained batches and steps again before it checks max_steps."""
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            raise PastTheEnd
+
+
 def fit(trainer: PreferenceTrainer, checkpoint: str | None):
-    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end. From a checkpoint of the
-    run's last step (a run stopped for time or killed after it, in its finish) nothing is left to train."""
-    if checkpoint is not None and trained_to_the_end(checkpoint):
-        return restore_the_end(trainer, checkpoint)
-    with room.disk_full_is_an_error(trainer.args.output_dir, "a checkpoint", "free some room, then `arena train --resume`"):
-        return trainer.train(resume_from_checkpoint=checkpoint)
+    """Train (from `checkpoint` when resuming); the best checkpoint is loaded at the end. Resumed at the run's last
+    step, nothing is trained: the Trainer loads the checkpoint (its state, its weights) and the training ends there
+    as the Trainer ends it, with the best checkpoint's weights."""
+    guard = NoStepPastTheEnd()
+    trainer.add_callback(guard)
+    try:
+        with room.disk_full_is_an_error(trainer.args.output_dir, "a checkpoint", "free some room, then `arena train --resume`"):
+            return trainer.train(resume_from_checkpoint=checkpoint)
+    except PastTheEnd:
+        return end_at_the_last_step(trainer)
+    finally:
+        trainer.remove_callback(guard)
 
 
-def trained_to_the_end(checkpoint: str | Path) -> bool:
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
-    return state["global_step"] >= state["max_steps"] > 0
-
-
-def restore_the_end(trainer: PreferenceTrainer, checkpoint: str | Path):
-    """The Trainer as training leaves it after the last step, from that step's checkpoint: its state, and the best
-    checkpoint's weights in the model (as load_best_model_at_end loads them). trainer.train() resumed there would
-    train a step past the end whenever the last step is not an epoch's last: it skips the epoch's trained batches
-    and steps again before it checks max_steps."""
-    from transformers import TrainerState
+def end_at_the_last_step(trainer: PreferenceTrainer):
+    """What the Trainer does when its last step is done (load_best_model_at_end, on_train_end), after PastTheEnd."""
     from transformers.trainer_utils import TrainOutput
 
-    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
-    best = trainer.state.best_model_checkpoint  # where it was saved: the run folder may have moved since
-    best = Path(checkpoint).with_name(Path(best).name) if best else None
-    weights = str(best) if best is not None and best.is_dir() else str(checkpoint)
-    trainer.state.best_model_checkpoint = weights
-    model = trainer.model
-    model.load_adapter(weights, model.active_adapter, torch_device=model_mod.model_device(model))  # its own GPU
-    print(f"{Path(checkpoint).name} is the run's last step ({trainer.state.global_step}): nothing is left to train; "
-          f"the finish runs with the weights of {Path(weights).name}")
+    trainer.is_in_train = False
+    if trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint is not None:
+        trainer._load_best_model()  # PreferenceTrainer's: onto each process's own device
+    trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
+    print(f"step {trainer.state.global_step} is the run's last: nothing is left to train; the finish runs with the "
+          f"weights of {Path(trainer.state.best_model_checkpoint or 'its last checkpoint').name}")
     return TrainOutput(trainer.state.global_step, 0.0, {"train_runtime": 0.0})
 
 
