@@ -38,7 +38,7 @@ def stop_after(cfg, step: int) -> None:
 
 def fsdp(cfg) -> None:
     """One step of the adapter under FSDP2 (each decoder layer and the whole model sharded over the gloo
-    processes, full precision: bitsandbytes' 4-bit weights do not shard on CPU) against the same step in one
+    processes, in full precision) against the same step in one
     process on the whole batch: the loss and the adapter's gradients agree."""
     import torch.distributed as dist
     from torch.distributed.fsdp import fully_shard

@@ -73,3 +73,21 @@ def test_a_staging_folder_left_by_a_killed_package_is_no_bundle_and_is_cleaned_u
     with atomic_folder(work / "bundle", "bundle") as build:
         (build / "x").write_text("x")
     assert files_under(work) == ["bundle", "bundle/x"]
+
+
+def test_a_run_trained_in_bfloat16_is_bundled_for_the_t4s_compute_dtype(work, tiny_run, capsys):
+    """A run trained on an A100 in bfloat16: the kernel's T4s have none (arena refuses it there), so the bundle's
+    config says auto, and says so; the run's own config is left as it was."""
+    from arena import config
+    from arena.layout import Bundle, RunFolder
+
+    def bfloat16(run):
+        trained = config.load(run.config, ["model.compute_dtype=bfloat16"])
+        run.config.unlink()
+        config.dump(trained, run.config)
+
+    run = RunFolder(run_copy(work, tiny_run, bfloat16))
+    assert cli.main(["package", "--run", str(run.root), "--no-wheels", "--out", str(work / "bundle")]) == 0
+    assert "model.compute_dtype: bfloat16 in " in capsys.readouterr().out
+    assert config.load(Bundle(work / "bundle").run.config).model.compute_dtype == "auto"
+    assert config.load(run.config).model.compute_dtype == "bfloat16"

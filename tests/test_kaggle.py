@@ -100,12 +100,12 @@ def test_dataset_metadata(tmp_path):
 def test_kernel_script_is_a_thin_entry_point():
     text = bundle_mod.render_kernel_script(kaggle_cfg(base_model_kernel_path="/kaggle/input/x"))
     compile(text, "kernel.py", "exec")
-    # the two-phase ensemble loop, the GPU check, both mount layouts and the image check included
-    assert len(text.splitlines()) < 240
+    # the GPU check, both mount layouts and the image check included; the launch, the ensemble's two phases and the
+    # survival of a failed GPU live in the package (arena kernel predict)
+    assert len(text.splitlines()) < 200
     assert '"__' not in text.replace('"__main__"', "")
-    for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"predict", "--run"', '"accelerate.commands.launch"',
-                   '"--multi_gpu", "--num_processes", processes', "ARENA_KERNEL_PROCESSES", '"--run"', '"--data"',
-                   '"--out"', 'PUSH_ID = ""',
+    for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"kernel", "predict"', '"--kernel-start"',
+                   '"--gpus", len(listed)', '"--data"', '"--out"', 'PUSH_ID = ""',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
                    "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
         assert needed in text, needed
@@ -272,14 +272,17 @@ def test_a_rendered_kernel_stops_on_a_wheelhouse_for_another_python_before_pip(t
     assert f"no tag of {other} is one this interpreter supports" in line
 
 
-def test_kernel_launch_line_processes(tmp_path, monkeypatch):
-    kernel = _kernel_module(tmp_path, monkeypatch)
-    assert kernel.launch_line(0)[1:] == ["-m", "arena.cli"]
-    assert kernel.launch_line(2)[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", 2]
-    monkeypatch.setenv("ARENA_KERNEL_PROCESSES", "2")  # the rehearsal's: the same line on CPU (gloo)
-    monkeypatch.setenv("ARENA_KERNEL_PORT", "29999")
-    line = kernel.launch_line(0)
-    assert line[5] == 2 and line[line.index("--main_process_port") + 1] == "29999"
+def test_kernel_launch_line_processes(monkeypatch):
+    from arena.kaggle.kernel_predict import PORT_ENV, PROCESSES_ENV, launch_line
+
+    monkeypatch.delenv(PROCESSES_ENV, raising=False)
+    monkeypatch.delenv(PORT_ENV, raising=False)
+    assert launch_line(0)[1:] == ["-m", "arena.cli"]
+    assert launch_line(2)[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    monkeypatch.setenv(PROCESSES_ENV, "2")  # the rehearsal's: the same line on CPU (gloo)
+    monkeypatch.setenv(PORT_ENV, "29999")
+    line = launch_line(0)
+    assert line[5] == "2" and line[line.index("--main_process_port") + 1] == "29999"
 
 
 # ---- credentials and push ---------------------------------------------------------------------------

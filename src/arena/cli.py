@@ -21,6 +21,7 @@ from arena.commands import (
     cmd_kaggle_pull,
     cmd_kaggle_train,
     cmd_kernel_blend,
+    cmd_kernel_predict,
     cmd_kernel_run_local,
     cmd_merge,
     cmd_package,
@@ -241,6 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "one of several processes: the last, or RANK), session-limit")
     _add_hardware_flag(p)
     p.set_defaults(func=cmd_kernel_run_local)
+    p = kernel_sub.add_parser("predict", help="(run by the submission kernel) arena predict on every GPU, whatever "
+                                              "one of them does; an ensemble's members in turn, then their blend")
+    p.add_argument("dataset", help="the bundle's adapter dataset")
+    p.add_argument("--data", required=True, help="the test CSV")
+    p.add_argument("--out", required=True, help="the submission")
+    p.add_argument("--kernel-start", type=float, required=True, metavar="EPOCH", help="the kernel's start time")
+    p.add_argument("--gpus", type=int, default=0, help="the GPUs the kernel listed: one process each")
+    p.add_argument("--base-model", default=None, help="the base model folder, where the kernel found it")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--members", default=None, metavar="JSON",
+                   help="an ensemble: [[run folder, base model folder or \"\", TTA, predictions file], ...]")
+    p.set_defaults(func=cmd_kernel_predict)
     p = kernel_sub.add_parser("blend", help="(run by an ensemble's kernel) blend the members' predictions")
     p.add_argument("dataset", help="the ensemble bundle's adapter dataset (holds the weights)")
     p.add_argument("--preds", nargs="+", required=True, help="each member's predictions, in member order")

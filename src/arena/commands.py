@@ -205,6 +205,17 @@ def cmd_kernel_blend(args) -> int:
     return 0
 
 
+def cmd_kernel_predict(args) -> int:
+    import json
+
+    from arena.kaggle import kernel_predict
+
+    members = json.loads(args.members) if args.members else None
+    kernel_predict.kernel_predict(args.dataset, args.data, args.out, args.kernel_start, args.gpus, args.base_model,
+                                  args.tta, members)
+    return 0
+
+
 def cmd_kernel_run_local(args) -> int:
     from arena.kaggle import rehearsal
 

@@ -93,6 +93,8 @@ def strike_prediction(forward: Callable[[int, list[int]], np.ndarray], fault: Fa
             begun.touch()
             if fault.name in ("rank-crash", "rank-killed"):  # mid-pass: once the others have predicted a batch
                 _wait_for([begun.with_name(f"progress-{r}.npz") for r in range(processes) if r != rank])
+        if due:
+            print(f"fault: {FAULTS[fault.name]} {said}", flush=True)
         if fault.name == "slow-gpu":
             start = time.perf_counter()
             logits = forward(view, batch)
@@ -100,7 +102,6 @@ def strike_prediction(forward: Callable[[int, list[int]], np.ndarray], fault: Fa
             return logits
         if not due:
             return forward(view, batch)
-        print(f"fault: {FAULTS[fault.name]} {said}", flush=True)
         if fault.name == "rank-crash":
             raise InjectedCrash(f"CUDA out of memory. Tried to allocate 2.00 GiB {said}")
         if fault.name == "rank-killed":

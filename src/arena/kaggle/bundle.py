@@ -11,6 +11,7 @@ from pathlib import Path
 
 from arena import calibration as calibration_mod
 from arena import config as config_mod
+from arena import model as model_mod
 from arena.config import Config
 from arena.embedded import is_embedded
 from arena.errors import UserError
@@ -63,6 +64,21 @@ def kernel_base_model(cfg: Config, merged: bool = False) -> str:
     if k.base_model_source:
         return f"models/{k.base_model_source}"
     return f"datasets/{k.base_model_dataset}" if k.base_model_dataset else ""
+
+
+def kernel_config(run: RunFolder, cfg: Config, dest: Path) -> Config:
+    """The run's config as the kernel reads it, written to `dest`: the run's own, except a compute dtype the
+    kernel's machine lacks (bfloat16, trained on an A100 or H100: a T4 would emulate it or refuse it) becomes auto,
+    float16 there (float32 for a model that overflows in float16), said in one line."""
+    if model_mod.bf16_problem(cfg, KAGGLE_HARDWARE) is None:
+        shutil.copy2(run.config, dest)
+        return cfg
+    kernel_cfg = config_mod.replace(cfg, {"model.compute_dtype": "auto"}, by="arena package")
+    config_mod.dump(kernel_cfg, dest)
+    print(f"model.compute_dtype: bfloat16 in {run.root} is auto in the bundle: the kernel's "
+          f"{KAGGLE_HARDWARE.gpus} x {KAGGLE_HARDWARE.gpu_name} have no bfloat16 (auto computes in float16 there, "
+          f"float32 for a model that overflows in float16)")
+    return kernel_cfg
 
 
 def _dataset_metadata(title: str, user: str, slug: str) -> dict:
@@ -177,7 +193,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
     with atomic_folder(out, "bundle") as staging:
         build = Bundle(staging)
         build.adapter_dataset.mkdir()
-        shutil.copy2(run.config, build.run.config)
+        cfg = kernel_config(run, cfg, build.run.config)
         shutil.copytree(run.adapter, build.run.adapter)
         calibration = calibration_mod.file_for_run(run) if calibrate else None
         if calibration is not None:  # the kernel's `arena predict` applies it, once

@@ -149,7 +149,7 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
         for index, (run, cal) in enumerate(zip(runs, calibrations)):
             member = build.dataset.member(index)
             member.root.mkdir()
-            shutil.copy2(run.config, member.config)
+            cfgs[index] = bundle_mod.kernel_config(run, cfgs[index], member.config)
             shutil.copytree(run.adapter, member.adapter)
             if cal is not None:  # the member's own `arena predict` in the kernel applies it, once
                 shutil.copy2(cal, member.calibration)

@@ -18,6 +18,7 @@ from arena.errors import UserError
 from arena.kaggle import image as image_mod
 from arena.kaggle import twin
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
+from arena.kaggle.kernel_predict import PORT_ENV, PROCESSES_ENV
 from arena.kaggle.pull import run_problems
 from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
@@ -26,8 +27,6 @@ from arena.room import MIB
 from arena.writes import free_bytes
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
-PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # kernel.py: processes to launch instead of one per GPU
-PORT_ENV = "ARENA_KERNEL_PORT"  # kernel.py: where those processes meet
 LAYOUTS = ("current", "old")
 
 

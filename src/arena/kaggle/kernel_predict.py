@@ -1,0 +1,98 @@
+"""`arena kernel predict`: what the submission kernel runs once it has installed arena and found its inputs. One
+run's `arena predict` (or each ensemble member's, in turn: one process tree each, so GPU memory is freed between
+them) under `accelerate launch` with one process per GPU; the ensemble's plain orders before any swapped one, then
+the blend. Whatever one GPU does, a file is written: the processes share their batches (a failed one leaves its
+rows to the others), and when the launcher stops them all (a killed process), one process predicts the rest from
+the logits they kept, then, if that fails too, the kept logits alone make the file (never the prior alone)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from arena import hardware
+from arena.errors import UserError
+from arena.kaggle import ensemble
+
+PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # the rehearsal's processes, instead of one per GPU
+PORT_ENV = "ARENA_KERNEL_PORT"  # where those processes meet (the rehearsal's free port)
+
+
+def launch_line(gpus: int) -> list[str]:
+    """`arena.cli` as one process, or under accelerate with one process per GPU (T4x2: each its own model copy and
+    half the tokens); PROCESSES_ENV overrides the count (the rehearsal's 2 CPU processes, gloo)."""
+    processes = int(os.environ.get(PROCESSES_ENV) or gpus)
+    if processes <= 1:
+        return [sys.executable, "-m", "arena.cli"]
+    port = ["--main_process_port", os.environ[PORT_ENV]] if os.environ.get(PORT_ENV) else []
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *port, "-m", "arena.cli"]
+
+
+def _run(cmd: list) -> bool:
+    print("kernel: $", " ".join(str(c) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd]).returncode == 0
+
+
+def predict_surviving(launch: list[str], args: list, out: Path) -> bool:
+    """`arena predict ARGS` writing `out`, whatever one GPU does (see the module); every step says so."""
+    single = [sys.executable, "-m", "arena.cli"]
+    if _run([*launch, *args]) or out.is_file():
+        return True
+    if launch != single:
+        print("kernel: WARNING: a prediction process failed and the launcher stopped the others: one process "
+              "predicts the rows they had not, from the logits they kept", flush=True)
+        if _run([*single, *args]) or out.is_file():
+            return True
+    print("kernel: WARNING: the prediction failed again: the submission is written from the logits kept so far, "
+          "the run's class prior for every other row", flush=True)
+    return _run([*single, *args, "--fill-only"]) or out.is_file()
+
+
+def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_model: str | None = None,
+                   tta: bool = True, members: list | None = None) -> Path:
+    """The kernel's submission `out` of `test` from the adapter dataset `dataset` (one run), or from `members`
+    ([run folder, base model folder or "", TTA, predictions file] each: an ensemble), its deadline counted from
+    `kernel_start`; `gpus`: the GPUs the kernel listed."""
+    out = Path(out)
+    launch = launch_line(gpus)
+    progress = out.with_name(".arena-progress")
+    print(f"kernel: {hardware.current().describe()}; launch: {' '.join(launch[1:])}", flush=True)
+
+    def predict(run_dir, base, predictions, folder, *flags) -> bool:
+        args = ["predict", "--run", run_dir, "--data", test, "--out", predictions, "--kernel-start", kernel_start,
+                "--progress", folder, *flags, *(["--base-model", base] if base else [])]
+        return predict_surviving(launch, args, Path(predictions))
+
+    if not members:
+        if not predict(dataset, base_model, out, progress, "--tta" if tta else "--no-tta"):
+            raise UserError(f"arena predict wrote no {out}, even from the logits kept so far")
+        shutil.rmtree(progress, ignore_errors=True)
+        return out
+    folders = [progress.with_name(f"{progress.name}-member-{i}") for i in range(len(members))]
+    # Every member's plain order first (its logits kept), then the swapped orders in the time left.
+    done = {}  # member -> its predictions; a member whose plain predict failed is left out of the blend
+    for index, (run_dir, base, member_tta, predictions) in enumerate(members):
+        predictions = Path(predictions)
+        plain = predictions.with_name(f"{predictions.stem}-plain.csv") if member_tta else predictions
+        if predict(run_dir, base, plain, folders[index], "--no-tta", "--logits", predictions.with_suffix(".npz")):
+            done[index] = plain
+        else:
+            print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend", flush=True)
+    if not done:
+        raise UserError(f"every one of the {len(members)} ensemble members failed: no submission")
+    for index, (run_dir, base, member_tta, predictions) in enumerate(members):
+        if member_tta and index in done:
+            predictions = Path(predictions)
+            if predict(run_dir, base, predictions, folders[index], "--tta", "--logits", predictions.with_suffix(".npz")):
+                done[index] = predictions
+            else:
+                print(f"kernel: WARNING: member {index}'s swap TTA failed: its plain predictions are blended", flush=True)
+    left_out = [i for i in range(len(members)) if i not in done]
+    ensemble.blend_members(dataset, [done.get(i, m[3]) for i, m in enumerate(members)], test, out, left_out=left_out)
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    return out
