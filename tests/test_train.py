@@ -6,6 +6,7 @@ import weakref
 import numpy as np
 import pandas as pd
 import pytest
+import safetensors.torch
 import torch
 from transformers import TrainerCallback
 
@@ -280,6 +281,27 @@ def test_under_fsdp_every_rank_saves_and_evaluates_and_only_the_main_one_writes(
     assert train.finish.finish(cfg, run, built, split, trainer, None, None) is None
     assert calls == ["shards", "gather", "predict 6"]
     assert not run.root.exists()  # neither the adapter nor the validation predictions are written here
+
+
+def test_one_step_with_non_finite_gradients_is_skipped_not_written_into_the_weights(tiny_model_dir, tmp_path,
+                                                                                    capsys):
+    """Without a grad scaler (float32 here, bfloat16 on an A100) one NaN batch would write NaN into every trainable
+    weight for good; the step is skipped instead, and training goes on to a finite adapter."""
+    class OneNaNForward(TrainerCallback):
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 1:
+                handle = model.register_forward_hook(lambda m, i, out: (handle.remove(), out * float("nan"))[1])
+
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(40, seed=3), csv)
+    cfg = tiny_cfg(tiny_model_dir, prompt={"max_length": 96, "min_tokens": 8}, data={"train": str(csv), "folds": 3},
+                   train={"runs_dir": str(tmp_path / "runs"), "max_steps": 4, "eval_steps": 100,
+                          "per_device_batch_size": 2, "grad_accum": 1})
+    run = RunFolder(train.train(cfg, callbacks=[OneNaNForward()]))
+    assert "step 2: non-finite gradients, the update is skipped" in capsys.readouterr().out
+    weights = safetensors.torch.load_file(run.adapter / "adapter_model.safetensors")
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+    assert json.loads(run.metrics.read_text())["val_log_loss"] < 5
 
 
 def test_a_non_finite_loss_stops_training_with_the_cause_and_a_resumable_checkpoint(tiny_model_dir, tmp_path,

@@ -132,3 +132,49 @@ def _wait_for(paths: list[Path], wait_s: float = 120.0) -> None:
     until = time.time() + wait_s
     while not all(p.exists() for p in paths) and time.time() < until:
         time.sleep(0.05)
+
+
+def training_callbacks() -> list:
+    """The TrainerCallback injecting ARENA_FAULT into `arena train` (none without one). The rank faults strike the
+    struck rank at the first optimizer step after the run's first checkpoint (so the run has one to resume from):
+    rank-crash raises, rank-killed is SIGKILLed, nan-batch makes that step's forward NaN, slow-gpu makes every step
+    of that rank three times as long. session-limit is the rehearsal's: it kills the whole session."""
+    fault = from_env()
+    if fault is None or fault.name == "session-limit":
+        return []
+    from transformers import TrainerCallback
+
+    class Strike(TrainerCallback):
+        def __init__(self):
+            self.saved, self.struck, self.mark = False, False, time.perf_counter()
+
+        def on_save(self, args, state, control, **kwargs):
+            self.saved = True
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            if fault.name != "nan-batch" or not self._due(args):
+                return
+            said = f"(injected: {FAULT_ENV}={fault}, process {args.process_index}, step {state.global_step + 1})"
+            print(f"fault: {FAULTS[fault.name]} {said}", flush=True)
+            handle = model.register_forward_hook(lambda module, inputs, output: (handle.remove(), output * np.nan)[1])
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if fault.name == "slow-gpu" and fault.strikes(args.process_index, args.world_size):
+                now = time.perf_counter()
+                time.sleep(2 * (now - self.mark))
+                self.mark = time.perf_counter()
+                return
+            if fault.name not in ("rank-crash", "rank-killed") or not self._due(args):
+                return
+            said = f"(injected: {FAULT_ENV}={fault}, process {args.process_index}, after step {state.global_step})"
+            print(f"fault: {FAULTS[fault.name]} {said}", flush=True)
+            if fault.name == "rank-killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise InjectedCrash(f"CUDA out of memory. Tried to allocate 2.00 GiB {said}")
+
+        def _due(self, args) -> bool:
+            due = self.saved and not self.struck and fault.strikes(args.process_index, args.world_size)
+            self.struck = self.struck or due
+            return due
+
+    return [Strike()]

@@ -15,7 +15,7 @@ import torch
 from transformers import TrainerCallback
 
 from arena import config as config_mod
-from arena import data, hardware, metrics, processes, prompts, reporting, room
+from arena import data, faults, hardware, metrics, processes, prompts, reporting, room
 from arena import model as model_mod
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
@@ -291,4 +291,4 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
 
 def run_callbacks(clock: WallClock, guard: NonFiniteGuard, extra=()) -> list:
     """Every TrainerCallback a run attaches besides the evaluation's, in one list (the one place to add one)."""
-    return [clock, guard, *extra]
+    return [clock, guard, *faults.training_callbacks(), *extra]

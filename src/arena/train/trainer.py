@@ -309,6 +309,25 @@ class NonFiniteGuard(TrainerCallback):
             self.step_finite = False
         self.step_loss = value.item()
 
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, model=None, **kwargs):
+        """A step whose gradients are not finite is not applied: without a grad scaler (float32, bfloat16) the
+        optimizer would write NaN into every weight it updates, for good. Gradients set to None are skipped by
+        torch's optimizers. Every process decides alike (DDP's gradients agree; FSDP's shards may not)."""
+        if getattr(optimizer, "scaler", None) is not None or model is None:
+            return  # float16: the grad scaler skips such a step and lowers its scale
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        bad = any(not bool(torch.isfinite(g).all()) for g in grads)
+        if args.world_size > 1 and torch.distributed.is_initialized():
+            flag = torch.tensor([float(bad)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = bool(flag.item())
+        if bad:
+            for param in model.parameters():
+                param.grad = None
+            self.step_finite = False
+            print(f"WARNING: step {state.global_step + 1}: non-finite gradients, the update is skipped "
+                  f"(train.nan_patience {self.patience} such steps in a row stop the run)", flush=True)
+
     def on_step_end(self, args, state, control, **kwargs):
         skipped = bool(getattr(kwargs.get("optimizer"), "step_was_skipped", False))
         bad = not self.step_finite or skipped
