@@ -94,10 +94,12 @@ def main() -> None:
             "--disable-pip-version-check", "-r", wheels / "requirements.txt"]):
         fail("pip install from the wheels dataset failed")
     dataset = find_input(DATA_DATASET)
-    gpus = gpu_count()
-    # Two GPUs (T4x2): one process per GPU (DDP), each with its own model copy and its share of every batch.
+    # Two GPUs (T4x2): one process per GPU (DDP), each with its own model copy and its share of every batch; the
+    # rehearsal's ARENA_KERNEL_PROCESSES runs them on the CPU (gloo), meeting at ARENA_KERNEL_PORT.
+    gpus = int(os.environ.get("ARENA_KERNEL_PROCESSES") or gpu_count())
+    port = ["--main_process_port", os.environ["ARENA_KERNEL_PORT"]] if os.environ.get("ARENA_KERNEL_PORT") else []
     launch = ([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", gpus,
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "arena.cli"]
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *port, "-m", "arena.cli"]
               if gpus > 1 else [sys.executable, "-m", "arena.cli"])
     cmd = [*launch, "train", "--config", dataset / "config.yaml"]
     previous, stops_before = previous_run(), 0
@@ -129,8 +131,14 @@ def main() -> None:
     elif stopped and code in (BUDGET_EXIT, 1):  # under accelerate launch the launcher exits 1 for any rank's 75
         print(f"kernel: stopped for time (see {runs[0] / BUDGET_RECORD}); push the next version with "
               f"`arena kaggle train --resume`", flush=True)
+    elif whole := sorted((c for c in (runs[0] / "checkpoints").glob("checkpoint-*")
+                          if (c / "trainer_state.json").is_file()), key=lambda c: int(c.name.split("-")[1])):
+        # a crashed or killed process (a CUDA error, an out-of-memory): the session's training is not lost
+        print(f"kernel: WARNING: arena train FAILED (exit code {code}); this version's output keeps the run with its "
+              f"last whole checkpoint, {whole[-1].name}: push the next version with `arena kaggle train --resume`",
+              flush=True)
     else:
-        fail(f"exit code {code} from arena train")
+        fail(f"exit code {code} from arena train, and the run has no whole checkpoint to resume from")
 
 
 if __name__ == "__main__":

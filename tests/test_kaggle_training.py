@@ -282,22 +282,50 @@ def test_two_rehearsed_versions_stop_resume_and_the_pulled_run_passes_its_infere
     out1 = rehearsal.run_local(first.root, inputs, tmp_path / "v1")
     (run1,) = (out1 / "runs").iterdir()
     assert budget.recorded_stops(run1)[0]["step"] == 1 and not (run1 / "adapter").exists()
-    # version 2, pushed with --resume: attaches version 1's output and finishes the run
+    # version 2, pushed with --resume: attaches version 1's output, trains the last step, and the session's time
+    # limit kills it during the run's finish (--fault session-limit)
     second = training.build(config.load(None, [*recipe, "kaggle.session_hours=1"]), tmp_path / "b2", "me",
                             wheels=False, resume=True)
-    out2 = rehearsal.run_local(second.root, inputs, tmp_path / "v2", previous_output=out1)
+    out2 = rehearsal.run_local(second.root, inputs, tmp_path / "v2", previous_output=out1, fault="session-limit")
     log = capfd.readouterr().out
     lines = log.replace("\r", "\n").splitlines()  # tqdm's progress bars share lines with the messages
     stop_line = next(line[line.index("budget: "):] for line in lines if "budget: stopped for time" in line)
     resume_line = next(line for line in lines if line.startswith("resuming "))
     print("\nSTOP LINE: " + stop_line + "\nRESUME LINE: " + resume_line)
     assert "checkpoint-1" in resume_line
+    assert "the session ended during the run's finish" in log
     (run2,) = (out2 / "runs").iterdir()
-    assert run2.name == run1.name and json.loads((run2 / "metrics.json").read_text())["global_step"] == 2
+    assert run2.name == run1.name and (run2 / "adapter").is_dir() and not (run2 / "metrics.json").exists()
+    # version 3: resumes the finish cut short, trains no step, and finishes
+    out3 = rehearsal.run_local(second.root, inputs, tmp_path / "v3", previous_output=out2)
+    (run3,) = (out3 / "runs").iterdir()
+    assert json.loads((run3 / "metrics.json").read_text())["global_step"] == 2
     # the pull, then the inference bundle of the pulled run and its rehearsal
-    pulled = pull.import_output(out2, "me/arena-train", 2, tmp_path / "runs")
+    pulled = pull.import_output(out3, "me/arena-train", 3, tmp_path / "runs")
     bundle = bundle_mod.package(pulled, out_dir=tmp_path / "inference", wheels=False, test_csv=inputs / "test.csv")
-    submission = rehearsal.run_local(bundle, inputs, tmp_path / "v3")
+    submission = rehearsal.run_local(bundle, inputs, tmp_path / "inference-rehearsal")
     frame = pd.read_csv(submission, dtype={"id": str})
     data.validate_submission(frame, test["id"].astype(str))
     assert "rehearsal passed" in capfd.readouterr().out
+
+
+@pytest.mark.e2e
+def test_a_training_kernel_whose_gpu_crashes_keeps_the_run_for_the_next_version(tmp_path, no_credentials,
+                                                                                 monkeypatch, capfd):
+    """Two processes (T4x2); one crashes after the run's first checkpoint (--fault rank-crash), the launcher stops
+    the other: the version ends with its output holding the run and that checkpoint, ready for --resume."""
+    monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)
+    inputs = tmp_path / "input"
+    data.write_csv(data.generate_sample(24, seed=5), inputs / "train.csv")
+    recipe = ["data.train=" + str(inputs / "train.csv"), "data.folds=3", "prompt.max_length=128",
+              "infer.max_length=128", "train.max_steps=4", "train.eval_steps=2", "train.per_device_batch_size=2",
+              "train.grad_accum=1", "train.max_eval_rows=4", "model.device=cpu"]
+    bundle = training.build(config.load(None, recipe), tmp_path / "b1", "me", wheels=False)
+    out = rehearsal.run_local(bundle.root, inputs, tmp_path / "v1", processes=2, fault="rank-crash")
+    (run,) = (out / "runs").iterdir()
+    log = capfd.readouterr().out
+    assert "(injected: ARENA_FAULT=rank-crash, process 1, after step 3)" in log
+    assert "arena train FAILED (exit code 1); this version's output keeps the run with its last whole checkpoint, " \
+           "checkpoint-2" in log
+    assert "rehearsal passed: training failed (--fault rank-crash)" in log
+    assert not (run / "metrics.json").exists() and (run / "checkpoints" / "checkpoint-2").is_dir()

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from arena import budget, data, faults, hardware
@@ -142,7 +144,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     mount, when the run's model.path has moved since training. `fault`: one of arena.faults.FAULTS, injected in
     the kernel's processes (a rank fault needs several)."""
     if TrainingBundle(bundle_dir).is_training_bundle():
-        return run_local_training(bundle_dir, input_dir, work_dir, previous_output, fault)
+        return run_local_training(bundle_dir, input_dir, work_dir, previous_output, fault, processes)
     if previous_output is not None:
         raise UserError(f"--previous-output: only for a training bundle (from `arena kaggle train`), not {bundle_dir}")
     bundle = Bundle(bundle_dir)
@@ -219,7 +221,8 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
 # ---- training bundles (`arena kaggle train`) ------------------------------------------------------------
 
 
-def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None, fault: str | None = None) -> Path:
+def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None, fault: str | None = None,
+                       processes: int = 1) -> Path:
     """A training bundle's kernel run offline in a fake /kaggle: the data and wheels datasets, the competition's
     train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
     rehearsal's working folder) the previous version's output. Returns this version's working folder (its
@@ -246,6 +249,7 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
     problems += work_room_problems(work_dir, bundle.wheels)
+    problems += fault_problems(fault, processes)
     if problems:
         raise UserError(problems=problems)
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
@@ -265,32 +269,53 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
         _link(root / rel, base)
     working = root / "working"
     working.mkdir(parents=True)
-    code, _, _ = _run_kernel(bundle.kernel_script, root, work, bundle.wheels)
-    if code != 0:
+    extra = {PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port()), **cpu_processes(processes)} \
+        if processes > 1 else {}
+    if fault:
+        extra[faults.FAULT_ENV] = fault
+
+    def finish_began() -> bool:  # the run saved its adapter and is evaluating: the worst moment for the limit
+        return any(RunFolder(p).adapter.is_dir() and not RunFolder(p).is_finished() for p in working.glob("runs/*"))
+
+    code, _, _ = _run_kernel(bundle.kernel_script, root, work, bundle.wheels, extra,
+                             f"current mount layout, {processes} process{'es' if processes > 1 else ''}"
+                             + (f", fault {fault}" if fault else ""),
+                             session_ends=finish_began if fault == "session-limit" else None)
+    killed = fault == "session-limit" and code == -signal.SIGKILL
+    if code != 0 and not killed:
         raise UserError(f"the training kernel failed (exit {code}){_disk_note(work, work / 'kernel.log')}; full log: "
                         f"{work / 'kernel.log'}")
     runs = [p for p in (working / "runs").glob("*") if (p / "config.yaml").is_file()]
     if len(runs) != 1:
-        raise UserError(f"the training kernel exited 0 but left {len(runs)} run folders in {working / 'runs'}")
+        raise UserError(f"the training kernel {'was killed' if killed else 'exited 0'} but left {len(runs)} run "
+                        f"folders in {working / 'runs'}")
     run = RunFolder(runs[0])
     problems = run_problems(run)
     if problems:
         raise UserError(problems=problems)
-    if run.adapter.exists():
+    next_version = (f"rehearse the next version (a bundle from `arena kaggle train --resume`) with --previous-output "
+                    f"{working}")
+    if run.is_finished():
         print(f"rehearsal passed: training finished in {run.root}; this version's output: {working}")
+    elif killed:
+        print(f"rehearsal passed: the session ended during the run's finish (--fault session-limit), its output "
+              f"keeps the run and its last whole checkpoint; {next_version}")
+    elif fault and faults.parse(fault, "--fault").name in faults.RANK_FAULTS:
+        print(f"rehearsal passed: training failed (--fault {fault}) and the output keeps the run with a whole "
+              f"checkpoint; {next_version}")
     else:
         stop = budget.recorded_stops(run.root)[-1]
         print(f"rehearsal passed: stopped for time after step {stop['step']} of {stop['max_steps']} with a whole "
-              f"{stop['checkpoint']}; rehearse the next version (a bundle from `arena kaggle train --resume`) with "
-              f"--previous-output {working}")
+              f"{stop['checkpoint']}; {next_version}")
     return working
 
 
 def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_env: dict | None = None,
-                what: str = "current mount layout") -> tuple[int, Path, dict]:
+                what: str = "current mount layout", session_ends=None) -> tuple[int, Path, dict]:
     """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns its
     exit code, the twin's python and the kernel's environment. The kernel runs in a process group of its own, which
-    is stopped with the rehearsal (Ctrl-C, SIGTERM): no pip install or prediction goes on after it."""
+    is stopped with the rehearsal (Ctrl-C, SIGTERM): no pip install or prediction goes on after it; and killed, as
+    a session's time limit kills it, as soon as `session_ends()` says so."""
     python, image, before = _kernel_python(work, wheelhouse)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -303,6 +328,8 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_en
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen([str(python), str(script.resolve())], cwd=root / "working", env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        if session_ends is not None:
+            threading.Thread(target=_end_session, args=(proc, session_ends), daemon=True).start()
         try:
             for line in proc.stdout:
                 print(line, end="", flush=True)
@@ -314,6 +341,16 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_en
                 proc.wait()
     _check_image_untouched(image, before)
     return code, python, env
+
+
+def _end_session(proc: subprocess.Popen, session_ends, poll_s: float = 0.05) -> None:
+    while proc.poll() is None:
+        if session_ends():
+            print("rehearsal: the session's time limit: the kernel and every process it started are killed now "
+                  "(--fault session-limit)", flush=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+        time.sleep(poll_s)
 
 
 def fault_problems(fault: str | None, processes: int) -> list[str]:
