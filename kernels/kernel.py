@@ -79,7 +79,7 @@ def main() -> None:
         SUBMISSION.parent.mkdir(parents=True, exist_ok=True)
         (SUBMISSION.parent / "arena-push.txt").write_text(PUSH_ID + "\n")
     wheels = find_input(WHEELS_DATASET)
-    run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
+    run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet", "--no-compile",
          "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
     run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
          "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])

@@ -90,7 +90,7 @@ def data_path(name: str) -> str:
 def main() -> None:
     check_image(find_input(WHEELS_DATASET))  # what differs from the image it was built for
     wheels = find_input(WHEELS_DATASET)
-    if run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet",
+    if run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", wheels, "--quiet", "--no-compile",
             "--disable-pip-version-check", "-r", wheels / "requirements.txt"]):
         fail("pip install from the wheels dataset failed")
     dataset = find_input(DATA_DATASET)
