@@ -244,9 +244,12 @@ def t4x2_bundle(tiny_run, rows, tmp_path_factory):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("fault", ["rank-killed", "rank-crash", "nan-batch", "slow-gpu", "session-limit"])
+@pytest.mark.parametrize("fault", ["rank-killed", "rank-crash"])
 def test_the_t4x2_kernel_writes_a_valid_submission_whatever_one_gpu_does(fault, t4x2_bundle, clean, tmp_path,
                                                                          no_credentials, monkeypatch):
+    """The kernel's own launch in the twin: a killed process makes the kernel retry in one process from the kept
+    logits; a crashed one leaves its rows to the survivor, no retry. (nan-batch, slow-gpu and session-limit act
+    inside `arena predict` alone: the tests above run them through the same two-process launch.)"""
     bundle, input_dir = t4x2_bundle
     monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)
     monkeypatch.setenv(hardware.PROFILE_ENV, "t4x2")
@@ -259,8 +262,5 @@ def test_the_t4x2_kernel_writes_a_valid_submission_whatever_one_gpu_does(fault, 
     assert retried == (fault == "rank-killed"), log[-3000:]
     if fault == "rank-killed":
         assert "kept by earlier calls" in log and "--fill-only" not in log
-    if fault == "session-limit":
-        assert log.count("stopped: the deadline, during the plain pass") == 2
-    else:
-        assert "no finite prediction in either order" not in log  # a GPU's rows were predicted by the other
+    assert "no finite prediction in either order" not in log  # a GPU's rows were predicted by the other
     assert not (work / "kaggle" / "working" / ".arena-progress").exists()  # removed once the file was written
