@@ -264,3 +264,47 @@ def test_the_t4x2_kernel_writes_a_valid_submission_whatever_one_gpu_does(fault, 
         assert "kept by earlier calls" in log and "--fill-only" not in log
     assert "no finite prediction in either order" not in log  # a GPU's rows were predicted by the other
     assert not (work / "kaggle" / "working" / ".arena-progress").exists()  # removed once the file was written
+
+
+# ---- arena train, struck ------------------------------------------------------------------------------
+
+
+def test_training_is_struck_on_its_rank_after_its_first_checkpoint(monkeypatch):
+    """faults.training_callbacks: nothing before the run's first save, nothing on another rank; then a crash, a
+    kill, one NaN forward, or every step three times as long."""
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    import torch
+
+    def struck(name):
+        monkeypatch.setenv(faults.FAULT_ENV, name)
+        (strike,) = faults.training_callbacks()
+        return strike
+
+    rank0, rank1 = SimpleNamespace(process_index=0, world_size=2), SimpleNamespace(process_index=1, world_size=2)
+    state = SimpleNamespace(global_step=3)
+    crash = struck("rank-crash")
+    crash.on_step_end(rank1, state, None)  # no checkpoint yet: nothing to resume from, not struck
+    crash.on_save(rank1, state, None)
+    crash.on_step_end(rank0, state, None)
+    with pytest.raises(faults.InjectedCrash, match="CUDA out of memory"):
+        crash.on_step_end(rank1, state, None)
+    crash.on_step_end(rank1, state, None)  # once
+    killed, signals = struck("rank-killed"), []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append(sig))
+    killed.on_save(rank1, state, None)
+    killed.on_step_end(rank1, state, None)
+    assert signals == [signal.SIGKILL]
+    nan, model = struck("nan-batch"), torch.nn.Linear(2, 3)
+    nan.on_save(rank1, state, None)
+    nan.on_step_begin(rank1, state, None, model=model)
+    assert torch.isnan(model(torch.ones(1, 2))).all() and torch.isfinite(model(torch.ones(1, 2))).all()
+    slow, naps = struck("slow-gpu"), []
+    monkeypatch.setattr(time, "sleep", naps.append)
+    slow.on_step_end(rank0, state, None)
+    slow.on_step_end(rank1, state, None)
+    assert len(naps) == 1 and naps[0] >= 0
+    monkeypatch.setenv(faults.FAULT_ENV, "session-limit")  # the rehearsal's: it kills the session itself
+    assert faults.training_callbacks() == []
