@@ -56,11 +56,12 @@ bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/b
 test-caches: setup
 	$(BIN)/python -m tests.caches
 
+# Two pytest workers (pytest-xdist): most tests wait on subprocesses and imports, so two share two cores well.
 test: test-caches
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n 2 $(ARGS)
 
 test-fast: test-caches
-	$(BIN)/python -m pytest -m "not e2e" $(ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not e2e" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -243,13 +243,34 @@ def t4x2_bundle(tiny_run, rows, tmp_path_factory):
     return bundle_mod.package(run, out_dir=root / "bundle", test_csv=input_dir / "test.csv"), input_dir
 
 
+def test_the_kernel_retries_in_one_process_then_fills_from_the_kept_logits(tmp_path, monkeypatch, capsys):
+    from arena.kaggle import kernel_predict
+
+    launch = ["python", "-m", "accelerate.commands.launch", "--num_processes", "2", "-m", "arena.cli"]
+    out = tmp_path / "submission.csv"
+    for answers, expected in [([True], 1), ([False, True], 2), ([False, False, True], 3), ([False] * 3, 3)]:
+        ran = []
+        monkeypatch.setattr(kernel_predict, "_run",
+                            lambda cmd, ran=ran, answers=answers: ran.append(cmd) or answers[len(ran) - 1])
+        assert kernel_predict.predict_surviving(launch, ["predict", "--out", out], out) == answers[-1]
+        assert len(ran) == expected
+        assert all(cmd[1:3] == ["-m", "arena.cli"] for cmd in ran[1:])  # the retries: one process
+        assert ran[2:] == [] or ran[2][-1] == "--fill-only"
+    said = capsys.readouterr().out
+    assert "the launcher stopped the others: one process predicts" in said and "written from the logits kept" in said
+    ran = []  # one process from the start: no retry in one process, the kept logits next
+    monkeypatch.setattr(kernel_predict, "_run", lambda cmd: ran.append(cmd) or False)
+    kernel_predict.predict_surviving([sys.executable, "-m", "arena.cli"], ["predict"], out)
+    assert [cmd[-1] for cmd in ran] == ["predict", "--fill-only"]
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize("fault", ["rank-killed", "rank-crash"])
-def test_the_t4x2_kernel_writes_a_valid_submission_whatever_one_gpu_does(fault, t4x2_bundle, clean, tmp_path,
-                                                                         no_credentials, monkeypatch):
-    """The kernel's own launch in the twin: a killed process makes the kernel retry in one process from the kept
-    logits; a crashed one leaves its rows to the survivor, no retry. (nan-batch, slow-gpu and session-limit act
-    inside `arena predict` alone: the tests above run them through the same two-process launch.)"""
+def test_the_t4x2_kernel_writes_a_valid_submission_when_a_process_is_killed(t4x2_bundle, clean, tmp_path,
+                                                                            no_credentials, monkeypatch):
+    """The kernel's own launch in the twin: the launcher stops the survivor too, and the kernel predicts the rest in
+    one process from the kept logits. (The other faults act inside `arena predict` alone: the tests above run them
+    through the same two-process launch.)"""
+    fault = "rank-killed"
     bundle, input_dir = t4x2_bundle
     monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)
     monkeypatch.setenv(hardware.PROFILE_ENV, "t4x2")
@@ -258,11 +279,9 @@ def test_the_t4x2_kernel_writes_a_valid_submission_whatever_one_gpu_does(fault, 
     data.validate_submission(data.read_columns(submission, "submission"), clean["id"])
     log = (work / "kernel.log").read_text()
     assert f"(injected: ARENA_FAULT={fault}" in log and "--num_processes 2" in log
-    retried = "a prediction process failed and the launcher stopped the others" in log
-    assert retried == (fault == "rank-killed"), log[-3000:]
-    if fault == "rank-killed":
-        assert "kept by earlier calls" in log and "--fill-only" not in log
-    assert "no finite prediction in either order" not in log  # a GPU's rows were predicted by the other
+    assert "a prediction process failed and the launcher stopped the others" in log, log[-3000:]
+    assert "kept by earlier calls" in log and "--fill-only" not in log
+    assert "no finite prediction in either order" not in log  # the killed GPU's rows were predicted by the retry
     assert not (work / "kaggle" / "working" / ".arena-progress").exists()  # removed once the file was written
 
 
@@ -295,7 +314,8 @@ def test_training_is_struck_on_its_rank_after_its_first_checkpoint(monkeypatch):
     killed, signals = struck("rank-killed"), []
     monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append(sig))
     killed.on_save(rank1, state, None)
-    killed.on_step_end(rank1, state, None)
+    with pytest.raises(faults.InjectedCrash):  # the kill is recorded, not sent: the process goes on to the crash
+        killed.on_step_end(rank1, state, None)
     assert signals == [signal.SIGKILL]
     nan, model = struck("nan-batch"), torch.nn.Linear(2, 3)
     nan.on_save(rank1, state, None)
