@@ -128,7 +128,9 @@ def cmd_calibrate(args) -> int:
 # ---- tracking: runs, sweep --------------------------------------------------------------------------
 
 def cmd_runs(args) -> int:
-    from arena import config, tracking
+    import re
+
+    from arena import config, task, tracking
 
     if args.lb:
         folder = tracking.find_folder(args.runs_dir, args.lb[0])
@@ -139,9 +141,9 @@ def cmd_runs(args) -> int:
         tracking.record_score(folder, score)
         print(f"recorded leaderboard score {score} in {folder.leaderboard}")
     if args.fetch_lb:
-        if args.competition is not None and args.competition not in config.COMPETITIONS:
-            raise config.ConfigError(f"--competition {args.competition}: one of {', '.join(config.COMPETITIONS)} "
-                                     f"(the choices of kaggle.competition)")
+        if args.competition is not None and not re.fullmatch(config.SLUG_PATTERN, args.competition):
+            raise config.ConfigError(f"--competition {args.competition}: not a Kaggle competition slug (5-50 "
+                                     f"lowercase letters, digits and hyphens), e.g. {task.DEFAULT_COMPETITION}")
         competition = args.competition or config.load(args.config).kaggle.competition
         print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
     rows = tracking.collect(args.runs_dir, folds=not args.no_folds)

@@ -19,8 +19,8 @@ from arena.config.io import (
 )
 from arena.config.relations import length_problems, model_positions
 from arena.config.schema import (
-    COMPETITIONS,
     SAMPLE,
+    SLUG_PATTERN,
     Competition,
     Config,
     Count,
@@ -37,11 +37,12 @@ from arena.config.schema import (
     RunName,
     Scheduler,
     Slug,
+    TaskConfig,
     TrainConfig,
 )
 
-__all__ = ["COMPETITIONS", "CONFIG_DIR", "DEFAULT_CONFIG", "SAMPLE", "Competition", "Config", "ConfigError", "Count",
+__all__ = ["CONFIG_DIR", "DEFAULT_CONFIG", "SAMPLE", "SLUG_PATTERN", "Competition", "Config", "ConfigError", "Count",
            "DataConfig", "Family", "InferConfig", "KaggleConfig", "LearningRate", "ModelConfig", "NonEmpty", "Pattern",
-           "PeftConfig", "Probability", "PromptConfig", "Quantization", "Range", "RunName", "Scheduler", "Slug",
+           "PeftConfig", "Probability", "PromptConfig", "Quantization", "Range", "RunName", "Scheduler", "Slug", "TaskConfig",
            "TrainConfig", "all_keys", "dump", "flat", "from_dict", "length_problems", "load", "load_run", "load_runs",
            "model_positions", "origin", "replace"]

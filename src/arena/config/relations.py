@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from arena import embedded
+from arena import embedded, task
 from arena.config.schema import Config
 
 
@@ -54,6 +54,10 @@ def relations(cfg: Config) -> list[tuple[str, str]]:
     if cfg.train.teacher_weights is not None and len(cfg.train.teacher_weights) != len(cfg.data.teacher):
         problems.append(("train.teacher_weights", f"{len(cfg.train.teacher_weights)} weight(s) for "
                          f"{len(cfg.data.teacher)} teacher CSV(s) in data.teacher"))
+    unset = [f"task.{k}" for k, v in vars(cfg.task).items() if v == "auto"]
+    if cfg.kaggle.competition not in task.COMPETITIONS and unset:
+        problems.append(("kaggle.competition", f"{cfg.kaggle.competition}: arena knows the task of "
+                         f"{', '.join(task.COMPETITIONS)}; for another competition set {', '.join(unset)}"))
     if cfg.train.max_steps == 0:
         problems.append(("train.max_steps", "0 trains nothing (-1: as many as train.epochs take)"))
     return problems

@@ -4,11 +4,11 @@ range and default (checked by constraints.py)."""
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from arena.config.constraints import NonEmpty, Pattern, Range
+from arena.task import DEFAULT_COMPETITION, DataFormat, Labels, Metric, Submission
 
 Count = Annotated[int, Range(ge=1)]  # how many of something: at least one
 Probability = Annotated[float, Range(ge=0, le=1)]
@@ -16,7 +16,8 @@ LearningRate = Annotated[float, Range(gt=0, le=1)]
 # Run names become folder names under train.runs_dir: no separators, no leading dot.
 RunName = Annotated[str, Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "a folder name: letters, digits, '.', '_', '-' "
                                  "(no '/', not starting with '.'), at most 100 characters")]
-Slug = Annotated[str, Pattern(r"[a-z0-9][a-z0-9-]{3,48}[a-z0-9]",
+SLUG_PATTERN = r"[a-z0-9][a-z0-9-]{3,48}[a-z0-9]"
+Slug = Annotated[str, Pattern(SLUG_PATTERN,
                               "a Kaggle slug: 5-50 lowercase letters, digits and hyphens")]
 # Prompt formats (arena.prompts has one frame per family).
 Family = Literal["gemma", "llama3", "mistral", "phi2", "plain"]
@@ -25,15 +26,9 @@ Quantization = Literal["nf4", "int8", "none"]
 Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                     "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
                     "warmup_stable_decay", "greedy"]
-# The Kaggle competitions this pipeline targets (kaggle.competition). Both are code competitions on the same LMSYS
-# data (train.csv 57,477 rows, the same columns; ~25k hidden test rows; log loss), internet off, a 9 h limit on
-# T4x2: kaggle.hidden_test_rows and kaggle.time_limit_hours hold for either, and nothing else differs but the state.
-# - lmsys-chatbot-arena: the original (closed 2024-08): a late submission is scored, its private score counts.
-#   https://www.kaggle.com/competitions/lmsys-chatbot-arena
-# - llm-classification-finetuning: the Getting Started competition on the same data, open: its public board counts.
-#   https://www.kaggle.com/competitions/llm-classification-finetuning
-Competition = Literal["lmsys-chatbot-arena", "llm-classification-finetuning"]
-COMPETITIONS: tuple[str, ...] = typing.get_args(Competition)
+# Any Kaggle competition by its slug (kaggle.competition); arena.task.COMPETITIONS names the ones whose task arena
+# knows (the LMSYS pair, three-way log loss; the WSDM Cup, two-way accuracy). Another names its task in `task.*`.
+Competition = Slug
 # The generated, learnable sample in the competition's format (data.sample_rows rows) instead of a CSV.
 SAMPLE = "sample"
 
@@ -163,8 +158,21 @@ class InferConfig:
 
 
 @dataclass
+class TaskConfig:
+    # What is predicted and scored (arena.task): each key "auto" takes kaggle.competition's; a competition arena does
+    # not know needs all four. labels: three-way (A / B / tie) or two-way (A / B); metric: log_loss or accuracy;
+    # submission: probabilities (id + a column per class) or winner (id,winner as model_a / model_b); data_format:
+    # the competition's files, csv (JSON-list cells) or parquet (plain strings).
+    labels: Literal["auto"] | Labels = "auto"
+    metric: Literal["auto"] | Metric = "auto"
+    submission: Literal["auto"] | Submission = "auto"
+    data_format: Literal["auto"] | DataFormat = "auto"
+
+
+@dataclass
 class KaggleConfig:
-    competition: Competition = "lmsys-chatbot-arena"  # see COMPETITIONS above
+    # The Kaggle competition: its slug picks the task (see TaskConfig) and where the kernel submits.
+    competition: Competition = DEFAULT_COMPETITION
     # Slugs are prefixed with the Kaggle username from kaggle.json.
     kernel_slug: Slug = "arena-inference"
     adapter_dataset_slug: Slug = "arena-adapter"
@@ -202,6 +210,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     infer: InferConfig = field(default_factory=InferConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
