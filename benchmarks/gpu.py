@@ -162,7 +162,7 @@ def small_model(bench: gpu_steps.Bench, out: dict) -> None:
     validation rows predicted on the device and on CPU from the same run."""
     import numpy as np
 
-    from arena import config, data, predict, train
+    from arena import config, data, predict, task, train
     from arena import model as model_mod
     from arena.layout import RunFolder
     from arena.planner import PUBLISHED
@@ -198,7 +198,7 @@ def small_model(bench: gpu_steps.Bench, out: dict) -> None:
     for where in dict.fromkeys([device, "cpu"]):
         run_cfg = config.load_run(RunFolder(run), [f"model.device={where}"])
         model, tokenizer, rt = model_mod.load_trained(run_cfg, RunFolder(run))
-        split = data.training_data(run_cfg.data)
+        split = data.training_data(run_cfg.data, task.of_config(run_cfg))
         ids = predict.encode_view(tokenizer, split.head(32), run_cfg, 128, None)[0]
         frames[where] = (predict.logits_for(model, ids, tokenizer.pad_token_id, run_cfg, predict.model_device(model)),
                          str(rt.dtype).removeprefix("torch."))

@@ -13,8 +13,8 @@ import pandas as pd
 
 from arena import cli, config, data, metrics, predict, train
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from benchmarks import baselines
 from benchmarks.split import prompt_keys
 
@@ -57,7 +57,7 @@ def teacher_predictions(train_csv: Path, out: Path, seed: int) -> dict:
     oof = cross_val_predict(baselines.length_lr(seed=seed), x, y, groups=groups, cv=GroupKFold(n_splits=folds),
                             method="predict_proba")
     probs = baselines.full_proba(oof, np.unique(y))
-    frame = pd.DataFrame(probs, columns=LABEL_COLUMNS)
+    frame = pd.DataFrame(probs, columns=THREE_WAY.label_columns)
     frame.insert(0, "id", df["id"].to_numpy())
     frame.to_csv(out, index=False)
     return {"what": "length LR, out of fold", "folds": folds, "rows": len(df),
@@ -85,7 +85,7 @@ class Variants:
         self.log(f"variant {name}: predicting {len(self.ids)} held-out rows with swap TTA")
         path = predict.predict_file(run_dir, self.eval_csv, self.work / f"predictions_{name}.csv", tta=True)
         frame = pd.read_csv(path, dtype={"id": str}).set_index("id")
-        return frame.loc[self.ids, LABEL_COLUMNS].to_numpy()
+        return frame.loc[self.ids, THREE_WAY.label_columns].to_numpy()
 
     def row(self, variant: str, probs: np.ndarray, train_seconds: float, default: np.ndarray, **facts) -> dict:
         out = {"id": variant, "log_loss": metrics.log_loss(self.y, probs), "accuracy": metrics.accuracy(self.y, probs),

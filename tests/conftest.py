@@ -66,7 +66,8 @@ def sample_csv(tmp_path_factory) -> Path:
 def test_csv(tmp_path_factory) -> Path:
     """A generated test.csv in the competition's format (no labels), 24 rows."""
     from arena import data
-    from arena.labels import LABEL_COLUMNS
+    from arena.task import THREE_WAY
+    LABEL_COLUMNS = THREE_WAY.label_columns
 
     path = tmp_path_factory.mktemp("test-csv") / "test.csv"
     data.write_csv(data.generate_sample(24, seed=4).drop(columns=LABEL_COLUMNS), path)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from arena import config
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def files_under(root: Path) -> list[str]:

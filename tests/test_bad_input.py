@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from arena import cli, config, data, predict
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.files import files_under, kaggle_json, probs_csv, run_copy, touch, truncate, turns_csv, write_csv_text
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def text_argv(work: Path, command: str, raw: str) -> list[str]:

@@ -8,8 +8,11 @@ import pytest
 from arena import calibration, cli, data, metrics, predict
 from arena.calibration import Calibration
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
 from arena.layout import CVFolder, RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
+TRUE_COLUMNS = THREE_WAY.true_columns
 
 STRONG = Calibration(temperature=0.5, bias=(0.8, -0.6, 0.0))  # far from the identity: applied twice differs
 

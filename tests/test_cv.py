@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 from arena import cli, data, train
 from arena.errors import UserError
 from arena.layout import CVFolder
+from arena.task import THREE_WAY
 from arena.train import cv as cv_mod
 from tests.tiny import tiny_cfg
 
@@ -70,6 +71,6 @@ def test_a_killed_cv_is_finished_by_resume(tiny_model_dir, sample_csv, tmp_path,
     assert sorted(p.name.split("-")[0] for p in folder.glob("fold*")) == ["fold0", "fold1", "fold2"]
     assert list(tmp_path.iterdir()) == [runs]  # every fold run inside the CV folder
     oof = pd.read_csv(cv.oof_predictions, dtype={"id": str})
-    assert oof["id"].is_unique and set(oof["id"]) == set(data.training_data(cfg.data)["id"])
+    assert oof["id"].is_unique and set(oof["id"]) == set(data.training_data(cfg.data, THREE_WAY)["id"])
     with pytest.raises(UserError, match="this CV finished"):
         train.cross_validate(cfg, folds=None, resume=str(folder))

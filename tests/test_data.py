@@ -9,8 +9,10 @@ import pytest
 
 from arena import data
 from arena.config import DataConfig
-from arena.labels import LABEL_COLUMNS
+from arena.task import THREE_WAY
 from tests.files import probs_csv, turns_csv
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 SHARED_FILES = ["autoj_pairwise_dev.csv", "pandalm_human.csv", "pandalm_human_softvotes.csv", "hh_rlhf_harmless.csv"]
 HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *LABEL_COLUMNS]
@@ -403,14 +405,14 @@ def test_write_csv_round_trip_soft_labels(shared_data, tmp_path):
 def test_training_data_is_the_generated_sample_when_the_config_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert DataConfig().train == "sample"
-    df = data.training_data(DataConfig(sample_rows=40))
+    df = data.training_data(DataConfig(sample_rows=40), THREE_WAY)
     sample_path = tmp_path / "data" / "sample" / "train-40.csv"
     assert sample_path.is_file() and len(df) == 40
     assert "generated sample" in capsys.readouterr().err
     mtime = sample_path.stat().st_mtime_ns
     extra = tmp_path / "extra.csv"
     data.write_csv(data.generate_sample(30, seed=9), extra)
-    merged = data.training_data(DataConfig(sample_rows=40, extra=[str(extra)]))
+    merged = data.training_data(DataConfig(sample_rows=40, extra=[str(extra)]), THREE_WAY)
     assert sample_path.stat().st_mtime_ns == mtime  # reused, not rewritten
     assert merged["id"].head(40).tolist() == df["id"].tolist() and 40 < len(merged) <= 70
 
@@ -418,10 +420,10 @@ def test_training_data_is_the_generated_sample_when_the_config_says_so(tmp_path,
 def test_training_data_never_falls_back_silently_and_lists_every_bad_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(data.DataError, match="data/train.csv: file not found"):
-        data.training_data(DataConfig(train="data/train.csv"))
+        data.training_data(DataConfig(train="data/train.csv"), THREE_WAY)
     assert not (tmp_path / "data").exists()
     with pytest.raises(data.DataError) as info:
-        data.training_data(DataConfig(train="other.csv", extra=["missing.csv"]))
+        data.training_data(DataConfig(train="other.csv", extra=["missing.csv"]), THREE_WAY)
     assert [p.split(":")[0] for p in info.value.problems] == ["other.csv", "missing.csv"]
 
 
@@ -429,7 +431,7 @@ def test_extra_real_data_is_deduplicated_against_the_main_file(shared_data, tmp_
     monkeypatch.chdir(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        merged = data.training_data(DataConfig(sample_rows=40, extra=[str(shared_data / "pandalm_human.csv")]))
+        merged = data.training_data(DataConfig(sample_rows=40, extra=[str(shared_data / "pandalm_human.csv")]), THREE_WAY)
     assert len(merged) == 40 + 900  # pandalm_human.csv repeats 99 (prompt, response_a, response_b) triples
 
 

@@ -15,8 +15,10 @@ from arena import config, data, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def test_deadline_from_epoch_iso_time_or_budget_and_clear_errors():

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from arena import cli, data, predict, train
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.tiny import tiny_train_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 LOGITS = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [-1.0, 1.0, 0.0]])
 LABELS = torch.tensor([[1.0, 0, 0], [0, 0, 1.0], [0, 1.0, 0]])
@@ -63,7 +65,7 @@ def test_teacher_rows_follow_the_ids_and_the_swap(sample_csv, tmp_path):
     df = data.load(sample_csv)
     ids = list(df["id"][:5])
     probs = np.array([[0.7, 0.2, 0.1]] * 5)
-    teachers = data.read_teachers([write_teacher(tmp_path / "t.csv", ids, probs)], df["id"])
+    teachers = data.read_teachers([write_teacher(tmp_path / "t.csv", ids, probs)], df["id"], THREE_WAY)
     got, covered = teachers.for_rows(df["id"][:8])
     assert covered[:, 0].tolist() == [True] * 5 + [False] * 3
     np.testing.assert_allclose(got[:5, 0], probs, rtol=1e-6)

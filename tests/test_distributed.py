@@ -16,10 +16,12 @@ import pytest
 import yaml
 
 from arena import config, data, processes, train
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.launching import FSDP_RECIPE, REPO, cfg_json, free_port, launch, train_args
 from tests.tiny import Stop, tiny_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,11 @@ from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import ensemble, preflight, rehearsal
-from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
 from arena.layout import Bundle, EnsembleDataset, RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
+TRUE_COLUMNS = THREE_WAY.true_columns
 
 # Two members on different base models as the kernel sees them (both the tiny model here, attached twice).
 GEMMA = {"base_model_kernel_path": "/kaggle/input/tiny-gemma2/transformers/default/1",

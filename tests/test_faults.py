@@ -19,9 +19,11 @@ from arena.errors import UserError
 from arena.inference import progress
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import rehearsal
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.launching import DDP_2, REPO, free_port
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 REAL_CACHE = str(embedded.cache_dir())  # before no_credentials moves HOME: the twin is built once per machine
 

@@ -14,10 +14,12 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from arena import budget, cli, data, predict, tracking, train
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.launching import REPO, cfg_json, launch
 from tests.tiny import tiny_train_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 class SlowClock(TrainerCallback):

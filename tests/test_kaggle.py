@@ -13,10 +13,12 @@ from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
 from arena.kaggle import push as push_mod
-from arena.labels import LABEL_COLUMNS
 from arena.layout import Bundle, RunFolder
+from arena.task import THREE_WAY
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 from tests.tiny import tiny_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 REQUIREMENTS = Path(__file__).resolve().parents[1] / "requirements.txt"
 

@@ -349,7 +349,8 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     from arena import data
     from arena.kaggle import bundle as bundle_mod
     from arena.kaggle import rehearsal
-    from arena.labels import LABEL_COLUMNS
+    from arena.task import THREE_WAY
+    LABEL_COLUMNS = THREE_WAY.label_columns
 
     source = "someone/tiny-gemma2/transformers/default/1"
     run = tmp_path / "runs" / "live-20260101-000000"

@@ -16,8 +16,10 @@ from arena import budget, cli, config, data, embedded, tracking
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import pull, rehearsal, remote, training, training_time
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 try:  # the loopback Kaggle of issue 22 (tests/fake_kaggle.py): the real kaggle CLI against a fake API
     from tests.fake_kaggle import fake_kaggle_fixture  # noqa: F401

@@ -13,8 +13,10 @@ import yaml
 from safetensors.torch import load_file
 
 from arena import cli, config, data, merge, predict, train
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 # Merged weights are W + B A * scaling computed once in float32; the adapter path computes x W + (x A) B * scaling
 # at every call: the two orders of the same float32 arithmetic differ by rounding only.

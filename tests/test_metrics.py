@@ -8,8 +8,10 @@ import sklearn.metrics
 from arena import cli, data, metrics
 from arena.cli import main
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS
+from arena.task import THREE_WAY
 from tests.files import probs_csv
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 LABELS = ["id", *LABEL_COLUMNS]
 
@@ -55,8 +57,13 @@ def test_log_loss_clips_zero_probabilities():
 
 
 def test_log_loss_rejects_bad_shapes():
+    assert metrics.log_loss([0, 1], np.full((2, 2), 0.5)) == pytest.approx(math.log(2))  # a two-way task
     with pytest.raises(ValueError):
-        metrics.log_loss([0, 1], np.full((2, 2), 0.5))
+        metrics.log_loss([0, 1], np.full((2, 4), 0.25))
+    with pytest.raises(ValueError):
+        metrics.log_loss([0, 2], np.full((2, 2), 0.5))  # a tie in a two-way task
+    with pytest.raises(ValueError):
+        metrics.log_loss(np.eye(3)[[0, 1]], np.full((2, 2), 0.5))
     with pytest.raises(ValueError):
         metrics.log_loss([0, 3], np.full((2, 3), 1 / 3))
     with pytest.raises(ValueError):

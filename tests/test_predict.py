@@ -8,9 +8,11 @@ import torch
 from arena import cli, config, data, predict
 from arena import model as model_mod
 from arena.inference import batching
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.tiny import tiny_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def test_sorted_batches_cover_every_row_once_within_budget():

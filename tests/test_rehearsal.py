@@ -7,10 +7,12 @@ import pytest
 from arena import data
 from arena.errors import UserError
 from arena.kaggle import rehearsal
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_run, tmp_path, small_disk,

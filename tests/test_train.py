@@ -12,9 +12,11 @@ from transformers import TrainerCallback
 
 from arena import config, data, train
 from arena import model as model_mod
-from arena.labels import LABEL_COLUMNS
 from arena.layout import RunFolder
+from arena.task import THREE_WAY
 from tests.tiny import StopAfterCheckpoint, tiny_cfg, tiny_train_cfg
+
+LABEL_COLUMNS = THREE_WAY.label_columns
 
 
 def test_soft_cross_entropy_matches_torch_on_one_hot_and_soft_targets():
@@ -143,8 +145,8 @@ def test_cv_writes_oof_predictions_for_selected_folds(tiny_model_dir, sample_csv
     oof = pd.read_csv(cv_dir / "oof_predictions.csv", dtype={"id": str})
     assert sorted(oof["fold"].unique()) == [0, 2]
     assert oof["id"].is_unique and len(oof) == sum(r["rows"] for r in result["per_fold"])
-    folds = data.make_folds(data.training_data(cfg.data), 4, cfg.seed)
-    df = data.training_data(cfg.data)
+    folds = data.make_folds(data.training_data(cfg.data, THREE_WAY), 4, cfg.seed)
+    df = data.training_data(cfg.data, THREE_WAY)
     expected = set(df["id"][np.isin(folds, [0, 2])])
     assert set(oof["id"]) == expected
     out = capsys.readouterr().out

@@ -12,10 +12,11 @@ import pytest
 from arena import data, embedded
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import image, rehearsal, twin
-from arena.labels import LABEL_COLUMNS
+from arena.task import THREE_WAY
 from tests.tiny import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[1]
+LABEL_COLUMNS = THREE_WAY.label_columns
 REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the twin is built once per machine
 
 _LORA_OVER_LINEAR = """

@@ -16,9 +16,9 @@ import numpy as np
 
 from arena import data, metrics
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
 from arena.layout import CVFolder, RunFolder
 from arena.records import read_record
+from arena.task import label_columns
 from arena.writes import atomic_file, output_problems, write_text
 
 FORM = "softmax(log p / T + b)"
@@ -30,10 +30,10 @@ _FLOOR = 1e-12  # log of a zero probability
 
 @dataclass(frozen=True)
 class Calibration:
-    """Temperature T and per-class biases b (LABEL_COLUMNS order; the tie's is 0: softmax ignores a shift)."""
+    """Temperature T and per-class biases b (in the task's class order; the last is 0: softmax ignores a shift)."""
 
     temperature: float
-    bias: tuple[float, float, float]
+    bias: tuple[float, ...]
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         z = np.log(np.clip(np.asarray(probs, dtype=np.float64), _FLOOR, 1.0)) / self.temperature + np.asarray(self.bias)
@@ -41,7 +41,8 @@ class Calibration:
 
     @classmethod
     def from_params(cls, params: np.ndarray) -> Calibration:
-        return cls(temperature=float(math.exp(params[0])), bias=(float(params[1]), float(params[2]), 0.0))
+        """log T, then the biases of every class but the last."""
+        return cls(temperature=float(math.exp(params[0])), bias=(*(float(b) for b in params[1:]), 0.0))
 
 
 def fit(probs: np.ndarray, truth: np.ndarray) -> Calibration:
@@ -51,7 +52,8 @@ def fit(probs: np.ndarray, truth: np.ndarray) -> Calibration:
     def loss(params):
         return metrics.log_loss(truth, Calibration.from_params(params).apply(probs))
 
-    best = minimize(loss, np.zeros(3), method="L-BFGS-B", bounds=[(-3.0, 3.0), (-5.0, 5.0), (-5.0, 5.0)])
+    classes = probs.shape[1]
+    best = minimize(loss, np.zeros(classes), method="L-BFGS-B", bounds=[(-3.0, 3.0)] + [(-5.0, 5.0)] * (classes - 1))
     return Calibration.from_params(best.x)
 
 
@@ -77,8 +79,8 @@ def read(path: Path) -> Calibration:
     temperature, bias = stored.get("temperature"), stored.get("bias")
     if not _is_number(temperature) or not (math.isfinite(temperature) and temperature > 0):
         problems.append(f"{path}: temperature {temperature!r} is not a positive finite number ({what}?)")
-    if not isinstance(bias, list) or len(bias) != len(LABEL_COLUMNS):
-        problems.append(f"{path}: bias {bias!r} is not a list of {len(LABEL_COLUMNS)} numbers ({what}?)")
+    if not isinstance(bias, list) or len(bias) not in (2, 3):
+        problems.append(f"{path}: bias {bias!r} is not a list of a number per class, 2 or 3 ({what}?)")
     else:
         problems += [f"{path}: bias[{i}] {b!r} is not a finite number" for i, b in enumerate(bias)
                      if not (_is_number(b) and math.isfinite(b))]
@@ -140,11 +142,12 @@ def _source(run_dir, oof) -> tuple[RunFolder | CVFolder, Path]:
 
 
 def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted probabilities, true labels) of a predictions file with TRUE_COLUMNS; every problem reported."""
-    frame = data.read_columns(path, "predictions", ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
-    problems, values = data.check_frame(frame[["id", *LABEL_COLUMNS]], str(path))
-    truth_frame = frame[["id", *TRUE_COLUMNS]].set_axis(["id", *LABEL_COLUMNS], axis=1)
-    truth_problems, truth = data.check_frame(truth_frame, f"{path} (its {', '.join(TRUE_COLUMNS)} labels)")
+    """(predicted probabilities, true labels) of a predictions file with the true_* columns; every problem
+    reported."""
+    frame, task = data.read_probabilities(path, "predictions", truth=True)
+    problems, values = data.check_frame(frame[task.prediction_columns], str(path))
+    truth_frame = frame[["id", *task.true_columns]].set_axis(task.prediction_columns, axis=1)
+    truth_problems, truth = data.check_frame(truth_frame, f"{path} (its {', '.join(task.true_columns)} labels)")
     problems += [p for p in truth_problems if "duplicated ids" not in p and "empty id" not in p]  # named once
     if problems:
         raise UserError(problems=problems)
@@ -172,7 +175,7 @@ def calibrate(run_dir=None, oof=None, folds: int = FOLDS, seed: int = 0) -> dict
     if len(truth) < MIN_ROWS_PER_FOLD * folds:
         raise UserError(f"{source}: {len(truth)} rows: too few to cross-fit {folds} folds (at least "
                         f"{MIN_ROWS_PER_FOLD * folds})")
-    counts = np.bincount(truth.argmax(axis=1), minlength=len(LABEL_COLUMNS))
+    counts = np.bincount(truth.argmax(axis=1), minlength=truth.shape[1])
     if counts.min() < folds:
         print(f"note: {source} has {counts.min()} row(s) of its rarest class, fewer than the {folds} folds: the "
               "cross-fitted figure is a rough one")
@@ -182,7 +185,7 @@ def calibrate(run_dir=None, oof=None, folds: int = FOLDS, seed: int = 0) -> dict
     cal = fit(probs, truth)
     before, after = metrics.calibration(truth, probs, BINS), metrics.calibration(truth, crossed, BINS)
     result = {
-        "form": FORM, **asdict(cal), "classes": LABEL_COLUMNS, "fitted_on": str(source), "rows": len(truth),
+        "form": FORM, **asdict(cal), "classes": label_columns(truth.shape[1]), "fitted_on": str(source), "rows": len(truth),
         "tta": True,  # validation and OOF predictions are swap-averaged (train.evaluate)
         "cross_fit": {"folds": folds, "seed": seed, "stratified_by": "true class"},
         "log_loss_before": metrics.log_loss(truth, probs),
@@ -219,8 +222,9 @@ def plot_reliability(before: dict, after: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(LABEL_COLUMNS), figsize=(12, 4), sharey=True)
-    for ax, name in zip(axes, LABEL_COLUMNS):
+    names = list(before["ece"])
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4), sharey=True)
+    for ax, name in zip(axes, names):
         ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfect")
         for table, label in ((before, "before"), (after, "after (cross-fitted)")):
             pts = [(r["mean_pred"], r["frac_true"], r["count"]) for r in table["table"] if r["class"] == name]

@@ -82,7 +82,7 @@ class RunFolder(_Layout):
     merged_head = _At("adapter", "head.safetensors")
     checkpoints = _At("checkpoints")  # Trainer checkpoints, for --resume
     metrics = _At("metrics.json")
-    val_predictions = _At("val_predictions.csv")  # validation predictions beside the truth (TRUE_COLUMNS)
+    val_predictions = _At("val_predictions.csv")  # validation predictions beside the truth (the task's true_* columns)
     loss_curve = _At("loss_curve.png")
     predictions = _At("predictions")  # where `arena predict` writes when no --out is given
     recipe = _At("recipe.json")  # the recipe file, --set overrides and sweep tag the run came from

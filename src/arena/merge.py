@@ -17,6 +17,7 @@ import torch
 
 from arena import config as config_mod
 from arena import model as model_mod
+from arena import task
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.layout import RunFolder
@@ -49,6 +50,7 @@ def check_runs(runs: list[RunFolder], out: Path) -> list:
             for key, a, b in (("model.path", first.model.path, cfg.model.path),
                               ("model.family", first.model.family, cfg.model.family),
                               ("model.length_features", first.model.length_features, cfg.model.length_features),
+                              ("the task's labels (task.labels)", task.of_config(first).labels, task.of_config(cfg).labels),
                               ("the head's bias (head.json; model.head_init)", first_bias, bias)):
                 if a != b and None not in (a, b):
                     problems.append(f"--run {run.root}: {key} is {b!r}, but {a!r} in --run {first_run.root}: "
@@ -123,7 +125,7 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
     rt = model_mod.runtime_for(cpu_cfg)
     heads = [model_mod.read_head(run) for run in runs]
     scalers = [h.get("feature_scaler") for h in heads]
-    bias = [0.0] * model_mod.NUM_LABELS if heads[0]["bias"] else None
+    bias = [0.0] * heads[0]["num_labels"] if heads[0]["bias"] else None
     base = model_mod.load_base(cpu_cfg, rt, bias, len(scalers[0]["mean"]) if scalers[0] else 0, quantization="none")
     names = [f"run{i}" for i in range(len(runs))]
     print(f"merging {len(runs)} run(s) into {cfgs[0].model.path} (float32, unquantized)")
@@ -150,7 +152,7 @@ def merge_runs(run_dirs: list, out_dir) -> Path:
         from safetensors.torch import save_file
 
         save_file({k: v.contiguous() for k, v in head.items()}, build.merged_head)
-        model_mod.write_head(build, bias is not None, scaler, merged={"format": MERGED_FORMAT,
+        model_mod.write_head(build, bias is not None, scaler, heads[0]["num_labels"], merged={"format": MERGED_FORMAT,
                                                                       "runs": [str(r.root) for r in runs],
                                                                       "weights": [1 / len(runs)] * len(runs)})
         merged_cfg = config_mod.load_run(runs[0], ["kaggle.base_model_source=", "kaggle.base_model_dataset=",

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from arena.labels import LABEL_COLUMNS
+from arena.task import label_columns
 
 _SHOW_IDS = 5
 
@@ -16,22 +16,22 @@ def _pred_array(y_pred) -> np.ndarray:
     p = np.asarray(y_pred)
     if not np.issubdtype(p.dtype, np.floating):
         p = p.astype(np.float64)
-    if p.ndim != 2 or p.shape[1] != len(LABEL_COLUMNS):
-        raise ValueError(f"y_pred must have shape (n, {len(LABEL_COLUMNS)}), got {p.shape}")
+    if p.ndim != 2 or p.shape[1] not in (2, 3):
+        raise ValueError(f"y_pred must have shape (n, classes) with 2 or 3 classes, got {p.shape}")
     if not np.isfinite(p).all() or (p < 0).any():
         raise ValueError("y_pred holds negative or non-finite values")
     return p
 
 
-def _true_array(y_true, n: int | None = None) -> np.ndarray:
-    """(n, 3) float class probabilities from class indices (n,) or probabilities (n, 3)."""
+def _true_array(y_true, n: int | None = None, classes: int = 3) -> np.ndarray:
+    """(n, classes) float class probabilities from class indices (n,) or probabilities (n, classes)."""
     y = np.asarray(y_true)
     if y.ndim == 1:
-        if y.size and (not np.all(np.isin(y, range(len(LABEL_COLUMNS))))):
-            raise ValueError(f"class indices must be in 0..{len(LABEL_COLUMNS) - 1}")
-        y = np.eye(len(LABEL_COLUMNS))[y.astype(int)]
-    elif y.ndim != 2 or y.shape[1] != len(LABEL_COLUMNS):
-        raise ValueError(f"y_true must be class indices (n,) or probabilities (n, {len(LABEL_COLUMNS)}), got {y.shape}")
+        if y.size and (not np.all(np.isin(y, range(classes)))):
+            raise ValueError(f"class indices must be in 0..{classes - 1}")
+        y = np.eye(classes)[y.astype(int)]
+    elif y.ndim != 2 or y.shape[1] != classes:
+        raise ValueError(f"y_true must be class indices (n,) or probabilities (n, {classes}), got {y.shape}")
     y = y.astype(np.float64)
     if n is not None and len(y) != n:
         raise ValueError(f"y_true has {len(y)} rows, y_pred {n}")
@@ -50,9 +50,9 @@ def _normalised(y_pred) -> np.ndarray:
 
 def log_loss(y_true, y_pred) -> float:
     """Mean multi-class log loss, as the competition scores it (= sklearn.metrics.log_loss for rows
-    that sum to 1). `y_true`: class indices (n,) or soft labels (n, 3)."""
+    that sum to 1). `y_true`: class indices (n,) or soft labels (n, classes)."""
     p = _normalised(y_pred)
-    y = _true_array(y_true, len(p))
+    y = _true_array(y_true, len(p), p.shape[1])
     if not len(p):
         raise ValueError("log_loss of 0 rows")
     return float(-(y * np.log(p)).sum(axis=1).mean())
@@ -61,16 +61,18 @@ def log_loss(y_true, y_pred) -> float:
 def accuracy(y_true, y_pred) -> float:
     """Share of rows whose most probable class is the true one (argmax of soft labels)."""
     p = _pred_array(y_pred)
-    y = _true_array(y_true, len(p))
+    y = _true_array(y_true, len(p), p.shape[1])
     return float((y.argmax(axis=1) == p.argmax(axis=1)).mean()) if len(p) else math.nan
 
 
-def class_counts(y) -> dict:
-    """Rows per class: class indices (n,) counted as is, probabilities (n, 3) by their argmax."""
+def class_counts(y, classes: int | None = None) -> dict:
+    """Rows per class: class indices (n,) counted as is (`classes` of them, 3 by default), probabilities
+    (n, classes) by their argmax."""
     arr = np.asarray(y)
-    idx = arr.astype(int) if arr.ndim == 1 else _true_array(arr).argmax(axis=1)
-    counts = np.bincount(idx, minlength=len(LABEL_COLUMNS))
-    return {name: int(c) for name, c in zip(LABEL_COLUMNS, counts, strict=True)}
+    classes = classes or (arr.shape[1] if arr.ndim == 2 else 3)
+    idx = arr.astype(int) if arr.ndim == 1 else _true_array(arr, classes=classes).argmax(axis=1)
+    counts = np.bincount(idx, minlength=classes)
+    return {name: int(c) for name, c in zip(label_columns(classes), counts, strict=True)}
 
 
 def calibration(y_true, y_pred, bins: int = 10) -> dict:
@@ -80,10 +82,10 @@ def calibration(y_true, y_pred, bins: int = 10) -> dict:
     table row is {class, bin_low, bin_high, count, mean_pred, frac_true} (empty bins left out).
     """
     p = _normalised(y_pred)
-    y = _true_array(y_true, len(p))
+    y = _true_array(y_true, len(p), p.shape[1])
     edges = np.linspace(0.0, 1.0, bins + 1)
     ece, table = {}, []
-    for k, name in enumerate(LABEL_COLUMNS):
+    for k, name in enumerate(label_columns(p.shape[1])):
         which = np.clip(np.digitize(p[:, k], edges[1:-1]), 0, bins - 1)
         error = 0.0
         for b in range(bins):
@@ -97,6 +99,11 @@ def calibration(y_true, y_pred, bins: int = 10) -> dict:
                           "count": count, "mean_pred": mean_pred, "frac_true": frac_true})
         ece[name] = error
     return {"ece": ece, "mean_ece": float(np.mean(list(ece.values()))), "table": table}
+
+
+def score(metric: str, y_true, y_pred) -> float:
+    """The task's metric (arena.task.Task.metric): log_loss or accuracy."""
+    return accuracy(y_true, y_pred) if metric == "accuracy" else log_loss(y_true, y_pred)
 
 
 def softmax(logits) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from arena import calibration, data, faults, metrics, processes, prompts
+from arena import calibration, data, faults, metrics, processes, prompts, task
 from arena import config as config_mod
 from arena import model as model_mod
 from arena.budget import inference as budget
@@ -20,7 +20,13 @@ from arena.errors import UserError
 from arena.inference.batching import logits_for, logits_for_batches, model_device, padding_stats, sorted_batches
 from arena.inference.blend import blend_files, fit_blend_weights
 from arena.inference.passes import View, logits_for_views
-from arena.inference.submission import prediction_frame, read_logits, shard_names, write_logits, write_submission
+from arena.inference.submission import (
+    prediction_frame,
+    read_logits,
+    shard_names,
+    write_logits,
+    write_submission,
+)
 from arena.inference.tta import (
     combine_tta,
     encode_view,
@@ -112,7 +118,8 @@ def check_request(run_dir, data_path, out_path, tta, overrides, base_model, cali
     if base_model is not None and not (Path(base_model) / "config.json").is_file():
         problems.append(f"--base-model {base_model}: not a model folder (no config.json)")
     try:
-        df = data.load_test(data_path)  # lenient: a hidden test's odd rows are repaired and counted
+        # lenient: a hidden test's odd rows are repaired and counted
+        df = data.load_test(data_path, task.of_config(cfg) if cfg is not None else None)
     except data.DataError as exc:
         problems += exc.problems
     cal = None
@@ -130,6 +137,8 @@ def check_request(run_dir, data_path, out_path, tta, overrides, base_model, cali
     out_path, shards = (Path(p) for p in processes.decided_by_main(
         lambda: shard_names(out_path, run, data_path, progress_dir), cpu))
     problems = output_problems(out_path, "prediction file") + problems
+    if cfg is not None and task.of_config(cfg).submission == "winner":
+        problems += output_problems(data.probabilities_path(out_path), "probabilities beside the submission")
     if problems:
         raise UserError(problems=problems)
     return Request(run, cfg, df, cfg.infer.tta if tta is None else tta, base_model, until, cal, known,
@@ -202,15 +211,19 @@ def final_probabilities(request: Request, merged, head: dict) -> np.ndarray:
 def write_predictions(request: Request, probs: np.ndarray, views: list) -> Path:
     """The validated submission, and what a log needs: padding saved by sorting, the score when labels are there."""
     cfg, df = request.cfg, request.df
-    path = write_submission(prediction_frame(df["id"], probs), df["id"], request.out_path)
+    the_task = task.of_config(cfg)
+    path = write_submission(prediction_frame(df["id"], probs), df["id"], request.out_path, the_task)
     lengths = [len(x) for x in views[0][0]]
     stats = padding_stats(lengths, sorted_batches(lengths, cfg.infer.max_batch_tokens, cfg.infer.max_batch_size),
                           cfg.infer.max_length)
     print(f"wrote {len(df)} predictions to {path} (swap TTA {'on' if request.tta else 'off'}; "
-          f"padding {stats['sorted_padding_fraction']:.1%} sorted vs {stats['fixed_padding_fraction']:.1%} fixed)")
+          f"padding {stats['sorted_padding_fraction']:.1%} sorted vs {stats['fixed_padding_fraction']:.1%} fixed)"
+          + (f"; as the competition takes it, `id,winner`, with the probabilities in {data.probabilities_path(path).name}"
+             if the_task.submission == "winner" else ""))
     truth = data.label_matrix(df)
     if truth is not None:
-        print(f"labels present: log loss {metrics.log_loss(truth, probs):.4f}, accuracy {metrics.accuracy(truth, probs):.3f}")
+        print(f"labels present: log loss {metrics.log_loss(truth, probs):.4f}, accuracy "
+              f"{metrics.accuracy(truth, probs):.3f} (the task is scored by {the_task.metric})")
     return path
 
 

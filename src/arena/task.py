@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 
 A, B, TIE = "winner_model_a", "winner_model_b", "winner_tie"
-# The `winner` column's value for each class (WSDM Cup's submissions and data; the public arena datasets).
+# The `winner` column's value for each class (WSDM Cup's submissions and data; the public arena datasets), and the
+# class of each value the public arena datasets use (a tie both sides lost is a tie).
 WINNER_VALUES = {A: "model_a", B: "model_b", TIE: "tie"}
+WINNER_CLASSES = {"model_a": A, "model_b": B, "tie": TIE, "tie (bothbad)": TIE, "both_bad": TIE}
 
 # Labels and predicted probabilities must sum to 1 within this. Files written with three decimals are valid
 # (0.333 + 0.333 + 0.333 = 0.999); a row further off is not a rounded probability distribution.

@@ -14,14 +14,23 @@ from arena.data.features import (
 )
 from arena.data.files import TEXT_COLUMNS, label_matrix, load, load_test, read_table, validate, write_csv
 from arena.data.folds import make_folds
-from arena.data.predictions import check_frame, format_score, ids_text, read_columns, score_files, validate_submission
+from arena.data.predictions import (
+    check_frame,
+    format_score,
+    ids_text,
+    probabilities_path,
+    read_columns,
+    read_probabilities,
+    score_files,
+    validate_submission,
+)
 from arena.data.rows import dedup, merge, swap_ab, training_data
 from arena.data.synthetic import generate_sample
 from arena.data.teachers import Teachers, read_teachers
 
 __all__ = [
     "HEAD_FEATURE_NAMES", "LENGTH_FEATURE_NAMES", "TEXT_COLUMNS", "DataError", "Teachers", "check_frame", "dedup",
-    "format_score", "ids_text", "read_columns", "score_files", "validate_submission",
+    "format_score", "ids_text", "probabilities_path", "read_columns", "read_probabilities", "score_files", "validate_submission",
     "fit_feature_scaler", "generate_sample", "head_features", "label_matrix", "length_features", "load", "load_test",
     "make_folds", "merge", "parse_number", "read_table", "read_teachers", "swap_ab", "training_data", "validate", "write_csv",
 ]

@@ -241,12 +241,46 @@ def parse_label(raw: str) -> tuple[float | None, str | None]:
     return value, None
 
 
-def cells(path: Path, problems: list[str], repairs: Counter | None = None):
-    """(header, rows) of a CSV, every cell through the text rule; None when unreadable.
+def _parquet_cell(value, as_list: bool) -> str:
+    """A parquet cell as the text a CSV would hold: plain strings (or lists of them) of a text column as a JSON
+    list of turns (null: one missing turn), other values as their text (null: empty)."""
+    if hasattr(value, "tolist"):  # an arrow list column arrives as a numpy array
+        value = value.tolist()
+    if as_list:
+        return json.dumps(value if isinstance(value, list) else [value], ensure_ascii=False)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _read_parquet(path: Path, problems: list[str], list_columns) -> tuple[list[str], list[_Record]] | None:
+    """A parquet file's header and records (the row number in place of a line), read by pyarrow."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        problems.append(f"{path}: {'not a file' if path.exists() else 'file not found'}")
+        return None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a damaged file
+        problems.append(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})")
+        return None
+    header = [str(c) for c in table.column_names]
+    if not table.num_rows:
+        problems.append(f"{path}: no rows")
+    columns = [[_parquet_cell(v, name in list_columns) for v in table.column(i).to_pylist()]
+               for i, name in enumerate(header)]
+    return header, [_Record(n + 1, list(fields)) for n, fields in enumerate(zip(*columns))]
+
+
+def cells(path: Path, problems: list[str], repairs: Counter | None = None, list_columns=()):
+    """(header, rows) of a CSV or a parquet file (by its suffix), every cell through the text rule; None when
+    unreadable. A parquet file's text cells in `list_columns` become JSON lists of turns, as a CSV holds them.
     Rows with the wrong number of fields and cells that break the text rule are named in `problems` (repaired
     and counted instead with `repairs`)."""
     name = str(path)
-    parsed = _read_records(path, problems)
+    parquet = Path(path).suffix.lower() == ".parquet"
+    parsed = _read_parquet(Path(path), problems, list_columns) if parquet else _read_records(path, problems)
     if parsed is None:
         return None
     header, records = parsed
@@ -255,7 +289,8 @@ def cells(path: Path, problems: list[str], repairs: Counter | None = None):
     for rec in records:
         fields = rec.fields
         rid = fields[id_index] if id_index is not None and id_index < len(fields) else ""
-        where = f"{name}: row id={_printable(rid) if rid.strip() else '?'} (line {rec.first_line})"
+        where = (f"{name}: row id={_printable(rid) if rid.strip() else '?'} "
+                 f"({'row' if parquet else 'line'} {rec.first_line})")
         if len(fields) != len(header):
             problems.append(f"{where}: has {len(fields)} fields, the header has {len(header)}")
             continue

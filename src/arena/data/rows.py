@@ -14,14 +14,14 @@ from arena.data.cells import DataError
 from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, canonical, label_matrix, load, write_csv
 from arena.data.synthetic import generate_sample
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS, swap_classes
+from arena.task import Task, of_columns, swap_classes
 
 SAMPLE_DIR = Path("data/sample")
 
 
 def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
     """The rows seen from the other side: responses and models exchanged, labels and `label` swapped
-    (labels.SWAP). Ids are kept."""
+    (arena.task.swap_classes). Ids are kept."""
     out = df.copy()
     for a, b in (("response_a", "response_b"), ("model_a", "model_b")):
         if a in df.columns and b in df.columns:
@@ -29,7 +29,7 @@ def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
             out[b] = df[a]
     labels = label_matrix(df)
     if labels is not None:
-        out[LABEL_COLUMNS] = swap_classes(labels)
+        out[of_columns(df.columns).label_columns] = swap_classes(labels)
     if "label" in df.columns:
         out["label"] = swap_classes(df["label"].to_numpy())
     return out
@@ -52,7 +52,7 @@ def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
         return main.reset_index(drop=True)
     required = list(REQUIRED_COLUMNS)
     if label_matrix(main) is not None:
-        required += LABEL_COLUMNS
+        required += of_columns(main.columns).label_columns
     problems = []
     for i, extra in enumerate(extras, 1):
         missing = [c for c in required if c not in extra.columns]
@@ -85,19 +85,22 @@ def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
     return canonical(pd.concat(parts, ignore_index=True))
 
 
-def sample_path(rows: int) -> Path:
-    return SAMPLE_DIR / f"train-{rows}.csv"
+def sample_path(rows: int, task: Task) -> Path:
+    """The generated sample in the task's form: train-N.csv (three-way) or two-way-train-N.parquet (two-way)."""
+    if task.labels == "two-way":
+        return SAMPLE_DIR / f"{task.labels}-train-{rows}.{task.data_format}"
+    return SAMPLE_DIR / f"train-{rows}.{task.data_format}"
 
 
-def training_data(cfg_data) -> pd.DataFrame:
-    """The training rows a DataConfig names: data.train (a CSV, or "sample" for the generated sample, written
-    once to data/sample/), plus the data.extra CSVs, deduplicated when data.dedup. Raises DataError listing
-    the problems of every file."""
+def training_data(cfg_data, task: Task) -> pd.DataFrame:
+    """The training rows a DataConfig names for the task: data.train (a CSV or parquet file, or "sample" for the
+    generated sample in the task's form, written once to data/sample/), plus the data.extra files, deduplicated
+    when data.dedup. Raises DataError listing the problems of every file."""
     if cfg_data.train == SAMPLE:
-        path = sample_path(cfg_data.sample_rows)
+        path = sample_path(cfg_data.sample_rows, task)
         if not path.exists():
             try:
-                write_csv(generate_sample(cfg_data.sample_rows, seed=0), path)
+                write_csv(generate_sample(cfg_data.sample_rows, seed=0, task=task), path)
             except UserError:
                 if not path.exists():  # not another process of the same launch writing the same sample
                     raise
@@ -109,7 +112,7 @@ def training_data(cfg_data) -> pd.DataFrame:
     frames, problems = [], []
     for csv_path in [path, *cfg_data.extra]:
         try:
-            frames.append(load(csv_path, require_labels=True))
+            frames.append(load(csv_path, require_labels=True, task=task))
         except DataError as exc:
             problems.extend(exc.problems)
     if problems:

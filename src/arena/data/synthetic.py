@@ -13,7 +13,7 @@ import pandas as pd
 
 from arena.data.cells import DataError
 from arena.data.files import canonical
-from arena.labels import LABEL_COLUMNS
+from arena.task import THREE_WAY, Task
 
 # formatting) that shows in its text; a latent score from those plus judge noise picks the winner, with a
 # tie when the scores are close or both sides are bad.
@@ -282,8 +282,32 @@ _BAD_SCORE = 0.5  # both sides below this -> tie ("both are bad")
 _JUDGE_NOISE = 0.9
 
 
-def generate_sample(rows: int, seed: int = 0) -> pd.DataFrame:
-    """A generated, learnable dataset in the competition's format (see the section comment above)."""
+# The two-way (WSDM Cup) form is multilingual: a row's language (by these weights) opens its prompt and both responses
+# with a line in that language; the rest is the English template, so the signal is the same in every language.
+_LANGUAGES = {
+    "English": (0.55, "", ""),
+    "Russian": (0.12, "Пожалуйста, ответьте подробно.", "Вот мой ответ."),
+    "Chinese": (0.1, "请详细回答。", "这是我的回答。"),
+    "Spanish": (0.08, "Por favor, responde con detalle.", "Aquí está mi respuesta."),
+    "German": (0.06, "Bitte antworte ausführlich.", "Hier ist meine Antwort."),
+    "Japanese": (0.05, "詳しく答えてください。", "これが私の答えです。"),
+    "Arabic": (0.04, "من فضلك أجب بالتفصيل.", "هذه إجابتي."),
+}
+
+
+def _in_language(rng: np.random.Generator, prompt: list[str], responses: list[list[str]]):
+    names = list(_LANGUAGES)
+    name = names[rng.choice(len(names), p=[w for w, _, _ in _LANGUAGES.values()])]
+    _, ask, answer = _LANGUAGES[name]
+    if not ask:
+        return name, prompt, responses
+    return name, [f"{ask}\n{t}" for t in prompt], [[f"{answer}\n{t}" for t in turns] for turns in responses]
+
+
+def generate_sample(rows: int, seed: int = 0, task: Task = THREE_WAY) -> pd.DataFrame:
+    """A generated, learnable dataset in the competition's format (see the section comment above). A two-way task
+    gets the WSDM Cup's form: one turn, no ties (the judge picks the side it scores higher), a `language`."""
+    two_way = task.labels == "two-way"
     if rows < 1:
         raise DataError(f"sample: rows={rows}; need at least 1")
     rng = np.random.default_rng(seed)
@@ -302,7 +326,7 @@ def generate_sample(rows: int, seed: int = 0) -> pd.DataFrame:
         if "question" in slots:
             slots["question_lc"] = slots["question"][:1].lower() + slots["question"][1:]
 
-        n_turns = 1 if rng.random() < 0.8 else int(rng.integers(2, 4))
+        n_turns = 1 if two_way or rng.random() < 0.8 else int(rng.integers(2, 4))
         prompt = [_fill(_pick(rng, topic["prompts"]), slots)]
         followups = list(topic["followups"]) + ["Thanks! Can you give me an example?"]
         for _ in range(n_turns - 1):
@@ -320,22 +344,27 @@ def generate_sample(rows: int, seed: int = 0) -> pd.DataFrame:
             turns_b, score_b = turns_a, score_a
 
         diff = score_a - score_b + rng.normal(0, _JUDGE_NOISE)
-        if turns_a == turns_b or abs(diff) < _TIE_MARGIN or max(score_a, score_b) < _BAD_SCORE:
+        if turns_a == turns_b and two_way:
+            continue
+        if not two_way and (turns_a == turns_b or abs(diff) < _TIE_MARGIN or max(score_a, score_b) < _BAD_SCORE):
             label = 2
         else:
             label = 0 if diff > 0 else 1
         response_a = [t for t, _, _ in turns_a]
         response_b = [t for t, _, _ in turns_b]
+        language = None
+        if two_way:
+            language, prompt, (response_a, response_b) = _in_language(rng, prompt, [response_a, response_b])
         key = json.dumps([prompt, response_a, response_b])
         if key in seen:
             continue
         seen.add(key)
-        onehot = [0.0, 0.0, 0.0]
+        onehot = [0.0] * task.classes
         onehot[label] = 1.0
         records.append({
             "id": str(ids[len(records)]), "model_a": _MODELS[pair[0]][0], "model_b": _MODELS[pair[1]][0],
             "prompt": prompt, "response_a": response_a, "response_b": response_b,
-            **dict(zip(LABEL_COLUMNS, onehot)),
+            **dict(zip(task.label_columns, onehot)), **({"language": language} if two_way else {}),
         })
     return canonical(pd.DataFrame(records))
 

@@ -12,7 +12,6 @@ from arena import calibration, data, metrics
 from arena.errors import UserError
 from arena.inference.submission import prediction_frame, write_submission
 from arena.inference.tta import softmax
-from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS
 from arena.writes import output_problems
 
 
@@ -38,8 +37,10 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, cali
     if len(oof_paths) != len(pred_paths):
         problems.append(f"blend: give one --oof file per --preds file, in the same order "
                         f"(got {len(oof_paths)} and {len(pred_paths)})")
-    oofs = _read_runs(oof_paths, "OOF", [*LABEL_COLUMNS, *TRUE_COLUMNS], problems)
-    preds = _read_runs(pred_paths, "prediction", LABEL_COLUMNS, problems)
+    oofs = _read_runs(oof_paths, "OOF", True, problems)
+    preds = _read_runs(pred_paths, "prediction", False, problems)
+    if len({tuple(c for c in f.columns if not c.startswith("true_")) for f in oofs + preds}) > 1:
+        problems.append("blend: the files hold different label sets (two and three classes): blend runs of one task")
     cals = []
     for path in oof_paths if calibrate else ():
         try:
@@ -48,34 +49,37 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, cali
             problems += exc.problems
     if problems:
         raise UserError(problems=problems)
+    classes = [c for c in oofs[0].columns if not c.startswith("true_")]
+    truth_columns = [c for c in oofs[0].columns if c.startswith("true_")]
     for path, frame, cal in zip(oof_paths, oofs, cals):
         if cal is not None:
-            frame[LABEL_COLUMNS] = cal[0].apply(frame[LABEL_COLUMNS].to_numpy())
+            frame[classes] = cal[0].apply(frame[classes].to_numpy())
             print(f"OOF {path}: calibrated with {calibration.describe(cal[0])} from {cal[1]}")
     ids, test_ids = oofs[0].index, preds[0].index
-    truth = oofs[0].loc[ids, TRUE_COLUMNS].to_numpy()
-    weights = fit_blend_weights([f.loc[ids, LABEL_COLUMNS].to_numpy() for f in oofs], truth)
-    blended = sum(w * f.loc[test_ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, preds))
+    truth = oofs[0].loc[ids, truth_columns].to_numpy()
+    weights = fit_blend_weights([f.loc[ids, classes].to_numpy() for f in oofs], truth)
+    blended = sum(w * f.loc[test_ids, classes].to_numpy() for w, f in zip(weights, preds))
     for path, w, frame in zip(oof_paths, weights, oofs):
-        print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, LABEL_COLUMNS].to_numpy()):.4f}  {path}")
-    oof_blend = sum(w * f.loc[ids, LABEL_COLUMNS].to_numpy() for w, f in zip(weights, oofs))
+        print(f"weight {w:.3f}  OOF log loss {metrics.log_loss(truth, frame.loc[ids, classes].to_numpy()):.4f}  {path}")
+    oof_blend = sum(w * f.loc[ids, classes].to_numpy() for w, f in zip(weights, oofs))
     print(f"blended OOF log loss {metrics.log_loss(truth, oof_blend):.4f}")
     return write_submission(prediction_frame(test_ids, blended), test_ids, out_path)
 
 
-def _read_runs(paths: list[str], role: str, columns: list[str], problems: list[str]) -> list[pd.DataFrame]:
-    """One frame per run (numeric columns indexed by id); every problem, ids differing from the first file's
-    included, is added to `problems`."""
+def _read_runs(paths: list[str], role: str, truth: bool, problems: list[str]) -> list[pd.DataFrame]:
+    """One frame per run (numeric columns indexed by id: the classes, with `truth` their true_* columns); every
+    problem, ids differing from the first file's included, is added to `problems`."""
     frames = []
     for path in paths:
         try:
-            raw = data.read_columns(path, role, ["id", *columns])
+            raw, task = data.read_probabilities(path, role, truth)
         except UserError as exc:
             problems += exc.problems
             continue
-        found, _ = data.check_frame(raw[SUBMISSION_COLUMNS], str(path),
-                                            expected_ids=frames[0].index if frames else None)
-        bad_truth = raw[[c for c in columns if c in TRUE_COLUMNS]].apply(pd.to_numeric, errors="coerce").isna()
+        columns = [*task.label_columns, *(task.true_columns if truth else [])]
+        found, _ = data.check_frame(raw[task.prediction_columns], str(path),
+                                    expected_ids=frames[0].index if frames else None)
+        bad_truth = raw[task.true_columns if truth else []].apply(pd.to_numeric, errors="coerce").isna()
         if bad_truth.to_numpy().any():
             found.append(f"{path}: missing or non-numeric true_* label values (an OOF file from `arena cv` or a "
                          f"run's val_predictions.csv has them)")

@@ -1,5 +1,7 @@
 """The submission file: probabilities framed by id, validated (ids, columns, finite, rows summing to 1) before an
-atomic write that never overwrites; the kept logits of an ensemble member; where each process leaves its share."""
+atomic write that never overwrites, in the form the task's competition takes (arena.task: the probabilities, or
+`id,winner` with the probabilities beside it); the kept logits of an ensemble member; where each process leaves its
+share."""
 
 from __future__ import annotations
 
@@ -10,29 +12,38 @@ import numpy as np
 import pandas as pd
 
 from arena import data
+from arena.data import probabilities_path
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS
 from arena.layout import RunFolder, stamp
+from arena.task import Task, label_columns, of_columns
 from arena.writes import atomic_file
 
 
 def prediction_frame(ids, probs: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({"id": list(ids)})
-    frame[LABEL_COLUMNS] = probs
+    frame[label_columns(probs.shape[1])] = probs
     return frame
 
 
-def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path) -> Path:
-    """Validate (ids, columns, finite, [0,1], rows sum to 1) and only then write; never overwrite."""
+def write_submission(frame: pd.DataFrame, expected_ids, path: str | Path, task: Task | None = None) -> Path:
+    """Validate (ids, columns, finite, [0,1], rows sum to 1) and only then write; never overwrite. With a task
+    whose submission is `winner` (WSDM Cup), `path` gets `id,winner` and the probabilities go beside it."""
     path = Path(path)
-    if path.exists():
-        raise UserError(f"{path}: already exists; predictions never overwrite an earlier file")
-    probs = frame[LABEL_COLUMNS].to_numpy(dtype=np.float64)
+    beside = task is not None and task.submission == "winner"
+    for target in [path] + ([probabilities_path(path)] if beside else []):
+        if target.exists():
+            raise UserError(f"{target}: already exists; predictions never overwrite an earlier file")
+    columns = of_columns(frame.columns).label_columns
+    probs = frame[columns].to_numpy(dtype=np.float64)
     frame = frame.copy()
-    frame[LABEL_COLUMNS] = probs / probs.sum(axis=1, keepdims=True)
+    frame[columns] = probs / probs.sum(axis=1, keepdims=True)
     data.validate_submission(frame, expected_ids)
+    if beside:
+        with atomic_file(probabilities_path(path)) as tmp:
+            frame[["id", *columns]].to_csv(tmp, index=False)
+        frame = task.submission_frame(frame["id"], frame[columns].to_numpy())
     with atomic_file(path) as tmp:
-        frame[SUBMISSION_COLUMNS].to_csv(tmp, index=False)
+        frame[["id", *(c for c in frame.columns if c != "id")]].to_csv(tmp, index=False)
     return path
 
 
@@ -52,7 +63,7 @@ def read_logits(path, df: pd.DataFrame | None, problems: list[str]) -> np.ndarra
     except (OSError, ValueError, KeyError) as exc:
         problems.append(f"--logits {path}: not a logits file from `arena predict --logits` ({exc})")
         return None
-    if df is not None and (plain.shape != (len(df), 3) or ids.tolist() != df["id"].astype(str).tolist()):
+    if df is not None and (len(plain) != len(df) or ids.tolist() != df["id"].astype(str).tolist()):
         problems.append(f"--logits {path}: holds the logits of other rows than {len(df)} rows of this --data "
                         f"(ids differ); give a new file name to predict them")
         return None

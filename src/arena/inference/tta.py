@@ -9,8 +9,8 @@ import pandas as pd
 from arena import data, prompts
 from arena.config import Config
 from arena.inference.batching import logits_for, model_device
-from arena.labels import swap_classes
 from arena.metrics import softmax
+from arena.task import swap_classes
 
 
 def combine_tta(logits: np.ndarray, swapped_logits: np.ndarray, how: str) -> np.ndarray:
@@ -59,7 +59,7 @@ def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str,
     have one, else uniform: the submission is always valid."""
     plain_ok = np.isfinite(plain).all(axis=1)
     swapped_ok = np.isfinite(swapped).all(axis=1) if swapped is not None else np.zeros(len(plain), dtype=bool)
-    probs = np.full((len(plain), 3), np.nan)
+    probs = np.full(plain.shape, np.nan)
     both, only_plain, only_swapped = plain_ok & swapped_ok, plain_ok & ~swapped_ok, swapped_ok & ~plain_ok
     if both.any():
         probs[both] = combine_tta(plain[both], swapped[both], how)
@@ -70,7 +70,7 @@ def probabilities(plain: np.ndarray, swapped: np.ndarray | None, how: str,
     if prior is not None:
         fallback = np.asarray(prior, dtype=float) / np.sum(prior)
     else:
-        fallback = probs[~neither].mean(axis=0) if (~neither).any() else np.full(3, 1 / 3)
+        fallback = probs[~neither].mean(axis=0) if (~neither).any() else np.full(plain.shape[1], 1 / plain.shape[1])
     probs[neither] = fallback
     return probs, {"tta": int(both.sum()), "plain_only": int(only_plain.sum()), "swapped_only": int(only_swapped.sum()),
                    "prior": int(neither.sum())}
@@ -86,10 +86,11 @@ def identical_responses(df: pd.DataFrame) -> np.ndarray:
 
 def set_identical_ties(probs: np.ndarray, df: pd.DataFrame, tie: float | None) -> tuple[np.ndarray, int]:
     """`infer.identical_tie`: rows with identical responses get P(tie) = `tie`, the rest split evenly between A
-    and B (None: left as predicted). Returns the probabilities and the number of rows set."""
+    and B (None: left as predicted); in a two-way task, with no tie, they get 1/2 each. Returns the probabilities and
+    the number of rows set."""
     same = identical_responses(df)
     if tie is None or not same.any():
         return probs, 0
     probs = probs.copy()
-    probs[same] = [(1 - tie) / 2, (1 - tie) / 2, tie]
+    probs[same] = [(1 - tie) / 2, (1 - tie) / 2, tie] if probs.shape[1] == 3 else [0.5, 0.5]
     return probs, int(same.sum())

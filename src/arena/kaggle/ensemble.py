@@ -14,13 +14,12 @@ import pandas as pd
 
 from arena import calibration as calibration_mod
 from arena import config as config_mod
-from arena import data, metrics, predict
+from arena import data, metrics, predict, task
 from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import preflight as preflight_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
-from arena.labels import LABEL_COLUMNS, SUBMISSION_COLUMNS, TRUE_COLUMNS
 from arena.layout import Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
 from arena.writes import atomic_folder, inside_problems, output_problems
@@ -60,13 +59,12 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
     for run, cal in zip(runs, calibrations):
         path = predictions_for_fit(run)
         try:
-            frame = data.read_columns(path, f"held-out predictions of --run {run.root}",
-                                         ["id", *LABEL_COLUMNS, *TRUE_COLUMNS])
+            frame, labels = data.read_probabilities(path, f"held-out predictions of --run {run.root}", truth=True)
         except UserError as exc:
             problems += [p + " (needed by --weights oof; pass --weights equal or W1,W2 instead)" for p in exc.problems]
             continue
-        found, values = data.check_frame(frame[SUBMISSION_COLUMNS], str(path))
-        truth = frame.set_index("id")[TRUE_COLUMNS].apply(pd.to_numeric, errors="coerce")
+        found, values = data.check_frame(frame[labels.prediction_columns], str(path))
+        truth = frame.set_index("id")[labels.true_columns].apply(pd.to_numeric, errors="coerce")
         if truth.isna().to_numpy().any():
             found.append(f"{path}: missing or non-numeric true_* label values")
         if found:
@@ -74,7 +72,7 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
             continue
         if cal is not None:
             values = values.copy()
-            values[LABEL_COLUMNS] = calibration_mod.read(cal).apply(values[LABEL_COLUMNS].to_numpy(dtype=np.float64))
+            values[:] = calibration_mod.read(cal).apply(values.to_numpy(dtype=np.float64))
         frames.append((run, path, values, truth))
     if problems:
         raise UserError(problems=problems)
@@ -86,12 +84,15 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
             problems.append(f"--run {first_run.root} and --run {run.root} disagree: {first_path} and {path} hold "
                             f"different rows ({only_first} id(s) only in the first, {only_other} only in the "
                             f"second); the blend weights need the same held-out rows for every run")
+        elif truth.shape[1] != first_truth.shape[1]:
+            problems.append(f"--run {first_run.root} and --run {run.root} disagree: {first_path} and {path} hold "
+                            f"different label sets (two and three classes): an ensemble serves one task")
         elif not np.allclose(truth.loc[ids].to_numpy(dtype=float), first_truth.loc[ids].to_numpy(dtype=float)):
             problems.append(f"--run {first_run.root} and --run {run.root} disagree: {first_path} and {path} give "
                             f"the same ids different true labels")
     if problems:
         raise UserError(problems=problems)
-    members = [values.loc[ids, LABEL_COLUMNS].to_numpy(dtype=np.float64) for _, _, values, _ in frames]
+    members = [values.loc[ids].to_numpy(dtype=np.float64) for _, _, values, _ in frames]
     truth = first_truth.loc[ids].to_numpy(dtype=float)
     weights = predict.fit_blend_weights(members, truth)
     blended = sum(w * p for w, p in zip(weights, members))
@@ -227,12 +228,14 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     kept_weight = sum(weights[i] for i in kept)
     if kept and kept_weight <= 0:
         problems.append(f"--left-out {left_out}: the members left have weight 0 in {EnsembleDataset(dataset_dir).ensemble}")
-    expected = data.load_test(data_path)["id"].astype(str)  # as each member's predict read it: odd rows repaired
+    the_task = task.of_config(config_mod.load_run(EnsembleDataset(dataset_dir).member(0)))
+    # as each member's predict read it: odd rows repaired
+    expected = data.load_test(data_path, the_task)["id"].astype(str)
     frames = []
     for i in kept if len(pred_paths) == len(weights) else ():
         try:
-            found, values = data.check_frame(data.read_columns(pred_paths[i], "member prediction"),
-                                                str(pred_paths[i]), expected)
+            members, _ = data.read_probabilities(pred_paths[i], "member prediction")
+            found, values = data.check_frame(members, str(pred_paths[i]), expected)
         except UserError as exc:
             found, values = exc.problems, None
         problems += found
@@ -244,8 +247,8 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
         print(f"WARNING: ensemble member(s) {', '.join(map(str, left_out))} failed and are LEFT OUT of the blend: "
               f"members {', '.join(map(str, kept))} reweighted from {', '.join(f'{weights[i]:.3f}' for i in kept)} "
               f"to {', '.join(f'{w:.3f}' for w in used)}", flush=True)
-    blended = sum(w * f.loc[list(expected), LABEL_COLUMNS].to_numpy(dtype=np.float64) for w, f in zip(used, frames))
-    path = predict.write_submission(predict.prediction_frame(expected, blended), expected, out_path)
+    blended = sum(w * f.loc[list(expected)].to_numpy(dtype=np.float64) for w, f in zip(used, frames))
+    path = predict.write_submission(predict.prediction_frame(expected, blended), expected, out_path, the_task)
     print(f"blended {len(kept)} members{f' (of {len(weights)})' if left_out else ''} with weights "
           f"{', '.join(f'{w:.3f}' for w in used)}: wrote {path}")
     return path

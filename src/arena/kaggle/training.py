@@ -10,7 +10,7 @@ import shlex
 import shutil
 from pathlib import Path
 
-from arena import budget, data, embedded, planner
+from arena import budget, data, embedded, planner, task
 from arena import config as config_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
@@ -77,9 +77,9 @@ def check_inputs(cfg: Config) -> list[str]:
     problems = []
     if cfg.data.train == SAMPLE or Path(cfg.data.train).is_file():
         try:
-            df = data.training_data(cfg.data)
+            df = data.training_data(cfg.data, task.of_config(cfg))
             if cfg.data.teacher:
-                data.read_teachers(cfg.data.teacher, df["id"])
+                data.read_teachers(cfg.data.teacher, df["id"], task.of_config(cfg))
         except UserError as exc:
             problems += exc.problems
     if embedded.is_embedded(cfg.model.path) or (Path(cfg.model.path).expanduser() / "config.json").is_file():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from arena import data, planner, prompts
+from arena import data, planner, prompts, task
 from arena import model as model_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
@@ -48,7 +48,7 @@ def _training_rows(cfg: Config, token_csv: str | Path | None = None):
             f"{missing}; tokens measured on 200 generated rows, shorter than real ones: a lower bound "
             f"(--test-csv measures real rows)")
     try:
-        df = data.training_data(cfg.data)
+        df = data.training_data(cfg.data, task.of_config(cfg))
     except data.DataError as exc:
         raise UserError(problems=exc.problems) from None
     sample = df.sample(min(TOKEN_SAMPLE_ROWS, len(df)), random_state=0)

@@ -26,11 +26,11 @@ from arena.model.backbone import (
 from arena.model.head import (
     HEAD_FORMAT,
     HEAD_MODULE,
-    NUM_LABELS,
     PreferenceHead,
     head_bias,
     init_feature_head,
     name_in_head,
+    num_labels,
     read_head,
     write_head,
 )
@@ -52,10 +52,10 @@ from arena.model.runtime import (
     runtime_for,
 )
 
-__all__ = ["FP16_OVERFLOWS", "HEAD_FORMAT", "HEAD_MODULE", "INT8_CASTS_TO_FP16", "NUM_LABELS", "PreferenceHead", "PreferenceModel",
+__all__ = ["FP16_OVERFLOWS", "HEAD_FORMAT", "HEAD_MODULE", "INT8_CASTS_TO_FP16", "PreferenceHead", "PreferenceModel",
            "Runtime", "UserError", "adapter_problems", "attn_implementation", "autocast", "build_for_training",
            "bf16_problem", "check_trained", "compute_dtype", "compute_dtype_of", "compute_dtype_problems",
-           "cuda_device_index", "device_for", "enable_checkpointing", "fp16_overflow", "head_bias", "init_feature_head",
+           "cuda_device_index", "device_for", "enable_checkpointing", "fp16_overflow", "head_bias", "num_labels", "init_feature_head",
            "last_token_index", "load_base", "load_tokenizer", "load_trained", "meta_backbone", "meta_preference_model",
            "meta_prepared", "model_device", "name_in_head",
            "peft_config", "prepare_for_training", "quantization_config", "read_head", "resolve_model_path",

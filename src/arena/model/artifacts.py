@@ -9,7 +9,7 @@ from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.layout import RunFolder
 from arena.model.backbone import load_base, load_tokenizer
-from arena.model.head import NUM_LABELS, head_weight_problems, load_head, name_in_head, read_head, write_head
+from arena.model.head import head_weight_problems, load_head, name_in_head, read_head, write_head
 from arena.model.runtime import model_device, runtime_for
 from arena.records import record_or_none
 from arena.versions import peft_without_old_torchao
@@ -23,7 +23,13 @@ def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, fea
     run.adapter.mkdir(parents=True, exist_ok=False)
     model.save_pretrained(run.adapter, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(run.adapter)
-    write_head(run, bias is not None, feature_scaler, class_prior)
+    write_head(run, bias is not None, feature_scaler, _head_of(model).proj.out_features, class_prior)
+
+
+def _head_of(model):
+    from arena.model.head import PreferenceHead
+
+    return next(m for m in model.modules() if isinstance(m, PreferenceHead))
 
 
 def check_trained(run: RunFolder) -> list[str]:
@@ -130,7 +136,7 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     weights = run.adapter if run.is_merged() else (base_model or cfg.model.path)
     rt = runtime_for(cfg, AutoConfig.from_pretrained(resolve_model_path(str(weights))))
     # The real values come from the adapter's saved head; this only sizes the module.
-    bias = [0.0] * NUM_LABELS if head["bias"] else None
+    bias = [0.0] * head["num_labels"] if head["bias"] else None
     scaler = head.get("feature_scaler")
     num_features = len(scaler["mean"]) if scaler else 0
     if run.is_merged():  # `arena merge`: the backbone in the folder, quantized as asked when it loads

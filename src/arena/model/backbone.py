@@ -14,7 +14,7 @@ from arena import quiet
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
-from arena.model.head import PreferenceHead, new_head
+from arena.model.head import PreferenceHead, new_head, num_labels
 from arena.model.quantize import quantization_config, use_one_4bit_kernel
 from arena.model.runtime import Runtime, attn_implementation, compute_dtype_problems, cuda_device_index
 from arena.writes import sha256_of
@@ -22,7 +22,7 @@ from arena.writes import sha256_of
 
 class PreferenceModel(torch.nn.Module):
     """A decoder backbone read by a PreferenceHead at each row's last real token:
-    `forward(input_ids, attention_mask, features) -> logits (n, 3)`.
+    `forward(input_ids, attention_mask, features) -> logits (n, classes)`.
 
     The attributes are named `model` and `score` as in transformers' sequence-classification classes, so peft
     (task SEQ_CLS, which keeps `score` trainable and saved) and adapters saved by either class fit both.
@@ -58,7 +58,7 @@ class PreferenceModel(torch.nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, features=None, inputs_embeds=None,
                 labels=None, output_attentions=None, output_hidden_states=None, return_dict=None) -> torch.Tensor:
-        """Logits (n, 3). `features`: the head's (n, num_features) standardised length features, when it reads
+        """Logits (n, classes). `features`: the head's (n, num_features) standardised length features, when it reads
         them. peft's sequence-classification wrapper passes `inputs_embeds` (prompt tuning) and the last four
         arguments, which are unused: the caller computes the loss."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
@@ -189,5 +189,6 @@ def meta_preference_model(cfg: Config, hf_config, dtype: torch.dtype, num_featur
     backbone = meta_backbone(hf_config, dtype, attn_implementation(cfg, hf_config.model_type))
     backbone.requires_grad_(False)
     with torch.device("meta"):
-        head = PreferenceHead(hf_config.hidden_size, num_features, cfg.model.head_init == "prior", dtype)
+        head = PreferenceHead(hf_config.hidden_size, num_features, cfg.model.head_init == "prior", dtype,
+                              num_labels(cfg))
     return PreferenceModel(backbone, head)

@@ -1,5 +1,6 @@
-"""The 3-way PreferenceHead (logits from the last real token's hidden state, plus length features), its initial
-bias, and head.json: the head's shape, feature scaling and class prior, written, read and checked."""
+"""The PreferenceHead (a logit per class of the task, from the last real token's hidden state, plus length
+features), its initial bias, and head.json: the head's shape, feature scaling and class prior, written, read and
+checked."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import math
 
 import torch
 
+from arena import task
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
 from arena.records import record_or_none
 
-NUM_LABELS = 3
+
+def num_labels(cfg: Config) -> int:
+    """The head's outputs: one per class of the config's task (arena.task)."""
+    return task.of_config(cfg).classes
 
 
 # head.json's format: 2 since the model takes its features as a forward argument. Format 1 (no "format" key)
@@ -38,24 +43,24 @@ def head_bias(cfg: Config, class_prior) -> list[float] | None:
     if cfg.model.head_init != "prior":
         return None
     if class_prior is None:
-        class_prior = [1 / NUM_LABELS] * NUM_LABELS
+        class_prior = [1 / num_labels(cfg)] * num_labels(cfg)
     prior = [max(float(p), 1e-4) for p in class_prior]
     total = sum(prior)
     return [math.log(p / total) for p in prior]
 
 
 class PreferenceHead(torch.nn.Module):
-    """Logits (n, 3) from the hidden state at each row's last real token, RMS-normalised, plus (optionally) a
+    """Logits (n, classes) from the hidden state at each row's last real token, RMS-normalised, plus (optionally) a
     linear map of standardised length features of the full, untruncated texts.
 
     Gemma hidden states have norms in the hundreds, dominated by a few fixed outlier dimensions: fed raw,
     every optimizer step moves all logits together. Normalising makes one learning rate fit the head.
     """
 
-    def __init__(self, hidden_size: int, num_features: int, bias: bool, dtype: torch.dtype):
+    def __init__(self, hidden_size: int, num_features: int, bias: bool, dtype: torch.dtype, classes: int):
         super().__init__()
-        self.proj = torch.nn.Linear(hidden_size, NUM_LABELS, bias=bias, dtype=dtype)
-        self.features = torch.nn.Linear(num_features, NUM_LABELS, bias=False, dtype=dtype) if num_features else None
+        self.proj = torch.nn.Linear(hidden_size, classes, bias=bias, dtype=dtype)
+        self.features = torch.nn.Linear(num_features, classes, bias=False, dtype=dtype) if num_features else None
 
     def forward(self, hidden: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         h = hidden.float()
@@ -80,7 +85,7 @@ def init_feature_head(model, coef, intercept) -> None:
 
 def new_head(backbone, cfg: Config, bias: list[float] | None, dtype: torch.dtype, num_features: int) -> PreferenceHead:
     """A fresh head: zero weights (a random init gives logits worse than uniform), the bias at `bias`."""
-    head = PreferenceHead(backbone.config.hidden_size, num_features, bias is not None, dtype)
+    head = PreferenceHead(backbone.config.hidden_size, num_features, bias is not None, dtype, num_labels(cfg))
     if cfg.model.head_init == "random":
         torch.nn.init.normal_(head.proj.weight, std=backbone.config.initializer_range)
     else:
@@ -93,10 +98,11 @@ def new_head(backbone, cfg: Config, bias: list[float] | None, dtype: torch.dtype
     return head
 
 
-def write_head(run: RunFolder, bias: bool, feature_scaler: dict | None, class_prior=None, **extra) -> None:
-    """head.json: the head's shape (a bias or not, NUM_LABELS, length features and their scaling), the training
+def write_head(run: RunFolder, bias: bool, feature_scaler: dict | None, classes: int, class_prior=None,
+               **extra) -> None:
+    """head.json: the head's shape (a bias or not, its classes, length features and their scaling), the training
     rows' class prior (what predict gives a row without finite logits), and `extra` records (a merge's runs)."""
-    head = {"format": HEAD_FORMAT, "bias": bias, "num_labels": NUM_LABELS, "feature_scaler": feature_scaler}
+    head = {"format": HEAD_FORMAT, "bias": bias, "num_labels": classes, "feature_scaler": feature_scaler}
     if class_prior is not None:
         head["class_prior"] = [float(p) for p in class_prior]
     run.head.write_text(json.dumps({**head, **extra}, indent=1))
@@ -129,12 +135,14 @@ def _head_problems(run: RunFolder, head: dict) -> list[str]:
                         f"to {HEAD_FORMAT}): upgrade arena to load it")
     if "bias" in head and not isinstance(head["bias"], bool):
         problems.append(f"{run.head}: bias is {head['bias']!r}, expected true or false")
-    if "num_labels" in head and head["num_labels"] != NUM_LABELS:
-        problems.append(f"{run.head}: num_labels is {head['num_labels']!r}, expected {NUM_LABELS}")
+    classes = head.get("num_labels")
+    if "num_labels" in head and classes not in (2, 3):
+        problems.append(f"{run.head}: num_labels is {classes!r}, expected 2 (A / B) or 3 (A / B / tie)")
+        classes = None
     prior = head.get("class_prior")
-    if prior is not None and not (isinstance(prior, list) and len(prior) == NUM_LABELS
-                                  and all(isinstance(p, (int, float)) and p >= 0 for p in prior) and sum(prior) > 0):
-        problems.append(f"{run.head}: class_prior is {prior!r}, expected {NUM_LABELS} non-negative numbers")
+    if prior is not None and classes and not (isinstance(prior, list) and len(prior) == classes and all(
+            isinstance(p, (int, float)) and p >= 0 for p in prior) and sum(prior) > 0):
+        problems.append(f"{run.head}: class_prior is {prior!r}, expected {classes} non-negative numbers")
     scaler = head.get("feature_scaler")
     if scaler is not None:
         lengths = {len(scaler.get(k) or []) for k in ("names", "mean", "std")} if isinstance(scaler, dict) else {0}
@@ -147,11 +155,12 @@ def head_weight_problems(head: dict, score: dict[str, list[int]]) -> list[str]:
     """The head's tensors (names inside the head) against head.json."""
     problems = []
     scaler = head.get("feature_scaler")
-    expected = {"proj.weight": NUM_LABELS}
+    classes = head["num_labels"]
+    expected = {"proj.weight": classes}
     if head["bias"]:
-        expected["proj.bias"] = NUM_LABELS
+        expected["proj.bias"] = classes
     if scaler:
-        expected["features.weight"] = NUM_LABELS
+        expected["features.weight"] = classes
     for name, rows in expected.items():
         if name not in score:
             problems.append(f"no head tensor score.{name} (head.json describes one)")

@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from arena import config as config_mod
-from arena import data, metrics, processes
+from arena import data, metrics, processes, task
 from arena import model as model_mod
 from arena.config import Config
 from arena.errors import UserError
-from arena.labels import LABEL_COLUMNS, TRUE_COLUMNS
 from arena.layout import CVFolder, RunFolder, folders_of, new_folder
+from arena.task import of_columns
 from arena.train.resume import Resume, last_complete_checkpoint
 from arena.train.run import train
 from arena.writes import atomic_file, write_text
@@ -56,11 +56,12 @@ def cross_validate(cfg: Config, folds: int, only: list[int] | None = None, origi
                      "prior": summary["prior_log_loss"], "minutes": summary["total_wall_seconds"] / 60,
                      "run": run.root.name})
         fold_oof = data.read_table(run.val_predictions, "validation predictions")  # ids as written ("NA" too)
-        numbers = [*LABEL_COLUMNS, *TRUE_COLUMNS]
+        labels = of_columns(fold_oof.columns)
+        numbers = [*labels.label_columns, *labels.true_columns]
         fold_oof[numbers] = fold_oof[numbers].astype(float)
         oof.append(fold_oof)
     if main:
-        write_results(cv, folds, selected, rows, oof)
+        write_results(cv, folds, selected, rows, oof, task.of_config(cfg).metric)
     return cv.root
 
 
@@ -129,17 +130,20 @@ def train_fold(fold_cfg: Config, cv: CVFolder, fold: int, origin: dict | None) -
     return RunFolder(train(fold_cfg, origin=origin))
 
 
-def write_results(cv: CVFolder, folds: int, selected: list[int], rows: list[dict], oof: list[pd.DataFrame]) -> None:
-    """oof_predictions.csv and cv.json, and the per-fold table printed."""
+def write_results(cv: CVFolder, folds: int, selected: list[int], rows: list[dict], oof: list[pd.DataFrame],
+                  metric: str) -> None:
+    """oof_predictions.csv and cv.json, and the per-fold table printed, the task's `metric` first."""
     oof_df = pd.concat(oof, ignore_index=True)
     with atomic_file(cv.oof_predictions) as tmp:
         oof_df.to_csv(tmp, index=False)
-    truth = oof_df[TRUE_COLUMNS].to_numpy()
-    pred = oof_df[LABEL_COLUMNS].to_numpy()
-    result = {"folds": folds, "selected": selected, "oof_rows": len(oof_df),
+    labels = of_columns(oof_df.columns)
+    truth = oof_df[labels.true_columns].to_numpy()
+    pred = oof_df[labels.label_columns].to_numpy()
+    result = {"folds": folds, "selected": selected, "oof_rows": len(oof_df), "metric": metric,
               "oof_log_loss": metrics.log_loss(truth, pred), "oof_accuracy": metrics.accuracy(truth, pred),
               "per_fold": rows}
     write_text(cv.summary, json.dumps(result, indent=2, default=float))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"OOF log loss {result['oof_log_loss']:.4f} (swap TTA), accuracy {result['oof_accuracy']:.3f} "
-          f"over {len(oof_df)} rows; written to {cv.root}")
+    scores = {"log_loss": f"log loss {result['oof_log_loss']:.4f}", "accuracy": f"accuracy {result['oof_accuracy']:.4f}"}
+    print(f"OOF {scores.pop(metric)} (the task's metric; swap TTA), {scores.popitem()[1]} over {len(oof_df)} rows "
+          f"({labels.labels}); written to {cv.root}")

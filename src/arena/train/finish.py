@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from arena import data, metrics, predict, processes
+from arena import data, metrics, predict, processes, task
 from arena import model as model_mod
 from arena.config import Config
-from arena.labels import TRUE_COLUMNS
 from arena.layout import RunFolder, stamp
 from arena.train.trainer import EvalLogits, PreferenceTrainer, WallClock
 from arena.writes import atomic_file, write_text
@@ -80,11 +79,11 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
     `shards`; under FSDP every process predicts every row."""
     kept = EvalLogits.of(trainer)
     plain = kept.best(trainer.state) if kept else None
-    n = len(split.val)
+    n, classes = len(split.val), len(split.prior)
 
     def predict_rows(rows: np.ndarray) -> tuple:
         if not len(rows):
-            return rows, np.empty((0, 3)), np.empty((0, 3))
+            return rows, np.empty((0, classes)), np.empty((0, classes))
         val = predict.predict_frame(trainer.model, built.tokenizer, split.val.iloc[rows].reset_index(drop=True), cfg,
                                     built.runtime, tta=True, max_length=cfg.prompt.max_length,
                                     feature_scaler=built.scaler, plain_logits=None if plain is None else plain[rows])
@@ -104,12 +103,12 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
                   f"({' + '.join(str(len(rows)) for rows in dealt)} rows)", flush=True)
     if parts is None:
         return None
-    probs_plain, probs = np.full((n, 3), np.nan), np.full((n, 3), np.nan)
+    probs_plain, probs = np.full((n, classes), np.nan), np.full((n, classes), np.nan)
     for rows, part_plain, part in parts:
         probs_plain[rows], probs[rows] = part_plain, part
     truth = data.label_matrix(split.val)
     frame = predict.prediction_frame(split.val["id"], probs)
-    frame[TRUE_COLUMNS] = truth
+    frame[task.of_config(cfg).true_columns] = truth
     frame["fold"] = cfg.data.fold
     with atomic_file(run.val_predictions) as tmp:
         frame.to_csv(tmp, index=False)
@@ -141,7 +140,8 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         "fold": cfg.data.fold,
         "train_rows": len(split.train),
         "val_rows": len(split.val),
-        "uniform_log_loss": math.log(3),
+        "metric": task.of_config(cfg).metric,
+        "uniform_log_loss": math.log(len(split.prior)),
         "prior_log_loss": split.prior_log_loss,
         **scores,
         "best_eval_log_loss": state.best_metric,
@@ -163,12 +163,12 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         "compute_dtype": str(built.runtime.dtype).removeprefix("torch."),
         "history": list(state.log_history),
     }
-    plot_curves(summary["history"], run.loss_curve, split.prior_log_loss)
+    plot_curves(summary["history"], run.loss_curve, split.prior_log_loss, summary["uniform_log_loss"])
     write_text(run.metrics, json.dumps(summary, indent=2, default=float))
     return summary
 
 
-def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
+def plot_curves(history: list[dict], path: Path, prior_ll: float, uniform_ll: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,7 +182,7 @@ def plot_curves(history: list[dict], path: Path, prior_ll: float) -> None:
     if eval_pts:
         ax.plot(*zip(*eval_pts), marker="o", label="validation log loss")
     ax.axhline(prior_ll, linestyle="--", color="grey", label=f"class prior {prior_ll:.3f}")
-    ax.axhline(math.log(3), linestyle=":", color="grey", label="uniform 1.099")
+    ax.axhline(uniform_ll, linestyle=":", color="grey", label=f"uniform {uniform_ll:.3f}")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("log loss")
     ax.legend()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arena import config as config_mod
-from arena import processes
+from arena import processes, task
 from arena.config import SAMPLE, Config
 from arena.data.rows import sample_path
 from arena.errors import UserError
@@ -62,7 +62,7 @@ def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFo
 
 def data_hashes(cfg: Config) -> dict[str, str]:
     """sha256 of every file the run trains from, keyed "<config key> <path>"."""
-    train = sample_path(cfg.data.sample_rows) if cfg.data.train == SAMPLE else Path(cfg.data.train)
+    train = sample_path(cfg.data.sample_rows, task.of_config(cfg)) if cfg.data.train == SAMPLE else Path(cfg.data.train)
     files = [("data.train", train), *(("data.extra", Path(p)) for p in cfg.data.extra),
              *(("data.teacher", Path(p)) for p in cfg.data.teacher)]
     return {f"{key} {path}": sha256_of(path) for key, path in files}

@@ -15,15 +15,15 @@ import torch
 from transformers import TrainerCallback
 
 from arena import config as config_mod
-from arena import data, faults, hardware, metrics, processes, prompts, reporting, room
+from arena import data, faults, hardware, metrics, processes, prompts, reporting, room, task
 from arena import model as model_mod
 from arena.budget.callback import attach as attach_budget
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.errors import UserError
 from arena.inference.tta import encode_view
-from arena.labels import swap_classes
 from arena.layout import RunFolder
+from arena.task import swap_classes
 from arena.train.finish import finish
 from arena.train.resume import open_run_folder, resume_point
 from arena.train.trainer import (
@@ -78,12 +78,12 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     problems = check_setup(cfg, resuming)
     df, teachers = None, None
     try:
-        df = data.training_data(cfg.data)
+        df = data.training_data(cfg.data, task.of_config(cfg))
     except data.DataError as exc:
         problems += exc.problems
     if cfg.data.teacher and df is not None:
         try:
-            teachers = data.read_teachers(cfg.data.teacher, df["id"])
+            teachers = data.read_teachers(cfg.data.teacher, df["id"], task.of_config(cfg))
         except UserError as exc:
             problems += exc.problems
     if problems:
@@ -98,7 +98,8 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
     prior = data.label_matrix(train_df).mean(axis=0)
     prior_ll = metrics.log_loss(data.label_matrix(val_df), np.tile(prior, (len(val_df), 1)))
     print(f"data: {len(train_df)} train rows, {len(val_df)} validation rows (fold {cfg.data.fold} of {cfg.data.folds})")
-    print(f"baselines on validation: uniform log loss {math.log(3):.4f}, class prior log loss {prior_ll:.4f}")
+    print(f"baselines on validation: uniform log loss {math.log(len(prior)):.4f}, class prior log loss "
+          f"{prior_ll:.4f}")
     if teachers is not None:
         cover = teachers.coverage(train_df["id"])
         print(f"distillation: teacher rows among the {cover['rows']} training rows: "
@@ -158,15 +159,17 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     regularisation chosen by 5-fold cross-validated log loss on the training rows."""
     from sklearn.linear_model import LogisticRegressionCV
 
-    n = len(labels)
+    n, classes = labels.shape
     # Soft labels: every row once per class, weighted by that class's probability.
-    x = np.concatenate([features] * 3)
-    y = np.repeat(np.arange(3), n)
+    x = np.concatenate([features] * classes)
+    y = np.repeat(np.arange(classes), n)
     w = labels.T.reshape(-1)
     keep = w > 0
     lr = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
                               use_legacy_attributes=False, random_state=seed)
     lr.fit(x[keep], y[keep], sample_weight=w[keep])
+    if classes == 2:  # sklearn's binary form, the logit of class 1: as softmax logits (0, z)
+        return np.concatenate([np.zeros_like(lr.coef_), lr.coef_]), np.concatenate([[0.0], lr.intercept_])
     return lr.coef_, lr.intercept_
 
 
@@ -283,8 +286,9 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
     summary = finish(cfg, run, built, split, trainer, result, clock)
     if summary is not None:
         print(f"validation log loss {summary['val_log_loss']:.4f} (swap TTA {summary['val_log_loss_tta']:.4f}), "
-              f"accuracy {summary['val_accuracy']:.3f}; class-prior baseline {split.prior_log_loss:.4f}, "
-              f"uniform {math.log(3):.4f}")
+              f"accuracy {summary['val_accuracy']:.3f} (swap TTA {summary['val_accuracy_tta']:.3f}); class-prior "
+              f"baseline {split.prior_log_loss:.4f}, uniform {summary['uniform_log_loss']:.4f}; the task is scored "
+              f"by {summary['metric']}")
         print(f"train wall time {summary['train_wall_seconds']:.0f} s; run saved to {run.root}")
     return run.root
 

@@ -56,7 +56,7 @@ def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch
                       weight: float, temperature: float, teacher_weights: list[float] | None) -> torch.Tensor:
     """Per row (1 - weight) * cross-entropy on the labels + weight * T^2 * KL(teacher_T || model_T), the KL terms
     averaged over the teachers covering the row (teacher_weights); rows no teacher covers: the cross-entropy alone.
-    teacher (n, teachers, 3) holds probabilities, covered (n, teachers) which teacher has the row."""
+    teacher (n, teachers, classes) holds probabilities, covered (n, teachers) which teacher has the row."""
     logits = logits.float()
     ce = -(labels * torch.log_softmax(logits, dim=-1)).sum(-1)
     t = temperature
@@ -93,7 +93,7 @@ class PairedSwapSampler(torch.utils.data.Sampler):
 
 
 class PreferenceTrainer(Trainer):
-    """Soft-label cross-entropy on the model's (n, 3) logits, mixed with the KL divergence to teachers on rows
+    """Soft-label cross-entropy on the model's (n, classes) logits, mixed with the KL divergence to teachers on rows
     that carry teacher probabilities; the head in its own optimizer group; swapped twins paired in batches when
     the training rows ask for it."""
 
@@ -174,7 +174,7 @@ class EncodedRows(torch.utils.data.Dataset):
         self.input_ids = input_ids
         self.labels = labels.astype(np.float32)
         self.features = features
-        self.teacher = teacher  # (probabilities (n, teachers, 3), covered (n, teachers))
+        self.teacher = teacher  # (probabilities (n, teachers, classes), covered (n, teachers))
         self.paired = paired
 
     def __len__(self) -> int:
@@ -261,7 +261,7 @@ class EvalLogits(TrainerCallback):
                 logits, ids = saved["logits"], saved["ids"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
-        if logits.shape != (len(self.order), 3) or (self.ids is not None and not np.array_equal(ids, self.ids)):
+        if logits.ndim != 2 or len(logits) != len(self.order) or (self.ids is not None and not np.array_equal(ids, self.ids)):
             return None
         return logits
 
