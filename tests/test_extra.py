@@ -193,17 +193,23 @@ def test_a_file_in_no_known_format_names_its_columns_and_the_formats(tmp_path):
 def test_missing_files_bad_suffixes_and_files_of_no_known_winner_are_errors(tmp_path):
     archive = tmp_path / "data.zip"
     archive.write_bytes(b"PK\x03\x04")
+    broken = tmp_path / "broken.parquet"
+    broken.write_text("not parquet")
     with pytest.raises(data.DataError) as info:
-        read_extras([str(tmp_path / "gone.parquet"), str(archive)], THREE_WAY, [])
-    assert info.value.problems == [f"{tmp_path / 'gone.parquet'}: extra data file not found",
-                                   f"{archive}: extra data must be .parquet, .json, .jsonl, .csv (extract an archive "
-                                   "first)"]
+        read_extras([str(tmp_path / "gone.parquet"), str(archive), str(broken)], THREE_WAY, [])
+    assert info.value.problems[:2] == [f"{tmp_path / 'gone.parquet'}: extra data file not found",
+                                       f"{archive}: extra data must be .parquet, .json, .jsonl, .csv (extract an "
+                                       "archive first)"]
+    assert info.value.problems[2].startswith(f"{broken}: not a readable parquet file (")
     votes = tmp_path / "votes.jsonl"
     votes.write_text("\n".join(json.dumps({"id": str(i), "prompt": "p", "response_a": "a", "response_b": "b",
                                            "winner": w}) for i, w in enumerate(["A", "B", "A"])))
+    again = tmp_path / "again.json"
+    again.write_text(json.dumps([json.loads(line) for line in votes.read_text().splitlines()]))
     with pytest.raises(data.DataError, match="votes.jsonl: no row has a winner arena knows \\(found 'A', 'B'; "
-                                             "known: model_a, model_b, tie, tie \\(bothbad\\), both_bad\\)"):
-        read_extras([str(votes)], THREE_WAY, [])
+                                             "known: model_a, model_b, tie, tie \\(bothbad\\), both_bad\\)") as info:
+        read_extras([str(votes), str(again)], THREE_WAY, [])
+    assert info.value.problems[1].startswith(f"{again}: no row has a winner arena knows")
     votes.write_text('{"id": "1"}\n[1, 2]\n')
     with pytest.raises(data.DataError, match="votes.jsonl: line 2 is not a JSON object"):
         read_extras([str(votes)], THREE_WAY, [])

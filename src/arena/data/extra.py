@@ -292,40 +292,61 @@ def _swapped_keys(df: pd.DataFrame, row_keys) -> pd.Series:
     return row_keys(df.rename(columns={"response_a": "response_b", "response_b": "response_a"}))
 
 
+def _source(path: Path, fmt: Format, columns: list[str], read, task: Task) -> tuple[pd.DataFrame, int, Counter, Counter]:
+    """One file's rows in the task's labels, before deduplication: (rows, rows in the file, dropped, unknown)."""
+    dropped, unknown = Counter(), Counter()
+    if fmt.name == "competition":
+        df = _competition(path, task, dropped)
+        return df, len(df) + dropped[TIE_DROPPED], dropped, unknown
+    present = fmt.present(columns)
+    records = read(present)
+    df = _rows(path, fmt, present[0], records, task, dropped, unknown)
+    df[task.label_columns] = np.eye(task.classes)[df["label"].to_numpy(dtype="int64")]
+    return df, len(records), dropped, unknown
+
+
+def _opened(paths: list[str]) -> list[tuple[Path, Format, list[str], object]]:
+    """Each file with its format, columns and reader; DataError naming every file that is missing, of another
+    kind, or in no known format."""
+    opened, problems = [], []
+    for path in map(Path, paths):
+        if not path.is_file():
+            problems.append(f"{path}: extra data file not found")
+        elif path.suffix.lower() not in SUFFIXES:
+            problems.append(f"{path}: extra data must be {', '.join(SUFFIXES)} (extract an archive first)")
+        else:
+            try:
+                columns, read = _open(path)
+                opened.append((path, _detect(path, columns), columns, read))
+            except DataError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise DataError(problems=problems)
+    return opened
+
+
 def read_extras(paths: list[str], task: Task, known: list[pd.DataFrame]) -> pd.DataFrame:
     """The rows of the extra data files, in the task's labels: id (the source's, prefixed with the format's short
     name where it would collide), model_a, model_b, prompt, response_a, response_b (lists of turns), language
     (missing where the source has none), the task's label columns (float64) and `label` (int). Rows whose
     (prompt, response_a, response_b), in either order of the responses, is a row of `known` (the training and
-    test rows) or of an earlier extra are dropped. Prints one line per file to stderr. DataError for a missing
-    file, a file in no known format, or one with no known winner."""
+    test rows) or of an earlier extra are dropped. Prints one line per file to stderr. DataError naming every file
+    that is missing, in no known format, without a known winner, or (a CSV) with a problem."""
     # rows.training_data reads the extras, so rows imports this module: import it here, not at the top.
     from arena.data.rows import _row_keys
 
-    problems = [f"{p}: extra data file not found" for p in paths if not Path(p).is_file()]
-    problems += [f"{p}: extra data must be {', '.join(SUFFIXES)} (extract an archive first)"
-                 for p in paths if Path(p).is_file() and Path(p).suffix.lower() not in SUFFIXES]
-    if problems:
-        raise DataError(problems=problems)
+    opened = _opened(paths)
     known = [k for k in known if len(k)]
     known_keys = {key for k in known for keys in (_row_keys(k), _swapped_keys(k, _row_keys)) for key in keys}
     taken_ids = {str(i) for k in known if "id" in k.columns for i in k["id"]}
     seen: set[str] = set()
-    parts = []
-    for p in paths:
-        path = Path(p)
-        columns, read = _open(path)
-        fmt = _detect(path, columns)
-        dropped, unknown = Counter(), Counter()
-        if fmt.name == "competition":
-            df = _competition(path, task, dropped)
-            rows_in = len(df) + dropped[TIE_DROPPED]
-        else:
-            present = fmt.present(columns)
-            records = read(present)
-            rows_in = len(records)
-            df = _rows(path, fmt, present[0], records, task, dropped, unknown)
-            df[task.label_columns] = np.eye(task.classes)[df["label"].to_numpy(dtype="int64")]
+    parts, problems = [], []
+    for path, fmt, columns, read in opened:
+        try:
+            df, rows_in, dropped, unknown = _source(path, fmt, columns, read, task)
+        except DataError as exc:
+            problems.extend(exc.problems)
+            continue
         keep = []
         for key, swapped in zip(_row_keys(df), _swapped_keys(df, _row_keys)):
             reason = KNOWN if key in known_keys else REPEAT if key in seen else None
@@ -337,6 +358,8 @@ def read_extras(paths: list[str], task: Task, known: list[pd.DataFrame]) -> pd.D
         df["id"] = [_unique_id(rid, fmt.name, taken_ids) for rid in df["id"]]
         print(_report(path, fmt, rows_in, len(df), dropped, unknown), file=sys.stderr, flush=True)
         parts.append(df)
+    if problems:
+        raise DataError(problems=problems)
     columns = [*COLUMNS, *task.label_columns, "label"]
     out = pd.concat([d[columns] for d in parts], ignore_index=True) if parts else pd.DataFrame(columns=columns)
     out[task.label_columns] = out[task.label_columns].astype("float64")
