@@ -163,6 +163,12 @@ def _load(path, require_labels: bool | None, repairs: Counter | None = None,
     return canonical(pd.DataFrame(values)), padded
 
 
+def row_keys(df: pd.DataFrame) -> pd.Series:
+    """Each row's (prompt, response_a, response_b) as one text: equal keys are the same pair."""
+    return pd.Series([json.dumps(row, ensure_ascii=False) for row in zip(*(df[c] for c in TEXT_COLUMNS))],
+                     index=df.index)
+
+
 def canonical(df: pd.DataFrame) -> pd.DataFrame:
     """Canonical form: fresh index, str ids, float64 labels, int `label` (argmax: 0=A, 1=B, 2=tie)."""
     df = df.reset_index(drop=True)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +10,8 @@ import pandas as pd
 
 from arena.config import SAMPLE
 from arena.data.cells import DataError
-from arena.data.files import REQUIRED_COLUMNS, TEXT_COLUMNS, canonical, label_matrix, load, write_csv
+from arena.data.extra import read_extras
+from arena.data.files import REQUIRED_COLUMNS, canonical, label_matrix, load, row_keys, write_csv
 from arena.data.synthetic import generate_sample
 from arena.errors import UserError
 from arena.task import Task, of_columns, swap_classes
@@ -35,14 +35,9 @@ def swap_ab(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _row_keys(df: pd.DataFrame) -> pd.Series:
-    return pd.Series([json.dumps(row, ensure_ascii=False) for row in zip(*(df[c] for c in TEXT_COLUMNS))],
-                     index=df.index)
-
-
 def dedup(df: pd.DataFrame) -> pd.DataFrame:
     """Drop rows whose (prompt, response_a, response_b) repeats an earlier row; index reset."""
-    return df[~_row_keys(df).duplicated()].reset_index(drop=True)
+    return df[~row_keys(df).duplicated()].reset_index(drop=True)
 
 
 def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
@@ -61,17 +56,19 @@ def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
     if problems:
         raise DataError(problems=problems)
 
+    # a language any file has is kept (missing elsewhere): results by segment read it
     columns = [c for c in main.columns if all(c in e.columns for e in extras) or c in required]
-    seen_rows = set(_row_keys(main))
+    columns += [c for c in ("language",) if c not in columns and any(c in e.columns for e in [main, *extras])]
+    seen_rows = set(row_keys(main))
     seen_ids = set(main["id"])
-    parts = [main[columns]]
+    parts = [main.reindex(columns=columns)]
     for i, extra in enumerate(extras, 1):
-        keys = _row_keys(extra)
+        keys = row_keys(extra)
         keep = []
         for key in keys:
             keep.append(key not in seen_rows)
             seen_rows.add(key)
-        part = extra.loc[keep, columns].copy()
+        part = extra.loc[keep].reindex(columns=columns)
         new_ids = []
         for rid in part["id"]:
             new, n = rid, 1
@@ -94,8 +91,9 @@ def sample_path(rows: int, task: Task) -> Path:
 
 def training_data(cfg_data, task: Task) -> pd.DataFrame:
     """The training rows a DataConfig names for the task: data.train (a CSV or parquet file, or "sample" for the
-    generated sample in the task's form, written once to data/sample/), plus the data.extra files, deduplicated
-    when data.dedup. Raises DataError listing the problems of every file."""
+    generated sample in the task's form, written once to data/sample/), plus the data.extra files (any format
+    arena.data.extra reads; rows repeating a training or test row dropped), deduplicated when data.dedup. Raises
+    DataError listing the problems of every file."""
     if cfg_data.train == SAMPLE:
         path = sample_path(cfg_data.sample_rows, task)
         if not path.exists():
@@ -109,13 +107,28 @@ def training_data(cfg_data, task: Task) -> pd.DataFrame:
               file=sys.stderr)
     else:
         path = Path(cfg_data.train)
-    frames, problems = [], []
-    for csv_path in [path, *cfg_data.extra]:
-        try:
-            frames.append(load(csv_path, require_labels=True, task=task))
-        except DataError as exc:
-            problems.extend(exc.problems)
+    main, problems = None, []
+    try:
+        main = load(path, require_labels=True, task=task)
+    except DataError as exc:
+        problems.extend(exc.problems)
+    try:
+        extras = read_extras(cfg_data.extra, task, [f for f in (main, test_beside(path, task)) if f is not None])
+    except DataError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise DataError(problems=problems)
-    df = merge(frames[0], frames[1:])
+    df = merge(main, [extras] if cfg_data.extra else [])
     return dedup(df) if cfg_data.dedup else df
+
+
+def test_beside(train: Path, task: Task) -> pd.DataFrame | None:
+    """The competition's test file beside data.train (where `make data` puts it), so that extra rows repeating a
+    test row are dropped; None when there is none or it does not read."""
+    path = train.with_name(task.test_file)
+    if not path.is_file():
+        return None
+    try:
+        return load(path, task=task)
+    except DataError:
+        return None
