@@ -52,7 +52,7 @@ def test_swap_tta_covers_the_rows_the_measured_speed_fits_shortest_first():
     calls = []
     deadline = time.time() + budget.FINISH_RESERVE_S + 14.5  # the plain pass (10 s) and 4 swapped batches fit
     plain, swapped, report = budget.run_passes(fake_forward(calls), one_process(batches, [1.0] * 10), 10, 10, True,
-                                               deadline, clock)
+                                               deadline, clock, classes=3)
     assert np.isfinite(plain).all()
     assert [b for view, b in calls if view == 1] == [[9], [8], [7], [6]]  # shortest rows first
     assert np.isfinite(swapped).all(axis=1).tolist() == [False] * 6 + [True] * 4
@@ -65,11 +65,11 @@ def test_the_plain_pass_stops_at_the_deadline_and_without_one_everything_runs():
     clock = budget.Clock(extra_per_batch=1.0)
     deadline = time.time() + budget.FINISH_RESERVE_S + 5.5
     plain, swapped, report = budget.run_passes(fake_forward([]), one_process([[i] for i in range(10)], [1.0] * 10), 10,
-                                               10, True, deadline, clock)
+                                               10, True, deadline, clock, classes=3)
     assert report.plain_rows == 5 and report.swapped_rows == 0 and "during the plain pass" in report.stopped
     assert np.isfinite(plain).all(axis=1).sum() == 5 and not np.isfinite(swapped).any()
     _, swapped, report = budget.run_passes(fake_forward([]), one_process([[0, 1], [2]], [2.0, 1.0]), 3, 3, True, None,
-                                           budget.Clock(extra_per_batch=1e6))
+                                           budget.Clock(extra_per_batch=1e6), classes=3)
     assert report.stopped is None and np.isfinite(swapped).all()
 
 

@@ -67,7 +67,7 @@ def test_a_process_that_fails_leaves_its_batches_to_the_other(tmp_path):
     def failing(view, batch):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
-    _, _, failed = budget.run_passes(failing, work[1], 12, 6, True, None, claims=claims, rank=1)
+    _, _, failed = budget.run_passes(failing, work[1], 12, 6, True, None, claims=claims, rank=1, classes=3)
     assert failed.failed.startswith("RuntimeError: CUDA error") and failed.ran == ([], [])
     assert "FAILED" in failed.describe()
     calls = []
@@ -76,7 +76,7 @@ def test_a_process_that_fails_leaves_its_batches_to_the_other(tmp_path):
         calls.append((view, tuple(batch)))
         return np.full((len(batch), 3), float(view))
 
-    plain, swapped, report = budget.run_passes(forward, work[0], 12, 6, True, None, claims=claims, rank=0)
+    plain, swapped, report = budget.run_passes(forward, work[0], 12, 6, True, None, claims=claims, rank=0, classes=3)
     assert np.isfinite(plain).all() and np.isfinite(swapped).all()
     assert report.taken == 6 and report.plain_rows == report.swapped_rows == 12
     assert [view for view, _ in calls] == [0] * 6 + [1] * 6  # every row's plain order before any swapped one
@@ -118,11 +118,11 @@ def test_kept_progress_is_read_for_the_same_rows_and_run_only(tiny_run, tmp_path
     progress.save(tmp_path / "call-b", 1, "another run", plain, swapped, ([2], []))
     (tmp_path / "call-c").mkdir()
     (tmp_path / "call-c" / "progress-0.npz").write_bytes(b"cut short")
-    kept_plain, kept_swapped, used, other = progress.kept(tmp_path, of, 3, True)
+    kept_plain, kept_swapped, used, other = progress.kept(tmp_path, of, 3, 3, True)
     assert (used, other) == (1, 2)
     np.testing.assert_array_equal(kept_plain[:2], plain[:2])
     assert not np.isfinite(kept_plain[2]).any() and np.isfinite(kept_swapped).all(axis=1).tolist() == [0, 0, 1]
-    assert progress.kept(tmp_path, of, 3, True, skip=tmp_path / "call-a")[2] == 0
+    assert progress.kept(tmp_path, of, 3, 3, True, skip=tmp_path / "call-a")[2] == 0
 
 
 def test_a_one_gpu_machine_rehearses_t4x2_on_cpu_processes_and_says_so(monkeypatch, capsys):

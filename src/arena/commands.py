@@ -29,15 +29,16 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_sample(args) -> int:
-    from arena import data
+    from arena import data, task
     from arena.writes import output_problems
 
     problems = output_problems(args.out, "sample")
     if problems:
         raise data.DataError(problems=problems)
-    df = data.generate_sample(rows=args.rows, seed=args.seed)
+    the_task = task.of_config(_load_config(args))
+    df = data.generate_sample(rows=args.rows, seed=args.seed, task=the_task)
     data.write_csv(df, args.out)
-    print(f"wrote {len(df)} rows to {args.out}")
+    print(f"wrote {len(df)} rows ({the_task.labels}) to {args.out}")
     return 0
 
 

@@ -175,8 +175,8 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
                tta: bool, deadline: float | None, clock: Clock | None = None, desc: str = "predict",
                known: tuple[np.ndarray, np.ndarray | None] | None = None, claims: Claims | None = None,
                saved: Callable[[np.ndarray, np.ndarray | None, PassReport], None] | None = None,
-               rank: int = 0) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
-    """Logits (rows, 3) of the plain order (view 0) and, with `tta`, of the swapped order (view 1): `known` (NaN
+               rank: int = 0, classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
+    """Logits (rows, classes) of the plain order (view 0) and, with `tta`, of the swapped order (view 1): `known` (NaN
     where not known) with every batch of `work` this process ran filled in (work_order: the plain batches first).
     `forward(view, batch)` gives the logits of a batch of row indices. Each batch runs only when its projected time
     still fits before the deadline (less FINISH_RESERVE_S), and only when `claims` gives it to this process: a plain
@@ -185,15 +185,16 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
     measured so far. At the first batch that does not fit, both passes stop. A forward that raises (a CUDA
     out-of-memory, a device error) ends this process's passes: the error is reported, the batch released for the
     other processes, and what was predicted is kept. `saved(plain, swapped, report)` is called after every batch
-    (the progress a later call can start from). `rank`: this process (its own batches are those it `owner`s)."""
+    (the progress a later call can start from). `rank`: this process (its own batches are those it `owner`s).
+    `classes`: the logits per row where nothing is `known`."""
     clock = clock or Clock()
     claims = claims or Claims(None)
     report = PassReport(rows=own_rows, tta=tta)
-    plain = np.full((rows, 3), np.nan, dtype=np.float32) if known is None else np.array(known[0], dtype=np.float32)
+    unknown = np.full((rows, classes if known is None else np.shape(known[0])[1]), np.nan, dtype=np.float32)
+    plain = unknown.copy() if known is None else np.array(known[0], dtype=np.float32)
     swapped = None
     if tta:
-        swapped = (np.full((rows, 3), np.nan, dtype=np.float32) if known is None or known[1] is None
-                   else np.array(known[1], dtype=np.float32))
+        swapped = unknown.copy() if known is None or known[1] is None else np.array(known[1], dtype=np.float32)
     limit = None if deadline is None else deadline - FINISH_RESERVE_S
     took: dict[tuple[int, ...], float] = {}  # measured seconds of each plain batch run here, by its rows
     spent = {0: [0.0, 0.0], 1: [0.0, 0.0]}  # per view: seconds, padded tokens

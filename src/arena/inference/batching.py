@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from arena.config import Config
-from arena.model import autocast, compute_dtype_of, right_pad
+from arena.model import autocast, compute_dtype_of, model_classes, right_pad
 from arena.model import model_device as model_device  # where tta, passes and predict import it from
 
 
@@ -46,7 +46,7 @@ def padding_stats(lengths: list[int], batches: list[list[int]], fixed_length: in
 
 def logits_for(model, input_ids: list[list[int]], pad_token_id: int, cfg: Config, device: str,
                features: np.ndarray | None = None, desc: str = "predict") -> np.ndarray:
-    """Logits (n, 3) in the input order; `features` are the head's standardised length features, if it has them."""
+    """Logits (n, classes) in the input order; `features` are the head's standardised length features, if it has them."""
     batches = sorted_batches([len(x) for x in input_ids], cfg.infer.max_batch_tokens, cfg.infer.max_batch_size)
     return logits_for_batches(model, input_ids, pad_token_id, device, batches, features, desc=desc)
 
@@ -55,11 +55,11 @@ def logits_for(model, input_ids: list[list[int]], pad_token_id: int, cfg: Config
 def logits_for_batches(model, input_ids: list[list[int]], pad_token_id: int, device: str, batches: list[list[int]],
                        features: np.ndarray | None = None, pad_to: int | None = None,
                        desc: str = "predict") -> np.ndarray:
-    """Logits (n, 3) in the input order, running these batches of row indices; each batch is padded to its
+    """Logits (n, classes) in the input order, running these batches of row indices; each batch is padded to its
     longest row, or to `pad_to` tokens. On CUDA the forward runs under autocast at the model's compute dtype. Rows
     whose logits are not finite are named on stderr (by position in `input_ids`)."""
 
-    out = np.zeros((len(input_ids), 3), dtype=np.float32)
+    out = np.zeros((len(input_ids), model_classes(model)), dtype=np.float32)
     dtype = compute_dtype_of(model)
     with autocast(device, dtype):
         for batch in tqdm(batches, desc=desc, unit="batch", mininterval=2, disable=len(batches) < 4):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arena import faults, processes
+from arena import faults, processes, task
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.config import Config
@@ -40,7 +40,8 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     procs = processes.state(cpu)
     rank, n, tta = procs.process_index, len(views[0][0]), len(views) > 1
     of = progress.key(views, run)
-    plain, swapped = known_logits(n, tta, known_plain, progress_dir, of, shards, procs.is_main_process)
+    plain, swapped = known_logits(n, task.of_config(cfg).classes, tta, known_plain, progress_dir, of, shards,
+                                  procs.is_main_process)
     if fill_only:
         if not np.isfinite(plain).all(axis=1).any():
             raise UserError(f"--fill-only: no logits of these rows and this run kept in {progress_dir}: nothing to "
@@ -111,16 +112,17 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
     return plain, swapped, reports
 
 
-def known_logits(rows: int, tta: bool, known_plain, progress_dir, of: str, own: str | Path | None, main: bool):
+def known_logits(rows: int, classes: int, tta: bool, known_plain, progress_dir, of: str, own: str | Path | None,
+                 main: bool):
     """(plain, swapped or None): the logits already known (NaN elsewhere): `known_plain`, then what earlier calls
     kept in `progress_dir` (the main process says how much)."""
-    plain = np.full((rows, 3), np.nan, dtype=np.float32)
-    swapped = np.full((rows, 3), np.nan, dtype=np.float32) if tta else None
+    plain = np.full((rows, classes), np.nan, dtype=np.float32)
+    swapped = np.full((rows, classes), np.nan, dtype=np.float32) if tta else None
     if known_plain is not None:
         plain[:] = known_plain
     if progress_dir is None:
         return plain, swapped
-    kept_plain, kept_swapped, used, other = progress.kept(progress_dir, of, rows, tta, skip=own)
+    kept_plain, kept_swapped, used, other = progress.kept(progress_dir, of, rows, classes, tta, skip=own)
     fill = ~np.isfinite(plain).all(axis=1) & np.isfinite(kept_plain).all(axis=1)
     plain[fill] = kept_plain[fill]
     if main:

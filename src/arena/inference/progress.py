@@ -40,14 +40,14 @@ def save(folder: Path, rank: int, of: str, plain: np.ndarray, swapped: np.ndarra
     with atomic_file(path(folder, rank), overwrite=True) as tmp, open(tmp, "wb") as out:
         np.savez(out, key=np.asarray(of), plain_rows=plain_rows, plain=plain[plain_rows],
                  swapped_rows=swapped_rows,
-                 swapped=swapped[swapped_rows] if swapped is not None else np.zeros((0, 3), np.float32))
+                 swapped=swapped[swapped_rows] if swapped is not None else np.zeros((0, plain.shape[1]), np.float32))
 
 
-def kept(folder: Path, of: str, rows: int, tta: bool, skip: Path | None = None):
+def kept(folder: Path, of: str, rows: int, classes: int, tta: bool, skip: Path | None = None):
     """(plain, swapped or None, files read, files of something else) from every progress file under `folder`
     (a call's own folder `skip` left out): NaN where no file holds a finite logit."""
-    plain = np.full((rows, 3), np.nan, dtype=np.float32)
-    swapped = np.full((rows, 3), np.nan, dtype=np.float32) if tta else None
+    plain = np.full((rows, classes), np.nan, dtype=np.float32)
+    swapped = np.full((rows, classes), np.nan, dtype=np.float32) if tta else None
     used, other = 0, 0
     for file in sorted(Path(folder).glob(f"*/{PATTERN}")):
         if skip is not None and file.parent == Path(skip):

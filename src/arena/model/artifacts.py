@@ -9,7 +9,7 @@ from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.layout import RunFolder
 from arena.model.backbone import load_base, load_tokenizer
-from arena.model.head import head_weight_problems, load_head, name_in_head, read_head, write_head
+from arena.model.head import head_weight_problems, load_head, model_classes, name_in_head, read_head, write_head
 from arena.model.runtime import model_device, runtime_for
 from arena.records import record_or_none
 from arena.versions import peft_without_old_torchao
@@ -23,13 +23,7 @@ def save_trained(model, tokenizer, run: RunFolder, bias: list[float] | None, fea
     run.adapter.mkdir(parents=True, exist_ok=False)
     model.save_pretrained(run.adapter, **({} if state_dict is None else {"state_dict": state_dict}))
     tokenizer.save_pretrained(run.adapter)
-    write_head(run, bias is not None, feature_scaler, _head_of(model).proj.out_features, class_prior)
-
-
-def _head_of(model):
-    from arena.model.head import PreferenceHead
-
-    return next(m for m in model.modules() if isinstance(m, PreferenceHead))
+    write_head(run, bias is not None, feature_scaler, model_classes(model), class_prior)
 
 
 def check_trained(run: RunFolder) -> list[str]:

@@ -73,6 +73,11 @@ class PreferenceHead(torch.nn.Module):
         return logits
 
 
+def model_classes(model) -> int:
+    """The logits per row of a model holding a PreferenceHead (its outputs: the task's classes)."""
+    return next(m for m in model.modules() if isinstance(m, PreferenceHead)).proj.out_features
+
+
 def init_feature_head(model, coef, intercept) -> None:
     """Start the head at a fitted length-feature logistic regression: weights on the features, its intercept
     as the bias (the hidden-state projection stays at zero, so the first forward reproduces the regression)."""
