@@ -21,7 +21,7 @@ from arena.records import RecordError, read_record
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
+           "val acc tta", "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}
@@ -123,7 +123,7 @@ def run_row(run: RunFolder, name: str) -> dict:
         "base model": ((cfg or {}).get("model") or {}).get("path"), "changes": changes(cfg, origin),
         "train rows": m.get("train_rows"), "steps": m.get("global_step"), "global batch": m.get("global_batch"),
         "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"),
-        "calibrated ll": _calibrated(run, damaged),
+        "val acc tta": m.get("val_accuracy_tta"), "calibrated ll": _calibrated(run, damaged),
         "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None,
         "LB": latest_score(run, damaged), **lb_columns(run),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"),
@@ -162,7 +162,8 @@ def cv_row(cv: CVFolder, name: str, folds: list[dict]) -> dict:
         "steps": sum(f["steps"] for f in done) if done else None,
         "global batch": first["global batch"] if first else None,
         "val ll": sum(f["log_loss"] * f["rows"] for f in per_fold) / rows if rows else None,
-        "val ll tta": (summary or {}).get("oof_log_loss"), "calibrated ll": _calibrated(cv, damaged),
+        "val ll tta": (summary or {}).get("oof_log_loss"), "val acc tta": (summary or {}).get("oof_accuracy"),
+        "calibrated ll": _calibrated(cv, damaged),
         "wall min": sum(f["wall min"] for f in done) if done else None, "LB": latest_score(cv, damaged),
         **lb_columns(cv),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"), "path": str(cv.root),
