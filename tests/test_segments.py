@@ -117,7 +117,7 @@ def test_the_cv_keeps_segment_columns_in_its_oof_file_and_prints_the_tables(tmp_
         numbers = [*THREE_WAY.label_columns, *THREE_WAY.true_columns]
         frame[numbers] = frame[numbers].astype(float)
         folds.append(frame)
-    cv_mod.write_results(cv, 2, [0, 1], [{"fold": 0}, {"fold": 1}], folds)
+    cv_mod.write_results(cv, 2, [0, 1], [{"fold": 0}, {"fold": 1}], folds, "log_loss")
     oof = pd.read_csv(cv.oof_predictions)
     assert set(segments.SEGMENT_COLUMNS) <= set(oof.columns) and len(oof) == 4
     said = capsys.readouterr().out
@@ -154,8 +154,9 @@ def test_runs_segments_through_a_real_tiny_run(tiny_run, tmp_path, capsys):
     assert cli.main(["runs", "--runs-dir", str(old.root.parent), "--segments", "no-such-run"]) == 2
 
 
-def test_data_rows_keep_their_language_column(tmp_path):
-    path = tmp_path / "train.csv"
-    rows = data.generate_sample(6, seed=1).assign(language=["en", "en", "zh", "zh", "", "fr"])
+def test_the_language_of_a_two_way_parquet_file_reaches_the_segment_columns(tmp_path):
+    path = tmp_path / "train.parquet"  # the WSDM Cup's form: plain strings, winner, language
+    rows = data.generate_sample(12, seed=1, task=TWO_WAY)
     data.write_csv(rows, path)
-    assert segments.segment_columns(data.load(path))["language"].tolist() == ["en", "en", "zh", "zh", "unknown", "fr"]
+    cols = segments.segment_columns(data.load(path, task=TWO_WAY))
+    assert cols["language"].tolist() == rows["language"].tolist() and set(cols["turns"]) == {1}
