@@ -1,5 +1,6 @@
 """Results by segment: the tables of a hand-made predictions frame (two and three classes), language pooling, the
-length bins, a file from before segment columns, and `arena runs --segments` / `arena cv` on real tiny runs."""
+length bins, a file from before segment columns or damaged, the CV's OOF file, and `arena runs --segments` on the
+real tiny run."""
 
 from __future__ import annotations
 
