@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sort", default="time", choices=["time", "name", "val", "lb"])
     p.add_argument("--format", default="table", choices=["table", "csv", "md"])
     p.add_argument("--no-folds", action="store_true", help="leave out the fold runs inside CV folders")
+    p.add_argument("--segments", nargs="*", metavar="RUN", default=None,
+                   help="instead of the table: each run's validation (a CV's OOF) score by language, turns and length "
+                        "difference, worst segment first; of the runs named, else of every finished run and CV")
     p.add_argument("--lb", nargs=2, metavar=("RUN", "SCORE"), help="record a leaderboard score for a run by hand")
     p.add_argument("--fetch-lb", action="store_true",
                    help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "

@@ -147,10 +147,29 @@ def cmd_runs(args) -> int:
                                      f"lowercase letters, digits and hyphens), e.g. {task.DEFAULT_COMPETITION}")
         competition = args.competition or config.load(args.config).kaggle.competition
         print("\n".join(tracking.fetch_scores(args.runs_dir, competition)) or "no scored submission names a run here")
+    if args.segments is not None:
+        return _segments(args)
     rows = tracking.collect(args.runs_dir, folds=not args.no_folds)
     print(tracking.render(tracking.table(rows, args.sort), args.format), end="")
     for line in tracking.damaged_files(rows):
         print(f"warning: {line}", file=sys.stderr)
+    return 0
+
+
+def _segments(args) -> int:
+    """`arena runs --segments`: the runs named, else every finished run and CV folder in the table's order."""
+    from arena import segments, tracking
+
+    names = args.segments
+    if not names:
+        rows = tracking.collect(args.runs_dir, folds=not args.no_folds)
+        finished = {r["run"] for r in rows if r["kind"] == "run" or r["kind"][3:4].isdigit()}  # "cv 2/3"
+        names = [name for name in tracking.table(rows, args.sort)["run"] if name in finished]
+    folders = [(name, tracking.find_folder(args.runs_dir, name)) for name in names]
+    text, notes = segments.report(folders, args.format, strict=bool(args.segments))
+    print(text, end="" if text.endswith("\n") or not text else "\n")
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
     return 0
 
 

@@ -219,7 +219,7 @@ def _cell(value) -> str:
 def render(frame: pd.DataFrame, fmt: str = "table") -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
-    minutes = list(frame.columns).index("wall min")
+    minutes = list(frame.columns).index("wall min") if "wall min" in frame.columns else None
     cells = [[f"{v:.1f}" if i == minutes and isinstance(v, float) and not math.isnan(v) else _cell(v)
               for i, v in enumerate(row)] for row in frame.itertuples(index=False)]
     if fmt == "md":

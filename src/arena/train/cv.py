@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from arena import config as config_mod
-from arena import data, metrics, processes, task
+from arena import data, metrics, processes, segments, task
 from arena import model as model_mod
 from arena.config import Config
 from arena.errors import UserError
@@ -147,3 +147,4 @@ def write_results(cv: CVFolder, folds: int, selected: list[int], rows: list[dict
     scores = {"log_loss": f"log loss {result['oof_log_loss']:.4f}", "accuracy": f"accuracy {result['oof_accuracy']:.4f}"}
     print(f"OOF {scores.pop(metric)} (the task's metric; swap TTA), {scores.popitem()[1]} over {len(oof_df)} rows "
           f"({labels.labels}); written to {cv.root}")
+    print(segments.render(segments.tables(oof_df), title="\nOOF by segment (worst first):"))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from arena import data, metrics, predict, processes, task
+from arena import data, metrics, predict, processes, segments, task
 from arena import model as model_mod
 from arena.config import Config
 from arena.layout import RunFolder, stamp
@@ -110,6 +110,7 @@ def evaluate(cfg: Config, run: RunFolder, built: Built, split: Split, trainer: P
     frame = predict.prediction_frame(split.val["id"], probs)
     frame[task.of_config(cfg).true_columns] = truth
     frame["fold"] = cfg.data.fold
+    frame = frame.join(segments.segment_columns(split.val))
     with atomic_file(run.val_predictions) as tmp:
         frame.to_csv(tmp, index=False)
     return {
