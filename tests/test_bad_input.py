@@ -189,12 +189,12 @@ def needles(needle: str | list[str]) -> list[str]:
 
 def head_with_three_problems(run: RunFolder) -> None:
     head = json.loads(run.head.read_text())
-    run.head.write_text(json.dumps({**head, "format": 99, "num_labels": 2, "feature_scaler": {"names": ["x"]}}))
+    run.head.write_text(json.dumps({**head, "format": 99, "num_labels": 4, "feature_scaler": {"names": ["x"]}}))
 
 
 RUN_DAMAGE += [
     ("head.json with three problems: every one named", head_with_three_problems,
-     ["made by a newer version of arena", "num_labels is 2, expected 3", "feature_scaler needs names, mean and std"]),
+     ["made by a newer version of arena", "num_labels is 4, expected 2 (A / B) or 3 (A / B / tie)", "feature_scaler needs names, mean and std"]),
 ]
 
 RUN_PROBES = [

@@ -118,6 +118,9 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
             continue
         problems += [f"--run {run.root}: {p}" for p in bundle_mod.base_model_problems(cfgs[-1], run.is_merged())
                                                 + check_trained(run)]
+    tasks = [task.of_config(cfg) for cfg in cfgs]
+    problems += [f"--run {run.root}: its task is {t.describe}, and {tasks[0].describe} for --run {runs[0].root}: an "
+                 f"ensemble serves one task" for run, t in zip(runs, tasks) if t != tasks[0]]
     mode, given, weight_problems = parse_weights(weights, len(runs))
     problems += weight_problems
     out = Path(out_dir) if out_dir else runs[0].new_bundle_path()
@@ -159,7 +162,7 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
                 raise UserError(problems=problems)
             members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
                             "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
-        bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit})
+        bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit, "task": vars(tasks[0])})
         # An embedded member needs the most wheels (the GGUF ones on top of the rest).
         bundle_mod.write_wheelhouse(build, next((c for c in cfgs if is_embedded(c.model.path)), cfgs[0]), wheels)
         build.kernel.mkdir()
@@ -199,6 +202,15 @@ def format_fit(fit: dict, runs: list[RunFolder]) -> str:
     return "\n".join(lines)
 
 
+def read_task(dataset: EnsembleDataset) -> task.Task:
+    """The task the ensemble's members serve, as `arena package` stored it (bundles made before it: three-way)."""
+    try:
+        stored = json.loads(dataset.ensemble.read_text(encoding="utf-8")).get("task")
+        return task.THREE_WAY if stored is None else task.Task(**stored)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise UserError(f"{dataset.ensemble}: no task arena reads ({type(exc).__name__}: {exc})") from None
+
+
 def read_weights(dataset: EnsembleDataset) -> list[float]:
     try:
         weights = [float(m["weight"]) for m in json.loads(dataset.ensemble.read_text(encoding="utf-8"))["members"]]
@@ -228,7 +240,7 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     kept_weight = sum(weights[i] for i in kept)
     if kept and kept_weight <= 0:
         problems.append(f"--left-out {left_out}: the members left have weight 0 in {EnsembleDataset(dataset_dir).ensemble}")
-    the_task = task.of_config(config_mod.load_run(EnsembleDataset(dataset_dir).member(0)))
+    the_task = read_task(EnsembleDataset(dataset_dir))
     # as each member's predict read it: odd rows repaired
     expected = data.load_test(data_path, the_task)["id"].astype(str)
     frames = []
