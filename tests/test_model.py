@@ -160,7 +160,7 @@ def test_right_padded_batches_give_each_row_its_logits_alone(model_type, attenti
 
     torch.manual_seed(0)
     hf = tiny_config(model_type)
-    head = model_mod.PreferenceHead(hf.hidden_size, 0, bias=False, dtype=torch.float32)
+    head = model_mod.PreferenceHead(hf.hidden_size, 0, bias=False, dtype=torch.float32, classes=3)
     torch.nn.init.normal_(head.proj.weight)
     model = model_mod.PreferenceModel(AutoModel.from_config(hf, attn_implementation=attention), head).eval()
     rows = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16, 17]]
@@ -267,7 +267,7 @@ def test_runs_saved_over_the_sequence_classification_class_still_load(tiny_model
     tokenizer = model_mod.load_tokenizer(tiny_model_dir)
     old = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=3,
                                                              pad_token_id=tokenizer.pad_token_id)
-    old.score = model_mod.PreferenceHead(old.config.hidden_size, 0, bias=True, dtype=torch.float32)
+    old.score = model_mod.PreferenceHead(old.config.hidden_size, 0, bias=True, dtype=torch.float32, classes=3)
     old = get_peft_model(old, model_mod.peft_config(cfg))
     train_steps(old, logits_of=lambda out: out.logits)
     run = RunFolder(tmp_path)
@@ -295,7 +295,7 @@ def test_a_tokenizer_is_loaded_once_for_the_content_of_its_files(tiny_model_dir,
 
 
 def test_head_is_scale_invariant_in_the_hidden_state():
-    head = model_mod.PreferenceHead(8, 0, bias=True, dtype=torch.float32)
+    head = model_mod.PreferenceHead(8, 0, bias=True, dtype=torch.float32, classes=3)
     torch.nn.init.normal_(head.proj.weight)
     h = torch.randn(2, 5, 8)
     torch.testing.assert_close(head(h), head(h * 300.0), atol=1e-4, rtol=1e-4)
