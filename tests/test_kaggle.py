@@ -58,7 +58,7 @@ def test_kernel_metadata_fields_are_exactly_right():
         "enable_internet": False,
         "machine_shape": "NvidiaTeslaT4",
         "docker_image_pinning_type": "latest",
-        "competition_sources": ["lmsys-chatbot-arena"],
+        "competition_sources": ["llm-classification-finetuning"],  # the default kaggle.competition
         "dataset_sources": ["alice/arena-adapter", "alice/arena-wheels", "bob/gemma-w"],
         "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it/2"],
     }
@@ -70,25 +70,21 @@ def test_kernel_metadata_fields_are_exactly_right():
     assert plain["model_sources"] == []
 
 
-def test_the_live_competition_is_one_setting_for_both_kernels(tmp_path):
+def test_lmsys_is_one_setting_for_both_kernels(tmp_path):
     from arena.kaggle import training
 
-    live = "llm-classification-finetuning"
-    recipe = tmp_path / "live.yaml"
+    lmsys = "lmsys-chatbot-arena"
+    recipe = tmp_path / "lmsys.yaml"
     recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/train.csv\n"
-                      f"kaggle:\n  competition: {live}\n")
+                      f"kaggle:\n  competition: {lmsys}\n")
     cfg = config.load(recipe)
-    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [live]
-    assert f"COMPETITION = '{live}'" in bundle_mod.render_kernel_script(cfg)
+    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [lmsys]
+    assert f"COMPETITION = '{lmsys}'" in bundle_mod.render_kernel_script(cfg)
     # the training kernel attaches it and reads its train.csv
     files = training.data_files(cfg)[0]
-    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [live]
-    assert files["TRAIN"] == "competition:train.csv" and f"COMPETITION = '{live}'" in \
+    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [lmsys]
+    assert files["TRAIN"] == "competition:train.csv" and f"COMPETITION = '{lmsys}'" in \
         training.render_kernel_script(cfg, files)
-    recipe.write_text("kaggle:\n  competition: lmsys-chatbot-arena-2\n")
-    with pytest.raises(config.ConfigError, match=f"{recipe}: kaggle.competition: 'lmsys-chatbot-arena-2' is not one "
-                                                 f"of lmsys-chatbot-arena, {live}"):
-        config.load(recipe)
 
 
 def test_dataset_metadata(tmp_path):
@@ -109,7 +105,7 @@ def test_kernel_script_is_a_thin_entry_point():
     for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"kernel", "predict"', '"--kernel-start"',
                    '"--gpus", len(listed)', '"--data"', '"--out"', 'PUSH_ID = ""',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
-                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
+                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'llm-classification-finetuning'", "TTA = True"):
         assert needed in text, needed
     for inference in ("import torch", "import transformers", "from transformers", "import peft", "from arena",
                       "import arena\n", "softmax", "tokenizer", "predict_file"):
@@ -143,14 +139,15 @@ def _mkdirs(root: Path, *folders: str) -> None:
 
 
 GEMMA_SOURCE = "google/gemma-2/transformers/gemma-2-9b-it/2"
+LIVE = "llm-classification-finetuning"  # the default kaggle.competition
 
 
 def test_kernel_finds_inputs_in_the_current_mount_layout(tmp_path, monkeypatch):
     kernel = _kernel_module(tmp_path, monkeypatch)
     inputs = tmp_path / "kaggle" / "input"
-    _mkdirs(inputs, "competitions/lmsys-chatbot-arena", "datasets/alice/arena-adapter", "datasets/alice/arena-wheels",
+    _mkdirs(inputs, f"competitions/{LIVE}", "datasets/alice/arena-adapter", "datasets/alice/arena-wheels",
             f"models/{GEMMA_SOURCE}", "models/mistral-ai/mistral/pytorch/7b-instruct-v0.1-hf/1")
-    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "competitions/lmsys-chatbot-arena"
+    assert kernel.find_input(LIVE) == inputs / f"competitions/{LIVE}"
     assert kernel.find_input("arena-adapter") == inputs / "datasets/alice/arena-adapter"
     assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / f"models/{GEMMA_SOURCE}"
     # the recipes' old hand-typed path still finds the model where Kaggle mounts it now
@@ -161,15 +158,15 @@ def test_kernel_finds_inputs_in_the_current_mount_layout(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="base model 'models/google/gemma-2/transformers/gemma-2-9b-it/3' not found") as e:
         kernel.find_base_model("models/google/gemma-2/transformers/gemma-2-9b-it/3")
     assert f"models/{GEMMA_SOURCE}" in str(e.value) and "datasets/alice/arena-wheels" in str(e.value)
-    with pytest.raises(SystemExit, match="input 'arena-typo' not found.*competitions/lmsys-chatbot-arena"):
+    with pytest.raises(SystemExit, match=f"input 'arena-typo' not found.*competitions/{LIVE}"):
         kernel.find_input("arena-typo")
 
 
 def test_kernel_finds_inputs_in_the_old_mount_layout(tmp_path, monkeypatch):
     kernel = _kernel_module(tmp_path, monkeypatch)
     inputs = tmp_path / "kaggle" / "input"
-    _mkdirs(inputs, "lmsys-chatbot-arena", "arena-adapter", "gemma-2/transformers/gemma-2-9b-it/2", "tiny-llama")
-    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "lmsys-chatbot-arena"
+    _mkdirs(inputs, LIVE, "arena-adapter", "gemma-2/transformers/gemma-2-9b-it/2", "tiny-llama")
+    assert kernel.find_input(LIVE) == inputs / LIVE
     assert kernel.find_input("arena-adapter") == inputs / "arena-adapter"
     assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / "gemma-2/transformers/gemma-2-9b-it/2"
     assert kernel.find_base_model("datasets/bob/tiny-llama") == inputs / "tiny-llama"
@@ -313,7 +310,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_crede
         f"kaggle kernels push -p {bundle}/kernel",
         f"kaggle kernels status {user}/arena-inference/<N>",  # the version pushed, not the latest session
         f"kaggle kernels output {user}/arena-inference/<N> -p <run>/kaggle/<kernel>-v<N> --force",
-        f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
+        f"kaggle competitions submit llm-classification-finetuning -k {user}/arena-inference -v '<N>' -f submission.csv "
         f"-m 'first try [arena run run]'",
     ]
     for line in expected:

@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-lb", action="store_true",
                    help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
                         "of those `arena push` tagged with a run here")
-    p.add_argument("--competition", default=None, help="for --fetch-lb: a kaggle.competition choice, e.g. llm-classification-finetuning "
+    p.add_argument("--competition", default=None, help="for --fetch-lb: a competition slug, e.g. lmsys-chatbot-arena "
                                                        "(default: kaggle.competition of --config)")
     p.add_argument("--config", default=None, help="the recipe whose kaggle.competition --fetch-lb reads "
                                                   "(default: configs/default.yaml)")
