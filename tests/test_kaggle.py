@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
 from arena.kaggle import push as push_mod
 from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
+from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 from tests.tiny import tiny_cfg
 
@@ -70,21 +72,31 @@ def test_kernel_metadata_fields_are_exactly_right():
     assert plain["model_sources"] == []
 
 
-def test_lmsys_is_one_setting_for_both_kernels(tmp_path):
+@pytest.mark.parametrize("competition, test_file, train_file", [
+    (None, "test.csv", "train.csv"),  # the default: llm-classification-finetuning
+    ("lmsys-chatbot-arena", "test.csv", "train.csv"),
+    ("wsdm-cup-multilingual-chatbot-arena", "test.parquet", "train.parquet"),
+])
+def test_the_competition_is_one_setting_for_both_kernels(tmp_path, competition, test_file, train_file):
+    """Both kernels attach the configured competition and read its files, named by its task."""
     from arena.kaggle import training
 
-    lmsys = "lmsys-chatbot-arena"
-    recipe = tmp_path / "lmsys.yaml"
-    recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/train.csv\n"
-                      f"kaggle:\n  competition: {lmsys}\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/{train_file}\n"
+                      + (f"kaggle:\n  competition: {competition}\n" if competition else ""))
     cfg = config.load(recipe)
-    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [lmsys]
-    assert f"COMPETITION = '{lmsys}'" in bundle_mod.render_kernel_script(cfg)
-    # the training kernel attaches it and reads its train.csv
+    slug = competition or "llm-classification-finetuning"
+    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [slug]
+    assert f"COMPETITION = '{slug}'\nTEST_FILE = '{test_file}'" in bundle_mod.render_kernel_script(cfg)
+    # the training kernel attaches it and reads its train file from there (another file is shipped)
     files = training.data_files(cfg)[0]
-    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [lmsys]
-    assert files["TRAIN"] == "competition:train.csv" and f"COMPETITION = '{lmsys}'" in \
+    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [slug]
+    assert files["TRAIN"] == f"competition:{train_file}" and f"COMPETITION = '{slug}'" in \
         training.render_kernel_script(cfg, files)
+    other = "train.csv" if train_file != "train.csv" else "train.parquet"
+    shipped = config.load(recipe, [f"data.train=data/{other}"])
+    assert training.data_files(shipped)[0]["TRAIN"] == f"train-0-{other}"
+
 
 
 def test_dataset_metadata(tmp_path):
@@ -105,7 +117,8 @@ def test_kernel_script_is_a_thin_entry_point():
     for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"kernel", "predict"', '"--kernel-start"',
                    '"--gpus", len(listed)', '"--data"', '"--out"', 'PUSH_ID = ""',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
-                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'llm-classification-finetuning'", "TTA = True"):
+                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'llm-classification-finetuning'",
+                   "TEST_FILE = 'test.csv'", "TTA = True"):
         assert needed in text, needed
     for inference in ("import torch", "import transformers", "from transformers", "import peft", "from arena",
                       "import arena\n", "softmax", "tokenizer", "predict_file"):
@@ -187,6 +200,41 @@ def test_kernel_finds_inputs_wherever_the_image_mounts_them(tmp_path, monkeypatc
                 kernel.find_input(names["slug"])
             assert found == mounted, (kind, layout)
             shutil.rmtree(inputs)
+
+
+@pytest.mark.parametrize("competition, test_file", [(None, "test.csv"), ("lmsys-chatbot-arena", "test.csv"),
+                                                     ("wsdm-cup-multilingual-chatbot-arena", "test.parquet")])
+def test_kernel_predicts_the_competitions_test_file_in_either_mount_layout(tmp_path, monkeypatch, competition,
+                                                                           test_file):
+    """The kernel's test file is the configured competition's, named by its task, where either layout mounts it."""
+    from arena.kaggle import image
+
+    cfg = kaggle_cfg(**({"competition": competition} if competition else {}))
+    kernel = _kernel_module(tmp_path, monkeypatch, cfg)
+    assert (kernel.COMPETITION, kernel.TEST_FILE) == (competition or LIVE, test_file)
+    commands = []
+    monkeypatch.setattr(kernel, "run", lambda cmd, **kwargs: commands.append(cmd) or True)  # pip, then predict
+    monkeypatch.setattr(kernel, "check_image", lambda wheels: None)
+    inputs = tmp_path / "kaggle" / "input"
+    for layout in image.MOUNTS["competition"]:  # competitions/<slug>, then the older <slug>
+        mounted = touch(inputs / layout.format(slug=cfg.kaggle.competition) / test_file)
+        _mkdirs(inputs, "datasets/alice/arena-adapter", "datasets/alice/arena-wheels")
+        with pytest.raises(SystemExit, match="arena kernel predict wrote no"):  # `run` stood in for it
+            kernel.main()
+        predict = commands[-1]
+        assert predict[3:5] == ["kernel", "predict"] and predict[predict.index("--data") + 1] == mounted
+        shutil.rmtree(inputs)
+
+
+def test_kernel_predict_without_the_test_file_says_what_is_there_before_any_launch(tmp_path, no_subprocess):
+    from arena.kaggle.kernel_predict import kernel_predict
+
+    mounted = touch(tmp_path / "input" / "competitions" / "wsdm-cup-multilingual-chatbot-arena" / "test.csv")
+    with pytest.raises(UserError, match=re.escape(f"--data {mounted.parent / 'test.parquet'}: the competition's test "
+                                                  f"file is not there ({mounted.parent} holds: test.csv)")):
+        kernel_predict(tmp_path / "adapter-dataset", mounted.parent / "test.parquet", tmp_path / "submission.csv",
+                       kernel_start=0.0, gpus=0)
+    assert not (tmp_path / "submission.csv").exists()
 
 
 def test_rehearsal_mounts_the_base_model_where_kaggle_does():

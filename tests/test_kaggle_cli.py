@@ -347,6 +347,23 @@ def test_an_unknown_competition_is_refused_by_kaggle(fake_kaggle, tmp_path, caps
     assert fake_kaggle.called("ListSubmissions")[-1]["competitionName"] == unknown
 
 
+def test_the_wsdm_cup_bundle_attaches_its_competition_and_is_submitted_there(fake_kaggle, tmp_path):
+    """A bundle for the WSDM Cup: the kernel reads its test.parquet; Kaggle takes the push and the submission."""
+    bundle = Bundle(fake_bundle(tmp_path, kaggle_cfg(competition=WSDM), user="alice"))
+    assert json.loads(bundle.kernel_metadata.read_text())["competition_sources"] == [WSDM]
+    script = bundle.kernel_script.read_text()
+    assert f"COMPETITION = '{WSDM}'" in script and "TEST_FILE = 'test.parquet'" in script
+    for slug in ("arena-adapter", "arena-wheels"):
+        fake_kaggle.datasets[f"alice/{slug}"] = FakeDataset(f"alice/{slug}", [DatasetVersion(1, "ready", [])])
+    pushed = remote.run_kaggle(["kernels", "push", "-p", str(bundle.kernel)]).stdout
+    assert "Kernel version 1 successfully pushed" in pushed
+    assert fake_kaggle.kernels["arena-inference"].versions[-1].metadata["competitionDataSources"] == [WSDM]
+    out = remote.run_kaggle(["competitions", "submit", WSDM, "-k", "alice/arena-inference", "-v", "1", "-f",
+                             "submission.csv", "-m", "x"]).stdout
+    assert "Successfully submitted to WSDM Cup - Multilingual Chatbot Arena" in out
+    assert fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == WSDM
+
+
 @pytest.mark.e2e
 def test_package_rehearse_and_push_to_lmsys_by_setting(fake_kaggle, tmp_path, tiny_run, capfd):
     """The run's recipe names the closed LMSYS competition: the bundle attaches it, the rehearsal mounts its test.csv

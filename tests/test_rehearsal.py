@@ -7,7 +7,7 @@ import pytest
 from arena import data
 from arena.errors import UserError
 from arena.kaggle import rehearsal
-from arena.layout import RunFolder
+from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
 from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
@@ -26,8 +26,24 @@ def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_ru
     assert list(small_disk.iterdir()) == []
 
 
-def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work):
-    csv = touch(work / "input" / "lmsys-chatbot-arena" / "test.csv")
-    for given in (work / "input", csv.parent, csv):
-        assert rehearsal.find_test_csv(given, "lmsys-chatbot-arena") == csv
-    assert rehearsal.find_test_csv(work, "lmsys-chatbot-arena") is None
+@pytest.mark.parametrize("competition, name", [("llm-classification-finetuning", "test.csv"),
+                                               ("wsdm-cup-multilingual-chatbot-arena", "test.parquet"),
+                                               ("wsdm-cup-multilingual-chatbot-arena", "train.parquet")])
+def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work, competition, name):
+    found = touch(work / "input" / competition / name)
+    for given in (work / "input", found.parent, found):
+        assert rehearsal.find_competition_file(given, competition, name) == found
+    assert rehearsal.find_competition_file(work, competition, name) is None
+    other = touch(work / "other" / "test.csv")  # the LMSYS data's file is not the WSDM Cup's test.parquet
+    assert rehearsal.find_competition_file(other, competition, name) is (other if name == "test.csv" else None)
+
+
+@pytest.mark.parametrize("competition", [None, "lmsys-chatbot-arena", "wsdm-cup-multilingual-chatbot-arena"])
+def test_the_rehearsal_mounts_the_configured_competition_in_either_layout(tmp_path, competition):
+    cfg = kaggle_cfg(**({"competition": competition} if competition else {}))
+    slug = competition or "llm-classification-finetuning"  # the default
+    bundle = Bundle(fake_bundle(tmp_path, cfg, user="alice"))
+    mounts = {layout: rehearsal._mounts(bundle, cfg, [], layout) for layout in rehearsal.LAYOUTS}
+    assert mounts["current"] == {f"competitions/{slug}": None, "datasets/alice/arena-adapter": bundle.adapter_dataset,
+                                 "datasets/alice/arena-wheels": bundle.wheels}
+    assert mounts["old"] == {slug: None, "arena-adapter": bundle.adapter_dataset, "arena-wheels": bundle.wheels}

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from arena import budget, data, faults, hardware
+from arena import budget, data, faults, hardware, task
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
@@ -82,10 +82,10 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
-def find_test_csv(input_dir: Path, competition: str) -> Path | None:
-    """test.csv given as the file, a folder holding it, or a Kaggle-style input root (<competition>/test.csv)."""
-    for candidate in (input_dir, input_dir / "test.csv", input_dir / competition / "test.csv"):
-        if candidate.is_file() and candidate.name == "test.csv":
+def find_competition_file(input_dir: Path, competition: str, name: str) -> Path | None:
+    """The competition's file `name` (the task's test or train file) as given, in the folder, or <competition>/<name>."""
+    for candidate in (input_dir, input_dir / name, input_dir / competition / name):
+        if candidate.is_file() and candidate.name == name:
             return candidate
     return None
 
@@ -108,9 +108,9 @@ def _mounts(bundle: Bundle, cfg, members, layout: str, base_model=None) -> dict[
     owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
     k = cfg.kaggle
     current = layout == "current"
-    mounts = {(f"competitions/{k.competition}" if current else k.competition): None}
+    mounts = {image_mod.MOUNTS["competition"][0 if current else 1].format(slug=k.competition): None}
     for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
-        mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
+        mounts[image_mod.MOUNTS["dataset"][0 if current else 1].format(owner=owner, slug=slug)] = folder
     for _, member_cfg, needs_base in members:
         if needs_base:
             mounts.setdefault(_base_mount(member_cfg, current), _local_base(member_cfg, base_model))
@@ -165,9 +165,10 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
                 problems.append(f"base model {kernel_path}: two members attach different base models there "
                                 f"({attached[kernel_path]} and {base})")
-    test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
-    if test_csv is None:
-        problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
+    test_name = task.of_config(cfg).test_file  # the kernel's TEST_FILE
+    test_file = find_competition_file(Path(input_dir), cfg.kaggle.competition, test_name)
+    if test_file is None:
+        problems.append(f"--input {input_dir}: no {test_name} there, nor in {input_dir}/{cfg.kaggle.competition}/ "
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
@@ -179,15 +180,15 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     problems += fault_problems(fault, processes)
     if problems:
         raise UserError(problems=problems)
-    expected_ids = data.load_test(test_csv)["id"]  # as the kernel reads it
+    expected_ids = data.load_test(test_file)["id"]  # as the kernel reads it
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
     work.mkdir(parents=True, exist_ok=True)
 
     root = work / "kaggle"
     inputs = root / "input"
     for rel, target in _mounts(bundle, cfg, members, layout, base_model).items():
-        if target is None:  # the competition: only its test.csv
-            _link(inputs / rel / "test.csv", test_csv)
+        if target is None:  # the competition: only its test file
+            _link(inputs / rel / test_name, test_file)
         elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
             _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
@@ -217,14 +218,13 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     return submission
 
 
-
 # ---- training bundles (`arena kaggle train`) ------------------------------------------------------------
 
 
 def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None, fault: str | None = None,
                        processes: int = 1) -> Path:
     """A training bundle's kernel run offline in a fake /kaggle: the data and wheels datasets, the competition's
-    train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
+    train file from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
     rehearsal's working folder) the previous version's output. Returns this version's working folder (its
     output), holding the run folder: finished, or stopped for time with a whole checkpoint."""
     bundle = TrainingBundle(bundle_dir)
@@ -234,12 +234,12 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     base = Path(cfg.model.path).expanduser()
     if needs_base_model(cfg) and not (base / "config.json").is_file():
         problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
-    reads_competition = data_files(cfg)[0]["TRAIN"].startswith("competition:")
-    train_csv = next((p for p in (Path(input_dir) / "train.csv", Path(input_dir) / k.competition / "train.csv")
-                      if p.is_file()), None)
-    if reads_competition and train_csv is None:
-        problems.append(f"--input {input_dir}: no train.csv there, nor in {input_dir}/{k.competition}/ (the kernel "
-                        f"reads the competition's train.csv)")
+    train_name = task.of_config(cfg).train_file
+    reads_competition = data_files(cfg)[0]["TRAIN"] == f"competition:{train_name}"
+    train_file = find_competition_file(Path(input_dir), k.competition, train_name)
+    if reads_competition and train_file is None:
+        problems.append(f"--input {input_dir}: no {train_name} there, nor in {input_dir}/{k.competition}/ (the kernel "
+                        f"reads the competition's {train_name})")
     attaches_previous = bool(meta.get("kernel_sources"))
     if previous_output is not None and not attaches_previous:
         problems.append(f"--previous-output {previous_output}: the bundle attaches no previous version (build it "
@@ -257,8 +257,8 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     root = work / "kaggle"
     inputs = root / "input"
     owner = meta["id"].split("/")[0]
-    if train_csv is not None:  # Kaggle's current mount layout
-        _link(inputs / "competitions" / k.competition / "train.csv", train_csv)
+    if train_file is not None:  # Kaggle's current mount layout
+        _link(inputs / image_mod.MOUNTS["competition"][0].format(slug=k.competition) / train_name, train_file)
     _link(inputs / "datasets" / owner / k.train_data_dataset_slug, bundle.data)
     _link(inputs / "datasets" / owner / k.wheels_dataset_slug, bundle.wheels)
     if previous_output is not None and attaches_previous:  # the kernel looks for it under any folder of this name
