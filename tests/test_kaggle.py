@@ -13,6 +13,7 @@ from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
+from arena.kaggle import mounts as mounts_mod
 from arena.kaggle import push as push_mod
 from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
@@ -240,7 +241,7 @@ def test_kernel_predict_without_the_test_file_says_what_is_there_before_any_laun
 def test_rehearsal_mounts_the_base_model_where_kaggle_does():
     def mounts(**kaggle):
         cfg = config.from_dict({"model": {"path": "/m"}, "kaggle": kaggle})
-        return rehearsal._base_mount(cfg, current=True), rehearsal._base_mount(cfg, current=False)
+        return mounts_mod.base_mount(cfg, current=True), mounts_mod.base_mount(cfg, current=False)
 
     assert mounts(base_model_source="mistral-ai/mistral/pyTorch/7b/1") == ("models/mistral-ai/mistral/pytorch/7b/1",
                                                                            "mistral/pytorch/7b/1")

@@ -1,4 +1,5 @@
-"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test.csv may be."""
+"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test file may be;
+where it mounts the configured competition; a two-way (WSDM Cup) bundle rehearsed with its test.parquet."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 from arena import data
 from arena.errors import UserError
 from arena.kaggle import rehearsal
+from arena.kaggle.mounts import LAYOUTS, bundle_mounts
 from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
 from tests.files import touch
@@ -43,7 +45,37 @@ def test_the_rehearsal_mounts_the_configured_competition_in_either_layout(tmp_pa
     cfg = kaggle_cfg(**({"competition": competition} if competition else {}))
     slug = competition or "llm-classification-finetuning"  # the default
     bundle = Bundle(fake_bundle(tmp_path, cfg, user="alice"))
-    mounts = {layout: rehearsal._mounts(bundle, cfg, [], layout) for layout in rehearsal.LAYOUTS}
+    mounts = {layout: bundle_mounts(bundle, cfg, [], layout) for layout in LAYOUTS}
     assert mounts["current"] == {f"competitions/{slug}": None, "datasets/alice/arena-adapter": bundle.adapter_dataset,
                                  "datasets/alice/arena-wheels": bundle.wheels}
     assert mounts["old"] == {slug: None, "arena-adapter": bundle.adapter_dataset, "arena-wheels": bundle.wheels}
+
+
+@pytest.mark.e2e
+def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_path, no_credentials):
+    """The WSDM Cup's task: the rehearsal mounts test.parquet where Kaggle mounts the competition, the kernel
+    predicts it, and its `id,winner` submission is checked as Kaggle takes it."""
+    import pandas as pd
+
+    from arena import train
+    from arena.kaggle import bundle as bundle_mod
+    from arena.task import TWO_WAY
+    from tests.tiny import tiny_cfg
+
+    wsdm = "wsdm-cup-multilingual-chatbot-arena"
+    data.write_csv(data.generate_sample(40, seed=2, task=TWO_WAY), tmp_path / "train.parquet")
+    cfg = tiny_cfg(tiny_model_dir, name="wsdm", data={"train": str(tmp_path / "train.parquet")},
+                   train={"max_steps": 1, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
+                   prompt={"max_length": 96, "min_tokens": 8}, infer={"max_length": 96},
+                   kaggle={"competition": wsdm, "base_model_source": "someone/tiny-gemma2/transformers/default/1"})
+    run = train.train(cfg)
+    test = data.generate_sample(10, seed=3, task=TWO_WAY).drop(columns=TWO_WAY.label_columns)
+    data.write_csv(test, tmp_path / "input" / "test.parquet")
+    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False)
+    work = tmp_path / "work"
+    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work)
+    mounted = work / "kaggle" / "input" / "competitions" / wsdm / "test.parquet"
+    assert mounted.is_symlink() and f"--data {mounted}" in (work / "kernel.log").read_text()
+    frame = pd.read_csv(submission, dtype=str)
+    assert frame.columns.tolist() == ["id", "winner"] and frame["id"].tolist() == test["id"].astype(str).tolist()
+    assert set(frame["winner"]) <= {"model_a", "model_b"}

@@ -5,7 +5,6 @@ processes through the kernel's own `accelerate launch` line (as on T4x2), then i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from arena.kaggle import image as image_mod
 from arena.kaggle import twin
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.kaggle.kernel_predict import PORT_ENV, PROCESSES_ENV
+from arena.kaggle.mounts import LAYOUTS, bundle_mounts, local_base
 from arena.kaggle.pull import run_problems
 from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
@@ -29,7 +29,6 @@ from arena.room import MIB
 from arena.writes import free_bytes
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
-LAYOUTS = ("current", "old")
 
 
 def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, list[str]]:
@@ -98,44 +97,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _local_base(member_cfg, base_model=None) -> Path:
-    """The base model folder on this machine: --base-model (the run's model.path moved since training), else it."""
-    return Path(base_model or member_cfg.model.path).expanduser()
-
-
-def _mounts(bundle: Bundle, cfg, members, layout: str, base_model=None) -> dict[str, Path]:
-    """Where Kaggle mounts each input (relative to /kaggle/input) -> what to link there, in `layout`."""
-    owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
-    k = cfg.kaggle
-    current = layout == "current"
-    mounts = {image_mod.MOUNTS["competition"][0 if current else 1].format(slug=k.competition): None}
-    for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
-        mounts[image_mod.MOUNTS["dataset"][0 if current else 1].format(owner=owner, slug=slug)] = folder
-    for _, member_cfg, needs_base in members:
-        if needs_base:
-            mounts.setdefault(_base_mount(member_cfg, current), _local_base(member_cfg, base_model))
-    return mounts
-
-
-def _base_mount(cfg, current: bool) -> str:
-    """Where Kaggle mounts the base model of `cfg` (relative to /kaggle/input): its Kaggle model or dataset in
-    the current or old layout, plus any sub-folder the old kaggle.base_model_kernel_path names inside it."""
-    k = cfg.kaggle
-    path = Path(kernel_base_model(cfg))
-    given = path.relative_to("/kaggle/input").parts if path.is_relative_to("/kaggle/input") else path.parts
-    if len(k.base_model_source.split("/")) == 5:
-        owner, model, framework, variation, version = k.base_model_source.split("/")
-        old = [model, framework.lower(), variation, version]
-        new = ["models", owner, *old]
-    elif k.base_model_dataset:
-        owner, slug = k.base_model_dataset.split("/")
-        old, new = [slug], ["datasets", owner, slug]
-    else:  # only the old kaggle.base_model_kernel_path: exactly there
-        return "/".join(given)
-    sub = list(given[len(old):]) if list(given[:len(old)]) == old else []
-    return "/".join((new if current else old) + sub)
-
-
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
               previous_output=None, base_model=None, fault: str | None = None) -> Path:
     """`arena kernel run-local`: run the bundle's kernel.py offline in a fake /kaggle (Kaggle's current mount
@@ -154,18 +115,19 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     members = [(run, member_cfg, needs_base_model(member_cfg, run.is_merged())) for run, member_cfg in members]
     for run, member_cfg, needs_base in members:
         problems += check_trained(run) + base_model_problems(member_cfg, run.is_merged())
-        base = _local_base(member_cfg, base_model)
+        base = local_base(member_cfg, base_model)
         if needs_base and not (base / "config.json").is_file():
             problems.append(f"{'--base-model' if base_model else 'model.path'} {base}: base model folder not found "
                             f"here, so the rehearsal cannot attach it (--base-model DIR: where it is now)")
     attached = {}
     for _, member_cfg, needs_base in members:
         if needs_base:
-            kernel_path, base = kernel_base_model(member_cfg), _local_base(member_cfg, base_model)
+            kernel_path, base = kernel_base_model(member_cfg), local_base(member_cfg, base_model)
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
                 problems.append(f"base model {kernel_path}: two members attach different base models there "
                                 f"({attached[kernel_path]} and {base})")
-    test_name = task.of_config(cfg).test_file  # the kernel's TEST_FILE
+    the_task = task.of_config(cfg)
+    test_name = the_task.test_file  # the kernel's TEST_FILE
     test_file = find_competition_file(Path(input_dir), cfg.kaggle.competition, test_name)
     if test_file is None:
         problems.append(f"--input {input_dir}: no {test_name} there, nor in {input_dir}/{cfg.kaggle.competition}/ "
@@ -186,7 +148,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
 
     root = work / "kaggle"
     inputs = root / "input"
-    for rel, target in _mounts(bundle, cfg, members, layout, base_model).items():
+    for rel, target in bundle_mounts(bundle, cfg, members, layout, base_model).items():
         if target is None:  # the competition: only its test file
             _link(inputs / rel / test_name, test_file)
         elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
@@ -213,7 +175,9 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     submission = root / "working" / SUBMISSION_FILE
     if not submission.is_file():
         raise UserError(f"the kernel exited 0 but wrote no {submission}")
-    data.validate_submission(data.read_columns(submission, "submission"), expected_ids)
+    data.read_columns(submission, "submission", the_task.submission_columns)  # the form Kaggle takes: id,winner or
+    # a column per class; a winner file is checked through the probabilities arena predict wrote beside it
+    data.validate_submission(data.read_probabilities(submission, "submission", task=the_task)[0], expected_ids)
     print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
     return submission
 
