@@ -28,6 +28,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
+# kaggle.competition: llm-classification-finetuning unless set; LMSYS's own: SET=kaggle.competition=lmsys-chatbot-arena
 data: setup  ## download kaggle.competition's data with the kaggle CLI (needs Kaggle credentials: data/README.md, docs/kaggle.md)
 	$(BIN)/arena data download --out data --config $(CONFIG) $(SET_ARGS)
 
@@ -46,7 +47,7 @@ predict: setup
 package: setup
 	$(BIN)/arena package --run $(RUN) $(if $(OUT),--out $(OUT)) $(ARGS)
 
-submit: setup  ## package the latest run and push it to Kaggle; make submit ARGS=--dry-run to only print
+submit: setup  ## package the latest run and push it to its kaggle.competition; make submit ARGS=--dry-run to only print
 	$(BIN)/arena push --run $(RUN) $(ARGS)
 
 bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (~50 min on 2 cores)

@@ -1,12 +1,11 @@
-"""Kaggle entry point for the LMSYS Chatbot Arena code competition, rendered by `arena package`.
+"""Kaggle entry point for the run's chatbot-arena code competition (kaggle.competition), rendered by `arena package`.
 
 It only sets paths: it checks the image it runs on and its GPUs (on Kaggle: stops at once on the wrong machine),
-installs the `arena` package (and the pinned wheels Kaggle's image lacks) from the attached wheels dataset,
-offline, then runs `arena kernel predict` on the competition's test.csv, which runs `arena predict` under
-`accelerate launch` with one process per GPU and survives a failed one (arena/kaggle/kernel_predict.py). All
-inference code lives in the package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local
-rehearsal, `arena kernel run-local`. The kernel's start time is passed on: the deadline is
-kaggle.time_limit_hours less a margin after it.
+installs the `arena` package (and the pinned wheels Kaggle's image lacks) from the attached wheels dataset, offline,
+then runs `arena kernel predict` on the competition's test file, which runs `arena predict` under `accelerate launch`
+with one process per GPU and survives a failed one (arena/kaggle/kernel_predict.py). All inference code lives in the
+package. ARENA_KAGGLE_ROOT (default /kaggle) moves the whole layout for the local rehearsal, `arena kernel run-local`.
+The kernel's start time is passed on: the deadline is kaggle.time_limit_hours less a margin after it.
 Inputs are found in Kaggle's current layout (input/competitions/<slug>, input/datasets/<owner>/<slug>,
 input/models/<owner>/<model>/<framework>/<variation>/<version>) and the older one (input/<slug>, input/<model>/...).
 """
@@ -22,6 +21,7 @@ STARTED = time.time()
 
 # Filled in by `arena package` from the run's config.
 COMPETITION = "__COMPETITION__"
+TEST_FILE = "__TEST_FILE__"  # the hidden test set: its task's file (arena.task: test.csv, or test.parquet)
 ADAPTER_DATASET = "__ADAPTER_DATASET__"
 WHEELS_DATASET = "__WHEELS_DATASET__"
 # The base weights: "models/<owner>/<model>/<framework>/<variation>/<version>" (a Kaggle model),
@@ -83,7 +83,7 @@ def main() -> None:
          "--disable-pip-version-check", "-r", wheels / "requirements.txt"])
     run([sys.executable, "-c", "import arena, importlib.metadata as m; print('kernel: arena from', arena.__file__); "
          "print('kernel:', *(n + '==' + m.version(n) for n in ('torch', 'transformers', 'peft', 'accelerate')))"])
-    dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / "test.csv"
+    dataset, test = find_input(ADAPTER_DATASET), find_input(COMPETITION) / TEST_FILE
     cmd = [sys.executable, "-m", "arena.cli", "kernel", "predict", dataset, "--data", test, "--out", SUBMISSION,
            "--kernel-start", STARTED, "--gpus", len(listed), "--tta" if TTA else "--no-tta"]
     if BASE_MODEL:

@@ -25,7 +25,7 @@ Fixture API (`fake_kaggle`; in a test file: `from tests.fake_kaggle import fake_
     fake.invalid_sources = {"dataset": [...], "competition": [...], "kernel": [...], "model": [...]}
     fake.submission_rejection = "..."        # CreateCodeSubmission answers HTTP 400 with this message
     fake.submission_refusal = "..."          # CreateCodeSubmission answers 200 with this message and no ref
-    fake.competitions                        # {slug: title} of the competitions that exist (both LMSYS ones);
+    fake.competitions                        # {slug: title} of the competitions that exist (COMPETITIONS);
                                              #   any other slug is unknown: 404 to submit, list or download, and an
                                              #   invalid competition source to `kernels push`
     fake.competition_files["slug"]           # {name: bytes}: what `competitions download` gets, zipped
@@ -71,10 +71,14 @@ from kagglesdk.kernels.types.kernels_enums import KernelWorkerStatus
 from kagglesdk.models.types.model_api_service import ApiListModelInstanceVersionFilesResponse, ApiModelFile
 from kagglesdk.security.types.oauth_service import IntrospectTokenResponse
 
+from arena.task import DEFAULT_COMPETITION
+
 USER, KEY, TOKEN = "alice", "fake-legacy-key-3f9a1c", "KGAT_fake-access-token-77d2e0"
-# The competitions on the LMSYS data that Kaggle has (slug -> title, as on their pages).
-COMPETITIONS = {"lmsys-chatbot-arena": "LMSYS - Chatbot Arena Human Preference Predictions",
-                "llm-classification-finetuning": "LLM Classification Finetuning"}
+# The chatbot-arena competitions Kaggle has (slug -> title, as on their pages): the two on the LMSYS data (the open
+# one, arena's default, and the closed original) and the WSDM Cup.
+COMPETITIONS = {"llm-classification-finetuning": "LLM Classification Finetuning",
+                "lmsys-chatbot-arena": "LMSYS - Chatbot Arena Human Preference Predictions",
+                "wsdm-cup-multilingual-chatbot-arena": "WSDM Cup - Multilingual Chatbot Arena"}
 
 
 @dataclass
@@ -196,7 +200,7 @@ class FakeKaggle:
         if error:
             sub.error_description = error
 
-    def add_submission(self, description: str, competition: str = "lmsys-chatbot-arena") -> ApiSubmission:
+    def add_submission(self, description: str, competition: str = DEFAULT_COMPETITION) -> ApiSubmission:
         """A submission to `competition` made elsewhere (as CreateCodeSubmission would record it), newest first."""
         sub = ApiSubmission()
         sub.ref = 1000 + len(self.submissions)

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,9 +13,11 @@ from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import credentials, preflight, rehearsal, remote, wheels
+from arena.kaggle import mounts as mounts_mod
 from arena.kaggle import push as push_mod
 from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
+from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 from tests.tiny import tiny_cfg
 
@@ -58,7 +61,7 @@ def test_kernel_metadata_fields_are_exactly_right():
         "enable_internet": False,
         "machine_shape": "NvidiaTeslaT4",
         "docker_image_pinning_type": "latest",
-        "competition_sources": ["lmsys-chatbot-arena"],
+        "competition_sources": ["llm-classification-finetuning"],  # the default kaggle.competition
         "dataset_sources": ["alice/arena-adapter", "alice/arena-wheels", "bob/gemma-w"],
         "model_sources": ["google/gemma-2/transformers/gemma-2-9b-it/2"],
     }
@@ -70,25 +73,31 @@ def test_kernel_metadata_fields_are_exactly_right():
     assert plain["model_sources"] == []
 
 
-def test_the_live_competition_is_one_setting_for_both_kernels(tmp_path):
+@pytest.mark.parametrize("competition, test_file, train_file", [
+    (None, "test.csv", "train.csv"),  # the default: llm-classification-finetuning
+    ("lmsys-chatbot-arena", "test.csv", "train.csv"),
+    ("wsdm-cup-multilingual-chatbot-arena", "test.parquet", "train.parquet"),
+])
+def test_the_competition_is_one_setting_for_both_kernels(tmp_path, competition, test_file, train_file):
+    """Both kernels attach the configured competition and read its files, named by its task."""
     from arena.kaggle import training
 
-    live = "llm-classification-finetuning"
-    recipe = tmp_path / "live.yaml"
-    recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/train.csv\n"
-                      f"kaggle:\n  competition: {live}\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model:\n  path: embedded:gemma3-270m\n  family: plain\ndata:\n  train: data/{train_file}\n"
+                      + (f"kaggle:\n  competition: {competition}\n" if competition else ""))
     cfg = config.load(recipe)
-    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [live]
-    assert f"COMPETITION = '{live}'" in bundle_mod.render_kernel_script(cfg)
-    # the training kernel attaches it and reads its train.csv
+    slug = competition or "llm-classification-finetuning"
+    assert bundle_mod.kernel_metadata(cfg, "alice")["competition_sources"] == [slug]
+    assert f"COMPETITION = '{slug}'\nTEST_FILE = '{test_file}'" in bundle_mod.render_kernel_script(cfg)
+    # the training kernel attaches it and reads its train file from there (another file is shipped)
     files = training.data_files(cfg)[0]
-    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [live]
-    assert files["TRAIN"] == "competition:train.csv" and f"COMPETITION = '{live}'" in \
+    assert training.kernel_metadata(cfg, "alice", resume=False)["competition_sources"] == [slug]
+    assert files["TRAIN"] == f"competition:{train_file}" and f"COMPETITION = '{slug}'" in \
         training.render_kernel_script(cfg, files)
-    recipe.write_text("kaggle:\n  competition: lmsys-chatbot-arena-2\n")
-    with pytest.raises(config.ConfigError, match=f"{recipe}: kaggle.competition: 'lmsys-chatbot-arena-2' is not one "
-                                                 f"of lmsys-chatbot-arena, {live}"):
-        config.load(recipe)
+    other = "train.csv" if train_file != "train.csv" else "train.parquet"
+    shipped = config.load(recipe, [f"data.train=data/{other}"])
+    assert training.data_files(shipped)[0]["TRAIN"] == f"train-0-{other}"
+
 
 
 def test_dataset_metadata(tmp_path):
@@ -109,7 +118,8 @@ def test_kernel_script_is_a_thin_entry_point():
     for needed in ('"--no-index", "--find-links"', '"arena.cli"', '"kernel", "predict"', '"--kernel-start"',
                    '"--gpus", len(listed)', '"--data"', '"--out"', 'PUSH_ID = ""',
                    "ARENA_KAGGLE_ROOT", '"HF_HUB_OFFLINE": "1"', "ADAPTER_DATASET = 'arena-adapter'",
-                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'lmsys-chatbot-arena'", "TTA = True"):
+                   "WHEELS_DATASET = 'arena-wheels'", "COMPETITION = 'llm-classification-finetuning'",
+                   "TEST_FILE = 'test.csv'", "TTA = True"):
         assert needed in text, needed
     for inference in ("import torch", "import transformers", "from transformers", "import peft", "from arena",
                       "import arena\n", "softmax", "tokenizer", "predict_file"):
@@ -143,14 +153,15 @@ def _mkdirs(root: Path, *folders: str) -> None:
 
 
 GEMMA_SOURCE = "google/gemma-2/transformers/gemma-2-9b-it/2"
+LIVE = "llm-classification-finetuning"  # the default kaggle.competition
 
 
 def test_kernel_finds_inputs_in_the_current_mount_layout(tmp_path, monkeypatch):
     kernel = _kernel_module(tmp_path, monkeypatch)
     inputs = tmp_path / "kaggle" / "input"
-    _mkdirs(inputs, "competitions/lmsys-chatbot-arena", "datasets/alice/arena-adapter", "datasets/alice/arena-wheels",
+    _mkdirs(inputs, f"competitions/{LIVE}", "datasets/alice/arena-adapter", "datasets/alice/arena-wheels",
             f"models/{GEMMA_SOURCE}", "models/mistral-ai/mistral/pytorch/7b-instruct-v0.1-hf/1")
-    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "competitions/lmsys-chatbot-arena"
+    assert kernel.find_input(LIVE) == inputs / f"competitions/{LIVE}"
     assert kernel.find_input("arena-adapter") == inputs / "datasets/alice/arena-adapter"
     assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / f"models/{GEMMA_SOURCE}"
     # the recipes' old hand-typed path still finds the model where Kaggle mounts it now
@@ -161,15 +172,15 @@ def test_kernel_finds_inputs_in_the_current_mount_layout(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="base model 'models/google/gemma-2/transformers/gemma-2-9b-it/3' not found") as e:
         kernel.find_base_model("models/google/gemma-2/transformers/gemma-2-9b-it/3")
     assert f"models/{GEMMA_SOURCE}" in str(e.value) and "datasets/alice/arena-wheels" in str(e.value)
-    with pytest.raises(SystemExit, match="input 'arena-typo' not found.*competitions/lmsys-chatbot-arena"):
+    with pytest.raises(SystemExit, match=f"input 'arena-typo' not found.*competitions/{LIVE}"):
         kernel.find_input("arena-typo")
 
 
 def test_kernel_finds_inputs_in_the_old_mount_layout(tmp_path, monkeypatch):
     kernel = _kernel_module(tmp_path, monkeypatch)
     inputs = tmp_path / "kaggle" / "input"
-    _mkdirs(inputs, "lmsys-chatbot-arena", "arena-adapter", "gemma-2/transformers/gemma-2-9b-it/2", "tiny-llama")
-    assert kernel.find_input("lmsys-chatbot-arena") == inputs / "lmsys-chatbot-arena"
+    _mkdirs(inputs, LIVE, "arena-adapter", "gemma-2/transformers/gemma-2-9b-it/2", "tiny-llama")
+    assert kernel.find_input(LIVE) == inputs / LIVE
     assert kernel.find_input("arena-adapter") == inputs / "arena-adapter"
     assert kernel.find_base_model(f"models/{GEMMA_SOURCE}") == inputs / "gemma-2/transformers/gemma-2-9b-it/2"
     assert kernel.find_base_model("datasets/bob/tiny-llama") == inputs / "tiny-llama"
@@ -192,10 +203,45 @@ def test_kernel_finds_inputs_wherever_the_image_mounts_them(tmp_path, monkeypatc
             shutil.rmtree(inputs)
 
 
+@pytest.mark.parametrize("competition, test_file", [(None, "test.csv"), ("lmsys-chatbot-arena", "test.csv"),
+                                                     ("wsdm-cup-multilingual-chatbot-arena", "test.parquet")])
+def test_kernel_predicts_the_competitions_test_file_in_either_mount_layout(tmp_path, monkeypatch, competition,
+                                                                           test_file):
+    """The kernel's test file is the configured competition's, named by its task, where either layout mounts it."""
+    from arena.kaggle import image
+
+    cfg = kaggle_cfg(**({"competition": competition} if competition else {}))
+    kernel = _kernel_module(tmp_path, monkeypatch, cfg)
+    assert (kernel.COMPETITION, kernel.TEST_FILE) == (competition or LIVE, test_file)
+    commands = []
+    monkeypatch.setattr(kernel, "run", lambda cmd, **kwargs: commands.append(cmd) or True)  # pip, then predict
+    monkeypatch.setattr(kernel, "check_image", lambda wheels: None)
+    inputs = tmp_path / "kaggle" / "input"
+    for layout in image.MOUNTS["competition"]:  # competitions/<slug>, then the older <slug>
+        mounted = touch(inputs / layout.format(slug=cfg.kaggle.competition) / test_file)
+        _mkdirs(inputs, "datasets/alice/arena-adapter", "datasets/alice/arena-wheels")
+        with pytest.raises(SystemExit, match="arena kernel predict wrote no"):  # `run` stood in for it
+            kernel.main()
+        predict = commands[-1]
+        assert predict[3:5] == ["kernel", "predict"] and predict[predict.index("--data") + 1] == mounted
+        shutil.rmtree(inputs)
+
+
+def test_kernel_predict_without_the_test_file_says_what_is_there_before_any_launch(tmp_path, no_subprocess):
+    from arena.kaggle.kernel_predict import kernel_predict
+
+    mounted = touch(tmp_path / "input" / "competitions" / "wsdm-cup-multilingual-chatbot-arena" / "test.csv")
+    with pytest.raises(UserError, match=re.escape(f"--data {mounted.parent / 'test.parquet'}: the competition's test "
+                                                  f"file is not there ({mounted.parent} holds: test.csv)")):
+        kernel_predict(tmp_path / "adapter-dataset", mounted.parent / "test.parquet", tmp_path / "submission.csv",
+                       kernel_start=0.0, gpus=0)
+    assert not (tmp_path / "submission.csv").exists()
+
+
 def test_rehearsal_mounts_the_base_model_where_kaggle_does():
     def mounts(**kaggle):
         cfg = config.from_dict({"model": {"path": "/m"}, "kaggle": kaggle})
-        return rehearsal._base_mount(cfg, current=True), rehearsal._base_mount(cfg, current=False)
+        return mounts_mod.base_mount(cfg, current=True), mounts_mod.base_mount(cfg, current=False)
 
     assert mounts(base_model_source="mistral-ai/mistral/pyTorch/7b/1") == ("models/mistral-ai/mistral/pytorch/7b/1",
                                                                            "mistral/pytorch/7b/1")
@@ -313,7 +359,7 @@ def test_dry_run_prints_every_command_and_runs_none(tmp_path, tiny_run, no_crede
         f"kaggle kernels push -p {bundle}/kernel",
         f"kaggle kernels status {user}/arena-inference/<N>",  # the version pushed, not the latest session
         f"kaggle kernels output {user}/arena-inference/<N> -p <run>/kaggle/<kernel>-v<N> --force",
-        f"kaggle competitions submit lmsys-chatbot-arena -k {user}/arena-inference -v '<N>' -f submission.csv "
+        f"kaggle competitions submit llm-classification-finetuning -k {user}/arena-inference -v '<N>' -f submission.csv "
         f"-m 'first try [arena run run]'",
     ]
     for line in expected:

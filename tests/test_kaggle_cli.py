@@ -26,7 +26,9 @@ from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 GEMMA = "google/gemma-2/transformers/gemma-2-9b-it/2"
 
 
-LIVE = "llm-classification-finetuning"  # open; the default kaggle.competition, lmsys-chatbot-arena, is closed
+LIVE = "llm-classification-finetuning"  # open: the default kaggle.competition
+LMSYS = "lmsys-chatbot-arena"  # closed (late submissions are still scored): one setting away
+WSDM = "wsdm-cup-multilingual-chatbot-arena"  # two-way, parquet files
 
 
 def _run_and_bundle(tmp_path: Path, tiny_run: Path, **kaggle) -> tuple[Path, Path]:
@@ -52,11 +54,13 @@ def _everything(capsys) -> str:
     return captured.out + captured.err
 
 
-# The closed competition's board is its private score; the open one shows only the public score.
-@pytest.mark.parametrize("competition, private, score", [("lmsys-chatbot-arena", "0.94020", 0.9402),
-                                                          (LIVE, None, 0.9511)])
-def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys, competition, private, score):
-    run, bundle = _run_and_bundle(tmp_path, tiny_run, competition=competition)
+# A run of the default recipe goes to the live competition; LMSYS's by setting kaggle.competition. The closed
+# competition's board is its private score; the open one shows only the public score.
+@pytest.mark.parametrize("setting, competition, private, score", [(None, LIVE, None, 0.9511),
+                                                                   (LMSYS, LMSYS, "0.94020", 0.9402)])
+def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys, setting, competition, private,
+                                         score):
+    run, bundle = _run_and_bundle(tmp_path, tiny_run, **({"competition": setting} if setting else {}))
     fake = fake_kaggle
     fake.models[GEMMA] = "ok"
     for slug in ("arena-adapter", "arena-wheels"):  # pushed before: this push makes version 2
@@ -96,10 +100,10 @@ def test_push_wait_submit_fetch_lb_cycle(fake_kaggle, tmp_path, tiny_run, capsys
     later = fake.add_submission(submit["submissionDescription"], competition)
     fake.score_submission(later.ref, error="Notebook Timeout: exceeded 9 hours")
     fake.add_submission(submit["submissionDescription"], competition)  # still pending: nothing to record yet
-    [other] = [c for c in fake.competitions if c != competition]
+    other = LMSYS if competition == LIVE else LIVE
     fake.score_submission(fake.add_submission(submit["submissionDescription"], other).ref, public="0.99")
-    # the default recipe names the closed competition; the live one is named by the run's recipe
-    recipe = [] if competition == config.Config().kaggle.competition else ["--config", str(run / "config.yaml")]
+    # the default recipe names the live competition; the closed one is named by the run's recipe
+    recipe = [] if setting is None else ["--config", str(run / "config.yaml")]
     assert cli.main(["runs", "--runs-dir", str(run.parent), "--fetch-lb", "--format", "csv", *recipe]) == 0
     out += _everything(capsys)
     assert [c["competitionName"] for c in fake.called("ListSubmissions")] == [competition, competition]
@@ -174,7 +178,7 @@ def test_model_source_without_access_stops_push_before_any_upload(fake_kaggle, r
 def test_invalid_source_reported_by_kernels_push_stops_push(fake_kaggle, run_and_bundle, capsys):
     run, bundle = run_and_bundle
     fake_kaggle.models[GEMMA] = "ok"
-    fake_kaggle.invalid_sources = {"competition": ["lmsys-chatbot-arena"]}
+    fake_kaggle.invalid_sources = {"competition": [LIVE]}
     fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle)
     assert _push(run, bundle) == 2
     assert "not valid competition sources" in capsys.readouterr().err
@@ -298,24 +302,26 @@ def test_a_secret_in_cli_output_is_masked(monkeypatch):
     assert remote.redact("Bearer KGAT_super-secret-value refused") == "Bearer *** refused"
 
 
-# ---- the competition: kaggle.competition, the live one included --------------------------------------------
+# ---- the competition: kaggle.competition, the live one by default-------------------------------------------
 
 def test_data_download_fetches_the_configured_competition(fake_kaggle, tmp_path, capsys):
-    fake_kaggle.competition_files = {"lmsys-chatbot-arena": {"train.csv": b"closed\n"},
-                                     LIVE: {"train.csv": b"live\n", "test.csv": b"live test\n"}}
-    assert cli.main(["data", "download", "--out", str(tmp_path / "live"), "--set", f"kaggle.competition={LIVE}"]) == 0
+    fake_kaggle.competition_files = {LMSYS: {"train.csv": b"closed\n"},
+                                     LIVE: {"train.csv": b"live\n", "test.csv": b"live test\n"},
+                                     WSDM: {"train.parquet": b"PAR1", "test.parquet": b"PAR1"}}
     assert cli.main(["data", "download", "--out", str(tmp_path / "default")]) == 0  # the default recipe's
-    assert [c["competitionName"] for c in fake_kaggle.called("DownloadDataFiles")] == [LIVE, "lmsys-chatbot-arena"]
-    assert sorted(p.name for p in (tmp_path / "live").iterdir()) == ["test.csv", "train.csv"]  # the zip removed
-    assert (tmp_path / "live" / "train.csv").read_text() == "live\n"
-    assert (tmp_path / "default" / "train.csv").read_text() == "closed\n"
+    assert cli.main(["data", "download", "--out", str(tmp_path / "lmsys"), "--set", f"kaggle.competition={LMSYS}"]) == 0
+    assert cli.main(["data", "download", "--out", str(tmp_path / "wsdm"), "--set", f"kaggle.competition={WSDM}"]) == 0
+    assert [c["competitionName"] for c in fake_kaggle.called("DownloadDataFiles")] == [LIVE, LMSYS, WSDM]
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == ["test.csv", "train.csv"]  # the zip removed
+    assert (tmp_path / "default" / "train.csv").read_text() == "live\n"
+    assert (tmp_path / "lmsys" / "train.csv").read_text() == "closed\n"
+    assert sorted(p.name for p in (tmp_path / "wsdm").iterdir()) == ["test.parquet", "train.parquet"]
     assert cli.main(["data", "download", "--out", str(tmp_path / "x"), "--set", "kaggle.competition=lmsys"]) == 2
-    assert "--set: kaggle.competition: 'lmsys' is not one of lmsys-chatbot-arena, llm-classification-finetuning" \
-        in capsys.readouterr().err
-    assert len(fake_kaggle.called("DownloadDataFiles")) == 2  # refused before any call
+    assert "--set: kaggle.competition: lmsys: arena knows the task of" in capsys.readouterr().err
+    assert len(fake_kaggle.called("DownloadDataFiles")) == 3  # refused before any call
 
 
-def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, tmp_path, capsys):
+def test_an_unknown_competition_is_refused_by_kaggle(fake_kaggle, tmp_path, capsys):
     unknown = "no-such-competition"
     with pytest.raises(UserError, match=f"competition {unknown} \\(kaggle.competition\\): Kaggle has none"):
         remote.download_competition_data(str(tmp_path / "data"), unknown)
@@ -336,16 +342,33 @@ def test_an_unknown_competition_is_refused_by_kaggle_and_by_arena(fake_kaggle, t
         fake_kaggle.datasets[f"alice/{slug}"] = FakeDataset(f"alice/{slug}", [DatasetVersion(1, "ready", [])])
     with pytest.raises(remote.KaggleCallError, match=f"not valid competition sources.*{unknown}"):
         remote.run_kaggle(["kernels", "push", "-p", str(bundle.kernel)])
-    calls = len(fake_kaggle.calls)
     assert cli.main(["runs", "--runs-dir", str(tmp_path / "runs"), "--fetch-lb", "--competition", unknown]) == 2
-    assert f"--competition {unknown}: one of lmsys-chatbot-arena, {LIVE}" in capsys.readouterr().err
-    assert len(fake_kaggle.calls) == calls  # refused before any call
+    assert f"Competition '{unknown}' not found" in capsys.readouterr().err  # any slug: Kaggle's word on it
+    assert fake_kaggle.called("ListSubmissions")[-1]["competitionName"] == unknown
+
+
+def test_the_wsdm_cup_bundle_attaches_its_competition_and_is_submitted_there(fake_kaggle, tmp_path):
+    """A bundle for the WSDM Cup: the kernel reads its test.parquet; Kaggle takes the push and the submission."""
+    bundle = Bundle(fake_bundle(tmp_path, kaggle_cfg(competition=WSDM), user="alice"))
+    assert json.loads(bundle.kernel_metadata.read_text())["competition_sources"] == [WSDM]
+    script = bundle.kernel_script.read_text()
+    assert f"COMPETITION = '{WSDM}'" in script and "TEST_FILE = 'test.parquet'" in script
+    for slug in ("arena-adapter", "arena-wheels"):
+        fake_kaggle.datasets[f"alice/{slug}"] = FakeDataset(f"alice/{slug}", [DatasetVersion(1, "ready", [])])
+    pushed = remote.run_kaggle(["kernels", "push", "-p", str(bundle.kernel)]).stdout
+    assert "Kernel version 1 successfully pushed" in pushed
+    assert fake_kaggle.kernels["arena-inference"].versions[-1].metadata["competitionDataSources"] == [WSDM]
+    out = remote.run_kaggle(["competitions", "submit", WSDM, "-k", "alice/arena-inference", "-v", "1", "-f",
+                             "submission.csv", "-m", "x"]).stdout
+    assert "Successfully submitted to WSDM Cup - Multilingual Chatbot Arena" in out
+    assert fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == WSDM
 
 
 @pytest.mark.e2e
-def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path, tiny_run, capfd):
-    """The run's recipe names the live competition: the bundle attaches it, the rehearsal mounts its test.csv where
-    Kaggle does, the kernel finds it there and writes a valid submission, and push submits that to it."""
+def test_package_rehearse_and_push_to_lmsys_by_setting(fake_kaggle, tmp_path, tiny_run, capfd):
+    """The run's recipe names the closed LMSYS competition: the bundle attaches it, the rehearsal mounts its test.csv
+    where Kaggle does (here in the older layout, /kaggle/input/<slug>), the kernel finds it there and writes a valid
+    submission, and push submits that to it."""
     from arena import data
     from arena.kaggle import bundle as bundle_mod
     from arena.kaggle import rehearsal
@@ -353,21 +376,21 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     LABEL_COLUMNS = THREE_WAY.label_columns
 
     source = "someone/tiny-gemma2/transformers/default/1"
-    run = tmp_path / "runs" / "live-20260101-000000"
+    run = tmp_path / "runs" / "lmsys-20260101-000000"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("config.yaml", "predictions", "kaggle-bundle-*"))
     raw = config.load_run(RunFolder(tiny_run)).to_dict()
-    raw["kaggle"] |= {"competition": LIVE, "base_model_source": source}
+    raw["kaggle"] |= {"competition": LMSYS, "base_model_source": source}
     config.dump(config.from_dict(raw), run / "config.yaml")
     test = data.generate_sample(12, seed=4).drop(columns=LABEL_COLUMNS)
     data.write_csv(test, tmp_path / "input" / "test.csv")
 
     bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False)
-    assert json.loads(Bundle(bundle).kernel_metadata.read_text())["competition_sources"] == [LIVE]
-    assert f"COMPETITION = '{LIVE}'" in Bundle(bundle).kernel_script.read_text()
+    assert json.loads(Bundle(bundle).kernel_metadata.read_text())["competition_sources"] == [LMSYS]
+    assert f"COMPETITION = '{LMSYS}'" in Bundle(bundle).kernel_script.read_text()
     work = tmp_path / "work"
-    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work)
-    mounted = work / "kaggle" / "input" / "competitions" / LIVE / "test.csv"
-    assert mounted.is_symlink() and not (work / "kaggle" / "input" / "competitions" / "lmsys-chatbot-arena").exists()
+    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work, layout="old")
+    mounted = work / "kaggle" / "input" / LMSYS / "test.csv"
+    assert mounted.is_symlink() and not (work / "kaggle" / "input" / LIVE).exists()
     assert f"--data {mounted}" in (work / "kernel.log").read_text()  # the kernel found it there
     data.validate_submission(data.read_columns(submission, "submission"), test["id"])
 
@@ -376,8 +399,8 @@ def test_package_rehearse_and_push_to_the_live_competition(fake_kaggle, tmp_path
     fake_kaggle.models[source] = "ok"
     fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle, submission=submission.read_text())
     assert _push(run, bundle) == 0
-    assert fake_kaggle.kernels["arena-inference"].versions[-1].metadata["competitionDataSources"] == [LIVE]
+    assert fake_kaggle.kernels["arena-inference"].versions[-1].metadata["competitionDataSources"] == [LMSYS]
     [submit] = fake_kaggle.called("CreateCodeSubmission")
-    assert submit["competitionName"] == LIVE and fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == LIVE
+    assert submit["competitionName"] == LMSYS and fake_kaggle.competition_of(fake_kaggle.submissions[0].ref) == LMSYS
     assert (run / "kaggle" / "arena-inference-v1" / "submission.csv").read_text() == submission.read_text()
-    assert "Successfully submitted to LLM Classification Finetuning" in capfd.readouterr().out
+    assert "Successfully submitted to LMSYS - Chatbot Arena Human Preference Predictions" in capfd.readouterr().out

@@ -77,7 +77,7 @@ def test_the_training_bundle_holds_the_data_the_wheels_and_a_gpu_kernel(tiny_mod
     meta = json.loads(built.kernel_metadata.read_text())
     assert meta["id"] == "me/arena-train" and meta["code_file"] == "kernel.py"
     assert meta["enable_gpu"] is True and meta["enable_internet"] is False and meta["machine_shape"] == "NvidiaTeslaT4"
-    assert meta["competition_sources"] == ["lmsys-chatbot-arena"]
+    assert meta["competition_sources"] == ["llm-classification-finetuning"]  # the default kaggle.competition
     assert meta["dataset_sources"] == ["me/arena-wheels", "me/arena-train-data"]
     assert meta["model_sources"] == ["someone/tiny/transformers/default/1"]
     assert meta["kernel_sources"] == ["me/arena-train"]  # --resume: the previous version's output

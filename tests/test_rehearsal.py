@@ -1,4 +1,5 @@
-"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test.csv may be."""
+"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test file may be;
+where it mounts the configured competition; a two-way (WSDM Cup) bundle rehearsed with its test.parquet."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from arena import data
 from arena.errors import UserError
 from arena.kaggle import rehearsal
-from arena.layout import RunFolder
+from arena.kaggle.mounts import LAYOUTS, bundle_mounts
+from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
 from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
@@ -26,8 +28,54 @@ def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_ru
     assert list(small_disk.iterdir()) == []
 
 
-def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work):
-    csv = touch(work / "input" / "lmsys-chatbot-arena" / "test.csv")
-    for given in (work / "input", csv.parent, csv):
-        assert rehearsal.find_test_csv(given, "lmsys-chatbot-arena") == csv
-    assert rehearsal.find_test_csv(work, "lmsys-chatbot-arena") is None
+@pytest.mark.parametrize("competition, name", [("llm-classification-finetuning", "test.csv"),
+                                               ("wsdm-cup-multilingual-chatbot-arena", "test.parquet"),
+                                               ("wsdm-cup-multilingual-chatbot-arena", "train.parquet")])
+def test_rehearsal_input_may_be_the_file_its_folder_or_a_kaggle_input_root(work, competition, name):
+    found = touch(work / "input" / competition / name)
+    for given in (work / "input", found.parent, found):
+        assert rehearsal.find_competition_file(given, competition, name) == found
+    assert rehearsal.find_competition_file(work, competition, name) is None
+    other = touch(work / "other" / "test.csv")  # the LMSYS data's file is not the WSDM Cup's test.parquet
+    assert rehearsal.find_competition_file(other, competition, name) is (other if name == "test.csv" else None)
+
+
+@pytest.mark.parametrize("competition", [None, "lmsys-chatbot-arena", "wsdm-cup-multilingual-chatbot-arena"])
+def test_the_rehearsal_mounts_the_configured_competition_in_either_layout(tmp_path, competition):
+    cfg = kaggle_cfg(**({"competition": competition} if competition else {}))
+    slug = competition or "llm-classification-finetuning"  # the default
+    bundle = Bundle(fake_bundle(tmp_path, cfg, user="alice"))
+    mounts = {layout: bundle_mounts(bundle, cfg, [], layout) for layout in LAYOUTS}
+    assert mounts["current"] == {f"competitions/{slug}": None, "datasets/alice/arena-adapter": bundle.adapter_dataset,
+                                 "datasets/alice/arena-wheels": bundle.wheels}
+    assert mounts["old"] == {slug: None, "arena-adapter": bundle.adapter_dataset, "arena-wheels": bundle.wheels}
+
+
+@pytest.mark.e2e
+def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_path, no_credentials):
+    """The WSDM Cup's task: the rehearsal mounts test.parquet where Kaggle mounts the competition, the kernel
+    predicts it, and its `id,winner` submission is checked as Kaggle takes it."""
+    import pandas as pd
+
+    from arena import train
+    from arena.kaggle import bundle as bundle_mod
+    from arena.task import TWO_WAY
+    from tests.tiny import tiny_cfg
+
+    wsdm = "wsdm-cup-multilingual-chatbot-arena"
+    data.write_csv(data.generate_sample(40, seed=2, task=TWO_WAY), tmp_path / "train.parquet")
+    cfg = tiny_cfg(tiny_model_dir, name="wsdm", data={"train": str(tmp_path / "train.parquet")},
+                   train={"max_steps": 1, "eval_steps": 1, "runs_dir": str(tmp_path / "runs")},
+                   prompt={"max_length": 96, "min_tokens": 8}, infer={"max_length": 96},
+                   kaggle={"competition": wsdm, "base_model_source": "someone/tiny-gemma2/transformers/default/1"})
+    run = train.train(cfg)
+    test = data.generate_sample(10, seed=3, task=TWO_WAY).drop(columns=TWO_WAY.label_columns)
+    data.write_csv(test, tmp_path / "input" / "test.parquet")
+    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False)
+    work = tmp_path / "work"
+    submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work)
+    mounted = work / "kaggle" / "input" / "competitions" / wsdm / "test.parquet"
+    assert mounted.is_symlink() and f"--data {mounted}" in (work / "kernel.log").read_text()
+    frame = pd.read_csv(submission, dtype=str)
+    assert frame.columns.tolist() == ["id", "winner"] and frame["id"].tolist() == test["id"].astype(str).tolist()
+    assert set(frame["winner"]) <= {"model_a", "model_b"}

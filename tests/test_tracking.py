@@ -123,7 +123,7 @@ def test_fetch_lb_matches_submissions_to_runs_by_the_push_message(runs_dir, monk
     monkeypatch.setattr(leaderboard, "run_kaggle", fake_kaggle)
     for _ in range(2):  # fetching again records nothing twice
         assert cli.main(["runs", "--runs-dir", str(runs_dir), "--fetch-lb"]) == 0
-    assert calls[0][:3] == ["competitions", "submissions", "lmsys-chatbot-arena"]
+    assert calls[0][:3] == ["competitions", "submissions", "llm-classification-finetuning"]  # the default recipe's
     board = json.loads(CVFolder(runs_dir / cv).leaderboard.read_text())
     assert [(s["score"], s["ref"], s["source"]) for s in board["scores"]] == [(0.93411, "101", "kaggle")]
     assert "recorded 0.93411 for " + cv in capsys.readouterr().out

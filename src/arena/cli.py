@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fetch-lb", action="store_true",
                    help="read the competition's submissions (kaggle CLI; needs credentials) and record the scores "
                         "of those `arena push` tagged with a run here")
-    p.add_argument("--competition", default=None, help="for --fetch-lb: a kaggle.competition choice, e.g. llm-classification-finetuning "
+    p.add_argument("--competition", default=None, help="for --fetch-lb: a competition slug, e.g. lmsys-chatbot-arena "
                                                        "(default: kaggle.competition of --config)")
     p.add_argument("--config", default=None, help="the recipe whose kaggle.competition --fetch-lb reads "
                                                   "(default: configs/default.yaml)")
@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = kernel_sub.add_parser("run-local", help="run a bundle's kernel (inference, or training from `arena kaggle "
                                                 "train`) offline in a fake /kaggle layout")
     p.add_argument("bundle")
-    p.add_argument("--input", required=True, help="folder holding the competition's test.csv (training: its train.csv)")
+    p.add_argument("--input", required=True, help="folder holding the competition's test file, test.csv or (WSDM Cup) "
+                                                 "test.parquet (training: its train file)")
     p.add_argument("--previous-output", default=None,
                    help="training bundle: a previous rehearsal's working folder, attached as the previous version's output")
     p.add_argument("--work", default=None, help="where to lay out the fake /kaggle root (default: a temp dir)")
@@ -250,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = kernel_sub.add_parser("predict", help="(run by the submission kernel) arena predict on every GPU, whatever "
                                               "one of them does; an ensemble's members in turn, then their blend")
     p.add_argument("dataset", help="the bundle's adapter dataset")
-    p.add_argument("--data", required=True, help="the test CSV")
+    p.add_argument("--data", required=True, help="the competition's test file")
     p.add_argument("--out", required=True, help="the submission")
     p.add_argument("--kernel-start", type=float, required=True, metavar="EPOCH", help="the kernel's start time")
     p.add_argument("--gpus", type=int, default=0, help="the GPUs the kernel listed: one process each")

@@ -94,15 +94,15 @@ THREE_WAY = Task()
 TWO_WAY = Task(labels="two-way", metric="accuracy", submission="winner", data_format="parquet")
 
 # The Kaggle competitions arena knows, and their tasks. Any other slug names its task in `task.*`.
+# - llm-classification-finetuning: the open Getting Started competition on the LMSYS data and format: the default.
 # - lmsys-chatbot-arena: the original (closed 2024-08); a late submission is scored. Log loss over three classes.
-# - llm-classification-finetuning: the open Getting Started competition on the same data and format.
 # - wsdm-cup-multilingual-chatbot-arena: WSDM Cup 2025: two-way, multilingual, parquet, scored by accuracy.
 COMPETITIONS: dict[str, Task] = {
     "llm-classification-finetuning": THREE_WAY,
     "lmsys-chatbot-arena": THREE_WAY,
     "wsdm-cup-multilingual-chatbot-arena": TWO_WAY,
 }
-DEFAULT_COMPETITION = "lmsys-chatbot-arena"
+DEFAULT_COMPETITION = "llm-classification-finetuning"
 
 
 def of_config(cfg) -> Task:

@@ -12,6 +12,7 @@ from pathlib import Path
 from arena import calibration as calibration_mod
 from arena import config as config_mod
 from arena import model as model_mod
+from arena import task
 from arena.config import Config
 from arena.embedded import is_embedded
 from arena.errors import UserError
@@ -119,6 +120,7 @@ def render_kernel_script(cfg: Config, members: list[list] = (), merged: bool = F
     values = {
         "MEMBERS": list(members),
         "COMPETITION": cfg.kaggle.competition,
+        "TEST_FILE": task.of_config(cfg).test_file,
         "ADAPTER_DATASET": cfg.kaggle.adapter_dataset_slug,
         "WHEELS_DATASET": cfg.kaggle.wheels_dataset_slug,
         "BASE_MODEL": kernel_base_model(cfg, merged),

@@ -57,7 +57,11 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
     """The kernel's submission `out` of `test` from the adapter dataset `dataset` (one run), or from `members`
     ([run folder, base model folder or "", TTA, predictions file] each: an ensemble), its deadline counted from
     `kernel_start`; `gpus`: the GPUs the kernel listed."""
-    out = Path(out)
+    out, test = Path(out), Path(test)
+    if not test.is_file():  # before any launch: each would fail on it, and so would the retries after it
+        held = sorted(p.name for p in test.parent.iterdir()) if test.parent.is_dir() else []
+        raise UserError(f"--data {test}: the competition's test file is not there ({test.parent} holds: "
+                        f"{', '.join(held) or 'nothing'})")
     launch = launch_line(gpus)
     progress = out.with_name(".arena-progress")
     print(f"kernel: {hardware.current().describe()}; launch: {' '.join(launch[1:])}", flush=True)

@@ -5,7 +5,6 @@ processes through the kernel's own `accelerate launch` line (as on T4x2), then i
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,13 +13,14 @@ import threading
 import time
 from pathlib import Path
 
-from arena import budget, data, faults, hardware
+from arena import budget, data, faults, hardware, task
 from arena import config as config_mod
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
 from arena.kaggle import twin
 from arena.kaggle.bundle import base_model_problems, bundle_config, kernel_base_model, needs_base_model
 from arena.kaggle.kernel_predict import PORT_ENV, PROCESSES_ENV
+from arena.kaggle.mounts import LAYOUTS, bundle_mounts, local_base
 from arena.kaggle.pull import run_problems
 from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
@@ -29,7 +29,6 @@ from arena.room import MIB
 from arena.writes import free_bytes
 
 ROOT_ENV = "ARENA_KAGGLE_ROOT"  # kernel.py's stand-in for /kaggle
-LAYOUTS = ("current", "old")
 
 
 def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, list[str]]:
@@ -82,10 +81,10 @@ def _link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
-def find_test_csv(input_dir: Path, competition: str) -> Path | None:
-    """test.csv given as the file, a folder holding it, or a Kaggle-style input root (<competition>/test.csv)."""
-    for candidate in (input_dir, input_dir / "test.csv", input_dir / competition / "test.csv"):
-        if candidate.is_file() and candidate.name == "test.csv":
+def find_competition_file(input_dir: Path, competition: str, name: str) -> Path | None:
+    """The competition's file `name` (the task's test or train file) as given, in the folder, or <competition>/<name>."""
+    for candidate in (input_dir, input_dir / name, input_dir / competition / name):
+        if candidate.is_file() and candidate.name == name:
             return candidate
     return None
 
@@ -96,44 +95,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _local_base(member_cfg, base_model=None) -> Path:
-    """The base model folder on this machine: --base-model (the run's model.path moved since training), else it."""
-    return Path(base_model or member_cfg.model.path).expanduser()
-
-
-def _mounts(bundle: Bundle, cfg, members, layout: str, base_model=None) -> dict[str, Path]:
-    """Where Kaggle mounts each input (relative to /kaggle/input) -> what to link there, in `layout`."""
-    owner = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8"))["id"].split("/")[0]
-    k = cfg.kaggle
-    current = layout == "current"
-    mounts = {(f"competitions/{k.competition}" if current else k.competition): None}
-    for slug, folder in ((k.adapter_dataset_slug, bundle.adapter_dataset), (k.wheels_dataset_slug, bundle.wheels)):
-        mounts[f"datasets/{owner}/{slug}" if current else slug] = folder
-    for _, member_cfg, needs_base in members:
-        if needs_base:
-            mounts.setdefault(_base_mount(member_cfg, current), _local_base(member_cfg, base_model))
-    return mounts
-
-
-def _base_mount(cfg, current: bool) -> str:
-    """Where Kaggle mounts the base model of `cfg` (relative to /kaggle/input): its Kaggle model or dataset in
-    the current or old layout, plus any sub-folder the old kaggle.base_model_kernel_path names inside it."""
-    k = cfg.kaggle
-    path = Path(kernel_base_model(cfg))
-    given = path.relative_to("/kaggle/input").parts if path.is_relative_to("/kaggle/input") else path.parts
-    if len(k.base_model_source.split("/")) == 5:
-        owner, model, framework, variation, version = k.base_model_source.split("/")
-        old = [model, framework.lower(), variation, version]
-        new = ["models", owner, *old]
-    elif k.base_model_dataset:
-        owner, slug = k.base_model_dataset.split("/")
-        old, new = [slug], ["datasets", owner, slug]
-    else:  # only the old kaggle.base_model_kernel_path: exactly there
-        return "/".join(given)
-    sub = list(given[len(old):]) if list(given[:len(old)]) == old else []
-    return "/".join((new if current else old) + sub)
 
 
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
@@ -154,20 +115,22 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     members = [(run, member_cfg, needs_base_model(member_cfg, run.is_merged())) for run, member_cfg in members]
     for run, member_cfg, needs_base in members:
         problems += check_trained(run) + base_model_problems(member_cfg, run.is_merged())
-        base = _local_base(member_cfg, base_model)
+        base = local_base(member_cfg, base_model)
         if needs_base and not (base / "config.json").is_file():
             problems.append(f"{'--base-model' if base_model else 'model.path'} {base}: base model folder not found "
                             f"here, so the rehearsal cannot attach it (--base-model DIR: where it is now)")
     attached = {}
     for _, member_cfg, needs_base in members:
         if needs_base:
-            kernel_path, base = kernel_base_model(member_cfg), _local_base(member_cfg, base_model)
+            kernel_path, base = kernel_base_model(member_cfg), local_base(member_cfg, base_model)
             if attached.setdefault(kernel_path, base).resolve() != base.resolve():
                 problems.append(f"base model {kernel_path}: two members attach different base models there "
                                 f"({attached[kernel_path]} and {base})")
-    test_csv = find_test_csv(Path(input_dir), cfg.kaggle.competition)
-    if test_csv is None:
-        problems.append(f"--input {input_dir}: no test.csv there, nor in {input_dir}/{cfg.kaggle.competition}/ "
+    the_task = task.of_config(cfg)
+    test_name = the_task.test_file  # the kernel's TEST_FILE
+    test_file = find_competition_file(Path(input_dir), cfg.kaggle.competition, test_name)
+    if test_file is None:
+        problems.append(f"--input {input_dir}: no {test_name} there, nor in {input_dir}/{cfg.kaggle.competition}/ "
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
@@ -179,15 +142,15 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     problems += fault_problems(fault, processes)
     if problems:
         raise UserError(problems=problems)
-    expected_ids = data.load_test(test_csv)["id"]  # as the kernel reads it
+    expected_ids = data.load_test(test_file)["id"]  # as the kernel reads it
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
     work.mkdir(parents=True, exist_ok=True)
 
     root = work / "kaggle"
     inputs = root / "input"
-    for rel, target in _mounts(bundle, cfg, members, layout, base_model).items():
-        if target is None:  # the competition: only its test.csv
-            _link(inputs / rel / "test.csv", test_csv)
+    for rel, target in bundle_mounts(bundle, cfg, members, layout, base_model).items():
+        if target is None:  # the competition: only its test file
+            _link(inputs / rel / test_name, test_file)
         elif not (inputs / rel).exists():  # members may share a base model (checked above to be the same one)
             _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
@@ -212,10 +175,11 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     submission = root / "working" / SUBMISSION_FILE
     if not submission.is_file():
         raise UserError(f"the kernel exited 0 but wrote no {submission}")
-    data.validate_submission(data.read_columns(submission, "submission"), expected_ids)
+    data.read_columns(submission, "submission", the_task.submission_columns)  # the form Kaggle takes: id,winner or
+    # a column per class; a winner file is checked through the probabilities arena predict wrote beside it
+    data.validate_submission(data.read_probabilities(submission, "submission", task=the_task)[0], expected_ids)
     print(f"rehearsal passed: {submission} ({len(expected_ids)} rows, valid)")
     return submission
-
 
 
 # ---- training bundles (`arena kaggle train`) ------------------------------------------------------------
@@ -224,7 +188,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
 def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=None, fault: str | None = None,
                        processes: int = 1) -> Path:
     """A training bundle's kernel run offline in a fake /kaggle: the data and wheels datasets, the competition's
-    train.csv from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
+    train file from `input_dir` when the kernel reads it there, the base model, and (`previous_output`: an earlier
     rehearsal's working folder) the previous version's output. Returns this version's working folder (its
     output), holding the run folder: finished, or stopped for time with a whole checkpoint."""
     bundle = TrainingBundle(bundle_dir)
@@ -234,12 +198,12 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     base = Path(cfg.model.path).expanduser()
     if needs_base_model(cfg) and not (base / "config.json").is_file():
         problems.append(f"model.path {base}: base model folder not found here, so the rehearsal cannot attach it")
-    reads_competition = data_files(cfg)[0]["TRAIN"].startswith("competition:")
-    train_csv = next((p for p in (Path(input_dir) / "train.csv", Path(input_dir) / k.competition / "train.csv")
-                      if p.is_file()), None)
-    if reads_competition and train_csv is None:
-        problems.append(f"--input {input_dir}: no train.csv there, nor in {input_dir}/{k.competition}/ (the kernel "
-                        f"reads the competition's train.csv)")
+    train_name = task.of_config(cfg).train_file
+    reads_competition = data_files(cfg)[0]["TRAIN"] == f"competition:{train_name}"
+    train_file = find_competition_file(Path(input_dir), k.competition, train_name)
+    if reads_competition and train_file is None:
+        problems.append(f"--input {input_dir}: no {train_name} there, nor in {input_dir}/{k.competition}/ (the kernel "
+                        f"reads the competition's {train_name})")
     attaches_previous = bool(meta.get("kernel_sources"))
     if previous_output is not None and not attaches_previous:
         problems.append(f"--previous-output {previous_output}: the bundle attaches no previous version (build it "
@@ -257,8 +221,8 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     root = work / "kaggle"
     inputs = root / "input"
     owner = meta["id"].split("/")[0]
-    if train_csv is not None:  # Kaggle's current mount layout
-        _link(inputs / "competitions" / k.competition / "train.csv", train_csv)
+    if train_file is not None:  # Kaggle's current mount layout
+        _link(inputs / image_mod.MOUNTS["competition"][0].format(slug=k.competition) / train_name, train_file)
     _link(inputs / "datasets" / owner / k.train_data_dataset_slug, bundle.data)
     _link(inputs / "datasets" / owner / k.wheels_dataset_slug, bundle.wheels)
     if previous_output is not None and attaches_previous:  # the kernel looks for it under any folder of this name

@@ -24,8 +24,6 @@ from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, _At, _L
 from arena.writes import atomic_folder, output_problems
 
 TRAIN_KERNEL_TEMPLATE = bundle_mod.TEMPLATES / "train_kernel.py"
-# data.train files of this name are the competition's own: the kernel reads them from the competition's input.
-COMPETITION_FILES = {"train.csv"}
 
 
 class TrainingBundle(_Layout):
@@ -59,7 +57,7 @@ def data_files(cfg: Config) -> tuple[dict, list[tuple[Path, str]], list[str]]:
 
     if cfg.data.train == SAMPLE:
         train = SAMPLE
-    elif Path(cfg.data.train).name in COMPETITION_FILES:
+    elif Path(cfg.data.train).name == task.of_config(cfg).train_file:  # the competition's own: read from its input
         train = f"competition:{Path(cfg.data.train).name}"
     else:
         train = ship(cfg.data.train, "train")
