@@ -1,5 +1,5 @@
 """One benchmark run: split, train the default model, score baselines and model, time inference, train and score
-the variants -> results.json."""
+the variants, run the arena family through the CLI -> results.json."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 from arena import data, metrics
 from arena.errors import UserError
 from arena.layout import RunFolder, stamp
-from benchmarks import baselines, environment, speed, variants
+from benchmarks import baselines, environment, family, speed, variants
 from benchmarks.plan import (
     FULL,
     GENERATED,
@@ -252,6 +252,9 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
     variant_results = variants.measure(work, overrides, run_folder, model_out[MAIN]["probs"], work / "eval.csv",
                                        eval_sets[MAIN], seed, log)
 
+    # ---- the arena family: the WSDM Cup's two-way task and an arena-format extra source, through the CLI ------
+    family_results = family.measure(work, plan.overrides, frames, plan, split, quick, seed, log)
+
     results = {
         "schema": SCHEMA, "command": command, "quick": quick, "date": date,
         "environment": {"device": environment.device_info(), "versions": environment.package_versions(),
@@ -279,6 +282,7 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
                                    data.label_matrix(rows.train)),
         "speed": speed_results,
         "variants": variant_results,
+        "family": family_results,
         **({"model_calibration": fitted[1]} if fitted else {}),
     }
     results["wall_seconds"] = time.time() - started

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from arena.errors import UserError
+from benchmarks.family_report import family_section
 from benchmarks.figures import plot_quality, plot_speed
 from benchmarks.speed_report import gpu_section, speed_tables
 from benchmarks.text import adapter_summary, fmt_s, labels, md_table, pct, processor
@@ -233,6 +234,7 @@ def markdown(results: dict, out: Path) -> str:
               *speed_tables(results), "",
               f"![padding and throughput]({out.stem}-speed.png)", "",
               *gpu_section(results), "",
+              *family_section(results),
               "## Reproduce", "",
               "```bash",
               "make bench       # = python -m benchmarks --out docs/benchmarks.md: measure, then write this page,",

@@ -1,5 +1,6 @@
 import ast
 import copy
+import dataclasses
 import json
 import math
 import re
@@ -9,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from benchmarks import baselines, measure, plan, report, speed, split, text, variants
+from benchmarks import baselines, family, measure, plan, report, speed, split, text, variants
 
 from arena import config, data, metrics, predict
+from arena.task import THREE_WAY
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
@@ -130,6 +132,41 @@ def difference(mean: float, se: float, verdict: str) -> dict:
     return {"mean": mean, "se": se, "verdict": verdict}
 
 
+def fake_family(work: str) -> dict:
+    """results["family"] as family.measure writes it, with made-up values (no two alike)."""
+    def steps(name, k):
+        lines = {"train": [f"data: {61 + k} train rows, {17 + k} validation rows (fold 0 of 5)",
+                           f"validation log loss 0.{6813 + k} (swap TTA 0.{6722 + k}), accuracy 0.{573 + k}"],
+                 "cv": [f"OOF accuracy 0.{6141 + k} (the task's metric; swap TTA), log loss 0.{6637 + k} over "
+                        f"{96 + k} rows (two-way); written to {work}/family/{name}/cv/family-{name}-cv-20261207"],
+                 "predict": [f"wrote {32 + k} predictions to {work}/family/{name}/submission.csv"],
+                 "score": [f"log_loss 0.{6912 + k}  accuracy 0.{5313 + k}  rows {32 + k}"],
+                 "package": [f"bundle: {work}/family/{name}/bundle"],
+                 "rehearsal": [f"rehearsal passed: {work}/family/{name}/kernel/submission.csv ({32 + k} rows, valid)"]}
+        return [{"step": step, "command": f"arena {step} --set name=family-{name}", "exit": 0,
+                 "wall_s": 12.3 + 7.1 * i + 3.3 * k, "printed": printed}
+                for i, (step, printed) in enumerate(lines.items())]
+
+    def scores(k, columns):
+        return {"predict": {"columns": columns, "rows": 32 + k},
+                "rehearsal": {"rows": 32 + k, "columns": columns, "max_prob_diff_vs_predict": 1.7e-7 * (k + 1)}}
+
+    return {"sizes": dataclasses.asdict(family.FULL), "overrides": ["train.max_steps=45"], "wall_seconds": 731.4,
+            "tasks": [
+                {"id": "wsdm", "competition": family.WSDM, "task": "two-way (model_a / model_b), accuracy",
+                 "overrides": [], "steps": steps("wsdm", 0), "scores": scores(0, ["id", "winner"]),
+                 "data": {"train_rows": 96, "test_rows": 32, "made_by": "arena data sample"}},
+                {"id": "arena", "competition": "lmsys-chatbot-arena", "task": "three-way, log_loss",
+                 "overrides": [], "steps": steps("arena", 1), "scores": scores(1, ["id", "winner_model_a"]),
+                 "data": {"train_rows": 72, "test_rows": 31, "extra_file": f"{work}/family/arena/x.parquet",
+                          "sources": ["autoj_pairwise_dev", "pandalm_human"],
+                          "extra_rows": 48, "extra_format": "arena-33k", "extra_source": "lmsys/chatbot_arena_conversations"},
+                 "extra": {"line": f"extra data {work}/family/arena/x.parquet (arena-33k): 48 rows in, 46 kept; dropped "
+                                   "2 duplicate of a training/test row (either order)", "rows_in": 48, "kept": 46,
+                           "dropped": 2}},
+            ]}
+
+
 def fake_results() -> dict:
     """A results dict of the shape `measure.run` writes, with made-up values (no two alike)."""
     cfg = config.load(None, ["train.max_steps=45", "data.max_rows=360", "data.folds=10"])
@@ -208,6 +245,7 @@ def fake_results() -> dict:
                   "functions": {"sorted": "arena.predict.logits_for",
                                 "fixed": "benchmarks.speed.fixed_padding_logits",
                                 "tta": "arena.predict.predict_frame", "speed": "benchmarks.speed.measure"}},
+        "family": fake_family("bench/20261123-105159"),
         "variants": {"labels": variants.VARIANTS, "standard_errors": 2.0, "rows": 369, "variants": [
             {"id": "default", "log_loss": 1.0269, "accuracy": 0.4986, "train_seconds": 421.3, "steps": 45,
              "train_rows": 360, "fold": 0},
@@ -236,6 +274,57 @@ def test_the_variants_table_holds_every_variant_with_its_verdict(tmp_path):
     older = fake_results()
     del older["variants"]
     assert "### Variants" not in report.markdown(older, tmp_path / "bench.md")
+
+
+def family_text(results: dict, folder: Path) -> str:
+    text = report.markdown(results, folder / "bench.md")
+    return text.split("## 4. The arena family through the CLI", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_family_section_shows_every_step_of_both_tasks(tmp_path):
+    results = fake_results()
+    section = family_text(results, tmp_path)
+    for t in results["family"]["tasks"]:
+        for step in t["steps"]:
+            shown = step["printed"][0].replace(f"{results['work_dir']}/", "<work>/")
+            assert f"| {t['id']} | {step['step']} | 0 | {step['wall_s']:.1f} | {shown}" in section
+    assert "Its report line: `extra data <work>/family/arena/x.parquet (arena-33k): 48 rows in, 46 kept" in section
+    assert "`arena predict` wrote `id,winner` (32 rows)" in section and "bench/20261123" not in section
+    assert "failed" not in section
+    older = fake_results()  # results written before the family stage existed still render
+    del older["family"]
+    assert "arena family" not in report.markdown(older, tmp_path / "bench.md")
+
+
+def test_a_failed_family_step_shows_its_error_and_the_steps_it_left_unrun(tmp_path):
+    results = fake_results()
+    wsdm = results["family"]["tasks"][0]
+    wsdm["steps"][4].update(exit=2, printed=["error: two problems", "the second"])
+    wsdm["steps"][5].update(exit=None, wall_s=None, printed=["not run: package failed"])
+    del wsdm["scores"]["rehearsal"]
+    section = family_text(results, tmp_path)
+    assert f"| wsdm | package | 2 | {wsdm['steps'][4]['wall_s']:.1f} | error: two problems<br>the second |" in section
+    assert "| wsdm | rehearsal | - | - | not run: package failed |" in section
+    assert "- `wsdm`: `arena predict` wrote `id,winner` (32 rows); **failed**: `package` (the table" in section
+
+
+def test_competition_rows_become_arena_conversations_that_data_extra_reads_back(tmp_path):
+    df = data.generate_sample(40, seed=2)
+    assert df["prompt"].map(len).max() > 1  # multi-turn rows too
+    path = tmp_path / "extra.parquet"
+    family.arena_33k(df, judge="bench").to_parquet(path, index=False)
+    back = data.read_extras([str(path)], THREE_WAY, [])
+    assert back["id"].tolist() == df["id"].astype(str).tolist() and back["label"].tolist() == df["label"].tolist()
+    for column in data.TEXT_COLUMNS:
+        assert back[column].map(list).tolist() == df[column].map(list).tolist(), column
+    assert set(pd.read_parquet(path)["winner"]) == {"model_a", "model_b", "tie"}
+
+
+def test_a_step_keeps_its_result_lines_and_its_error_whole():
+    out = "noise\rdata: 8 train rows\nvalidation log loss 0.7\nwarning: x\nerror: first\nsecond problem\n"
+    assert family.kept_lines("train", out) == ["data: 8 train rows", "validation log loss 0.7", "error: first",
+                                               "second problem"]
+    assert family.kept_lines("cv", "OOF by segment (worst first):\nOOF accuracy 0.6\n") == ["OOF accuracy 0.6"]
 
 
 def test_a_variant_helps_or_hurts_only_beyond_two_standard_errors():
@@ -364,7 +453,7 @@ def test_every_number_in_the_report_moves_with_the_results(tmp_path):
 def test_the_report_template_types_no_number():
     """Every string literal of the report's code (format specs aside) is free of digits: numbers come from results."""
     typed = set()
-    for module in ("report", "speed_report", "variants_report", "text"):
+    for module in ("report", "speed_report", "variants_report", "family_report", "text"):
         tree = ast.parse((REPO / "benchmarks" / f"{module}.py").read_text())
         specs = [v.format_spec for v in ast.walk(tree) if isinstance(v, ast.FormattedValue) and v.format_spec]
         skip = {id(n) for spec in specs for n in ast.walk(spec)}
@@ -373,7 +462,8 @@ def test_the_report_template_types_no_number():
         typed |= {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
                   and id(n) not in skip and NUMBER.search(n.value)}
     assert typed - {"utf-8"} == {"## 1. Quality on ", "## 2. Speed on this ",
-                                 "## 3. The full-size GPU path: not measured by this command"}
+                                 "## 3. The full-size GPU path: not measured by this command",
+                                 "## 4. The arena family through the CLI"}
 
 
 def test_report_refuses_a_file_that_is_not_benchmark_results(tmp_path, capsys):
@@ -464,6 +554,28 @@ def test_quick_bench_writes_results_and_the_report_rendered_from_them(tiny_model
     assert fitted_ids <= set(train_df["id"].astype(str)) and not fitted_ids & set(eval_df["id"].astype(str))
     assert "default model + swap TTA + calibration" in text
     assert isinstance(pd.read_csv(work / "predictions_held-out.csv"), pd.DataFrame)
+    # The arena family: both tasks through every step of the CLI, at the quick sizes, in the work folder.
+    fam = results["family"]
+    assert fam["sizes"] == dataclasses.asdict(family.QUICK) and "## 4. The arena family through the CLI" in text
+    wsdm, arena = fam["tasks"]
+    for t in (wsdm, arena):
+        assert [(s["step"], s["exit"]) for s in t["steps"]] == [(step, 0) for step in family.KEPT_LINES], t["steps"]
+        assert all(s["wall_s"] > 0 and s["printed"] for s in t["steps"]) and (work / "family" / t["id"]).is_dir()
+        assert t["scores"]["rehearsal"]["max_prob_diff_vs_predict"] < 1e-4
+    assert wsdm["competition"] == family.WSDM and wsdm["scores"]["predict"]["columns"] == ["id", "winner"]
+    assert wsdm["scores"]["metric"] == "accuracy" and "OOF accuracy" in wsdm["steps"][1]["printed"][0]
+    assert arena["scores"]["predict"]["columns"] == ["id", *THREE_WAY.label_columns]
+    extra = arena["extra"]
+    assert extra["rows_in"] == family.QUICK.arena_extra and extra["kept"] + extra["dropped"] == extra["rows_in"]
+    assert f"({family.EXTRA_FORMAT.name}): {extra['rows_in']} rows in" in extra["line"]
+    extra_ids = set(pd.read_parquet(arena["data"]["extra_file"])["question_id"])
+    arena_train = data.load(work / "family" / "arena" / "train.csv")
+    arena_ids = set(arena_train["id"])
+    assert not set(split.prompt_keys(arena_train)) & set(split.prompt_keys(eval_df))
+    assert len(extra_ids) == family.QUICK.arena_extra and not extra_ids & arena_ids
+    held_ids = set(eval_df["id"]) | {i for f in work.glob("eval_*.csv") for i in data.load(f)["id"]}
+    assert not (extra_ids | arena_ids) & held_ids
+    assert set(data.load(work / "family" / "arena" / "test.csv")["id"]) <= set(eval_df["id"])
 
 
 def test_committed_report_renders_from_its_results(tmp_path):
