@@ -178,6 +178,20 @@ def test_length_regression_accepts_soft_labels():
     assert coef.shape == (3, 3) and intercept.shape == (3,)
 
 
+def test_length_regression_of_few_rows_per_class_and_of_two_classes():
+    """A class of fewer rows than the 5 folds is cross-validated on fewer folds; a class of one row (or none) leaves
+    the features at zero and the bias at the log prior; a two-way task gets softmax logits (0, z)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 2))
+    for counts in ([5, 4, 3], [6, 5, 1], [7, 5, 0]):
+        labels = np.eye(3)[np.repeat(np.arange(3), counts)]
+        coef, intercept = train.fit_length_head(x, labels, seed=0)
+        assert coef.shape == (3, 2) and intercept.shape == (3,) and np.isfinite(intercept).all()
+    assert not coef.any() and intercept.argmax() == 0
+    coef, intercept = train.fit_length_head(x, np.eye(2)[np.arange(12) % 2], seed=0)
+    assert coef.shape == (2, 2) and not coef[0].any() and intercept[0] == 0
+
+
 def test_head_gets_its_own_learning_rate(tiny_model_dir, sample_csv, tmp_path):
     from arena import model as model_mod
 

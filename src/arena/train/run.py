@@ -156,7 +156,9 @@ def encode_rows(tokenizer, df: pd.DataFrame, cfg: Config, swap_augment: str, sca
 
 def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression of the labels (one-hot or soft) on the head's length features, its
-    regularisation chosen by 5-fold cross-validated log loss on the training rows."""
+    regularisation chosen by cross-validated log loss on the training rows (5 folds, fewer where the rarest class
+    has fewer rows). With a class of fewer than 2 rows there is nothing to cross-validate: the features get no
+    weight and the bias is the log class prior."""
     from sklearn.linear_model import LogisticRegressionCV
 
     n, classes = labels.shape
@@ -165,7 +167,11 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     y = np.repeat(np.arange(classes), n)
     w = labels.T.reshape(-1)
     keep = w > 0
-    lr = LogisticRegressionCV(Cs=10, cv=5, scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
+    rarest = int(np.bincount(y[keep], minlength=classes).min())
+    if rarest < 2:
+        prior = np.clip(labels.mean(axis=0), 1e-4, None)
+        return np.zeros((classes, features.shape[1])), np.log(prior / prior.sum())
+    lr = LogisticRegressionCV(Cs=10, cv=min(5, rarest), scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
                               use_legacy_attributes=False, random_state=seed)
     lr.fit(x[keep], y[keep], sample_weight=w[keep])
     if classes == 2:  # sklearn's binary form, the logit of class 1: as softmax logits (0, z)
