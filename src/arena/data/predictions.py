@@ -12,7 +12,7 @@ from arena.data.cells import parse_number
 from arena.data.files import read_table
 from arena.errors import UserError
 from arena.metrics import accuracy, class_counts, log_loss
-from arena.task import SUM_TOLERANCE, THREE_WAY, WINNER_CLASSES, Task, of_columns
+from arena.task import SUM_TOLERANCE, THREE_WAY, TIE, TWO_WAY, WINNER_CLASSES, Task, of_columns
 
 _SHOW_IDS = 5
 
@@ -58,7 +58,7 @@ def _winner_one_hot(frame: pd.DataFrame, path) -> pd.DataFrame:
     unknown = frame.loc[classes.isna(), "id"]
     if len(unknown):
         raise UserError(f"{path}: column winner: not one of {', '.join(WINNER_CLASSES)} in {ids_text(unknown)}")
-    columns = ["winner_model_a", "winner_model_b"] + (["winner_tie"] if (classes == "winner_tie").any() else [])
+    columns = (THREE_WAY if (classes == TIE).any() else TWO_WAY).label_columns
     out = pd.DataFrame({"id": frame["id"]})
     for c in columns:
         out[c] = (classes == c).astype(float).astype(str)
