@@ -12,6 +12,7 @@ from arena import calibration, data, metrics
 from arena.errors import UserError
 from arena.inference.submission import prediction_frame, write_submission
 from arena.inference.tta import softmax
+from arena.task import of_columns
 from arena.writes import output_problems
 
 
@@ -39,7 +40,7 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, cali
                         f"(got {len(oof_paths)} and {len(pred_paths)})")
     oofs = _read_runs(oof_paths, "OOF", True, problems)
     preds = _read_runs(pred_paths, "prediction", False, problems)
-    if len({tuple(c for c in f.columns if not c.startswith("true_")) for f in oofs + preds}) > 1:
+    if len({of_columns(f.columns) for f in oofs + preds}) > 1:
         problems.append("blend: the files hold different label sets (two and three classes): blend runs of one task")
     cals = []
     for path in oof_paths if calibrate else ():
@@ -49,8 +50,8 @@ def blend_files(oof_paths: list[str], pred_paths: list[str], out_path: str, cali
             problems += exc.problems
     if problems:
         raise UserError(problems=problems)
-    classes = [c for c in oofs[0].columns if not c.startswith("true_")]
-    truth_columns = [c for c in oofs[0].columns if c.startswith("true_")]
+    labels = of_columns(oofs[0].columns)
+    classes, truth_columns = labels.label_columns, labels.true_columns
     for path, frame, cal in zip(oof_paths, oofs, cals):
         if cal is not None:
             frame[classes] = cal[0].apply(frame[classes].to_numpy())
