@@ -112,13 +112,15 @@ def training_data(cfg_data, task: Task) -> pd.DataFrame:
         main = load(path, require_labels=True, task=task)
     except DataError as exc:
         problems.extend(exc.problems)
-    try:
-        extras = read_extras(cfg_data.extra, task, [f for f in (main, test_beside(path, task)) if f is not None])
-    except DataError as exc:
-        problems.extend(exc.problems)
+    extras = None
+    if cfg_data.extra:  # the test file beside is read only to drop extra rows that repeat it
+        try:
+            extras = read_extras(cfg_data.extra, task, [f for f in (main, test_beside(path, task)) if f is not None])
+        except DataError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise DataError(problems=problems)
-    df = merge(main, [extras] if cfg_data.extra else [])
+    df = merge(main, [extras] if extras is not None else [])
     return dedup(df) if cfg_data.dedup else df
 
 
