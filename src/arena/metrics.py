@@ -75,6 +75,13 @@ def class_counts(y, classes: int | None = None) -> dict:
     return {name: int(c) for name, c in zip(label_columns(classes), counts, strict=True)}
 
 
+def class_prior(labels) -> np.ndarray:
+    """Class frequencies of one-hot or soft labels (n, classes) with one pseudo-row per class (Laplace): a class
+    the rows never show keeps a small share instead of zero, which would make its log loss unbounded."""
+    arr = np.asarray(labels, dtype="float64")
+    return (arr.sum(axis=0) + 1.0) / (len(arr) + arr.shape[1])
+
+
 def calibration(y_true, y_pred, bins: int = 10) -> dict:
     """Per-class reliability: probabilities binned into `bins` equal-width bins.
 

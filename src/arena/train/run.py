@@ -44,7 +44,7 @@ class Split:
 
     train: pd.DataFrame
     val: pd.DataFrame
-    prior: np.ndarray  # class frequencies of the training rows
+    prior: np.ndarray  # class frequencies of the training rows (metrics.class_prior)
     prior_log_loss: float  # the prior's log loss on the validation rows
     teachers: data.Teachers | None = None  # data.teacher's probabilities, for distillation
 
@@ -95,7 +95,7 @@ def prepare_data(cfg: Config, resuming: bool = False) -> Split:
         train_df = train_df.sample(n=min(cfg.data.max_rows, len(train_df)), random_state=cfg.seed).reset_index(drop=True)
     if cfg.train.max_eval_rows is not None and len(val_df) > cfg.train.max_eval_rows:
         val_df = val_df.sample(n=cfg.train.max_eval_rows, random_state=cfg.seed).reset_index(drop=True)
-    prior = data.label_matrix(train_df).mean(axis=0)
+    prior = metrics.class_prior(data.label_matrix(train_df))
     prior_ll = metrics.log_loss(data.label_matrix(val_df), np.tile(prior, (len(val_df), 1)))
     print(f"data: {len(train_df)} train rows, {len(val_df)} validation rows (fold {cfg.data.fold} of {cfg.data.folds})")
     print(f"baselines on validation: uniform log loss {math.log(len(prior)):.4f}, class prior log loss "
@@ -169,8 +169,7 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     keep = w > 0
     rarest = int(np.bincount(y[keep], minlength=classes).min())
     if rarest < 2:
-        prior = np.clip(labels.mean(axis=0), 1e-4, None)
-        return np.zeros((classes, features.shape[1])), np.log(prior / prior.sum())
+        return np.zeros((classes, features.shape[1])), np.log(metrics.class_prior(labels))
     lr = LogisticRegressionCV(Cs=10, cv=min(5, rarest), scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
                               use_legacy_attributes=False, random_state=seed)
     lr.fit(x[keep], y[keep], sample_weight=w[keep])
