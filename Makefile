@@ -59,7 +59,7 @@ test-caches: setup
 
 # Two pytest workers (pytest-xdist): most tests wait on subprocesses and imports, so two share two cores well.
 test: test-caches
-	$(BIN)/python -m pytest -n 2 $(ARGS)
+	$(BIN)/python -m pytest -n 2 --durations=25 $(ARGS)
 
 test-fast: test-caches
 	$(BIN)/python -m pytest -n 2 -m "not e2e" $(ARGS)
