@@ -79,3 +79,59 @@ def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_p
     frame = pd.read_csv(submission, dtype=str)
     assert frame.columns.tolist() == ["id", "winner"] and frame["id"].tolist() == test["id"].astype(str).tolist()
     assert set(frame["winner"]) <= {"model_a", "model_b"}
+
+
+_KERNEL_WITH_A_RANK = """
+import subprocess, sys, time
+from pathlib import Path
+# a rank as torch's elastic launcher starts one: in a session of its own, out of the kernel's process group
+rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+Path(sys.argv[0]).with_name("rank.pid").write_text(str(rank.pid))
+time.sleep(300)
+"""
+
+_REHEARSAL = """
+import sys
+from pathlib import Path
+from arena import cli
+from arena.kaggle import rehearsal
+
+def run_local(args):
+    work = Path(args.work)
+    (work / "kaggle" / "working").mkdir(parents=True)
+    rehearsal._run_kernel(Path(args.bundle), work / "kaggle", work, Path(args.input))
+
+cli.cmd_kernel_run_local = run_local
+sys.exit(cli.main(["kernel", "run-local", sys.argv[1], "--input", sys.argv[2], "--work", sys.argv[3]]))
+"""
+
+
+def test_a_terminated_rehearsal_leaves_no_process_of_its_kernel_running(tmp_path):
+    """SIGTERM to `arena kernel run-local`: arena exits 143 and nothing its kernel started runs on, a rank that
+    torch's launcher put in a session of its own included (it went on predicting after arena had exited)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script, wheels = tmp_path / "kernel.py", tmp_path / "wheels"  # wheels: the arena wheel only, the quick mirror
+    script.write_text(_KERNEL_WITH_A_RANK)
+    touch(wheels / "arena-0.1.0-py3-none-any.whl")
+    proc = subprocess.Popen([sys.executable, "-c", _REHEARSAL, str(script), str(wheels), str(tmp_path / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "rank.pid"
+    deadline = time.time() + 120
+    while not pid_file.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    rank = psutil.Process(int(pid_file.read_text()))
+    try:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not rank.is_running() or rank.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if rank.is_running():
+            rank.kill()

@@ -25,6 +25,7 @@ from arena.kaggle.pull import run_problems
 from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
+from arena.processes import stop_tree
 from arena.room import MIB
 from arena.writes import free_bytes
 
@@ -277,9 +278,10 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
 def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_env: dict | None = None,
                 what: str = "current mount layout", session_ends=None) -> tuple[int, Path, dict]:
     """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns its
-    exit code, the twin's python and the kernel's environment. The kernel runs in a process group of its own, which
-    is stopped with the rehearsal (Ctrl-C, SIGTERM): no pip install or prediction goes on after it; and killed, as
-    a session's time limit kills it, as soon as `session_ends()` says so."""
+    exit code, the twin's python and the kernel's environment. The kernel runs in a session of its own, stopped
+    with every process under it when the rehearsal stops (Ctrl-C, SIGTERM): no pip install or prediction rank goes
+    on after it (processes.stop_tree); and killed, as a session's time limit kills it, as soon as `session_ends()`
+    says so."""
     python, image, before = _kernel_python(work, wheelhouse)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -301,8 +303,7 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_en
             code = proc.wait()
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                stop_tree(proc)
     _check_image_untouched(image, before)
     return code, python, env
 
@@ -312,7 +313,7 @@ def _end_session(proc: subprocess.Popen, session_ends, poll_s: float = 0.05) -> 
         if session_ends():
             print("rehearsal: the session's time limit: the kernel and every process it started are killed now "
                   "(--fault session-limit)", flush=True)
-            os.killpg(proc.pid, signal.SIGKILL)
+            stop_tree(proc, grace_s=0)
             return
         time.sleep(poll_s)
 
