@@ -26,6 +26,7 @@ from pathlib import Path
 from arena.embedded import cache_dir
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
+from arena.processes import own_tmpdir
 from arena.writes import atomic_folder
 
 RECIPE = 2  # bump when the way the twin is built changes (a new cache folder follows)
@@ -95,11 +96,12 @@ def _build(folder: Path) -> None:
             subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, stdout=subprocess.DEVNULL)
             constraints = staging / "constraints.txt"  # torch only from here: never a CUDA build from the index
             constraints.write_text(f"torch=={chosen['torch']}\n", encoding="utf-8")
-            proc = subprocess.run(
-                [str(staging / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
-                 "--disable-pip-version-check", "--quiet", "-c", str(constraints),
-                 *(f"{name}=={version}" for name, version in chosen.items())],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with own_tmpdir() as env:
+                proc = subprocess.run(
+                    [str(staging / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
+                     "--disable-pip-version-check", "--quiet", "-c", str(constraints),
+                     *(f"{name}=={version}" for name, version in chosen.items())],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             if proc.returncode != 0:
                 raise UserError(f"the Kaggle twin did not build (pip exit {proc.returncode}); the image's versions are "
                                 f"in src/arena/kaggle/image.py. pip said:\n{proc.stdout[-3000:]}")
