@@ -27,7 +27,7 @@ from arena.embedded import cache_dir
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
 from arena.processes import own_tmpdir
-from arena.writes import atomic_folder
+from arena.writes import atomic_folder, output_problems
 
 RECIPE = 2  # bump when the way the twin is built changes (a new cache folder follows)
 SPEC_FILE = "arena-twin.json"  # written last, inside the staging folder: a twin without it is not one
@@ -83,8 +83,19 @@ def ensure_image() -> Path:
     """The cached twin's site-packages, built first when absent (minutes: measure in README)."""
     folder = image_dir()
     if not (folder / SPEC_FILE).is_file():
+        if problems := build_problems():
+            raise UserError(problems=problems)
         _build(folder)
     return site_packages(folder)
+
+
+def build_problems() -> list[str]:
+    """Why the twin, not built yet, cannot be built where the cache is (checked before any work): one line."""
+    folder = image_dir()
+    if (folder / SPEC_FILE).is_file() or not output_problems(folder, "the Kaggle twin"):
+        return []
+    return [f"the Kaggle twin is built once in the cache folder ({folder}), which cannot be written here: set "
+            f"ARENA_CACHE to a folder that can (unset, the cache is ~/.cache/arena)"]
 
 
 def _build(folder: Path) -> None:
