@@ -1,8 +1,16 @@
-"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test file may be;
-where it mounts the configured competition; a two-way (WSDM Cup) bundle rehearsed with its test.parquet."""
+"""`arena kernel run-local`: the room its --work needs, processes that can meet and a cache the twin can be built in,
+checked before any work; where its input test file may be; where it mounts the configured competition; a two-way
+(WSDM Cup) bundle rehearsed with its test.parquet; a stopped rehearsal leaves no process of its kernel running."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
 import pytest
 
 from arena import data
@@ -109,13 +117,6 @@ sys.exit(cli.main(["kernel", "run-local", sys.argv[1], "--input", sys.argv[2], "
 def test_a_terminated_rehearsal_leaves_no_process_of_its_kernel_running(tmp_path):
     """SIGTERM to `arena kernel run-local`: arena exits 143 and nothing its kernel started runs on, a rank that
     torch's launcher put in a session of its own included (it went on predicting after arena had exited)."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import psutil
-
     script, wheels = tmp_path / "kernel.py", tmp_path / "wheels"  # wheels: the arena wheel only, the quick mirror
     script.write_text(_KERNEL_WITH_A_RANK)
     touch(wheels / "arena-0.1.0-py3-none-any.whl")
@@ -162,10 +163,6 @@ def test_a_rehearsal_whose_processes_cannot_meet_is_refused_before_any_work(tiny
 
 
 def test_a_t4x2_rehearsal_with_loopback_down_exits_2_in_one_line(tiny_run, tmp_path):
-    import os
-    import subprocess
-    import sys
-
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -n needs root here")
     bundle, input_dir, scratch = _rehearsal_inputs(tmp_path, tiny_run)
