@@ -92,6 +92,28 @@ def small_disk(tmp_path):
 
 
 @pytest.fixture
+def read_only(tmp_path):
+    """A folder nothing can be written in (a read-only image or checkout): a read-only tmpfs for root, whom missing
+    write bits do not stop; a folder without write bits for anyone else."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True,
+                          text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {made.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
 def no_credentials(tmp_path, monkeypatch):
     """No kaggle.json, no token file, no KAGGLE_* variables: the state of a fresh machine."""
     home = tmp_path / "home"

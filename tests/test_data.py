@@ -9,6 +9,7 @@ import pytest
 
 from arena import data
 from arena.config import DataConfig
+from arena.errors import UserError
 from arena.task import THREE_WAY
 from tests.files import probs_csv, turns_csv
 
@@ -415,6 +416,27 @@ def test_training_data_is_the_generated_sample_when_the_config_says_so(tmp_path,
     merged = data.training_data(DataConfig(sample_rows=40, extra=[str(extra)]), THREE_WAY)
     assert sample_path.stat().st_mtime_ns == mtime  # reused, not rewritten
     assert merged["id"].head(40).tolist() == df["id"].tolist() and 40 < len(merged) <= 70
+
+
+def test_the_sample_of_a_read_only_checkout_goes_to_the_cache(read_only, tmp_path, monkeypatch, capsys):
+    """`make train` from a read-only checkout (CI's shared/, a read-only image) died with an EROFS traceback writing
+    data/sample/; the sample goes to the cache, and where neither can be written, one line says so."""
+    from arena.train.resume import data_hashes
+    from tests.tiny import tiny_train_cfg
+
+    monkeypatch.chdir(read_only)
+    monkeypatch.setenv("ARENA_CACHE", str(tmp_path / "cache"))
+    df = data.training_data(DataConfig(sample_rows=40), THREE_WAY)
+    sample = tmp_path / "cache" / "sample" / "train-40.csv"
+    assert sample.is_file() and len(df) == 40 and str(sample) in capsys.readouterr().err
+    cfg = tiny_train_cfg("m", "sample", "runs", "data.sample_rows=40")
+    assert list(data_hashes(cfg)) == [f"data.train {sample}"]  # what a resume checks is the file trained from
+    monkeypatch.setenv("ARENA_CACHE", str(read_only / "cache"))
+    with pytest.raises(UserError, match=r"^data.train=sample: the generated sample is "
+                       r"written once to data/sample/, or to .*read-only/cache/sample/ in the cache, and neither can "
+                       r"be written here: set ARENA_CACHE to a folder that can, or data.train to a training file$"):
+        data.training_data(DataConfig(sample_rows=40), THREE_WAY)
+    assert list(read_only.iterdir()) == []
 
 
 def test_training_data_never_falls_back_silently_and_lists_every_bad_file(tmp_path, monkeypatch):

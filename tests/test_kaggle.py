@@ -504,6 +504,31 @@ def test_the_wheelhouse_is_proven_against_the_image_and_a_gap_is_named(tmp_path)
         wheels.prove_resolves(house, requirements)
 
 
+def test_pip_stopped_by_a_signal_during_package_leaves_nothing_in_tmpdir(tmp_path, monkeypatch):
+    """SIGTERM during `arena package`'s wheel download: subprocess.run kills pip, which leaves its partial download
+    where its TMPDIR is (13 MB in the shared one); pip gets a TMPDIR of its own, removed however arena stops."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    monkeypatch.setenv("TMPDIR", str(shared))
+    monkeypatch.setattr("tempfile.tempdir", None)  # read TMPDIR again
+    seen = []
+
+    def pip_killed_mid_download(argv, env=None, **kwargs):
+        tmp = Path((env if env is not None else os.environ)["TMPDIR"])  # what the child would inherit
+        (tmp / "pip-unpack-x1y2").mkdir(exist_ok=True)
+        (tmp / "pip-unpack-x1y2" / "torch-2.10.0.whl.part").write_bytes(b"\0" * 1024)
+        seen.append(tmp)
+        raise cli.Terminated  # as SIGTERM reaches arena while pip runs: run() kills pip and re-raises
+
+    monkeypatch.setattr(wheels.subprocess, "run", pip_killed_mid_download)
+    with pytest.raises(cli.Terminated):
+        wheels.download_wheels({"peft": "0.21.2"}, tmp_path / "wheels")
+    with pytest.raises(cli.Terminated):
+        wheels.prove_resolves(tmp_path / "wheels", tmp_path / "requirements.txt")
+    assert len(seen) == 2 and all(t.is_relative_to(shared) and t != shared for t in seen)
+    assert list(shared.iterdir()) == []
+
+
 def test_the_image_is_data_with_sources_and_its_torch_is_checked(monkeypatch):
     from arena.kaggle import image
 

@@ -1,13 +1,21 @@
-"""`arena kernel run-local`: the room its --work needs, checked before any work; where its input test file may be;
-where it mounts the configured competition; a two-way (WSDM Cup) bundle rehearsed with its test.parquet."""
+"""`arena kernel run-local`: the room its --work needs, processes that can meet and a cache the twin can be built in,
+checked before any work; where its input test file may be; where it mounts the configured competition; a two-way
+(WSDM Cup) bundle rehearsed with its test.parquet; a stopped rehearsal leaves no process of its kernel running."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
 import pytest
 
 from arena import data
 from arena.errors import UserError
-from arena.kaggle import rehearsal
+from arena.kaggle import rehearsal, twin
 from arena.kaggle.mounts import LAYOUTS, bundle_mounts
 from arena.layout import Bundle, RunFolder
 from arena.task import THREE_WAY
@@ -79,3 +87,107 @@ def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_p
     frame = pd.read_csv(submission, dtype=str)
     assert frame.columns.tolist() == ["id", "winner"] and frame["id"].tolist() == test["id"].astype(str).tolist()
     assert set(frame["winner"]) <= {"model_a", "model_b"}
+
+
+_KERNEL_WITH_A_RANK = """
+import subprocess, sys, time
+from pathlib import Path
+# a rank as torch's elastic launcher starts one: in a session of its own, out of the kernel's process group
+rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+Path(sys.argv[0]).with_name("rank.pid").write_text(str(rank.pid))
+time.sleep(300)
+"""
+
+_REHEARSAL = """
+import sys
+from pathlib import Path
+from arena import cli
+from arena.kaggle import rehearsal, twin
+
+def run_local(args):
+    work = Path(args.work)
+    (work / "kaggle" / "working").mkdir(parents=True)
+    rehearsal._run_kernel(Path(args.bundle), work / "kaggle", work, Path(args.input))
+
+cli.cmd_kernel_run_local = run_local
+sys.exit(cli.main(["kernel", "run-local", sys.argv[1], "--input", sys.argv[2], "--work", sys.argv[3]]))
+"""
+
+
+def test_a_terminated_rehearsal_leaves_no_process_of_its_kernel_running(tmp_path):
+    """SIGTERM to `arena kernel run-local`: arena exits 143 and nothing its kernel started runs on, a rank that
+    torch's launcher put in a session of its own included (it went on predicting after arena had exited)."""
+    script, wheels = tmp_path / "kernel.py", tmp_path / "wheels"  # wheels: the arena wheel only, the quick mirror
+    script.write_text(_KERNEL_WITH_A_RANK)
+    touch(wheels / "arena-0.1.0-py3-none-any.whl")
+    proc = subprocess.Popen([sys.executable, "-c", _REHEARSAL, str(script), str(wheels), str(tmp_path / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "rank.pid"
+    deadline = time.time() + 120
+    while not pid_file.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    rank = psutil.Process(int(pid_file.read_text()))
+    try:
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+        assert proc.returncode == 143, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert not rank.is_running() or rank.status() == psutil.STATUS_ZOMBIE
+    finally:
+        if rank.is_running():
+            rank.kill()
+
+
+def _rehearsal_inputs(tmp_path, tiny_run) -> tuple:
+    """A bundle with a wheelhouse (so it runs in the Kaggle twin) and a test file, and an empty TMPDIR to watch."""
+    bundle = fake_bundle(tmp_path, kaggle_cfg(), adapter=RunFolder(tiny_run).adapter)
+    test_csv = tmp_path / "input" / "test.csv"
+    data.write_csv(data.generate_sample(6, seed=1).drop(columns=LABEL_COLUMNS), test_csv)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    return bundle, test_csv.parent, scratch
+
+
+def test_a_rehearsal_whose_processes_cannot_meet_is_refused_before_any_work(tiny_run, tmp_path, no_credentials,
+                                                                           monkeypatch):
+    """Loopback down (`unshare -n`): torch.distributed's store retried for 900 s and printed pages of C++ frames.
+    Here the rendezvous address is one this machine does not have, as unreachable, without root."""
+    bundle, input_dir, scratch = _rehearsal_inputs(tmp_path, tiny_run)
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    monkeypatch.setattr(rehearsal, "RENDEZVOUS_HOST", "192.0.2.1")  # TEST-NET-1: never this machine's
+    with pytest.raises(UserError) as refused:
+        rehearsal.run_local(bundle, input_dir, processes=2)
+    (problem,) = refused.value.problems
+    assert "the kernel's 2 processes meet over TCP at 192.0.2.1" in problem and "cannot connect to itself" in problem
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_t4x2_rehearsal_with_loopback_down_exits_2_in_one_line(tiny_run, tmp_path):
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -n needs root here")
+    bundle, input_dir, scratch = _rehearsal_inputs(tmp_path, tiny_run)
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-m", "arena.cli", "kernel", "run-local", str(bundle),
+                           "--input", str(input_dir), "--hardware", "t4x2"], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(scratch)}, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [
+        "error: the kernel's 2 processes meet over TCP at 127.0.0.1 (torch.distributed's rendezvous), and this machine "
+        "cannot connect to itself there (Network is unreachable): bring the loopback interface up, or rehearse one "
+        "process (--processes 1)"]
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_twin_that_cannot_be_built_in_a_read_only_home_is_named_before_any_work(tiny_run, tmp_path, read_only,
+                                                                                 monkeypatch):
+    """HOME read-only and ARENA_CACHE unset: the twin's build ended in an OSError traceback and left the rehearsal's
+    folder in TMPDIR."""
+    bundle, input_dir, scratch = _rehearsal_inputs(tmp_path, tiny_run)
+    monkeypatch.setenv("HOME", str(read_only))
+    monkeypatch.delenv("ARENA_CACHE", raising=False)
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    with pytest.raises(UserError) as refused:
+        rehearsal.run_local(bundle, input_dir)
+    assert refused.value.problems == [
+        f"the Kaggle twin is built once in the cache folder ({twin.image_dir()}), which cannot be written here: set "
+        f"ARENA_CACHE to a folder that can (unset, the cache is ~/.cache/arena)"]
+    assert list(scratch.iterdir()) == [] and list(read_only.iterdir()) == []

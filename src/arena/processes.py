@@ -1,14 +1,20 @@
 """The processes of one command under `accelerate launch` (or plain python: one process): decisions taken once by
 the main process and shared with every rank, work dealt by tokens, and results gathered back in input order
-(through a collective, or through shard files when the ranks may finish far apart)."""
+(through a collective, or through shard files when the ranks may finish far apart); and the child processes arena
+starts, none of which outlives it (stop_tree) nor leaves its temporary files behind (own_tmpdir)."""
 
 from __future__ import annotations
 
 import heapq
+import os
 import pickle
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
@@ -131,3 +137,56 @@ def finish() -> None:
     dist = sys.modules.get("torch.distributed")  # never imported: never opened, and no torch import to pay for
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# ---- child processes: none outlives arena ------------------------------------------------------------------
+
+STOP_GRACE_S = 10.0  # after SIGTERM, how long a child tree has to stop (a launcher stops its ranks) before SIGKILL
+
+
+def _alive(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _tree(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def stop_tree(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop `proc` (started with start_new_session) and every process under it, those that left its process group
+    too: torch's elastic launcher (accelerate launch) starts each rank in a session of its own, so a signal to the
+    group alone would leave the ranks running on after arena. SIGTERM first (a launcher stops its ranks, pip its
+    download), then SIGKILL to whatever is left after `grace_s`; `grace_s=0`: SIGKILL at once (a session's time
+    limit)."""
+    tree = _tree(proc.pid)  # before any signal: a dead parent's children are no longer found under it
+    for sig in ([signal.SIGTERM] if grace_s > 0 else []) + [signal.SIGKILL]:
+        if sig == signal.SIGKILL:
+            tree += [c for p in tree if _alive(p) for c in _tree(p.pid) if c not in tree]
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        for child in tree:
+            with suppress(Exception):  # gone meanwhile
+                child.send_signal(sig)
+        deadline = time.time() + grace_s
+        while sig == signal.SIGTERM and time.time() < deadline and (proc.poll() is None or any(map(_alive, tree))):
+            time.sleep(0.05)
+    proc.wait()
+
+
+@contextmanager
+def own_tmpdir(env: dict | None = None) -> Iterator[dict]:
+    """The environment (`env`, else this process's) for a child whose temporary files must not outlive arena: its
+    TMPDIR a fresh folder, removed when the block ends however it ends. pip killed by an interrupt (subprocess.run
+    kills it) would leave its partial downloads and unpacked wheels in the shared TMPDIR."""
+    with tempfile.TemporaryDirectory(prefix="arena-child-", ignore_cleanup_errors=True) as tmp:
+        yield {**(os.environ if env is None else env), "TMPDIR": tmp}

@@ -13,8 +13,10 @@ from arena.data.cells import DataError
 from arena.data.extra import read_extras
 from arena.data.files import REQUIRED_COLUMNS, canonical, label_matrix, load, row_keys, write_csv
 from arena.data.synthetic import generate_sample
+from arena.embedded import cache_dir
 from arena.errors import UserError
 from arena.task import Task, of_columns, swap_classes
+from arena.writes import output_problems
 
 SAMPLE_DIR = Path("data/sample")
 
@@ -83,10 +85,13 @@ def merge(main: pd.DataFrame, extras: list[pd.DataFrame]) -> pd.DataFrame:
 
 
 def sample_path(rows: int, task: Task) -> Path:
-    """The generated sample in the task's form: train-N.csv (three-way) or two-way-train-N.parquet (two-way)."""
-    if task.labels == "two-way":
-        return SAMPLE_DIR / f"{task.labels}-train-{rows}.{task.data_format}"
-    return SAMPLE_DIR / f"train-{rows}.{task.data_format}"
+    """The generated sample in the task's form: train-N.csv (three-way) or two-way-train-N.parquet (two-way), in
+    data/sample/, or in the cache's sample/ folder when data/sample/ cannot be written (a read-only checkout)."""
+    name = f"{task.labels}-train-{rows}" if task.labels == "two-way" else f"train-{rows}"
+    local = SAMPLE_DIR / f"{name}.{task.data_format}"
+    if local.exists() or not output_problems(local, "sample"):
+        return local
+    return cache_dir() / "sample" / local.name
 
 
 def training_data(cfg_data, task: Task) -> pd.DataFrame:
@@ -97,6 +102,10 @@ def training_data(cfg_data, task: Task) -> pd.DataFrame:
     if cfg_data.train == SAMPLE:
         path = sample_path(cfg_data.sample_rows, task)
         if not path.exists():
+            if output_problems(path, "sample"):
+                raise UserError(f"data.train=sample: the generated sample is written once to {SAMPLE_DIR}/, or to "
+                                f"{path.parent}/ in the cache, and neither can be written here: set ARENA_CACHE to a "
+                                f"folder that can, or data.train to a training file")
             try:
                 write_csv(generate_sample(cfg_data.sample_rows, seed=0, task=task), path)
             except UserError:

@@ -25,6 +25,7 @@ from arena.kaggle.pull import run_problems
 from arena.kaggle.training import TrainingBundle, bundle_inputs, data_files
 from arena.layout import SUBMISSION_FILE, Bundle, RunFolder
 from arena.model import check_trained
+from arena.processes import stop_tree
 from arena.room import MIB
 from arena.writes import free_bytes
 
@@ -45,6 +46,12 @@ def _kernel_python(work: Path, wheelhouse: Path) -> tuple[Path, Path | None, lis
     print("the Kaggle twin: " + image_mod.IMAGE["name"] + f" at {image}; substitutions:\n  "
           + "\n  ".join(twin.substitutions()), flush=True)
     return python, image, twin.fingerprint(image)
+
+
+def twin_problems(wheelhouse: Path) -> list[str]:
+    """Why the Kaggle twin a bundle with a wheelhouse runs in cannot be built here (a read-only cache), before any
+    work."""
+    return twin.build_problems() if twin.has_wheelhouse(wheelhouse) else []
 
 
 def _check_image_untouched(image: Path | None, before: list[str]) -> None:
@@ -89,12 +96,36 @@ def find_competition_file(input_dir: Path, competition: str, name: str) -> Path 
     return None
 
 
+RENDEZVOUS_HOST = "127.0.0.1"  # where the kernel's processes meet: accelerate launch's main process address
+
+
 def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((RENDEZVOUS_HOST, 0))
         return s.getsockname()[1]
+
+
+def rendezvous_problems(processes: int, timeout_s: float = 5.0) -> list[str]:
+    """Whether several kernel processes can meet: torch.distributed's store listens on RENDEZVOUS_HOST and each
+    process connects to it. With the loopback interface down the connection fails and the store retries for 900 s,
+    then prints pages of C++ frames; checked here with a socket of our own, before any work."""
+    import socket
+
+    if processes < 2:
+        return []
+    try:
+        with socket.socket() as server, socket.socket() as client:
+            server.bind((RENDEZVOUS_HOST, 0))
+            server.listen(1)
+            client.settimeout(timeout_s)
+            client.connect(server.getsockname())
+    except OSError as exc:
+        return [f"the kernel's {processes} processes meet over TCP at {RENDEZVOUS_HOST} (torch.distributed's "
+                f"rendezvous), and this machine cannot connect to itself there ({exc.strerror or exc}): bring the "
+                f"loopback interface up, or rehearse one process (--processes 1)"]
+    return []
 
 
 def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", processes: int = 1,
@@ -134,12 +165,12 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
                         f"(a Kaggle-style input root)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
-    problems += work_room_problems(work_dir, bundle.wheels)
+    problems += work_room_problems(work_dir, bundle.wheels) + twin_problems(bundle.wheels)
     if layout not in LAYOUTS:
         problems.append(f"--layout {layout}: one of {', '.join(LAYOUTS)}")
     if processes < 1:
         problems.append(f"--processes {processes}: at least 1")
-    problems += fault_problems(fault, processes)
+    problems += fault_problems(fault, processes) + rendezvous_problems(processes)
     if problems:
         raise UserError(problems=problems)
     expected_ids = data.load_test(test_file)["id"]  # as the kernel reads it
@@ -212,8 +243,8 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
         problems.append(f"--previous-output {previous_output}: no runs/ folder there (a rehearsal's working folder)")
     if work_dir is not None and Path(work_dir).exists() and (not Path(work_dir).is_dir() or any(Path(work_dir).iterdir())):
         problems.append(f"--work {work_dir}: not an empty folder; the rehearsal needs a fresh one")
-    problems += work_room_problems(work_dir, bundle.wheels)
-    problems += fault_problems(fault, processes)
+    problems += work_room_problems(work_dir, bundle.wheels) + twin_problems(bundle.wheels)
+    problems += fault_problems(fault, processes) + rendezvous_problems(processes)
     if problems:
         raise UserError(problems=problems)
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
@@ -277,9 +308,10 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
 def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_env: dict | None = None,
                 what: str = "current mount layout", session_ends=None) -> tuple[int, Path, dict]:
     """Run a kernel script offline in the Kaggle twin, its output streamed and kept in work/kernel.log; returns its
-    exit code, the twin's python and the kernel's environment. The kernel runs in a process group of its own, which
-    is stopped with the rehearsal (Ctrl-C, SIGTERM): no pip install or prediction goes on after it; and killed, as
-    a session's time limit kills it, as soon as `session_ends()` says so."""
+    exit code, the twin's python and the kernel's environment. The kernel runs in a session of its own, stopped
+    with every process under it when the rehearsal stops (Ctrl-C, SIGTERM): no pip install or prediction rank goes
+    on after it (processes.stop_tree); and killed, as a session's time limit kills it, as soon as `session_ends()`
+    says so."""
     python, image, before = _kernel_python(work, wheelhouse)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
     env.update({ROOT_ENV: str(root), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -301,8 +333,7 @@ def _run_kernel(script: Path, root: Path, work: Path, wheelhouse: Path, extra_en
             code = proc.wait()
         finally:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                stop_tree(proc)
     _check_image_untouched(image, before)
     return code, python, env
 
@@ -312,7 +343,7 @@ def _end_session(proc: subprocess.Popen, session_ends, poll_s: float = 0.05) -> 
         if session_ends():
             print("rehearsal: the session's time limit: the kernel and every process it started are killed now "
                   "(--fault session-limit)", flush=True)
-            os.killpg(proc.pid, signal.SIGKILL)
+            stop_tree(proc, grace_s=0)
             return
         time.sleep(poll_s)
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from arena.embedded import cache_dir
 from arena.errors import UserError
 from arena.kaggle import image as image_mod
-from arena.writes import atomic_folder
+from arena.processes import own_tmpdir
+from arena.writes import atomic_folder, output_problems
 
 RECIPE = 2  # bump when the way the twin is built changes (a new cache folder follows)
 SPEC_FILE = "arena-twin.json"  # written last, inside the staging folder: a twin without it is not one
@@ -82,8 +83,19 @@ def ensure_image() -> Path:
     """The cached twin's site-packages, built first when absent (minutes: measure in README)."""
     folder = image_dir()
     if not (folder / SPEC_FILE).is_file():
+        if problems := build_problems():
+            raise UserError(problems=problems)
         _build(folder)
     return site_packages(folder)
+
+
+def build_problems() -> list[str]:
+    """Why the twin, not built yet, cannot be built where the cache is (checked before any work): one line."""
+    folder = image_dir()
+    if (folder / SPEC_FILE).is_file() or not output_problems(folder, "the Kaggle twin"):
+        return []
+    return [f"the Kaggle twin is built once in the cache folder ({folder}), which cannot be written here: set "
+            f"ARENA_CACHE to a folder that can (unset, the cache is ~/.cache/arena)"]
 
 
 def _build(folder: Path) -> None:
@@ -95,11 +107,12 @@ def _build(folder: Path) -> None:
             subprocess.run([sys.executable, "-m", "venv", str(staging)], check=True, stdout=subprocess.DEVNULL)
             constraints = staging / "constraints.txt"  # torch only from here: never a CUDA build from the index
             constraints.write_text(f"torch=={chosen['torch']}\n", encoding="utf-8")
-            proc = subprocess.run(
-                [str(staging / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
-                 "--disable-pip-version-check", "--quiet", "-c", str(constraints),
-                 *(f"{name}=={version}" for name, version in chosen.items())],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            with own_tmpdir() as env:
+                proc = subprocess.run(
+                    [str(staging / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--only-binary=:all:",
+                     "--disable-pip-version-check", "--quiet", "-c", str(constraints),
+                     *(f"{name}=={version}" for name, version in chosen.items())],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             if proc.returncode != 0:
                 raise UserError(f"the Kaggle twin did not build (pip exit {proc.returncode}); the image's versions are "
                                 f"in src/arena/kaggle/image.py. pip said:\n{proc.stdout[-3000:]}")

@@ -19,6 +19,7 @@ from arena.errors import UserError
 from arena.kaggle import image as image_mod
 from arena.kaggle.image import IMAGE
 from arena.layout import SOURCE_ROOT
+from arena.processes import own_tmpdir
 
 # Shipped at exactly the version installed here, whatever the image has: the versions this package is tested with.
 PINNED = ["transformers", "tokenizers", "safetensors", "huggingface-hub", "peft", "accelerate", "bitsandbytes"]
@@ -217,12 +218,13 @@ def prove_resolves(wheelhouse: Path, requirements: Path) -> list[str]:
                 _stand_in_wheel(stand_ins, name, version)
                 constraints.append(f"{name}=={version}")
         (Path(tmp) / "image-constraints.txt").write_text("\n".join(constraints) + "\n", encoding="utf-8")
-        proc = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
-             "--disable-pip-version-check", "--target", str(target), *_target_args(),
-             "--find-links", str(wheelhouse), "--find-links", str(stand_ins),
-             "-r", str(requirements), "-c", str(Path(tmp) / "image-constraints.txt")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        with own_tmpdir(env) as env:
+            proc = subprocess.run(
+                [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--no-index",
+                 "--disable-pip-version-check", "--target", str(target), *_target_args(),
+                 "--find-links", str(wheelhouse), "--find-links", str(stand_ins),
+                 "-r", str(requirements), "-c", str(Path(tmp) / "image-constraints.txt")],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if proc.returncode != 0:
         culprit = next((m.group(1).strip() for p in _UNRESOLVED for m in [p.search(proc.stdout)] if m), None)
         raise UserError(f"the wheelhouse {wheelhouse} does not install on the Kaggle image (Python {KAGGLE_PYTHON}, "
@@ -233,7 +235,8 @@ def prove_resolves(wheelhouse: Path, requirements: Path) -> list[str]:
 
 
 def _pip(args: list[str]) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with own_tmpdir() as env:  # pip stopped by an interrupt leaves no partial download in the shared TMPDIR
+        proc = subprocess.run([sys.executable, "-m", "pip", *args, "--disable-pip-version-check"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     if proc.returncode != 0:
         raise UserError(f"pip {args[0]} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
