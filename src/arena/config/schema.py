@@ -69,8 +69,10 @@ class PromptConfig:
     # Tokens of one example. At least 3 x min_tokens; the scaffold of the format comes on top (checked with the
     # tokenizer before any model loads).
     max_length: Count = 256
-    # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns.
-    truncation_side: Literal["left", "right"] = "left"
+    # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns; "middle"
+    # keeps the head and the tail of each part and cuts between them, marked "(... N tokens cut ...)" (the template
+    # says what the marker means; it counts in the part's budget; each text is then tokenised in full).
+    truncation_side: Literal["left", "right", "middle"] = "left"
     # Share of the token budget each part may claim when the total is over budget; unused share flows
     # to the other parts. min_tokens is the floor every part keeps.
     prompt_share: Probability = 0.2
@@ -78,7 +80,7 @@ class PromptConfig:
     min_tokens: Count = 16
     # State each response's length (words) in the text, so a truncated window still sees verbosity.
     show_lengths: bool = True
-    cut_marker: str = " [...] "
+    cut_marker: str = " [...] "  # marks a left or right cut (middle has its own, with the count)
 
 
 @dataclass
