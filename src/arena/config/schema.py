@@ -123,6 +123,10 @@ class TrainConfig:
     distill_weight: Probability = 0.5
     distill_temperature: Annotated[float, Range(gt=0)] = 1.0
     teacher_weights: list[Annotated[float, Range(gt=0)]] | None = None
+    # Label smoothing: hard (one-hot) labels are trained as (1 - s) * one-hot + s / classes (0.1: 0.95 / 0.05 in the
+    # two-way task). Rows whose labels are soft already (votes, a --soft-labels file) and the teachers' probabilities
+    # are used as they are; evaluation scores the true labels.
+    label_smoothing: Annotated[float, Range(ge=0, lt=1, why="a share of the label given to the other classes")] = 0.0
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)
     sampling: Literal["random", "group_by_length"] = "random"
     max_eval_rows: Count | None = None
