@@ -190,11 +190,12 @@ def test_max_length_override_and_too_small(tiny_tokenizer):
         prompts.encode(tiny_tokenizer, long, long, long, cfg, "gpt")
 
 
-def test_encode_frame_matches_encode(tiny_tokenizer):
+@pytest.mark.parametrize("side", ["left", "middle"])
+def test_encode_frame_matches_encode(tiny_tokenizer, side):
     rng = random.Random(1)
     rows = [(random_turns(rng), random_turns(rng), random_turns(rng)) for _ in range(60)]
     df = pd.DataFrame(rows, columns=["prompt", "response_a", "response_b"])
-    cfg = PromptConfig(max_length=256, truncation_side="left")
+    cfg = PromptConfig(max_length=256, truncation_side=side)
     for swap in (False, True):
         got = prompts.encode_frame(tiny_tokenizer, df, cfg, "gemma", swap=swap)
         want = [prompts.encode(tiny_tokenizer, p, a, b, cfg, "gemma", swap=swap) for p, a, b in rows]
@@ -227,7 +228,7 @@ def _real_tokenizer():
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("side", [*SIDES, "middle"])
 def test_real_tokenizer(side):
     tok = _real_tokenizer()
     rng = random.Random(2)
