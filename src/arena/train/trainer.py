@@ -1,5 +1,6 @@
 """The HF Trainer for preference rows: its arguments, its loss (losses.py: soft labels, label smoothing,
-distillation), the paired swap sampler, the encoded rows and their collator, and the callbacks a run attaches (evaluation logits, wall clock)."""
+distillation), the paired swap sampler, the encoded rows and their collator, and the callbacks a run attaches
+(evaluation logits, wall clock)."""
 
 from __future__ import annotations
 
