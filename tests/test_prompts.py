@@ -190,11 +190,12 @@ def test_max_length_override_and_too_small(tiny_tokenizer):
         prompts.encode(tiny_tokenizer, long, long, long, cfg, "gpt")
 
 
-def test_encode_frame_matches_encode(tiny_tokenizer):
+@pytest.mark.parametrize("side", ["left", "middle"])
+def test_encode_frame_matches_encode(tiny_tokenizer, side):
     rng = random.Random(1)
     rows = [(random_turns(rng), random_turns(rng), random_turns(rng)) for _ in range(60)]
     df = pd.DataFrame(rows, columns=["prompt", "response_a", "response_b"])
-    cfg = PromptConfig(max_length=256, truncation_side="left")
+    cfg = PromptConfig(max_length=256, truncation_side=side)
     for swap in (False, True):
         got = prompts.encode_frame(tiny_tokenizer, df, cfg, "gemma", swap=swap)
         want = [prompts.encode(tiny_tokenizer, p, a, b, cfg, "gemma", swap=swap) for p, a, b in rows]
@@ -227,7 +228,7 @@ def _real_tokenizer():
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("side", [*SIDES, "middle"])
 def test_real_tokenizer(side):
     tok = _real_tokenizer()
     rng = random.Random(2)
@@ -244,3 +245,68 @@ def test_real_tokenizer(side):
 
 def test_every_family_the_config_accepts_has_a_frame():
     assert set(prompts.FAMILIES) == set(prompts._FRAMES)
+
+
+CUT = re.compile(r"\(\.\.\. (\d+) tokens cut \.\.\.\)")
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_middle_keeps_head_and_tail_with_the_count_cut(tiny_tokenizer, family):
+    rng = random.Random(f"middle-{family}")
+    cfg = PromptConfig(max_length=MAX_LEN, truncation_side="middle", min_tokens=16)
+    cuts = 0
+    for _ in range(15):
+        p, a, b = random_turns(rng), random_turns(rng), random_turns(rng)
+        for max_length in (MAX_LEN, 300):  # prompt.max_length, and a shorter infer.max_length
+            pieces = dict(prompts.encode_parts(tiny_tokenizer, p, a, b, cfg, family, max_length=max_length))
+            ids = [i for piece in pieces.values() for i in piece]
+            assert ids == prompts.encode(tiny_tokenizer, p, a, b, cfg, family, max_length=max_length)
+            assert len(ids) <= max_length
+            for turns, slot in zip((p, a, b), ("prompt", "response_a", "response_b"), strict=True):
+                full = tiny_tokenizer(" " + prompts.render_turns(turns), add_special_tokens=False,
+                                      split_special_tokens=True)["input_ids"]
+                kept = pieces[slot]
+                if len(kept) == len(full):
+                    assert kept == full  # short texts untouched
+                    continue
+                cuts += 1
+                assert len(kept) >= cfg.min_tokens
+                cut = [int(n) for n in CUT.findall(tiny_tokenizer.decode(kept))]
+                if not cut:  # a part this short would be all marker: then it is left out
+                    n = len(full) - len(kept)
+                    assert len(tiny_tokenizer(prompts.MIDDLE_CUT.format(n=n), add_special_tokens=False)["input_ids"]) \
+                        >= len(kept)
+                    cut = [n]
+                assert len(cut) == 1, tiny_tokenizer.decode(kept)  # one marker, stating how many tokens it stands for
+                marker = tiny_tokenizer(prompts.MIDDLE_CUT.format(n=cut[0]), add_special_tokens=False)["input_ids"]
+                marker = marker if len(marker) < len(kept) else []
+                content = len(kept) - len(marker)
+                assert content == len(full) - cut[0] and content > 0
+                head, tail = (content + 1) // 2, content // 2  # as much of the head as of the tail
+                assert kept[:head] == full[:head] and kept[head:head + len(marker)] == marker
+                assert kept[head + len(marker):] == full[len(full) - tail:]
+    assert cuts > 10
+
+
+@pytest.mark.parametrize("family", prompts.FAMILIES)
+def test_middle_template_states_the_marker_and_short_texts_are_untouched(tiny_tokenizer, family):
+    cfg = PromptConfig(max_length=MAX_LEN, truncation_side="middle")
+    p, a, b = ["Write a short poem about the sea."], ["Quantum computers use qubits."], ["I cannot help."]
+    text = prompts.render_text(tiny_tokenizer, p, a, b, cfg, family)
+    assert prompts.MIDDLE_NOTE.strip() in text and not CUT.search(text)
+    assert all(part[0] in text for part in (p, a, b))
+    long = ["Bonjour comment " + "the lazy dog " * 400 + "Quantum qubits"]
+    text = prompts.render_text(tiny_tokenizer, long, a, long, cfg, family)
+    assert text.count("Bonjour comment") == 2 and text.count("Quantum qubits") == 2 and len(CUT.findall(text)) == 2
+    assert len(prompts.encode(tiny_tokenizer, long, long, long, cfg, family)) == MAX_LEN
+    left = prompts.render_text(tiny_tokenizer, long, a, long, replace(cfg, truncation_side="left"), family)
+    assert prompts.MIDDLE_NOTE.strip() not in left and "Bonjour" not in left
+
+
+def test_middle_marker_that_would_fill_the_part_is_left_out(tiny_tokenizer):
+    encoder = prompts._Encoder(tiny_tokenizer, PromptConfig(truncation_side="middle"), "plain", None)
+    ids = list(range(100, 400))
+    marker = len(tiny_tokenizer(prompts.MIDDLE_CUT.format(n=290), add_special_tokens=False)["input_ids"])
+    assert encoder._truncate(ids, marker) == ids[:(marker + 1) // 2] + ids[300 - marker // 2:]
+    kept = encoder._truncate(ids, 40)
+    assert len(kept) <= 40 and kept[:3] == ids[:3] and kept[-3:] == ids[-3:]

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fill-only", action="store_true",
                    help="load no model: write the submission from the logits kept in --progress (and --logits), "
                         "the run's class prior for every other row (a kernel's last resort)")
+    p.add_argument("--soft-labels", default=None, metavar="OUT",
+                   help="also write the rows with the predicted probabilities as their labels (a .csv): the next "
+                        "round's data.teacher for them, and data.extra for rows not trained on yet")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     _add_calibration_flag(p, "the run's calibration.json (or its CV folder's), when present")
     _add_hardware_flag(p)

@@ -101,12 +101,17 @@ def cmd_cv(args) -> int:
 
 def cmd_predict(args) -> int:
     from arena import predict
+    from arena.inference import soft_labels
 
-    predict.predict_file(
+    if args.soft_labels:
+        soft_labels.check(args.soft_labels, args.out)
+    path = predict.predict_file(
         run_dir=args.run, data_path=args.data, out_path=args.out, tta=args.tta, overrides=args.overrides,
         base_model=args.base_model, calibrate=args.calibration, deadline=args.deadline, budget_hours=args.budget_hours,
         kernel_start=args.kernel_start, logits_file=args.logits, progress_dir=args.progress, fill_only=args.fill_only,
     )
+    if args.soft_labels and path is not None:  # None: another process of `accelerate launch`
+        soft_labels.write(args.soft_labels, args.data, path)
     return 0
 
 

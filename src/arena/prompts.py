@@ -1,7 +1,10 @@
 """Prompt formats: one example = a fixed per-family scaffold + three content parts (prompt, response A,
 response B), each rendered over all its turns, tokenised once and truncated to a per-part token budget.
 
-The scaffold (template text, the families' special tokens, BOS) is never truncated; only content is.
+The scaffold (template text, the families' special tokens, BOS) is never truncated; only content is. Truncation
+keeps one end of an over-long part (left: its end, right: its start, marked by prompt.cut_marker) or, with
+`truncation_side: middle`, its head and its tail, the cut in between marked MIDDLE_CUT with the number of tokens
+left out; the template then states what the marker means (MIDDLE_NOTE), and the marker counts in the part's budget.
 Content is tokenised with `split_special_tokens=True`, so text that merely spells a special token
 (e.g. a response containing "<end_of_turn>") cannot inject scaffold ids.
 """
@@ -30,6 +33,10 @@ _FRAMES = {
     "mistral": ("[INST] ", f"\n\n{QUESTION} [/INST]"),
     "phi2": ("Instruct: ", f"\n\n{QUESTION}\nOutput:"),
 }
+
+# truncation_side middle: the cut's marker, and the note that tells the model what it means (in the scaffold).
+MIDDLE_CUT = " (... {n} tokens cut ...) "
+MIDDLE_NOTE = "Long texts are shortened in the middle: (... N tokens cut ...) stands where N tokens were left out.\n\n"
 
 # Pre-clip over-long texts to this many characters per token of max_length before tokenising, so the
 # cost per row is O(max_length), not O(text). A clipped part is re-tokenised in full in the rare case
@@ -190,20 +197,21 @@ class _Encoder:
     def __init__(self, tokenizer, cfg: PromptConfig, family: str, max_length: int | None):
         if family not in FAMILIES:
             raise ValueError(f"unknown prompt family {family!r} (known: {', '.join(FAMILIES)})")
-        if cfg.truncation_side not in ("left", "right"):
-            raise ValueError(f"truncation_side must be 'left' or 'right', got {cfg.truncation_side!r}")
+        if cfg.truncation_side not in ("left", "right", "middle"):
+            raise ValueError(f"truncation_side must be 'left', 'right' or 'middle', got {cfg.truncation_side!r}")
         _shares(cfg)
         self.tokenizer = tokenizer
         self.cfg = cfg
         self.family = family
         self.max_length = int(cfg.max_length if max_length is None else max_length)
         self.left = cfg.truncation_side == "left"
+        self.middle = cfg.truncation_side == "middle"
         self.clip_chars = self.max_length * _CLIP_CHARS_PER_TOKEN
         head, tail = _FRAMES[family]
         bos = getattr(tokenizer, "bos_token", None)
         bos_id = getattr(tokenizer, "bos_token_id", None)
         prefix = [bos_id] if bos_id is not None and not (bos and head.startswith(bos)) else []
-        self.head_ids = prefix + self._scaffold(head + "<prompt>:")
+        self.head_ids = prefix + self._scaffold(head + (MIDDLE_NOTE if self.middle else "") + "<prompt>:")
         self.tail_ids = self._scaffold(tail)
         self.marker_ids = self._scaffold(cfg.cut_marker) if cfg.cut_marker else []
         self._labels: dict[tuple[str, int | None], list[int]] = {}
@@ -238,7 +246,10 @@ class _Encoder:
         return self._labels[key]
 
     def _tokenize_parts(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text; over-long texts are pre-clipped on the kept side (see _CLIP_*)."""
+        """Token ids of each text; over-long texts are pre-clipped on the kept side (see _CLIP_*). Middle truncation
+        counts the tokens it cuts, so it tokenises every text in full."""
+        if self.middle:
+            return self._content(texts)
         limit = self.clip_chars
         clipped = [len(t) > limit for t in texts]
         cut = [(t[-limit:] if self.left else t[:limit]) if c else t for t, c in zip(texts, clipped, strict=True)]
@@ -251,6 +262,8 @@ class _Encoder:
     def _truncate(self, ids: list[int], keep: int) -> list[int]:
         if keep >= len(ids):
             return list(ids)
+        if self.middle:
+            return self._cut_middle(ids, keep)
         marker = self.marker_ids
         if len(marker) >= keep:
             marker = []
@@ -258,6 +271,21 @@ class _Encoder:
         if n <= 0:
             return []
         return marker + ids[-n:] if self.left else ids[:n] + marker
+
+    def _cut_middle(self, ids: list[int], keep: int) -> list[int]:
+        """The head and the tail of `ids` (the head takes the odd token), `keep` tokens in all with the marker of
+        the tokens cut between them; without the marker when it alone would fill `keep`."""
+        size = 0  # tokens the marker takes; its count of cut tokens grows as the marker does, so settle it
+        while True:
+            kept = keep - size
+            marker = self._scaffold(MIDDLE_CUT.format(n=len(ids) - kept))
+            if len(marker) <= size or len(marker) >= keep:
+                break
+            size = len(marker)
+        if len(marker) >= keep:
+            marker, kept = [], keep
+        head = (kept + 1) // 2
+        return ids[:head] + marker + ids[len(ids) - (kept - head):]
 
     def encode_rows(self, rows: Iterable[tuple], swap: bool) -> list[list[list[int]]]:
         """Per row, the id lists of the pieces named in _PIECES."""

@@ -69,8 +69,10 @@ class PromptConfig:
     # Tokens of one example. At least 3 x min_tokens; the scaffold of the format comes on top (checked with the
     # tokenizer before any model loads).
     max_length: Count = 256
-    # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns.
-    truncation_side: Literal["left", "right"] = "left"
+    # Which end of an over-long part is kept: "left" truncation drops the start and keeps the last turns; "middle"
+    # keeps the head and the tail of each part and cuts between them, marked "(... N tokens cut ...)" (the template
+    # says what the marker means; it counts in the part's budget; each text is then tokenised in full).
+    truncation_side: Literal["left", "right", "middle"] = "left"
     # Share of the token budget each part may claim when the total is over budget; unused share flows
     # to the other parts. min_tokens is the floor every part keeps.
     prompt_share: Probability = 0.2
@@ -78,7 +80,7 @@ class PromptConfig:
     min_tokens: Count = 16
     # State each response's length (words) in the text, so a truncated window still sees verbosity.
     show_lengths: bool = True
-    cut_marker: str = " [...] "
+    cut_marker: str = " [...] "  # marks a left or right cut (middle has its own, with the count)
 
 
 @dataclass
@@ -121,6 +123,10 @@ class TrainConfig:
     distill_weight: Probability = 0.5
     distill_temperature: Annotated[float, Range(gt=0)] = 1.0
     teacher_weights: list[Annotated[float, Range(gt=0)]] | None = None
+    # Label smoothing: hard (one-hot) labels are trained as (1 - s) * one-hot + s / classes (0.1: 0.95 / 0.05 in the
+    # two-way task). Rows whose labels are soft already (votes, a --soft-labels file) and the teachers' probabilities
+    # are used as they are; evaluation scores the true labels.
+    label_smoothing: Annotated[float, Range(ge=0, lt=1, why="a share of the label given to the other classes")] = 0.0
     # random, or group_by_length (LengthGroupedSampler: seeded mega-batches of similar length, less padding)
     sampling: Literal["random", "group_by_length"] = "random"
     max_eval_rows: Count | None = None

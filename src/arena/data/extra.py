@@ -23,7 +23,7 @@ import pandas as pd
 
 from arena.data.cells import DataError, _text_problem
 from arena.data.files import TEXT_COLUMNS, load, read_table, row_keys
-from arena.task import THREE_WAY, WINNER_CLASSES, Task
+from arena.task import THREE_WAY, TWO_WAY, WINNER_CLASSES, Task
 
 # `winner` -> class (0 = A, 1 = B, 2 = tie). Both-bad votes are ties, as in the competition's labels.
 WINNERS = {value: THREE_WAY.label_columns.index(column) for value, column in WINNER_CLASSES.items()}
@@ -70,8 +70,8 @@ class Format:
 
 _CONVERSATIONS = ("conversation_a", "conversation_b", "winner")
 FORMATS = (
-    Format("competition", "the competition's train.csv, lmarena-ai/arena-human-preference-55k; CSV only",
-           ("id", "prompt", "response_a", "response_b", *THREE_WAY.label_columns)),
+    Format("competition", "the competition's train.csv, lmarena-ai/arena-human-preference-55k, `arena predict "
+           "--soft-labels`; CSV only", ("id", "prompt", "response_a", "response_b", *TWO_WAY.label_columns)),
     Format("arena-140k", "lmarena-ai/arena-human-preference-140k", ("id", *_CONVERSATIONS),
            marks=("evaluation_order", "full_conversation")),
     Format("arena-100k", "lmarena-ai/arena-human-preference-100k", ("question_id|id", *_CONVERSATIONS),
@@ -253,13 +253,14 @@ def _rows(path: Path, fmt: Format, id_column: str, records: list[dict], task: Ta
 
 def _competition(path: Path, task: Task, dropped: Counter) -> pd.DataFrame:
     """A competition-format CSV, read as `data.train` is (files.load: every problem is an error). A two-way task
-    drops the rows whose largest label is the tie and keeps A and B renormalized."""
+    drops the rows whose largest label is the tie and keeps A and B renormalized; a two-way file (no tie column,
+    e.g. `arena predict --soft-labels` in a two-way task) gives a three-way task rows without a tie."""
     df = load(path, require_labels=True)
     if task.classes == 2:
         ties = df["label"] == 2
         dropped[TIE_DROPPED] += int(ties.sum())
         df = df[~ties]
-    labels = df[task.label_columns].to_numpy(dtype="float64")
+    labels = df.reindex(columns=task.label_columns, fill_value=0.0).to_numpy(dtype="float64")
     out = pd.DataFrame({c: df[c] if c in df.columns else None for c in COLUMNS}).reset_index(drop=True)
     out[task.label_columns] = labels / labels.sum(axis=1, keepdims=True)
     out["label"] = df["label"].to_numpy()

@@ -1,11 +1,13 @@
-"""Training on the HF Trainer, by concern: trainer.py (the PreferenceTrainer, its losses, sampler, collator and
-callbacks), run.py (`train()` and its named steps), finish.py (after the last step: save, evaluate, summarise),
-resume.py (run folders, checkpoints), cv.py (K-fold CV). `from arena import train; train.train(cfg)` and every name
-below keep working from `arena.train` (`train.finish` is the module; its `finish()` is train.finish.finish)."""
+"""Training on the HF Trainer, by concern: trainer.py (the PreferenceTrainer, its sampler, collator and callbacks),
+losses.py (soft labels, label smoothing, distillation), run.py (`train()` and its named steps), finish.py (after the
+last step: save, evaluate, summarise), resume.py (run folders, checkpoints), cv.py (K-fold CV). `from arena import
+train; train.train(cfg)` and every name below keep working from `arena.train` (`train.finish` is the module; its
+`finish()` is train.finish.finish)."""
 
 from arena.errors import UserError
 from arena.train.cv import cross_validate
 from arena.train.finish import evaluate, plot_curves, save_adapter, write_summary
+from arena.train.losses import distillation_loss, smooth_labels, soft_cross_entropy
 from arena.train.resume import Resume, find_resumable, last_complete_checkpoint, open_run_folder, resume_point
 from arena.train.run import (
     Built,
@@ -30,8 +32,6 @@ from arena.train.trainer import (
     PreferenceTrainingArguments,
     RightPadCollator,
     WallClock,
-    distillation_loss,
-    soft_cross_entropy,
     training_arguments,
 )
 
@@ -40,4 +40,4 @@ __all__ = ["Built", "EncodedRows", "EvalLogits", "NonFiniteGuard", "PairedSwapSa
            "check_base_model", "check_setup", "cross_validate", "distillation_loss", "encode_rows",
            "evaluate", "find_resumable", "fit", "fit_length_head", "last_complete_checkpoint",
            "make_trainer", "open_run_folder", "plot_curves", "prepare_data", "resume_point", "run_callbacks",
-           "save_adapter", "soft_cross_entropy", "train", "training_arguments", "write_summary"]
+           "save_adapter", "smooth_labels", "soft_cross_entropy", "train", "training_arguments", "write_summary"]

@@ -1,5 +1,6 @@
-"""The HF Trainer for preference rows: its arguments, the soft-label and distillation losses, the paired swap
-sampler, the encoded rows and their collator, and the callbacks a run attaches (evaluation logits, wall clock)."""
+"""The HF Trainer for preference rows: its arguments, its loss (losses.py: soft labels, label smoothing,
+distillation), the paired swap sampler, the encoded rows and their collator, and the callbacks a run attaches
+(evaluation logits, wall clock)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from arena.layout import RunFolder
 from arena.model import model_device, right_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
+from arena.train.losses import distillation_loss, smooth_labels, soft_cross_entropy
 from arena.writes import atomic_file, write_text
 
 
@@ -37,6 +39,8 @@ class PreferenceTrainingArguments(TrainingArguments):
     distill_temperature: float = field(default=1.0, metadata={"help": "temperature of the teachers and the model"})
     teacher_weights: list[float] | None = field(default=None, metadata={
         "help": "weight of each teacher's KL term (None: equal); renormalised over the teachers covering a row"})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "hard labels trained as (1 - s) * one-hot + s / classes (losses.smooth_labels); teachers unchanged"})
 
 
     @property
@@ -45,30 +49,6 @@ class PreferenceTrainingArguments(TrainingArguments):
         # nn.DataParallel, which never wraps 4-bit models, so they ran doubled on one GPU. Here a process uses one
         # GPU; `accelerate launch` (configs/accelerate/) runs one process per GPU.
         return min(super().n_gpu, 1)
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against label probabilities (one-hot or soft votes)."""
-    return -(target * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
-
-
-def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor, covered: torch.Tensor,
-                      weight: float, temperature: float, teacher_weights: list[float] | None) -> torch.Tensor:
-    """Per row (1 - weight) * cross-entropy on the labels + weight * T^2 * KL(teacher_T || model_T), the KL terms
-    averaged over the teachers covering the row (teacher_weights); rows no teacher covers: the cross-entropy alone.
-    teacher (n, teachers, classes) holds probabilities, covered (n, teachers) which teacher has the row."""
-    logits = logits.float()
-    ce = -(labels * torch.log_softmax(logits, dim=-1)).sum(-1)
-    t = temperature
-    # A teacher's probabilities are softened as its logits would be: log p / T, renormalised.
-    log_p = torch.log_softmax(torch.log(teacher.float().clamp_min(1e-8)) / t, dim=-1)
-    log_q = torch.log_softmax(logits / t, dim=-1).unsqueeze(1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1) * t * t
-    w = covered.float() * (torch.tensor(teacher_weights, dtype=kl.dtype, device=kl.device)
-                           if teacher_weights is not None else 1.0)
-    has_teacher = w.sum(-1) > 0
-    kl_row = (w * kl).sum(-1) / w.sum(-1).clamp_min(1e-12)
-    return torch.where(has_teacher, (1 - weight) * ce + weight * kl_row, ce).mean()
 
 
 class PairedSwapSampler(torch.utils.data.Sampler):
@@ -103,6 +83,8 @@ class PreferenceTrainer(Trainer):
         labels = inputs.pop("labels")
         teacher, covered = inputs.pop("teacher", None), inputs.pop("teacher_covered", None)
         logits = model(**inputs)
+        if model.training:  # evaluation's loss stays the cross-entropy on the true labels
+            labels = smooth_labels(labels, self.args.label_smoothing)
         if teacher is None:
             loss = soft_cross_entropy(logits, labels)
         else:
@@ -361,6 +343,7 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
         distill_weight=t.distill_weight,
         distill_temperature=t.distill_temperature,
         teacher_weights=t.teacher_weights,
+        label_smoothing=t.label_smoothing,
         per_device_train_batch_size=t.per_device_batch_size,
         per_device_eval_batch_size=t.per_device_batch_size * 2,
         gradient_accumulation_steps=t.grad_accum,
