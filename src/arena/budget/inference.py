@@ -32,8 +32,8 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
     if deadline is not None and budget_hours is not None:
         raise UserError("--deadline and --budget-hours: give one of them, not both")
     if budget_hours is not None:
-        if not budget_hours > 0:
-            raise UserError(f"--budget-hours {budget_hours}: must be a positive number of hours")
+        if not 0 < budget_hours < np.inf:
+            raise UserError(f"--budget-hours {budget_hours}: must be a positive, finite number of hours")
         return now + budget_hours * 3600
     if deadline is None:
         return None
@@ -45,6 +45,8 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
         except ValueError:
             raise UserError(f"--deadline {deadline}: expected epoch seconds (e.g. 1790000000) or an ISO time "
                             f"(e.g. 2026-12-02T13:00:00+00:00)") from None
+    if not np.isfinite(at):  # float() takes nan and inf: a deadline never reached, or one no clock compares with
+        raise UserError(f"--deadline {deadline}: not a time; a deadline is a finite time (epoch seconds or ISO)")
     if at <= now:
         raise UserError(f"--deadline {deadline}: already passed ({now - at:.0f} s ago)")
     return at
