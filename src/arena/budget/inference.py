@@ -16,13 +16,14 @@ from datetime import datetime
 import numpy as np
 from tqdm.auto import tqdm
 
+from arena import environment
 from arena.errors import UserError
 
 # Kept free after the passes for merging the processes' shards, calibrating and writing the submission.
 FINISH_RESERVE_S = 15.0
 # The rehearsal's stand-in for a slower GPU: every batch counts this many extra seconds on the budget's clock
 # (nothing sleeps), so a local rehearsal can run out of time the way a slow hidden rerun would.
-SLOW_BATCH_ENV = "ARENA_REHEARSE_SECONDS_PER_BATCH"
+SLOW_BATCH_ENV = environment.SLOW_BATCH
 
 
 def parse_deadline(deadline: str | None, budget_hours: float | None, now: float | None = None) -> float | None:
@@ -77,7 +78,7 @@ class Clock:
     """Wall-clock seconds (epoch), plus the rehearsal's simulated slowness (SLOW_BATCH_ENV) per batch."""
 
     def __init__(self, extra_per_batch: float | None = None):
-        self.extra_per_batch = float(os.environ.get(SLOW_BATCH_ENV, 0)) if extra_per_batch is None else extra_per_batch
+        self.extra_per_batch = environment.number(SLOW_BATCH_ENV) if extra_per_batch is None else extra_per_batch
         self.simulated = 0.0
 
     def now(self) -> float:
