@@ -297,6 +297,26 @@ def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, m
     assert secret not in _everything(capsys)
 
 
+def test_whatever_the_cli_prints_on_failure_arena_shows_its_one_line_never_a_traceback(fake_kaggle, monkeypatch,
+                                                                                        capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    garbage = "x" * 5000  # kagglesdk crashes on it: Path(token).exists() raises "File name too long"
+    monkeypatch.setenv("KAGGLE_API_TOKEN", garbage)
+    with pytest.raises(remote.KaggleCallError) as err:
+        remote.kaggle_cli_user()
+    shown = _everything(capsys) + str(err.value)
+    assert "`kaggle config view` failed (exit 1): OSError: [Errno 36] File name too long: '***'" in shown
+    assert "Traceback" not in shown and garbage not in shown
+    monkeypatch.setenv("KAGGLE_API_TOKEN", fake_kaggle.access_token)
+    fake_kaggle.stop()  # a token login to an unreachable Kaggle
+    with pytest.raises(remote.KaggleCallError) as err:
+        remote.kaggle_cli_user()
+    shown = _everything(capsys) + str(err.value)
+    assert "could not reach Kaggle (a connection error: " in shown and "Traceback" not in shown
+    assert len(str(err.value).splitlines()) == 1 and fake_kaggle.access_token not in shown
+
+
 def test_a_secret_in_cli_output_is_masked(monkeypatch):
     monkeypatch.setenv("KAGGLE_API_TOKEN", "KGAT_super-secret-value")
     assert remote.redact("Bearer KGAT_super-secret-value refused") == "Bearer *** refused"
