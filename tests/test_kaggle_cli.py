@@ -246,6 +246,25 @@ def test_push_waits_for_its_own_version_whatever_the_latest_session_is(fake_kagg
     assert len(fake_kaggle.called("GetKernelSessionStatus")) == 1 + 5
 
 
+def test_a_push_replaced_by_another_push_stops_instead_of_waiting_until_killed(fake_kaggle, run_and_bundle, capsys):
+    """Two pushes at once, the datasets and the kernel already on Kaggle: the other push's version follows this
+    one's, which never ends (its session was taken over); this push stops, saying so, and submits nothing."""
+    run, bundle = run_and_bundle
+    fake_kaggle.models[GEMMA] = "ok"
+    fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle)
+    assert _push(run, bundle) == 0  # a first push: the datasets and the kernel are on Kaggle now
+
+    def another_push_follows(kernel, version):
+        kernel.versions.append(KernelVersion(version.number + 1, "theirs", {}, status="running"))
+
+    fake_kaggle.on_kernel_push = another_push_follows
+    capsys.readouterr()
+    assert _push(run, bundle) == 2
+    err = capsys.readouterr().err
+    assert "another push of alice/arena-inference made version 3 while this push waited on version 2" in err
+    assert len(fake_kaggle.called("CreateCodeSubmission")) == 1  # the first push's alone
+
+
 def test_a_kaggle_cli_of_another_version_is_refused_before_anything_is_sent(fake_kaggle, tmp_path, monkeypatch):
     assert remote.require_cli_version(remote.kaggle_executable()) == "2.2.5"  # requirements.txt's
     old = tmp_path / "kaggle"
