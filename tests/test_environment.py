@@ -17,7 +17,7 @@ def test_a_bad_variable_exits_2_naming_it_before_any_work(monkeypatch, tmp_path,
     err = capsys.readouterr().err
     assert "ARENA_REHEARSE_SECONDS_PER_BATCH='abc' (environment): expected a finite number of at least 0" in err
     assert "ARENA_KERNEL_PROCESSES='two' (environment): expected a whole number of at least 1" in err
-    assert "ARENA_FAULT (environment) 'no-such-fault': not a fault arena injects" in err
+    assert "ARENA_FAULT 'no-such-fault': not a fault arena injects" in err
     assert "Traceback" not in err and str(missing) not in err  # checked before the command's own work
 
 

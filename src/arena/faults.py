@@ -68,7 +68,7 @@ def parse(value: str, origin: str) -> Fault:
 
 def from_env() -> Fault | None:
     found = environment.setting(FAULT_ENV)
-    return parse(found.value, f"{FAULT_ENV} (environment)") if found and found.value else None
+    return parse(found.value, FAULT_ENV) if found and found.value else None
 
 
 def strike_prediction(forward: Callable[[int, list[int]], np.ndarray], fault: Fault | None, rank: int,
