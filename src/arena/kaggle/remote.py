@@ -72,7 +72,9 @@ _UNREACHABLE = re.compile(r"Max retries exceeded|Connection refused|NewConnectio
 _UNAUTHORIZED = re.compile(r"401 Client Error|Unauthenticated|kaggle auth login|Invalid credentials", re.I)
 _NOT_FOUND = re.compile(r"404|not found", re.I)
 _TRACEBACK = "Traceback (most recent call last)"
-_ERROR_LINE = re.compile(r"\b(?:\w*Error|\w*Exception|[45]\d\d)\b|error:|Refusing")
+# The hints the CLI prints after an HTTP error's own line (kaggle_api_extended._HTTP_ERROR_HINTS, format_http_error).
+_HTTP_HINTS = ("You don't have access to this resource.", "The resource was not found.", "You have been rate limited.",
+               "This is a problem on Kaggle's side")
 
 
 def kaggle_executable() -> str:
@@ -95,14 +97,15 @@ def redact(text: str, secret_values=None) -> str:
 
 def explain(output: str, limit: int = 300) -> str:
     """The one line of the kaggle CLI's output that explains a failure: the exception line of its (last) traceback,
-    else its last line that names an error (the CLI prints hints for some HTTP errors after the error itself), else
-    its last line; never a traceback. Shortened to `limit` characters."""
+    else its last line before the hint the CLI prints after an HTTP error; never a traceback. Shortened to `limit`
+    characters."""
     lines = [line.rstrip() for line in output.splitlines() if line.strip()]
     if any(line.startswith(_TRACEBACK) for line in lines):
         start = max(i for i, line in enumerate(lines) if line.startswith(_TRACEBACK))
         tail = [line for line in lines[start + 1:] if not line.startswith((" ", "\t"))]
         lines = tail[-1:] or lines[:start]
-    lines = [line for line in lines if _ERROR_LINE.search(line)] or lines
+    hint = next((k for k, line in enumerate(lines) if line.startswith(_HTTP_HINTS)), None)
+    lines = lines[:hint] or lines
     line = lines[-1].strip() if lines else ""
     return line if len(line) <= limit else line[:limit - 3] + "..."
 
