@@ -97,6 +97,22 @@ def test_unknown_key_in_yaml_names_file_and_path(tmp_path):
     assert str(path) in str(err.value) and "model.quantisation" in str(err.value)
 
 
+def test_a_key_given_twice_is_an_error_naming_it_and_its_lines(tmp_path):
+    path = tmp_path / "twice.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n  epochs: 1\n  learning_rate: 2e-4\nmodel:\n  family: plain\n"
+                    "train:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path)
+    err = str(caught.value)
+    assert f"{path}: line 4: train.learning_rate is given twice (first at line 2)" in err
+    assert f"{path}: line 7: train is given twice (first at line 1)" in err
+    with pytest.raises(ConfigError, match="--set peft={r: 4, r: 8}: line 1: r is given twice"):
+        config.load(None, ["peft={r: 4, r: 8}"])
+    path.write_text("train: [1\n")
+    with pytest.raises(ConfigError, match=f"^{path}: invalid YAML at line 2, column 1: expected ',' or ']'"):
+        config.load(path)
+
+
 def test_dump_round_trips(tmp_path):
     cfg = config.load(None, ["train.epochs=3", "peft.layers_to_transform=[1, 2]"])
     config.dump(cfg, tmp_path / "c.yaml")

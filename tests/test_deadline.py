@@ -29,7 +29,9 @@ def test_deadline_from_epoch_iso_time_or_budget_and_clear_errors():
     assert budget.parse_deadline(iso, None, now) == pytest.approx(now + 3600)
     assert budget.parse_deadline(None, 0.5, now) == now + 1800
     for deadline, hours, message in [("soon", None, "expected epoch seconds"), (str(now - 1), None, "already passed"),
-                                     (str(now + 60), 1.0, "not both"), (None, 0.0, "positive")]:
+                                     (str(now + 60), 1.0, "not both"), (None, 0.0, "positive"),
+                                     ("nan", None, "not a time"), ("inf", None, "not a time"),
+                                     ("-inf", None, "not a time"), (None, float("inf"), "finite")]:
         with pytest.raises(UserError, match=message):
             budget.parse_deadline(deadline, hours, now)
 

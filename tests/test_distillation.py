@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from arena import cli, data, predict, train
+from arena.errors import UserError
 from arena.layout import RunFolder
 from arena.task import THREE_WAY
 from tests.tiny import tiny_train_cfg
@@ -74,12 +75,31 @@ def test_teacher_rows_follow_the_ids_and_the_swap(sample_csv, tmp_path):
     assert teachers.coverage(df["id"]) == {"rows": len(df), "per_teacher": [5], "without_teacher": len(df) - 5}
 
 
+def test_a_teacher_of_rows_dedup_dropped_is_read_its_extra_ids_counted(sample_csv, tmp_path, capsys):
+    """A predict output of the training file holds the ids of exact-duplicate rows the training data drops: they
+    are counted and ignored (as training rows a teacher lacks are); a teacher of no training row is refused."""
+    df = data.load(sample_csv)
+    doubled = pd.concat([df, df[:3].assign(id=["dup-1", "dup-2", "dup-3"])])
+    train_csv = tmp_path / "train.csv"
+    data.write_csv(doubled, train_csv)
+    cfg = tiny_train_cfg("unused", train_csv, tmp_path / "runs")
+    rows = data.training_data(cfg.data, THREE_WAY)
+    assert len(rows) == len(df)  # the duplicates dropped
+    teacher = write_teacher(tmp_path / "t.csv", doubled["id"], [[0.5, 0.25, 0.25]] * len(doubled))
+    teachers = data.read_teachers([teacher], rows["id"], THREE_WAY)
+    assert teachers.coverage(rows["id"])["per_teacher"] == [len(df)]
+    assert f"{teacher} (data.teacher): ids not among the training rows, ignored: 3 row(s)" in capsys.readouterr().err
+    other = write_teacher(tmp_path / "other.csv", ["x1", "x2"], [[0.5, 0.25, 0.25]] * 2)
+    with pytest.raises(UserError, match="other.csv \\(data.teacher\\): none of its ids is in the training data"):
+        data.read_teachers([other], rows["id"], THREE_WAY)
+
+
 def test_bad_teacher_csvs_are_named_before_any_model_loads_and_nothing_is_written(
         tiny_model_dir, sample_csv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     df = data.load(sample_csv)
     ids = list(df["id"][:3])
-    unknown = write_teacher(tmp_path / "unknown.csv", [*ids[:2], "no-such-row"], [[0.5, 0.25, 0.25]] * 3)
+    unknown = write_teacher(tmp_path / "unknown.csv", ["no-such-row"], [[0.5, 0.25, 0.25]])
     off_sum = write_teacher(tmp_path / "sum.csv", ids, [[0.5, 0.25, 0.25], [0.9, 0.3, 0.1], [0.2, 0.2, 0.6]])
     columns = tmp_path / "columns.csv"
     pd.DataFrame({"id": ids, "winner_model_a": [1.0] * 3}).to_csv(columns, index=False)
@@ -95,7 +115,7 @@ def test_bad_teacher_csvs_are_named_before_any_model_loads_and_nothing_is_writte
     assert cli.main(argv) == 2
     assert not runs.exists()
     err = capsys.readouterr().err
-    assert f"{unknown} (data.teacher): ids not in the training data: 1 row(s) (ids: no-such-row)" in err
+    assert f"{unknown} (data.teacher): none of its ids is in the training data: 1 row(s) (ids: no-such-row)" in err
     assert f"{off_sum} (data.teacher): rows not summing to 1" in err and f"ids: {ids[1]}" in err
     assert f"{columns}: missing column(s) winner_model_b, winner_tie" in err
     assert "absent.csv: teacher file not found" in err

@@ -192,3 +192,22 @@ def test_no_command_prints_bitsandbytes_kernels_notice(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and "unknown key" in result.stderr
     assert "kernels-community" not in result.stdout + result.stderr
+
+
+def test_a_profile_from_the_environment_is_named_as_the_variable_not_a_flag(monkeypatch):
+    monkeypatch.setenv(hardware.PROFILE_ENV, "t4")
+    with pytest.raises(UserError, match="^ARENA_HARDWARE='t4' \\(environment\\): unknown profile") as err:
+        hardware.current()
+    assert "--hardware" not in str(err.value)
+
+
+def test_a_rehearsal_as_another_machine_says_what_the_bundle_is_built_for(tmp_path, monkeypatch):
+    from arena.kaggle import rehearsal
+    from arena.layout import Bundle
+    from tests.kaggle_bundles import fake_bundle, kaggle_cfg
+
+    monkeypatch.setenv(hardware.PROFILE_ENV, "h100")
+    note = rehearsal.machine_note(Bundle(fake_bundle(tmp_path, kaggle_cfg())))
+    assert note.startswith("note: the bundle is built for Kaggle's 2 x Tesla T4 (machine_shape NvidiaTeslaT4); "
+                           "this rehearsal acts as h100: 1 x NVIDIA H100")
+    assert "the kernel's GPU check, which stops it on any other machine on Kaggle, is skipped here" in note

@@ -246,6 +246,25 @@ def test_push_waits_for_its_own_version_whatever_the_latest_session_is(fake_kagg
     assert len(fake_kaggle.called("GetKernelSessionStatus")) == 1 + 5
 
 
+def test_a_push_replaced_by_another_push_stops_instead_of_waiting_until_killed(fake_kaggle, run_and_bundle, capsys):
+    """Two pushes at once, the datasets and the kernel already on Kaggle: the other push's version follows this
+    one's, which never ends (its session was taken over); this push stops, saying so, and submits nothing."""
+    run, bundle = run_and_bundle
+    fake_kaggle.models[GEMMA] = "ok"
+    fake_kaggle.on_kernel_push = run_like_arena_kernel(fake_kaggle)
+    assert _push(run, bundle) == 0  # a first push: the datasets and the kernel are on Kaggle now
+
+    def another_push_follows(kernel, version):
+        kernel.versions.append(KernelVersion(version.number + 1, "theirs", {}, status="running"))
+
+    fake_kaggle.on_kernel_push = another_push_follows
+    capsys.readouterr()
+    assert _push(run, bundle) == 2
+    err = capsys.readouterr().err
+    assert "another push of alice/arena-inference made version 3 while this push waited on version 2" in err
+    assert len(fake_kaggle.called("CreateCodeSubmission")) == 1  # the first push's alone
+
+
 def test_a_kaggle_cli_of_another_version_is_refused_before_anything_is_sent(fake_kaggle, tmp_path, monkeypatch):
     assert remote.require_cli_version(remote.kaggle_executable()) == "2.2.5"  # requirements.txt's
     old = tmp_path / "kaggle"
@@ -295,6 +314,26 @@ def test_every_credential_the_cli_reads_works_and_none_is_printed(fake_kaggle, m
     assert creds.complete and (creds.user == "alice" or creds.user is None)  # a token's user: only Kaggle knows
     assert remote.kaggle_cli_user() == "alice"
     assert secret not in _everything(capsys)
+
+
+def test_whatever_the_cli_prints_on_failure_arena_shows_its_one_line_never_a_traceback(fake_kaggle, monkeypatch,
+                                                                                        capsys):
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    garbage = "x" * 5000  # kagglesdk crashes on it: Path(token).exists() raises "File name too long"
+    monkeypatch.setenv("KAGGLE_API_TOKEN", garbage)
+    with pytest.raises(remote.KaggleCallError) as err:
+        remote.kaggle_cli_user()
+    shown = _everything(capsys) + str(err.value)
+    assert "`kaggle config view` failed (exit 1): OSError: [Errno 36] File name too long: '***'" in shown
+    assert "Traceback" not in shown and garbage not in shown
+    monkeypatch.setenv("KAGGLE_API_TOKEN", fake_kaggle.access_token)
+    fake_kaggle.stop()  # a token login to an unreachable Kaggle
+    with pytest.raises(remote.KaggleCallError) as err:
+        remote.kaggle_cli_user()
+    shown = _everything(capsys) + str(err.value)
+    assert "could not reach Kaggle (a connection error: " in shown and "Traceback" not in shown
+    assert len(str(err.value).splitlines()) == 1 and fake_kaggle.access_token not in shown
 
 
 def test_a_secret_in_cli_output_is_masked(monkeypatch):

@@ -56,3 +56,18 @@ def test_a_failed_download_is_an_error_not_a_file_holding_the_error(fake_kaggle,
     with pytest.raises(UserError, match="`kaggle kernels output` failed \\(exit 1\\).*404"):
         pull.pull(f"{fake_kaggle.user}/arena-train", runs_dir=runs)
     assert sorted(p.name for p in runs.iterdir()) == []
+
+
+def test_pulling_the_same_kernel_again_goes_beside_the_earlier_pulls_and_says_so(tiny_run, tmp_path, capsys):
+    """The third pull of the same kernel said its folder 'appeared while it was built': it was the second pull's."""
+    output = tmp_path / "download"
+    shutil.copytree(tiny_run, output / "runs" / Path(tiny_run).name)
+    runs, name = tmp_path / "runs", Path(tiny_run).name
+    pulled = [pull.import_output(output, "alice/arena-train", None, runs) for _ in range(3)]
+    assert [p.name for p in pulled] == [name, f"{name}-kaggle-vlatest", f"{name}-kaggle-vlatest-2"]
+    assert f"this pull goes to {runs / name}-kaggle-vlatest-2" in capsys.readouterr().out
+    pull.import_output(output, "alice/arena-train", 4, runs)
+    with pytest.raises(UserError, match=f"{name}-kaggle-v4 already holds alice/arena-train version 4 .*nothing was "
+                                        f"written"):
+        pull.import_output(output, "alice/arena-train", 4, runs)
+    assert len(list(runs.iterdir())) == 4

@@ -182,6 +182,16 @@ def test_sweep_reports_every_bad_point_before_training(recipe, monkeypatch, caps
     assert "expected key=value1,value2" in capsys.readouterr().err
 
 
+def test_a_grid_value_given_twice_is_refused_before_training(recipe, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("trained a point twice"))
+    runs = tmp_path / "runs"
+    assert cli.main(["sweep", "--config", str(recipe), "--grid", "train.learning_rate=1e-4,2e-4,0.0001",
+                     "--set", f"train.runs_dir={runs}"]) == 2
+    err = capsys.readouterr().err
+    assert "point 2 (train.learning_rate=0.0001) is point 0 (train.learning_rate=1e-4) again" in err
+    assert not runs.exists()
+
+
 def test_a_cv_sweep_point_is_a_tagged_cv_folder_and_is_not_rerun(recipe, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     args = [[str(recipe)], ["train.learning_rate=5e-4"], [f"train.runs_dir={runs}"]]

@@ -9,7 +9,7 @@ import signal
 import sys
 
 import arena
-from arena import processes
+from arena import environment, processes
 from arena.budget import BudgetStop
 from arena.commands import (
     cmd_blend,
@@ -320,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         check_torch()  # before any command imports transformers, which would disable an older torch unannounced
+        environment.check()  # every ARENA_* variable, as a flag is checked
         if getattr(args, "hardware", None):
             from arena import hardware  # imports torch: only for --hardware
 

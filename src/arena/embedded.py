@@ -6,11 +6,11 @@ safetensors checkpoint in the cache folder (~1 min) and loaded from there like a
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
+from arena import environment
 from arena.errors import UserError
 from arena.writes import output_problems
 
@@ -25,9 +25,10 @@ def is_embedded(model_path: str) -> bool:
 
 def cache_dir() -> Path:
     """ARENA_CACHE, else ~/.cache/arena: a folder (checked here, before any work; writable: checked on write)."""
-    value = os.environ.get("ARENA_CACHE")
-    if value is None:
+    found = environment.setting(environment.CACHE)
+    if found is None:
         return Path.home() / ".cache" / "arena"
+    value = found.value
     if not value.strip():  # Path("") is the current folder: 1 GB of converted weights would land there
         raise UserError("ARENA_CACHE is set but empty: unset it (the cache is then ~/.cache/arena) or name a folder")
     path = Path(value).expanduser()

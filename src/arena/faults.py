@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from arena import environment
 from arena.errors import UserError
 
-FAULT_ENV = "ARENA_FAULT"
+FAULT_ENV = environment.FAULT
 FAULTS = {
     "rank-crash": "one rank raises mid-pass, as a CUDA out-of-memory does",
     "rank-killed": "one rank is killed by a signal (SIGKILL) mid-pass",
@@ -66,8 +67,8 @@ def parse(value: str, origin: str) -> Fault:
 
 
 def from_env() -> Fault | None:
-    value = os.environ.get(FAULT_ENV)
-    return parse(value, FAULT_ENV) if value else None
+    found = environment.setting(FAULT_ENV)
+    return parse(found.value, FAULT_ENV) if found and found.value else None
 
 
 def strike_prediction(forward: Callable[[int, list[int]], np.ndarray], fault: Fault | None, rank: int,

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from arena import environment
 from arena.errors import UserError
 
-PROFILE_ENV = "ARENA_HARDWARE"  # a profile name: set by --hardware, inherited by launched processes and kernels
+PROFILE_ENV = environment.HARDWARE  # a profile name: set by --hardware, inherited by launched processes and kernels
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,11 @@ PROFILES = {
 }
 
 
-def profile(name: str) -> Hardware:
+def profile(name: str, origin: str | None = None) -> Hardware:
     """A named profile; simulated on this CPU unless this machine has CUDA (then a GPU profile's decisions run on
-    the real GPU, e.g. T4 float16 on an H100)."""
+    the real GPU, e.g. T4 float16 on an H100). `origin`: where the name came from (default: --hardware)."""
     if name not in PROFILES:
-        raise UserError(f"--hardware {name}: unknown profile (known: {', '.join(PROFILES)})")
+        raise UserError(f"{origin or '--hardware ' + name}: unknown profile (known: {', '.join(PROFILES)})")
     chosen = PROFILES[name]
     return replace(chosen, simulated=chosen.is_gpu and not torch.cuda.is_available())
 
@@ -99,8 +100,8 @@ def detect() -> Hardware:
 
 def current() -> Hardware:
     """The profile named by ARENA_HARDWARE, else the detected machine."""
-    name = os.environ.get(PROFILE_ENV)
-    return profile(name) if name else detect()
+    found = environment.setting(PROFILE_ENV)
+    return profile(found.value, found.origin) if found and found.value else detect()
 
 
 def use_profile(name: str | None) -> None:

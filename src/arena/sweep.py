@@ -63,6 +63,25 @@ def _configs(points: list[dict], name: str):
     return cfgs
 
 
+def _distinct(points: list[dict], cfgs: list, axes: int) -> list:
+    """`cfgs`, UserError when two points resolve to the same config (a grid value or a recipe given twice, also
+    spelled differently: 1e-4 and 0.0001): they would train the same run twice."""
+    def label(point: dict) -> str:  # the grid's values, else the recipe
+        return " ".join(point["overrides"][len(point["overrides"]) - axes:] if axes else []) or point["recipe"]
+
+    seen, problems = {}, []
+    for i, (point, cfg) in enumerate(zip(points, cfgs)):
+        values = json.dumps({**cfg.to_dict(), "name": None}, sort_keys=True, default=str)
+        if values in seen:
+            j = seen[values]
+            problems.append(f"point {i} ({label(point)}) is point {j} ({label(points[j])}) again: the same config "
+                            f"(a value given twice); give each once")
+        seen.setdefault(values, i)
+    if problems:
+        raise UserError(problems=problems)
+    return cfgs
+
+
 def _state(runs_dir: str, name: str, point: int, cv: bool) -> tuple[str, Path | None]:
     """('done' | 'resume' | 'new', the folder to resume): from the folders tagged with this sweep and point."""
     folders = []
@@ -89,7 +108,7 @@ def run_sweep(recipes: list[str | None], grid_items: list[str], overrides: list[
     points = plan_points(recipes or [None], grid, list(overrides))
     name = name or sweep_name(points, cv, only)
     config_mod.from_dict({"name": name})  # the sweep name must be a folder name too
-    cfgs = _configs(points, name)
+    cfgs = _distinct(points, _configs(points, name), len(grid))
     runs_dir = cfgs[0].train.runs_dir
     sweep = Sweep(Path(runs_dir) / SWEEPS_DIR / name)
     plan = {"name": name, "points": points, "cv": cv, "only": only}

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from arena import config as config_mod
+from arena.config.io import read_yaml
 from arena.errors import UserError
 from arena.kaggle import leaderboard
 from arena.kaggle.pull import source
@@ -52,8 +52,8 @@ def changes(config: dict | None, origin: dict | None) -> str:
 
 def _config(path: Path, damaged: list[str] | None = None) -> dict | None:
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        cfg = read_yaml(path.read_text(encoding="utf-8"), path.name)
+    except (OSError, ValueError, UserError) as exc:
         cfg = exc
     if isinstance(cfg, dict) or not path.exists():
         return cfg if isinstance(cfg, dict) else None

@@ -16,13 +16,14 @@ from datetime import datetime
 import numpy as np
 from tqdm.auto import tqdm
 
+from arena import environment
 from arena.errors import UserError
 
 # Kept free after the passes for merging the processes' shards, calibrating and writing the submission.
 FINISH_RESERVE_S = 15.0
 # The rehearsal's stand-in for a slower GPU: every batch counts this many extra seconds on the budget's clock
 # (nothing sleeps), so a local rehearsal can run out of time the way a slow hidden rerun would.
-SLOW_BATCH_ENV = "ARENA_REHEARSE_SECONDS_PER_BATCH"
+SLOW_BATCH_ENV = environment.SLOW_BATCH
 
 
 def parse_deadline(deadline: str | None, budget_hours: float | None, now: float | None = None) -> float | None:
@@ -32,8 +33,8 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
     if deadline is not None and budget_hours is not None:
         raise UserError("--deadline and --budget-hours: give one of them, not both")
     if budget_hours is not None:
-        if not budget_hours > 0:
-            raise UserError(f"--budget-hours {budget_hours}: must be a positive number of hours")
+        if not 0 < budget_hours < np.inf:
+            raise UserError(f"--budget-hours {budget_hours}: must be a positive, finite number of hours")
         return now + budget_hours * 3600
     if deadline is None:
         return None
@@ -45,6 +46,8 @@ def parse_deadline(deadline: str | None, budget_hours: float | None, now: float 
         except ValueError:
             raise UserError(f"--deadline {deadline}: expected epoch seconds (e.g. 1790000000) or an ISO time "
                             f"(e.g. 2026-12-02T13:00:00+00:00)") from None
+    if not np.isfinite(at):  # float() takes nan and inf: a deadline never reached, or one no clock compares with
+        raise UserError(f"--deadline {deadline}: not a time; a deadline is a finite time (epoch seconds or ISO)")
     if at <= now:
         raise UserError(f"--deadline {deadline}: already passed ({now - at:.0f} s ago)")
     return at
@@ -75,7 +78,7 @@ class Clock:
     """Wall-clock seconds (epoch), plus the rehearsal's simulated slowness (SLOW_BATCH_ENV) per batch."""
 
     def __init__(self, extra_per_batch: float | None = None):
-        self.extra_per_batch = float(os.environ.get(SLOW_BATCH_ENV, 0)) if extra_per_batch is None else extra_per_batch
+        self.extra_per_batch = environment.number(SLOW_BATCH_ENV) if extra_per_batch is None else extra_per_batch
         self.simulated = 0.0
 
     def now(self) -> float:

@@ -19,6 +19,45 @@ CONFIG_DIR = SOURCE_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 
 
+def read_yaml(text: str, source: str):
+    """The one YAML reader of the package (recipes, run configs, `--set` values): PyYAML's safe loader, except that
+    a key given twice in one mapping is an error naming it (dotted) and both lines, as a `--set` of it twice would
+    be; yaml.safe_load keeps the last value silently. ConfigError, one line, for any YAML error."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        problems = _duplicate_keys(node, "") if node is not None else []
+        if problems:
+            raise ConfigError(problems=[f"{source}: {p}" for p in problems])
+        return loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{source}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node, prefix: str) -> list[str]:
+    """Every key given twice in a mapping of the node tree (a merge key `<<` is not a key), with its lines."""
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        first = {}
+        for key, value in node.value:
+            if key.tag == "tag:yaml.org,2002:merge":
+                continue
+            name = f"{prefix}{key.value}" if isinstance(key, yaml.ScalarNode) else f"{prefix}{key.start_mark}"
+            if name in first:
+                problems.append(f"line {key.start_mark.line + 1}: {name} is given twice (first at line "
+                                f"{first[name]}); give it once")
+            first.setdefault(name, key.start_mark.line + 1)
+            problems += _duplicate_keys(value, f"{name}.")
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, f"{prefix}{i}.")
+    return problems
+
+
 def set_dotted(data: dict, key: str, raw: str) -> None:
     parts = key.split(".")
     node = data
@@ -29,10 +68,7 @@ def set_dotted(data: dict, key: str, raw: str) -> None:
             known = f" (known here: {', '.join(sorted(field_names))})" if field_names else ""
             raise ConfigError(f"--set: unknown key '{'.'.join(parts[: i + 1])}'{did_you_mean(key, all_keys(Config))}{known}")
         if i == len(parts) - 1:
-            try:
-                node[part] = yaml.safe_load(raw) if raw != "" else ""
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"--set: {key}: {raw!r} is not a YAML value ({exc.problem})") from None
+            node[part] = read_yaml(raw, f"--set {key}={raw}") if raw != "" else ""
             return
         cls = typing.get_type_hints(cls)[part]
         node = node.setdefault(part, {})
@@ -103,10 +139,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    data = read_yaml(text, str(path))
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     if not data:

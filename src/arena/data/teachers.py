@@ -3,6 +3,7 @@ OOF file, an `arena predict` output, or any such CSV), checked and lined up with
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +54,14 @@ def read_teachers(paths: list[str], known_ids, task: Task) -> Teachers:
             problems += exc.problems
             continue
         found, values = check_frame(raw, f"{path} (data.teacher)")
+        # Ids the training rows lack (rows dedup dropped, a predict output of a larger file) are counted and
+        # ignored, as training rows a teacher lacks are; a teacher that covers no training row is another file's.
         unknown = [i for i in values.index.unique() if i not in known]
-        if unknown:
-            found.append(f"{path} (data.teacher): ids not in the training data: {ids_text(unknown)}")
+        if unknown and len(unknown) == values.index.nunique():
+            found.append(f"{path} (data.teacher): none of its ids is in the training data: {ids_text(unknown)}")
+        elif unknown:
+            print(f"{path} (data.teacher): ids not among the training rows, ignored: {ids_text(unknown)}",
+                  file=sys.stderr)
         problems += found
         if not found:
             frames.append(values / values.to_numpy().sum(axis=1, keepdims=True))

@@ -7,27 +7,26 @@ the logits they kept, then, if that fails too, the kept logits alone make the fi
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from arena import hardware
+from arena import environment, hardware
 from arena.errors import UserError
 from arena.kaggle import ensemble
 
-PROCESSES_ENV = "ARENA_KERNEL_PROCESSES"  # the rehearsal's processes, instead of one per GPU
-PORT_ENV = "ARENA_KERNEL_PORT"  # where those processes meet (the rehearsal's free port)
+PROCESSES_ENV = environment.KERNEL_PROCESSES  # the rehearsal's processes, instead of one per GPU
+PORT_ENV = environment.KERNEL_PORT  # where those processes meet (the rehearsal's free port)
 
 
 def launch_line(gpus: int) -> list[str]:
     """`arena.cli` as one process, or under accelerate with one process per GPU (T4x2: each its own model copy and
     half the tokens); PROCESSES_ENV overrides the count (the rehearsal's 2 CPU processes, gloo)."""
-    processes = int(os.environ.get(PROCESSES_ENV) or gpus)
+    processes = environment.whole(PROCESSES_ENV) or gpus
     if processes <= 1:
         return [sys.executable, "-m", "arena.cli"]
-    port = ["--main_process_port", os.environ[PORT_ENV]] if os.environ.get(PORT_ENV) else []
+    port = ["--main_process_port", str(environment.whole(PORT_ENV))] if environment.text(PORT_ENV) else []
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *port, "-m", "arena.cli"]
 

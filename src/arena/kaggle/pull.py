@@ -58,6 +58,26 @@ def _incomplete_checkpoints(run: RunFolder) -> list[str]:
                   if p.name.split("-", 1)[1].isdigit() and int(p.name.split("-")[1]) > newest)
 
 
+def _destination(runs: Path, name: str, kernel: str, version: int | None) -> Path:
+    """Where a pull of the run `name` goes: runs/<name>; when that is taken (an earlier pull, a run trained here),
+    <name>-kaggle-v<N> (or -vlatest), then -2, -3, ...: never over an earlier folder. UserError when one of them
+    already holds this version of this kernel."""
+    base = f"{name}-kaggle-v{version or 'latest'}"
+    for path in [runs / name, runs / base, *sorted(runs.glob(f"{base}-*"))]:
+        earlier = source(path) if path.is_dir() else None
+        if version is not None and earlier and (earlier.get("kernel"), earlier.get("version")) == (kernel, version):
+            raise UserError(f"{path} already holds {kernel} version {version} (pulled {earlier.get('pulled')}); "
+                            f"nothing was written. Remove that folder to pull it again")
+    if not (runs / name).exists():
+        return runs / name
+    dest, n = runs / base, 1
+    while dest.exists():
+        n += 1
+        dest = runs / f"{base}-{n}"
+    print(f"note: {runs / name} exists (an earlier pull, or a run trained here): this pull goes to {dest}")
+    return dest
+
+
 def import_output(output: Path, kernel: str, version: int | None, runs_dir: str | Path) -> Path:
     """The one run folder in a kernel's downloaded output, checked, copied into `runs_dir` (built aside, renamed
     into place) with its SOURCE record; returns the new run folder."""
@@ -73,10 +93,7 @@ def import_output(output: Path, kernel: str, version: int | None, runs_dir: str 
     problems = run_problems(run)
     if problems:
         raise UserError(problems=[f"{kernel} output: {p}" for p in problems])
-    runs = Path(runs_dir)
-    dest = runs / run.root.name
-    if dest.exists():  # a later version of the same run: never over the earlier pull
-        dest = runs / f"{run.root.name}-kaggle-v{version or 'latest'}"
+    dest = _destination(Path(runs_dir), run.root.name, kernel, version)
     with atomic_folder(dest, "pulled run") as staging:
         shutil.copytree(run.root, staging, dirs_exist_ok=True)
         write_text(staging / SOURCE, json.dumps({"kernel": kernel, "version": version,

@@ -204,8 +204,9 @@ def log_tail(folder: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def wait_kernel(kernel_id: str, version: str, push_id: str, folder: Path, hours: float) -> Path:
     """Wait for `version` of the kernel (this push's) to end, reading that version's own session; its output lands
-    in `folder`. UserError with the log's tail (saved in `folder`) when it errors or is cancelled, and when its
-    output lacks this push's id."""
+    in `folder`. UserError with the log's tail (saved in `folder`) when it errors or is cancelled, when its output
+    lacks this push's id, and as soon as a later version exists while it has not ended (another push replaced it:
+    waiting on would last until the push is killed)."""
     ref = f"{kernel_id}/{version}"
     deadline = time.monotonic() + hours * 3600
     unseen = 0
@@ -226,6 +227,10 @@ def wait_kernel(kernel_id: str, version: str, push_id: str, folder: Path, hours:
                                 f"this push's id ({PUSH_MARKER}): it is not the kernel this push stamped. Check "
                                 f"https://www.kaggle.com/code/{kernel_id}; nothing was submitted")
             return folder
+        if state != "unseen" and kernel_state(kernel_id, int(version) + 1, missing_ok=True)[0] != "unseen":
+            raise UserError(f"another push of {kernel_id} made version {int(version) + 1} while this push waited on "
+                            f"version {version} (status {state}): two pushes of one kernel at once. This one stops; "
+                            f"nothing was submitted. Check https://www.kaggle.com/code/{kernel_id}")
         if time.monotonic() > deadline:
             raise UserError(f"gave up waiting for {kernel_id} version {version} after {hours:g} h; check it on "
                             f"kaggle.com")

@@ -5,6 +5,7 @@ processes through the kernel's own `accelerate launch` line (as on T4x2), then i
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,17 @@ def find_competition_file(input_dir: Path, competition: str, name: str) -> Path 
 RENDEZVOUS_HOST = "127.0.0.1"  # where the kernel's processes meet: accelerate launch's main process address
 
 
+def machine_note(bundle: Bundle) -> str:
+    """One line: the Kaggle machine the bundle is built for, what this rehearsal acts as, and that the kernel's GPU
+    check (which stops it on Kaggle on any other machine) is skipped here."""
+    shape = json.loads(bundle.kernel_metadata.read_text(encoding="utf-8")).get("machine_shape")
+    built = next((p for p in hardware.PROFILES.values() if shape and p.machine_shape == shape), None)
+    made = (f"Kaggle's {built.gpus} x {built.gpu_name} (machine_shape {shape})" if built
+            else f"machine_shape {shape or 'unset (one P100)'}")
+    return (f"note: the bundle is built for {made}; this rehearsal acts as {hardware.current().describe()}, and "
+            f"the kernel's GPU check, which stops it on any other machine on Kaggle, is skipped here")
+
+
 def _free_port() -> int:
     import socket
 
@@ -186,6 +198,7 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
             _link(inputs / rel, target)
     (root / "working").mkdir(parents=True)
 
+    print(machine_note(bundle), flush=True)
     extra = {"ARENA_SKIP_GPU_CHECK": "1"}  # this machine is not the Kaggle one the bundle is built for
     if processes > 1:  # the kernel's T4x2 launch line, on CPU: torch.distributed over gloo
         extra.update({PROCESSES_ENV: str(processes), PORT_ENV: str(_free_port()), **cpu_processes(processes)})

@@ -71,6 +71,10 @@ _UNREACHABLE = re.compile(r"Max retries exceeded|Connection refused|NewConnectio
                           r"Name or service not known|Read timed out|ConnectTimeout")
 _UNAUTHORIZED = re.compile(r"401 Client Error|Unauthenticated|kaggle auth login|Invalid credentials", re.I)
 _NOT_FOUND = re.compile(r"404|not found", re.I)
+_TRACEBACK = "Traceback (most recent call last)"
+# The hints the CLI prints after an HTTP error's own line (kaggle_api_extended._HTTP_ERROR_HINTS, format_http_error).
+_HTTP_HINTS = ("You don't have access to this resource.", "The resource was not found.", "You have been rate limited.",
+               "This is a problem on Kaggle's side")
 
 
 def kaggle_executable() -> str:
@@ -91,11 +95,27 @@ def redact(text: str, secret_values=None) -> str:
     return text
 
 
+def explain(output: str, limit: int = 300) -> str:
+    """The one line of the kaggle CLI's output that explains a failure: the exception line of its (last) traceback,
+    else its last line before the hint the CLI prints after an HTTP error; never a traceback. Shortened to `limit`
+    characters."""
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    if any(line.startswith(_TRACEBACK) for line in lines):
+        start = max(i for i, line in enumerate(lines) if line.startswith(_TRACEBACK))
+        tail = [line for line in lines[start + 1:] if not line.startswith((" ", "\t"))]
+        lines = tail[-1:] or lines[:start]
+    hint = next((k for k, line in enumerate(lines) if line.startswith(_HTTP_HINTS)), None)
+    lines = lines[:hint] or lines
+    line = lines[-1].strip() if lines else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 def judge(args: list[str], returncode: int, output: str) -> None:
-    """Raise KaggleCallError when `kaggle ARGS` failed, by its exit code or its output."""
+    """Raise KaggleCallError when `kaggle ARGS` failed, by its exit code or its output; its message holds the one
+    line of the output that explains the failure (`explain`), never a traceback."""
     name = f"kaggle {' '.join(args[:2])}"
     if _UNREACHABLE.search(output):
-        raise KaggleCallError(f"`{name}` could not reach Kaggle (a connection error; its output is above); nothing "
+        raise KaggleCallError(f"`{name}` could not reach Kaggle (a connection error: {explain(output)}); nothing "
                               f"more was sent", output, reached=False)
     if _UNAUTHORIZED.search(output):
         raise KaggleCallError(f"`{name}`: Kaggle refused the credentials (expired or revoked token?); "
@@ -110,11 +130,11 @@ def judge(args: list[str], returncode: int, output: str) -> None:
             raise KaggleCallError(f"`{name}` failed (exit {returncode}, reported in its output): {reason}", output,
                                   not_found=not_found)
     if returncode != 0:
-        raise KaggleCallError(f"`{name}` failed (exit {returncode}): {output.strip()[-500:] or 'no output'}",
+        raise KaggleCallError(f"`{name}` failed (exit {returncode}): {explain(output) or 'no output'}",
                               output, not_found=not_found)
     if rule.success and not re.search(rule.success, output):
         raise KaggleCallError(f"`{name}` exited 0 without confirming success; its output: "
-                              f"{output.strip()[-500:] or 'none'}", output)
+                              f"{explain(output) or 'none'}", output)
 
 
 def run_kaggle(args: list[str], echo: bool = True) -> subprocess.CompletedProcess:
@@ -153,9 +173,14 @@ def _run(args: list[str], argv: list[str], shown: str, echo: bool) -> subprocess
     print(f"$ {shown}", flush=True)
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.stdout = redact(proc.stdout)
+    try:
+        judge(args, proc.returncode, proc.stdout)
+    except KaggleCallError:  # its error holds the line that explains it: a traceback is never shown
+        if echo and proc.stdout.strip() and _TRACEBACK not in proc.stdout:
+            print(proc.stdout.rstrip(), flush=True)
+        raise
     if echo and proc.stdout.strip():
         print(proc.stdout.rstrip(), flush=True)
-    judge(args, proc.returncode, proc.stdout)
     return proc
 
 
