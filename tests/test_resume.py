@@ -121,3 +121,48 @@ def test_data_that_moved_is_honoured_when_its_content_is_the_same(killed, tmp_pa
     assert _resume(run, "--config", str(recipe), "--set", f"data.train={moved}", "--set",
                    "kaggle.session_hours=3") == 0
     assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
+
+
+HOLDER = """
+import sys
+from transformers import TrainerCallback
+from arena import cli
+from arena.train import run as run_mod
+
+class Wait(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        print("training", flush=True)
+        sys.stdin.read()  # until the test kills this process
+
+callbacks = run_mod.run_callbacks
+run_mod.run_callbacks = lambda *a: [*callbacks(*a), Wait()]
+sys.exit(cli.main(["train", "--resume", sys.argv[1]]))
+"""
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(killed, capsys):
+    """Two `--resume` of one killed run at once: the second is refused naming the first (pid, host, since when),
+    before it touches the folder; once the first is killed, its hold is gone and the run resumes."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _, _, run = killed
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "training\n" in iter(first.stdout.readline, "")  # the first resume holds the run and trains
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock")
+        capsys.readouterr()
+        assert _resume(run) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: in use by process {first.pid} on {socket.gethostname()}, since " in err and "Traceback" not in err
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock") == before
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert _resume(run) == 0  # a killed holder leaves no hold behind
+    assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
+

@@ -91,6 +91,7 @@ class RunFolder(_Layout):
     reliability = _At("reliability.png")  # predicted vs observed frequency per class, before/after calibration
     leaderboard = _At("leaderboard.json")  # leaderboard scores recorded by `arena runs --lb/--fetch-lb`
     logs = _At("logs")  # train.report_to: tensorboard event files
+    lock = _At(".arena-lock")  # held (flock) by the process training the run; says which one (train/resume.py)
 
     def new_bundle_path(self) -> Path:
         """Where `arena package` builds when no --out is given (created by the packager)."""

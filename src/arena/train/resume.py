@@ -3,9 +3,13 @@ complete checkpoint."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +55,7 @@ def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFo
 
     def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
+        hold(run)
         config_mod.dump(cfg, run.config)
         if origin is not None:
             write_text(run.recipe, json.dumps(origin, indent=2))
@@ -58,6 +63,41 @@ def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFo
         return str(run.root)
 
     return RunFolder(processes.decided_by_main(create, cpu))
+
+
+_HELD: dict[Path, int] = {}  # run folder -> the open lock file this process holds it by
+
+
+def hold(run: RunFolder) -> None:
+    """Hold the run folder for this process (its main process, under `accelerate launch`) until release_held() or
+    its end: an flock on the folder's lock file, which the kernel drops when the process dies, however it dies. A
+    second process, a `--resume` of the same run, is refused naming the holder (pid, host, since when)."""
+    key = run.root.resolve()
+    if key in _HELD:
+        return
+    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace")
+        os.close(fd)
+        try:
+            who = json.loads(holder)
+            who = f"process {who['pid']} on {who['host']}, since {who['since']}"
+        except (ValueError, TypeError, KeyError):
+            who = "another process"
+        raise UserError(f"{run.root}: in use by {who} (arena train): one process trains a run folder at a time; "
+                        f"wait for it to end, or stop it, then resume") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode("utf-8"))
+    _HELD[key] = fd
+
+
+def release_held() -> None:
+    """Let go of every run folder this process holds (a run's training is over, whatever its outcome)."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])
 
 
 def data_hashes(cfg: Config) -> dict[str, str]:
@@ -82,6 +122,7 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     moves an incomplete checkpoint aside."""
     request = resume if isinstance(resume, Resume) else Resume(resume)
     run = find_resumable(cfg, request.target)
+    hold(run)
     moved = relocations(cfg, request)
     changes = resume_changes(cfg, run, request, moved)
     if changes and not request.accept_changes:

@@ -25,7 +25,7 @@ from arena.inference.tta import encode_view
 from arena.layout import RunFolder
 from arena.task import swap_classes
 from arena.train.finish import finish
-from arena.train.resume import open_run_folder, resume_point
+from arena.train.resume import open_run_folder, release_held, resume_point
 from arena.train.trainer import (
     EncodedRows,
     EvalLogits,
@@ -249,6 +249,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     try:
         return train_steps(cfg, resume, callbacks, origin)
     finally:
+        release_held()
         free_memory()
 
 
