@@ -166,3 +166,36 @@ def test_a_run_folder_is_trained_by_one_process_at_a_time(killed, capsys):
     assert _resume(run) == 0  # a killed holder leaves no hold behind
     assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
 
+
+class RunsCode:
+    """A pickle that runs a command when loaded without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_pickle_that_asks_for_code_is_named_before_the_model_loads(killed, tmp_path, capsys):
+    """optimizer.pt, scheduler.pt, rng_state.pth: each is loaded weights-only before the model loads; one that asks
+    for code is refused naming the file, never suggesting the unsafe load, and nothing runs or changes."""
+    import torch
+
+    _, _, run = killed
+    checkpoint = RunFolder(run).checkpoints / "checkpoint-2"
+    marker = tmp_path / "ran"
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        original = (checkpoint / name).read_bytes()
+        torch.save({"state": RunsCode(marker)}, checkpoint / name)
+        before = sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock")
+        capsys.readouterr()
+        assert _resume(run) == 2
+        out, err = capsys.readouterr()
+        assert f"{checkpoint / name}: not only weights: it asks to run posix.system when loaded" in err, err
+        assert "weights_only" not in err and "Traceback" not in err and "resuming" not in out  # no model loaded
+        assert not marker.exists()
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock") == before
+        (checkpoint / name).write_bytes(original)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import pickle
+import re
 import shutil
 import socket
 import sys
@@ -132,8 +134,39 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     for change in changes:
         print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
+    if checkpoint is not None:
+        check_pickles(checkpoint)
     set_aside_cut_finish(run)
     return str(run.root), None if checkpoint is None else str(checkpoint), moved
+
+
+# The pickles the Trainer loads from a checkpoint when it resumes (with torch.load(weights_only=True), after the
+# model has loaded); training_args.bin is never loaded.
+CHECKPOINT_PICKLES = ("optimizer.pt", "optimizer.bin", "rank*-of-*-optimizer.pt", "scheduler.pt", "scaler.pt",
+                      "rng_state*.pth")
+
+
+def check_pickles(checkpoint: Path) -> None:
+    """Every pickle the Trainer will load from `checkpoint`, loaded as it loads them (weights only, numpy's arrays
+    allowed as transformers allows them for the RNG state; memory-mapped, on the CPU) before the model loads: a file
+    that asks for code (a global no weights-only load allows) or does not load is named, and nothing runs."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    for pattern in CHECKPOINT_PICKLES:
+        for path in sorted(checkpoint.glob(pattern)):
+            try:
+                with safe_globals():
+                    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError as exc:
+                asks = re.search(r"GLOBAL (\S+)", str(exc))
+                raise UserError(f"{path}: not only weights: it asks to run {asks.group(1) if asks else 'code'} when "
+                                f"loaded, which arena never does; delete {checkpoint.name} (a resume then takes the "
+                                f"checkpoint before it) or train a new run") from None
+            except Exception as exc:  # noqa: BLE001 - any failure here is the Trainer's failure after the model loads
+                raise UserError(f"{path}: does not load ({type(exc).__name__}); the checkpoint is damaged: delete "
+                                f"{checkpoint.name} (a resume then takes the checkpoint before it) or train a new "
+                                f"run") from None
 
 
 def set_aside_cut_finish(run: RunFolder) -> None:
