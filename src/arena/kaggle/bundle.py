@@ -84,10 +84,6 @@ def kernel_config(run: RunFolder, cfg: Config, dest: Path) -> Config:
     return kernel_cfg
 
 
-def _dataset_metadata(title: str, user: str, slug: str) -> dict:
-    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "CC0-1.0"}]}
-
-
 def _title(slug: str) -> str:
     """A title that Kaggle slugifies back to `slug` (it warns when the two disagree)."""
     return " ".join(word.capitalize() for word in slug.split("-"))
@@ -171,9 +167,13 @@ def write_metadata(bundle: Bundle, cfg: Config, user: str, versions: dict[str, i
     """The three metadata files, for `user` (push rewrites them when the bundle was made for another user, and
     with `versions` to pin the dataset versions it just created)."""
     k = cfg.kaggle
+    runs = bundle.member_runs()
+    cfgs = [config_mod.load_run(run) for run in runs]
+    terms = {k.adapter_dataset_slug: published.adapter_licence([published.base_family(c, r) for c, r in zip(cfgs, runs)]),
+             k.wheels_dataset_slug: published.wheels_licence(cfgs)}
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
-        write_json(folder / DATASET_METADATA, _dataset_metadata(_title(slug), user, slug))
-    members = [config_mod.load_run(run) for run in bundle.member_runs()] if bundle.ensemble.is_file() else []
+        write_json(folder / DATASET_METADATA, {"title": _title(slug), "id": f"{user}/{slug}", **terms[slug]})
+    members = cfgs if bundle.ensemble.is_file() else []
     write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members, versions))
 
 

