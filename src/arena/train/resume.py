@@ -77,7 +77,10 @@ def hold(run: RunFolder) -> None:
     key = run.root.resolve()
     if key in _HELD:
         return
-    fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"{run.lock}: cannot be written ({exc.strerror}): training writes into {run.root}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
