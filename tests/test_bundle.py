@@ -91,3 +91,45 @@ def test_a_run_trained_in_bfloat16_is_bundled_for_the_t4s_compute_dtype(work, ti
     assert "model.compute_dtype: bfloat16 in " in capsys.readouterr().out
     assert config.load(Bundle(work / "bundle").run.config).model.compute_dtype == "auto"
     assert config.load(run.config).model.compute_dtype == "bfloat16"
+
+
+def test_what_the_bundle_uploads_names_no_local_path_nor_the_user(work, tiny_run, monkeypatch, capsys):
+    """A run packaged from a user's home folder: no file the push uploads (the adapter dataset, the wheels, the
+    kernel; a wheel's files too) holds the user's name, the home folder, or a local path of the run's config; the
+    kernel's config names the base model as the kernel resolves it, and the run's own config stays in local/."""
+    import json
+    import zipfile
+
+    from arena import config
+    from arena.layout import Bundle
+
+    user = "zelda-quixote"
+    home = work / "home" / user
+    monkeypatch.setenv("HOME", str(home))
+    original = config.load(Path(tiny_run) / "config.yaml")
+    base = shutil.copytree(original.model.path, home / "models" / "tiny-gemma2")
+
+    def moved(run):
+        cfg = config.load(run.config, [f"model.path={base}"])
+        run.config.unlink()
+        config.dump(cfg, run.config)
+
+    run = run_copy(home / "projects", tiny_run, moved)
+    assert cli.main(["package", "--run", str(run), "--no-wheels", "--out", str(home / "bundle")]) == 0
+    bundle = Bundle(home / "bundle")
+    local = [user, str(home), str(work), original.data.train, original.train.runs_dir]
+    for part in Bundle.PARTS:
+        for path in (bundle.root / part).rglob("*"):
+            if path.is_file():
+                contents = [path.read_bytes()]
+                if path.suffix == ".whl":
+                    with zipfile.ZipFile(path) as wheel:
+                        contents += [wheel.read(name) for name in wheel.namelist()]
+                found = [s for s in local for c in contents if s.encode() in c]
+                assert not found, f"{path.relative_to(bundle.root)} holds {found}"
+    uploaded = config.load(bundle.run.config)
+    assert uploaded.model.path == "/kaggle/input/tiny/1" and uploaded.data.train == "train.csv"
+    (kept,) = bundle.member_runs()
+    assert config.load(kept.config).model.path == str(base)  # what the rehearsal here mounts
+    adapter_config = json.loads((bundle.run.adapter / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == "/kaggle/input/tiny/1"

@@ -128,7 +128,8 @@ def test_a_fold_run_is_weighted_by_its_cv_folders_oof_with_the_calibration_the_b
     (cv / "calibration.json").write_text(json.dumps({"temperature": 2.0, "bias": [0.1, 0.2, -0.3]}))
     out = ensemble.package_ensemble([fold, members[1]], tmp_path / "bundle", wheels=False)
     stored = json.loads(Bundle(out).ensemble.read_text())
-    assert stored["fit"]["fit_on"][0] == str(cv / "oof_predictions.csv")
+    assert stored["fit"]["fit_on"][0] == "cv/oof_predictions.csv"  # uploaded: by its name; kept here: its path
+    assert json.loads((Bundle(out).local / "ensemble.json").read_text())["fit"]["fit_on"][0] == str(cv / "oof_predictions.csv")
     assert Bundle(out).dataset.member(0).calibration.read_text() == (cv / "calibration.json").read_text()
     raw, truth = _val(members[0])
     expected = Calibration(temperature=2.0, bias=(0.1, 0.2, -0.3)).apply(raw)
@@ -253,7 +254,7 @@ def test_rehearse_a_two_run_bundle_offline(members, tiny_model_dir, tmp_path, te
 def test_a_failing_member_leaves_a_valid_blend_of_the_others(members, tmp_path, test_csv, no_credentials, capfd):
     out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, test_csv=test_csv,
                                     weights="0.7,0.3")
-    broken = Bundle(out).member_runs()[0]  # loads and passes every check, then fails in its `arena predict`
+    broken = Bundle(out).dataset.member(0)  # the kernel's copy: passes every check, then fails in its `arena predict`
     raw = config.load_run(broken).to_dict()
     raw["infer"]["max_length"] = 25  # the config allows it, but with the format's scaffold predict refuses it (exit 2)
     broken.config.unlink()

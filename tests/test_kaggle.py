@@ -104,8 +104,32 @@ def test_dataset_metadata(tmp_path):
     bundle = fake_bundle(tmp_path, kaggle_cfg(adapter_dataset_slug="my-adapter"), user="alice")
     adapter = json.loads((Bundle(bundle).adapter_dataset / "dataset-metadata.json").read_text())
     wheels = json.loads((Bundle(bundle).wheels / "dataset-metadata.json").read_text())
-    assert adapter == {"title": "My Adapter", "id": "alice/my-adapter", "licenses": [{"name": "CC0-1.0"}]}
-    assert wheels == {"title": "Arena Wheels", "id": "alice/arena-wheels", "licenses": [{"name": "CC0-1.0"}]}
+    assert adapter["title"] == "My Adapter" and adapter["id"] == "alice/my-adapter"
+    assert wheels["title"] == "Arena Wheels" and wheels["id"] == "alice/arena-wheels"
+    # the embedded Gemma-3 270M: its weights (and the wheels that carry them) are under Gemma's terms
+    assert adapter["licenses"] == [{"name": "other"}] and "Gemma Terms of Use" in adapter["description"]
+    assert wheels["licenses"] == [{"name": "other"}] and "Gemma Terms of Use" in wheels["description"]
+
+
+@pytest.mark.parametrize("model_type, family, licence, terms", [
+    ("gemma2", "plain", "other", "Gemma Terms of Use"), ("llama", "llama3", "other", "Llama Community License"),
+    ("mistral", "mistral", "apache-2.0", "Apache License 2.0"), ("phi3", "phi2", "other", "MIT License"),
+    ("qwen2", "plain", "other", "check the base model's licence")])
+def test_an_adapter_dataset_declares_its_base_models_licence_not_public_domain(tmp_path, model_type, family,
+                                                                                licence, terms):
+    """Weights derived from a base model follow its terms (Kaggle's licence names; "other" described); the wheels
+    dataset holds third-party code under its own licences."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"model_type": model_type}))
+    cfg = config.from_dict({"name": "t", "model": {"path": str(base), "family": family}, "infer": {"max_length": 128},
+                            "kaggle": {"base_model_source": "someone/base/transformers/default/1"}})
+    bundle = Bundle(fake_bundle(tmp_path, cfg, user="alice"))
+    adapter = json.loads((bundle.adapter_dataset / "dataset-metadata.json").read_text())
+    wheels = json.loads((bundle.wheels / "dataset-metadata.json").read_text())
+    assert adapter["licenses"] == [{"name": licence}] and terms in adapter["description"]
+    assert wheels["licenses"] == [{"name": "other"}] and "Gemma" not in wheels["description"]
+    assert "CC0-1.0" not in json.dumps([adapter, wheels])
 
 
 def test_kernel_script_is_a_thin_entry_point():

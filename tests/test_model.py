@@ -440,3 +440,30 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_a_model_whose_code_ships_with_it_is_refused_by_train_plan_and_predict(tiny_model_dir, tiny_run, sample_csv,
+                                                                               test_csv, tmp_path, capsys):
+    """A config.json whose model_type transformers does not ship (auto_map: the model's own code, which would need
+    trust_remote_code): one line naming the file, exit 2, no code run, nothing written."""
+    import shutil
+
+    from arena import cli
+
+    custom = shutil.copytree(tiny_model_dir, tmp_path / "custom")
+    hf = json.loads((custom / "config.json").read_text())
+    hf |= {"model_type": "my_custom", "auto_map": {"AutoConfig": "configuration_my.MyConfig"}}
+    (custom / "config.json").write_text(json.dumps(hf))
+    (custom / "configuration_my.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    recipe = ["--set", f"model.path={custom}", "--set", "model.family=plain", "--set", f"data.train={sample_csv}",
+              "--set", f"train.runs_dir={tmp_path / 'runs'}", "--set", "prompt.max_length=96",
+              "--set", "prompt.min_tokens=8", "--set", "infer.max_length=96"]
+    for args in (["train", *recipe], ["plan", *recipe],
+                 ["predict", "--run", str(tiny_run), "--data", str(test_csv), "--base-model", str(custom),
+                  "--out", str(tmp_path / "out.csv")]):
+        capsys.readouterr()
+        assert cli.main(args) == 2, args[0]
+        err = capsys.readouterr().err
+        assert f"{custom / 'config.json'}: model_type 'my_custom' is not an architecture transformers ships" in err
+        assert "arena runs no code shipped with a model" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom"]

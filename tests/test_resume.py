@@ -121,3 +121,81 @@ def test_data_that_moved_is_honoured_when_its_content_is_the_same(killed, tmp_pa
     assert _resume(run, "--config", str(recipe), "--set", f"data.train={moved}", "--set",
                    "kaggle.session_hours=3") == 0
     assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
+
+
+HOLDER = """
+import sys
+from transformers import TrainerCallback
+from arena import cli
+from arena.train import run as run_mod
+
+class Wait(TrainerCallback):
+    def on_train_begin(self, args, state, control, **kwargs):
+        print("training", flush=True)
+        sys.stdin.read()  # until the test kills this process
+
+callbacks = run_mod.run_callbacks
+run_mod.run_callbacks = lambda *a: [*callbacks(*a), Wait()]
+sys.exit(cli.main(["train", "--resume", sys.argv[1]]))
+"""
+
+
+def test_a_run_folder_is_trained_by_one_process_at_a_time(killed, capsys):
+    """Two `--resume` of one killed run at once: the second is refused naming the first (pid, host, since when),
+    before it touches the folder; once the first is killed, its hold is gone and the run resumes."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    _, _, run = killed
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(run)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "training\n" in iter(first.stdout.readline, "")  # the first resume holds the run and trains
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock")
+        capsys.readouterr()
+        assert _resume(run) == 2
+        err = capsys.readouterr().err
+        assert f"{run}: in use by process {first.pid} on {socket.gethostname()}, since " in err and "Traceback" not in err
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock") == before
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert _resume(run) == 0  # a killed holder leaves no hold behind
+    assert json.loads(RunFolder(run).metrics.read_text())["global_step"] == 4
+
+
+class RunsCode:
+    """A pickle that runs a command when loaded without weights_only."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_checkpoint_pickle_that_asks_for_code_is_named_before_the_model_loads(killed, tmp_path, capsys):
+    """optimizer.pt, scheduler.pt, rng_state.pth: each is loaded weights-only before the model loads; one that asks
+    for code is refused naming the file, never suggesting the unsafe load, and nothing runs or changes."""
+    import torch
+
+    _, _, run = killed
+    checkpoint = RunFolder(run).checkpoints / "checkpoint-2"
+    marker = tmp_path / "ran"
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        original = (checkpoint / name).read_bytes()
+        torch.save({"state": RunsCode(marker)}, checkpoint / name)
+        before = sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock")
+        capsys.readouterr()
+        assert _resume(run) == 2
+        out, err = capsys.readouterr()
+        assert f"{checkpoint / name}: not only weights: it asks to run posix.system when loaded" in err, err
+        assert "weights_only" not in err and "Traceback" not in err and "resuming" not in out  # no model loaded
+        assert not marker.exists()
+        assert sorted((str(p), p.stat().st_mtime_ns) for p in run.rglob("*") if p.name != ".arena-lock") == before
+        (checkpoint / name).write_bytes(original)

@@ -4,6 +4,8 @@ never-reused folders."""
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import re
 from datetime import datetime
 from pathlib import Path
@@ -91,6 +93,12 @@ class RunFolder(_Layout):
     reliability = _At("reliability.png")  # predicted vs observed frequency per class, before/after calibration
     leaderboard = _At("leaderboard.json")  # leaderboard scores recorded by `arena runs --lb/--fetch-lb`
     logs = _At("logs")  # train.report_to: tensorboard event files
+    lock = _At(".arena-lock")  # held (flock) by the process training the run; says which one (train/resume.py)
+
+    def __init__(self, root: str | Path, config: str | Path | None = None):
+        super().__init__(root)
+        if config is not None:  # a bundled run read with its own config.yaml, kept outside the uploaded dataset
+            self.config = Path(config)
 
     def new_bundle_path(self) -> Path:
         """Where `arena package` builds when no --out is given (created by the packager)."""
@@ -109,9 +117,17 @@ class RunFolder(_Layout):
 
     def fingerprint(self) -> str:
         """sha256 of a trained run's head.json and the weights its head is saved in (the adapter's file, or a merged
-        model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs."""
+        model's head): the same for a run and the copy `arena package` puts in its bundle, different between runs.
+        A merge's record of where its runs were is left out: the bundle's copy names them by their names only."""
         weights = self.merged_head if self.is_merged() else self.adapter / "adapter_model.safetensors"
-        return sha256_of(self.head, weights)
+        head = self.head.read_bytes()
+        try:
+            record = json.loads(head)
+            record["merged"].pop("runs", None)
+            head = json.dumps(record, sort_keys=True).encode("utf-8")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            pass  # not a merge's head.json: its bytes as they are
+        return hashlib.sha256(head + sha256_of(weights).encode("ascii")).hexdigest()
 
 
 class CVFolder(_Layout):
@@ -148,6 +164,9 @@ class Bundle(_Layout):
     kernel_metadata = _At("kernel", KERNEL_METADATA)
     preflight = _At("preflight.json")  # the projected Kaggle wall time (an ensemble's: every member's, and the sum)
     ensemble = _At("adapter-dataset", "ensemble.json")  # only in an ensemble bundle: see EnsembleDataset
+    # Never uploaded: each run's config.yaml as it was (its local paths; the dataset's names none) at the place it
+    # has in adapter-dataset/, and an ensemble's ensemble.json: what the checks and the rehearsal here read.
+    local = _At("local")
 
     @property
     def run(self) -> RunFolder:
@@ -158,8 +177,11 @@ class Bundle(_Layout):
         return EnsembleDataset(self.adapter_dataset)
 
     def member_runs(self) -> list[RunFolder]:
-        """The runs the kernel predicts with, in order: every member of an ensemble, else the one run."""
-        return self.dataset.member_runs() if self.ensemble.is_file() else [self.run]
+        """The runs the kernel predicts with, in order: every member of an ensemble, else the one run; each read
+        with its own config.yaml where local/ keeps it (its base model's folder here, for the rehearsal)."""
+        runs = self.dataset.member_runs() if self.ensemble.is_file() else [self.run]
+        kept = [self.local / run.root.relative_to(self.adapter_dataset) / run.config.name for run in runs]
+        return [RunFolder(run.root, local if local.is_file() else None) for run, local in zip(runs, kept)]
 
     def missing_parts(self) -> list[str]:
         return [part for part in self.PARTS if not (self.root / part).is_dir()]

@@ -77,7 +77,7 @@ def architecture(cfg: Config, model_path: str | Path | None = None):
     folder = embedded.local_folder(path)
     name = folder.name if embedded.is_embedded(path) else folder.name.lower()
     if (folder / "config.json").is_file():
-        return AutoConfig.from_pretrained(folder), f"{folder}/config.json"
+        return model_mod.model_config(folder), f"{folder}/config.json"
     if name in PUBLISHED:
         values = dict(PUBLISHED[name])
         return AutoConfig.for_model(values.pop("model_type"), **values), f"the published config of {name}"

@@ -29,10 +29,9 @@ def trainable_parameters(cfg: Config) -> int | None:
     """Trainable parameters of the run (adapter and head), counted on the meta device from the base model's
     config.json: no weights load."""
     import torch
-    from transformers import AutoConfig
 
     path = resolve_model_path(cfg.model.path)
-    hf_config = AutoConfig.from_pretrained(path)
+    hf_config = model_mod.model_config(path)
     if model_mod.adapter_problems(cfg, path, hf_config):
         return None  # the base model checks name these, with every other problem, before anything loads
     features = len(HEAD_FEATURE_NAMES) if cfg.model.length_features else 0

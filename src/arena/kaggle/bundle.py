@@ -19,6 +19,7 @@ from arena.errors import UserError
 from arena.hardware import PROFILES
 from arena.kaggle import image as image_mod
 from arena.kaggle import preflight as preflight_mod
+from arena.kaggle import published
 from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import DATASET_METADATA, KERNEL_FILE, KERNEL_METADATA, SOURCE_ROOT, Bundle, RunFolder
@@ -70,7 +71,8 @@ def kernel_base_model(cfg: Config, merged: bool = False) -> str:
 def kernel_config(run: RunFolder, cfg: Config, dest: Path) -> Config:
     """The run's config as the kernel reads it, written to `dest`: the run's own, except a compute dtype the
     kernel's machine lacks (bfloat16, trained on an A100 or H100: a T4 would emulate it or refuse it) becomes auto,
-    float16 there (float32 for a model that overflows in float16), said in one line."""
+    float16 there (float32 for a model that overflows in float16), said in one line. Its local paths are reduced
+    to what the kernel resolves once the bundle is built (published.keep_local_records)."""
     if model_mod.bf16_problem(cfg, KAGGLE_HARDWARE) is None:
         shutil.copy2(run.config, dest)
         return cfg
@@ -80,10 +82,6 @@ def kernel_config(run: RunFolder, cfg: Config, dest: Path) -> Config:
           f"{KAGGLE_HARDWARE.gpus} x {KAGGLE_HARDWARE.gpu_name} have no bfloat16 (auto computes in float16 there, "
           f"float32 for a model that overflows in float16)")
     return kernel_cfg
-
-
-def _dataset_metadata(title: str, user: str, slug: str) -> dict:
-    return {"title": title, "id": f"{user}/{slug}", "licenses": [{"name": "CC0-1.0"}]}
 
 
 def _title(slug: str) -> str:
@@ -169,9 +167,13 @@ def write_metadata(bundle: Bundle, cfg: Config, user: str, versions: dict[str, i
     """The three metadata files, for `user` (push rewrites them when the bundle was made for another user, and
     with `versions` to pin the dataset versions it just created)."""
     k = cfg.kaggle
+    runs = bundle.member_runs()
+    cfgs = [config_mod.load_run(run) for run in runs]
+    terms = {k.adapter_dataset_slug: published.adapter_licence([published.base_family(c, r) for c, r in zip(cfgs, runs)]),
+             k.wheels_dataset_slug: published.wheels_licence(cfgs)}
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
-        write_json(folder / DATASET_METADATA, _dataset_metadata(_title(slug), user, slug))
-    members = [config_mod.load_run(run) for run in bundle.member_runs()] if bundle.ensemble.is_file() else []
+        write_json(folder / DATASET_METADATA, {"title": _title(slug), "id": f"{user}/{slug}", **terms[slug]})
+    members = cfgs if bundle.ensemble.is_file() else []
     write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members, versions))
 
 
@@ -204,6 +206,7 @@ def package(run_dir, out_dir=None, wheels: bool = True, test_csv=None, calibrate
         problems = check_trained(build.run)  # the copy the kernel will load
         if problems:
             raise UserError(problems=problems)
+        published.keep_local_records(build, [(build.run, cfg, kernel_base_model(cfg, run.is_merged()))])
         write_wheelhouse(build, cfg, wheels)
         build.kernel.mkdir()
         build.kernel_script.write_text(render_kernel_script(cfg, merged=run.is_merged()), encoding="utf-8")

@@ -19,6 +19,7 @@ from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
 from arena.kaggle import preflight as preflight_mod
+from arena.kaggle import published
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
@@ -163,6 +164,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
             members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
                             "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
         bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit, "task": vars(tasks[0])})
+        published.keep_local_records(build, [(m, c, bundle_mod.kernel_base_model(c, r.is_merged()))
+                                             for m, c, r in zip(build.member_runs(), cfgs, runs)])
         # An embedded member needs the most wheels (the GGUF ones on top of the rest).
         bundle_mod.write_wheelhouse(build, next((c for c in cfgs if is_embedded(c.model.path)), cfgs[0]), wheels)
         build.kernel.mkdir()

@@ -21,6 +21,7 @@ from arena.model.backbone import (
     load_tokenizer,
     meta_backbone,
     meta_preference_model,
+    model_config,
     right_pad,
 )
 from arena.model.head import (
@@ -58,6 +59,6 @@ __all__ = ["FP16_OVERFLOWS", "HEAD_FORMAT", "HEAD_MODULE", "INT8_CASTS_TO_FP16",
            "bf16_problem", "check_trained", "compute_dtype", "compute_dtype_of", "compute_dtype_problems",
            "cuda_device_index", "device_for", "enable_checkpointing", "fp16_overflow", "head_bias", "model_classes", "num_labels", "init_feature_head",
            "last_token_index", "load_base", "load_tokenizer", "load_trained", "meta_backbone", "meta_preference_model",
-           "meta_prepared", "model_device", "name_in_head",
+           "meta_prepared", "model_config", "model_device", "name_in_head",
            "peft_config", "prepare_for_training", "quantization_config", "read_head", "resolve_model_path",
            "right_pad", "runtime_for", "save_trained", "tensor_shapes", "use_one_4bit_kernel", "write_head"]

@@ -9,7 +9,14 @@ import torch
 
 from arena.config import Config
 from arena.embedded import resolve_model_path
-from arena.model.backbone import PreferenceModel, load_base, load_tokenizer, meta_backbone, meta_preference_model
+from arena.model.backbone import (
+    PreferenceModel,
+    load_base,
+    load_tokenizer,
+    meta_backbone,
+    meta_preference_model,
+    model_config,
+)
 from arena.model.head import head_bias
 from arena.model.runtime import Runtime, runtime_for
 from arena.versions import peft_without_old_torchao
@@ -18,11 +25,9 @@ from arena.versions import peft_without_old_torchao
 def adapter_problems(cfg: Config, path: Path | str, hf_config=None) -> list[str]:
     """Problems of peft.layers_to_transform and peft.target_modules against the base model's architecture, built
     from its config.json (or `hf_config`) on the meta device (no weights)."""
-    from transformers import AutoConfig
-
     if cfg.peft.method != "lora":
         return []
-    hf_config = hf_config or AutoConfig.from_pretrained(path)
+    hf_config = hf_config or model_config(path)
     problems = []
     layers = hf_config.num_hidden_layers
     beyond = [i for i in cfg.peft.layers_to_transform or [] if i >= layers]

@@ -8,7 +8,7 @@ from pathlib import Path
 from arena.config import Config
 from arena.embedded import resolve_model_path
 from arena.layout import RunFolder
-from arena.model.backbone import load_base, load_tokenizer
+from arena.model.backbone import load_base, load_tokenizer, model_config
 from arena.model.head import head_weight_problems, load_head, model_classes, name_in_head, read_head, write_head
 from arena.model.runtime import model_device, runtime_for
 from arena.records import record_or_none
@@ -122,13 +122,12 @@ def load_trained(cfg: Config, run: RunFolder, base_model: str | Path | None = No
     """A trained run's model for inference: (PeftModel over a PreferenceModel, or the PreferenceModel of a merged
     folder, tokenizer, runtime)."""
     from peft import PeftModel
-    from transformers import AutoConfig
 
     peft_without_old_torchao()  # Kaggle's torchao 0.10.0: see there
     head = read_head(run)
     # the model that loads decides float16 or float32 on a GPU without bf16: never the training machine's folder
     weights = run.adapter if run.is_merged() else (base_model or cfg.model.path)
-    rt = runtime_for(cfg, AutoConfig.from_pretrained(resolve_model_path(str(weights))))
+    rt = runtime_for(cfg, model_config(resolve_model_path(str(weights))))
     # The real values come from the adapter's saved head; this only sizes the module.
     bias = [0.0] * head["num_labels"] if head["bias"] else None
     scaler = head.get("feature_scaler")

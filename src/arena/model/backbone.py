@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -134,14 +135,34 @@ def _from_pretrained(path: str | Path):
     return tokenizer
 
 
+def model_config(path: str | Path):
+    """transformers' config of a model folder, its config.json first read as plain JSON: a model_type transformers
+    does not ship is a model whose code comes with it (auto_map, trust_remote_code), refused by name before any of
+    it could run. Every command reads a base model's config through here."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    file = Path(path) / "config.json"
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+        model_type, custom = record.get("model_type"), "auto_map" in record
+    except (OSError, ValueError, AttributeError):
+        model_type, custom = None, False  # transformers says what is wrong
+    if (isinstance(model_type, str) and model_type not in CONFIG_MAPPING) or (model_type is None and custom):
+        raise UserError(f"{file}: model_type {model_type!r} is not an architecture transformers ships: its code "
+                        f"comes with the model{' (auto_map)' if custom else ''}, and arena runs no code shipped with "
+                        f"a model; use a model transformers supports")
+    return AutoConfig.from_pretrained(path)
+
+
 def load_base(cfg: Config, rt: Runtime, bias: list[float] | None, num_features: int,
               model_path: str | Path | None = None, quantization: str | None = None):
     """The base model with a fresh head, quantized and placed per the runtime (a PreferenceModel)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     path = resolve_model_path(str(model_path or cfg.model.path))
-    hf_config = AutoConfig.from_pretrained(path)
+    hf_config = model_config(path)
     kwargs = dict(
         config=hf_config,
         dtype=rt.dtype,

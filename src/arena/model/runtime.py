@@ -145,9 +145,9 @@ def compute_dtype(cfg: Config, hw: Hardware, hf_config=None) -> torch.dtype:
     if not hw.is_gpu or hw.bf16:
         return hw.auto_compute_dtype(False)
     if hf_config is None:
-        from transformers import AutoConfig
+        from arena.model.backbone import model_config  # backbone imports this module
 
-        hf_config = AutoConfig.from_pretrained(resolve_model_path(str(cfg.model.path)))
+        hf_config = model_config(resolve_model_path(str(cfg.model.path)))
     overflows = fp16_overflow(hf_config.model_type, attn_implementation(cfg, hf_config.model_type))
     return hw.auto_compute_dtype(overflows is not None)
 

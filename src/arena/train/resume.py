@@ -3,9 +3,15 @@ complete checkpoint."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pickle
+import re
 import shutil
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +57,7 @@ def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFo
 
     def create() -> str:
         run = RunFolder(new_folder(cfg.train.runs_dir, cfg.name))
+        hold(run)
         config_mod.dump(cfg, run.config)
         if origin is not None:
             write_text(run.recipe, json.dumps(origin, indent=2))
@@ -58,6 +65,44 @@ def open_run_folder(cfg: Config, cpu: bool, origin: dict | None = None) -> RunFo
         return str(run.root)
 
     return RunFolder(processes.decided_by_main(create, cpu))
+
+
+_HELD: dict[Path, int] = {}  # run folder -> the open lock file this process holds it by
+
+
+def hold(run: RunFolder) -> None:
+    """Hold the run folder for this process (its main process, under `accelerate launch`) until release_held() or
+    its end: an flock on the folder's lock file, which the kernel drops when the process dies, however it dies. A
+    second process, a `--resume` of the same run, is refused naming the holder (pid, host, since when)."""
+    key = run.root.resolve()
+    if key in _HELD:
+        return
+    try:
+        fd = os.open(run.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"{run.lock}: cannot be written ({exc.strerror}): training writes into {run.root}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode("utf-8", "replace")
+        os.close(fd)
+        try:
+            who = json.loads(holder)
+            who = f"process {who['pid']} on {who['host']}, since {who['since']}"
+        except (ValueError, TypeError, KeyError):
+            who = "another process"
+        raise UserError(f"{run.root}: in use by {who} (arena train): one process trains a run folder at a time; "
+                        f"wait for it to end, or stop it, then resume") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}).encode("utf-8"))
+    _HELD[key] = fd
+
+
+def release_held() -> None:
+    """Let go of every run folder this process holds (a run's training is over, whatever its outcome)."""
+    while _HELD:
+        os.close(_HELD.popitem()[1])
 
 
 def data_hashes(cfg: Config) -> dict[str, str]:
@@ -82,6 +127,7 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     moves an incomplete checkpoint aside."""
     request = resume if isinstance(resume, Resume) else Resume(resume)
     run = find_resumable(cfg, request.target)
+    hold(run)
     moved = relocations(cfg, request)
     changes = resume_changes(cfg, run, request, moved)
     if changes and not request.accept_changes:
@@ -91,8 +137,39 @@ def resume_point(cfg: Config, resume: str | Resume) -> tuple[str, str | None, li
     for change in changes:
         print(f"note: --accept-changes: continuing {run.root} as saved although {change}", file=sys.stderr)
     checkpoint = last_complete_checkpoint(run)
+    if checkpoint is not None:
+        check_pickles(checkpoint)
     set_aside_cut_finish(run)
     return str(run.root), None if checkpoint is None else str(checkpoint), moved
+
+
+# The pickles the Trainer loads from a checkpoint when it resumes (with torch.load(weights_only=True), after the
+# model has loaded); training_args.bin is never loaded.
+CHECKPOINT_PICKLES = ("optimizer.pt", "optimizer.bin", "rank*-of-*-optimizer.pt", "scheduler.pt", "scaler.pt",
+                      "rng_state*.pth")
+
+
+def check_pickles(checkpoint: Path) -> None:
+    """Every pickle the Trainer will load from `checkpoint`, loaded as it loads them (weights only, numpy's arrays
+    allowed as transformers allows them for the RNG state; memory-mapped, on the CPU) before the model loads: a file
+    that asks for code (a global no weights-only load allows) or does not load is named, and nothing runs."""
+    import torch
+    from transformers.trainer_pt_utils import safe_globals
+
+    for pattern in CHECKPOINT_PICKLES:
+        for path in sorted(checkpoint.glob(pattern)):
+            try:
+                with safe_globals():
+                    torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError as exc:
+                asks = re.search(r"GLOBAL (\S+)", str(exc))
+                raise UserError(f"{path}: not only weights: it asks to run {asks.group(1) if asks else 'code'} when "
+                                f"loaded, which arena never does; delete {checkpoint.name} (a resume then takes the "
+                                f"checkpoint before it) or train a new run") from None
+            except Exception as exc:  # noqa: BLE001 - any failure here is the Trainer's failure after the model loads
+                raise UserError(f"{path}: does not load ({type(exc).__name__}); the checkpoint is damaged: delete "
+                                f"{checkpoint.name} (a resume then takes the checkpoint before it) or train a new "
+                                f"run") from None
 
 
 def set_aside_cut_finish(run: RunFolder) -> None:

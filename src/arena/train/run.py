@@ -25,7 +25,7 @@ from arena.inference.tta import encode_view
 from arena.layout import RunFolder
 from arena.task import swap_classes
 from arena.train.finish import finish
-from arena.train.resume import open_run_folder, resume_point
+from arena.train.resume import open_run_folder, release_held, resume_point
 from arena.train.trainer import (
     EncodedRows,
     EvalLogits,
@@ -112,10 +112,8 @@ def check_base_model(cfg: Config):
     """What the base model must offer this config, checked from its config.json and tokenizer before its weights
     load: the layers and modules the adapter targets exist, and prompt.max_length and infer.max_length hold the
     format's scaffold plus min_tokens of each part. Returns the base model's tokenizer."""
-    from transformers import AutoConfig
-
     path = resolve_model_path(cfg.model.path)
-    problems = model_mod.adapter_problems(cfg, path) + model_mod.compute_dtype_problems(cfg, AutoConfig.from_pretrained(path))
+    problems = model_mod.adapter_problems(cfg, path) + model_mod.compute_dtype_problems(cfg, model_mod.model_config(path))
     tokenizer = model_mod.load_tokenizer(path)
     problems += [f"{key}: {problem}" for key, length in (("prompt.max_length", cfg.prompt.max_length),
                                                          ("infer.max_length", cfg.infer.max_length))
@@ -251,6 +249,7 @@ def train(cfg: Config, resume: str | None = None, callbacks=(), origin: dict | N
     try:
         return train_steps(cfg, resume, callbacks, origin)
     finally:
+        release_held()
         free_memory()
 
 
