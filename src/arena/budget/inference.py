@@ -111,7 +111,8 @@ def work_order(plain: list[list[Batch]], swapped: list[list[Batch]], rank: int) 
     (each process starts at its long end: they meet in the middle), then its own swapped batches shortest first
     (the most rows for the time), then the others' swapped batches from their long end. Every row's plain order
     comes before any swapped one; a process that is slow, has failed or was killed leaves its batches to the
-    others. With one process: its plain batches, then its swapped ones shortest first."""
+    others. With one process: its plain batches, then its swapped ones shortest first. (infer.tta_order uncertain
+    deals no swapped batches here: run_passes' `then` forms them once the plain order is known.)"""
     others = [r for r in range(rank + 1, len(plain))] + list(range(rank))
     return (plain[rank] + [b for r in others for b in reversed(plain[r])]
             + list(reversed(swapped[rank])) + [b for r in others for b in swapped[r]])

@@ -72,8 +72,8 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
     progress = out.with_name(".arena-progress")
     print(f"kernel: {hardware.current().describe()}; launch: {' '.join(launch[1:])}", flush=True)
 
-    def predict(run_dir, base, predictions, folder, *flags, data=test) -> bool:
-        args = ["predict", "--run", run_dir, "--data", data, "--out", predictions, "--kernel-start", kernel_start,
+    def predict(run_dir, base, predictions, folder, *flags, rows=test) -> bool:
+        args = ["predict", "--run", run_dir, "--data", rows, "--out", predictions, "--kernel-start", kernel_start,
                 "--progress", folder, *flags, *(["--base-model", base] if base else [])]
         return predict_surviving(launch, args, Path(predictions))
 
@@ -84,29 +84,24 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
         return out
     folders = [progress.with_name(f"{progress.name}-member-{i}") for i in range(len(members))]
     weights, gated = ensemble.read_members(EnsembleDataset(dataset))
-    expected = data.load_test(test, ensemble.read_task(EnsembleDataset(dataset)))["id"].astype(str)
+    the_task = ensemble.read_task(EnsembleDataset(dataset))
+    expected, classes = data.load_test(test, the_task)["id"].astype(str), the_task.classes
     rows_of = {}  # a gated member's rows: the file it predicts (those its gate admits)
     # Every member's plain order first (its logits kept), then the swapped orders in the time left.
     done = {}  # member -> its predictions; a member whose plain predict failed is left out of the blend
     for index, (run_dir, base, member_tta, predictions) in enumerate(members):
         predictions = Path(predictions)
         if gated[index] is not None:
-            before = [ensemble.member_probabilities(done[j], expected, gated[j] is not None, []) for j in done]
-            admitted = gated[index].rows(gates.blend(before, [weights[j] for j in done], None) if before else
-                                         np.full((len(expected), 2), np.nan))
-            rows_of[index] = gate_file(test, expected[admitted], predictions.with_name(f"{predictions.stem}-rows"))
-            print(f"kernel: member {index} is gated ({gated[index].describe()} of the members before it): it "
-                  f"predicts {int(admitted.sum())} of {len(expected)} rows", flush=True)
-            if not admitted.any():  # nothing to predict: it scores no row
-                rows_of[index] = None
+            rows_of[index] = gated_rows(index, gated[index], {j: (done[j], weights[j], gated[j]) for j in done},
+                                        test, expected, classes, predictions)
+            if rows_of[index] is None:  # its gate admits no row: it scores none
                 done[index] = predictions.with_name(f"{predictions.stem}-scored.csv")
-                classes = ensemble.read_task(EnsembleDataset(dataset)).classes
                 with atomic_file(done[index], overwrite=True) as tmp:
                     prediction_frame([], np.zeros((0, classes))).to_csv(tmp, index=False)
                 continue
         plain = predictions.with_name(f"{predictions.stem}-plain.csv") if member_tta else predictions
         if predict(run_dir, base, plain, folders[index], "--no-tta", "--logits", predictions.with_suffix(".npz"),
-                   data=rows_of.get(index, test)):
+                   rows=rows_of.get(index, test)):
             done[index] = scored(plain, predictions, index in rows_of)
         else:
             print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend", flush=True)
@@ -116,7 +111,7 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
         if member_tta and index in done and rows_of.get(index, test) is not None:
             predictions = Path(predictions)
             if predict(run_dir, base, predictions, folders[index], "--tta", "--logits", predictions.with_suffix(".npz"),
-                       data=rows_of.get(index, test)):
+                       rows=rows_of.get(index, test)):
                 done[index] = scored(predictions, predictions, index in rows_of)
             else:
                 print(f"kernel: WARNING: member {index}'s swap TTA failed: its plain predictions are blended", flush=True)
@@ -125,6 +120,20 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
     return out
+
+
+def gated_rows(index: int, gate, before: dict, test: Path, expected, classes: int, predictions: Path) -> Path | None:
+    """The file of rows a gated member predicts: those its `gate` admits from the blend of the members `before` it
+    (index -> (their predictions so far, weight, gate)); None when it admits none."""
+    probs = [ensemble.member_probabilities(path, expected, g is not None, []) for path, _, g in before.values()]
+    probs = [np.full((len(expected), classes), np.nan) if p is None else p for p in probs]
+    blended = gates.blend(probs, [w for _, w, _ in before.values()], [np.isfinite(p).all(axis=1) for p in probs]) \
+        if probs else np.full((len(expected), classes), np.nan)
+    admitted = gate.rows(blended)
+    print(f"kernel: member {index} is gated ({gate.describe()} of the members before it): it predicts "
+          f"{int(admitted.sum())} of {len(expected)} rows", flush=True)
+    return gate_file(test, expected[admitted], predictions.with_name(f"{predictions.stem}-rows")) if admitted.any() \
+        else None
 
 
 def gate_file(test: Path, ids, stem: Path) -> Path:
