@@ -316,6 +316,8 @@ def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny
     tta_rows = int(re.search(r"swap TTA: (\d+) of 30 rows", log).group(1))
     assert 0 < tta_rows < 30, log
     assert "stopped by the deadline, during the swapped pass" in log
+    assert "plain order: 30 of 30 rows" in log and "uncertain rows first" in log  # infer.tta_order's default
+    assert "swap TTA reached the uncertainty cut" in log
     assert "no finite prediction" not in log  # every row has its plain prediction
 
 

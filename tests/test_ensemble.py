@@ -293,6 +293,23 @@ def test_a_gate_picks_the_least_certain_rows_of_the_members_before_it_and_the_we
     assert below.tolist() == [True, False, True]  # a row no member before it scored is admitted
 
 
+def test_gated_weights_are_fit_on_the_held_out_rows_the_gate_admits(members, tmp_path, no_credentials, capsys):
+    from arena.kaggle import gates
+
+    out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, gate=["2=below:0.5"])
+    stored = json.loads(Bundle(out).ensemble.read_text())
+    assert [m["gate"] for m in stored["members"]] == [None, {"below": 0.5}]
+    raw0, truth = _val(members[0])
+    calibrated1 = CALIBRATION.apply(_val(members[1])[0])
+    weights = [m["weight"] for m in stored["members"]]
+    scored = gates.gated_scored([raw0, calibrated1], weights, [None, gates.Gate(below=0.5)])
+    assert stored["fit"]["gated_rows"] == [len(truth), int(scored[1].sum())]
+    assert 0 < scored[1].sum() < len(truth)
+    blended = gates.blend([raw0, calibrated1], weights, scored)
+    assert stored["fit"]["blend_log_loss"] == pytest.approx(metrics.log_loss(truth, blended))
+    assert "member 2 (" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("spec, said", [("1=top:35%", "member 1 is not one of --run 2 to 2"),
                                         ("2=top:135%", "K must be in (0, 100]"),
                                         ("2=top:35", "expected MEMBER=top:K%"),
@@ -349,9 +366,8 @@ def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tm
     the Llama and each row takes the blend of the members that scored it."""
     gemma = _member(tiny_run, tmp_path / "runs" / "gemma", GEMMA)
     out = ensemble.package_ensemble([gemma, llama_run], tmp_path / "bundle", wheels=False, test_csv=test_csv,
-                                    gate=["2=top:50%"])
-    stored = json.loads(Bundle(out).ensemble.read_text())
-    assert stored["members"][1]["gate"] == {"top": 0.5} and stored["fit"]["gated_rows"][1] > 0
+                                    weights="0.5,0.5", gate=["2=top:50%"])  # a tiny Llama's fit weight can be 0
+    assert json.loads(Bundle(out).ensemble.read_text())["members"][1]["gate"] == {"top": 0.5}
     work = tmp_path / "work"
     frame = pd.read_csv(rehearsal.run_local(out, test_csv.parent, work_dir=work), dtype={"id": str})
     ids = data.load(test_csv)["id"].astype(str)

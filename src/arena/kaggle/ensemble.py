@@ -240,10 +240,6 @@ def read_members(dataset: EnsembleDataset) -> tuple[list[float], list]:
     return weights, gated
 
 
-def read_weights(dataset: EnsembleDataset) -> list[float]:
-    return read_members(dataset)[0]
-
-
 def member_probabilities(path, expected: pd.Series, gated: bool, problems: list[str]) -> np.ndarray | None:
     """A member's probabilities in the order of `expected` (ids); a gated member's file holds the rows it scored,
     NaN elsewhere. Its problems (unreadable, bad values, ids) are added to `problems`."""
