@@ -18,8 +18,9 @@ import numpy as np
 SHARES = (0.33, 0.66)
 
 
-def predict_held_out(work: Path, run_dir: str | None, extra: list[str]) -> Path:
-    """The held-out rows' plain and swapped logits, their token lengths and labels, in work/tta_logits.npz."""
+def predict_held_out(work: Path, run_dir: str | None, extra: list[str], rows: int | None) -> Path:
+    """The held-out rows' plain and swapped logits, their token lengths and labels, in work/tta_logits.npz (`rows`:
+    a random sample of that many of them)."""
     from arena import config, data, train
     from arena import model as model_mod
     from arena.inference.batching import logits_for
@@ -33,6 +34,8 @@ def predict_held_out(work: Path, run_dir: str | None, extra: list[str]) -> Path:
     seed = config.load(None).seed
     frames, plan, _ = load_sources(FULL, False)
     eval_df = write_split(build_split(frames, plan, seed), work)[MAIN]
+    if rows is not None and rows < len(eval_df):
+        eval_df = eval_df.sample(n=rows, random_state=seed).reset_index(drop=True)
     if run_dir is None:
         overrides = [f"data.train={work / 'train.csv'}", "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
                      f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}", "name=tta-order",
@@ -115,12 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default="bench/tta-order", help="the split, the run and the results")
     parser.add_argument("--run", default=None, help="a trained run to predict with (default: train one)")
     parser.add_argument("--logits", default=None, help="score a tta_logits.npz again, no model")
+    parser.add_argument("--rows", type=int, default=None, help="predict a random sample of this many held-out rows")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override of the trained model (as `arena train --set`)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    path = Path(args.logits) if args.logits else predict_held_out(work, args.run, args.overrides)
+    path = Path(args.logits) if args.logits else predict_held_out(work, args.run, args.overrides, args.rows)
     results = score(path)
     (work / "tta_order.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(f"{results['rows']} held-out rows, run {results['run']}")

@@ -302,7 +302,7 @@ def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny
     shutil_copy_run(tiny_run, run, {"kaggle": {"time_limit_hours": 2300 / 3600, "deadline_margin_minutes": 0,
                                                "base_model_kernel_path": "/kaggle/input/tiny-gemma2/1",
                                                "base_model_dataset": "someone/tiny-gemma2"},
-                                    "infer": {"max_batch_size": 2, "tta": True}})
+                                    "infer": {"max_batch_size": 2, "tta": True, "tta_order": "uncertain"}})
     test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
     data.write_csv(test, tmp_path / "input" / "test.csv")
     bundle = bundle_mod.package(RunFolder(run).root, out_dir=tmp_path / "bundle", wheels=False)
@@ -316,7 +316,7 @@ def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny
     tta_rows = int(re.search(r"swap TTA: (\d+) of 30 rows", log).group(1))
     assert 0 < tta_rows < 30, log
     assert "stopped by the deadline, during the swapped pass" in log
-    assert "plain order: 30 of 30 rows" in log and "uncertain rows first" in log  # infer.tta_order's default
+    assert "plain order: 30 of 30 rows" in log and "uncertain rows first" in log
     assert "swap TTA reached the uncertainty cut" in log
     assert "no finite prediction" not in log  # every row has its plain prediction
 

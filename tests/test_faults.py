@@ -219,7 +219,8 @@ def test_two_processes_spend_the_time_left_on_their_least_certain_rows(tiny_run,
     cut reached, and every row whose plain top probability is below it got both orders."""
     monkeypatch.setenv(budget.SLOW_BATCH_ENV, "400")
     kept = tmp_path / "progress"
-    proc = predict_in_two("", tiny_run, rows, tmp_path / "sub.csv", "--budget-hours", "1", "--progress", str(kept))
+    proc = predict_in_two("", tiny_run, rows, tmp_path / "sub.csv", "--budget-hours", "1", "--progress", str(kept),
+                          "--set", "infer.tta_order=uncertain")
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout
     swapped = [int(n) for n in re.findall(r"budget \(process \d\): plain order: \d+ .*?swap TTA: (\d+)", said)]
