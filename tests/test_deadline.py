@@ -15,6 +15,8 @@ from arena import config, data, predict
 from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.errors import UserError
+from arena.inference import uncertainty
+from arena.inference.uncertainty import SwapQueues
 from arena.layout import RunFolder
 from arena.task import THREE_WAY
 
@@ -61,6 +63,73 @@ def test_swap_tta_covers_the_rows_the_measured_speed_fits_shortest_first():
     assert (report.plain_rows, report.swapped_rows) == (10, 4)
     assert "during the swapped pass" in report.stopped
     assert "swap TTA: 4 of 10 rows (40%)" in report.describe()
+
+
+def certain_forward(calls, top_logit):
+    """Plain logits whose certainty grows with `top_logit[row]` (row r's top probability rises with it)."""
+    def forward(view, batch):
+        calls.append((view, list(batch)))
+        out = np.zeros((len(batch), 3), dtype=np.float32)
+        out[:, 0] = [top_logit[i] for i in batch]
+        return out
+    return forward
+
+
+def uncertain_queue(rank, processes, folder, dealt, rows, time_left=lambda: True, finished=lambda r: False):
+    return SwapQueues(rank, processes, folder, dealt, np.ones(rows, dtype=bool), [1] * rows, 1, 1, time_left, finished)
+
+
+def test_uncertain_swap_tta_covers_the_least_certain_rows_first():
+    """infer.tta_order uncertain: the swapped batches are formed from the plain pass's logits, least certain
+    first; the report says the cut it reached."""
+    top_logit = [3.0, 0.1, 2.0, 0.0, 5.0, 0.3, 4.0, 1.0, 0.2, 6.0]
+    clock = budget.Clock(extra_per_batch=1.0)
+    calls = []
+    deadline = time.time() + budget.FINISH_RESERVE_S + 14.5  # the plain pass (10 s) and 4 swapped batches fit
+    work = budget.work_order([budget.batches_of(0, [[i] for i in range(10)], [1.0] * 10)], [[]], 0)
+    plain, swapped, report = budget.run_passes(certain_forward(calls, top_logit), work, 10, 10, True, deadline, clock,
+                                               classes=3, then=uncertain_queue(0, 1, None, list(range(10)), 10))
+    assert [b for view, b in calls if view == 1] == [[3], [1], [8], [5]]  # the lowest top probabilities first
+    assert report.swapped_rows == 4 and "during the swapped pass" in report.stopped
+    both, cut = uncertainty.reached(plain, swapped)
+    assert both == 4 and cut == pytest.approx(uncertainty.certainty(plain[[7]])[0])  # row 7: the next least certain
+    np.testing.assert_array_equal(uncertainty.certainty(np.array([[0.0, 0.0], [np.nan, 0.0]])), [0.5, 0.0])
+
+
+def test_two_processes_publish_their_uncertain_lists_and_take_each_others(tmp_path):
+    """Each process orders the rows it ran in the plain order and publishes that list; the one that ends its own
+    list first takes the other's unclaimed batches: every row gets both orders once, and each process's own
+    swapped batches run least certain first."""
+    import threading
+
+    rows, top_logit = 16, [float((7 * i) % 16) for i in range(16)]
+    shares = [list(range(0, 16, 2)), list(range(1, 16, 2))]
+    plain_lists = [budget.batches_of(0, [[i] for i in share], [1.0] * len(share), owner)
+                   for owner, share in enumerate(shares)]
+    claims = budget.Claims(tmp_path / "claims")
+    calls = [[], []]
+    results = [None, None]
+
+    def run(rank):
+        slow = rank == 1  # process 1 takes 20 ms a batch: process 0 ends first and takes some of its batches
+        forward = certain_forward(calls[rank], top_logit)
+        timed = (lambda view, batch: time.sleep(0.02) or forward(view, batch)) if slow else forward
+        results[rank] = budget.run_passes(
+            timed, budget.work_order(plain_lists, [[], []], rank), rows, 8, True, None, claims=claims, rank=rank,
+            classes=3, then=uncertain_queue(rank, 2, tmp_path, shares[rank], rows))
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    swapped_runs = [b[0] for rank in (0, 1) for view, b in calls[rank] if view == 1]
+    assert sorted(swapped_runs) == list(range(rows))  # every row's swapped order once
+    assert results[0][2].swapped_rows > 8 and results[0][2].taken > 0
+    for rank in (0, 1):
+        own = [b[0] for view, b in calls[rank] if view == 1 and b[0] in set(results[rank][2].ran[0])]
+        assert own == sorted(own, key=lambda i: top_logit[i])  # least certain first
+    assert (tmp_path / "swap-order-0.json").is_file() and (tmp_path / "swap-order-1.json").is_file()
 
 
 def test_the_plain_pass_stops_at_the_deadline_and_without_one_everything_runs():
@@ -124,7 +193,7 @@ def with_nan_logits(monkeypatch, bad_calls: set[int]):
 
 def test_nan_logits_still_give_a_valid_submission_with_the_counts_printed(tiny_run, test_csv, tmp_path,
                                                                            monkeypatch, capsys):
-    overrides = ["infer.max_batch_size=4"]  # 20 rows: 5 batches per order
+    overrides = ["infer.max_batch_size=4", "infer.tta_order=shortest"]  # 20 rows: 5 batches per order
     calls = with_nan_logits(monkeypatch, {0, 1, 5 + 3})  # plain batches 0 and 1; swapped batch 1 (shortest first)
     path = predict.predict_file(tiny_run, test_csv, tmp_path / "sub.csv", tta=True, overrides=overrides)
     assert len(calls) == 10
@@ -132,7 +201,7 @@ def test_nan_logits_still_give_a_valid_submission_with_the_counts_printed(tiny_r
     assert sub["id"].tolist() == data.load(test_csv)["id"].tolist()
     assert np.isfinite(sub[LABEL_COLUMNS].to_numpy()).all()
     out = capsys.readouterr().out
-    assert "swap TTA: 12 of 20 rows (60%)" in out
+    assert "swap TTA: 12 of 20 rows (60%, shortest rows first)" in out
     assert "non-finite logits in 8 row(s) of the plain order and 4 of the swapped order: 4 took the swapped " \
            "order's prediction" in out
     assert "4 row(s) have no finite prediction in either order" in out
@@ -235,7 +304,7 @@ def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny
     shutil_copy_run(tiny_run, run, {"kaggle": {"time_limit_hours": 2300 / 3600, "deadline_margin_minutes": 0,
                                                "base_model_kernel_path": "/kaggle/input/tiny-gemma2/1",
                                                "base_model_dataset": "someone/tiny-gemma2"},
-                                    "infer": {"max_batch_size": 2, "tta": True}})
+                                    "infer": {"max_batch_size": 2, "tta": True, "tta_order": "uncertain"}})
     test = data.generate_sample(30, seed=11).drop(columns=LABEL_COLUMNS)
     data.write_csv(test, tmp_path / "input" / "test.csv")
     bundle = bundle_mod.package(RunFolder(run).root, out_dir=tmp_path / "bundle", wheels=False)
@@ -249,6 +318,8 @@ def test_a_rehearsal_whose_budget_cannot_fit_both_passes_writes_partial_tta(tiny
     tta_rows = int(re.search(r"swap TTA: (\d+) of 30 rows", log).group(1))
     assert 0 < tta_rows < 30, log
     assert "stopped by the deadline, during the swapped pass" in log
+    assert "plain order: 30 of 30 rows" in log and "uncertain rows first" in log
+    assert "swap TTA reached the uncertainty cut" in log
     assert "no finite prediction" not in log  # every row has its plain prediction
 
 

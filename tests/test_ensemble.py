@@ -268,3 +268,120 @@ def test_a_failing_member_leaves_a_valid_blend_of_the_others(members, tmp_path, 
     assert "kernel: WARNING: ensemble member 0" in log and "FAILED: it is left out of the blend" in log
     assert "LEFT OUT of the blend: members 1 reweighted from 0.300 to 1.000" in log
     assert "blended 1 members (of 2)" in log
+
+
+# ---- a second model on the hardest rows (arena.kaggle.gates) ---------------------------------------------
+
+
+def test_a_gate_picks_the_least_certain_rows_of_the_members_before_it_and_the_weights_are_fit_there():
+    from arena.kaggle import gates
+
+    rng = np.random.default_rng(0)
+    n = 400
+    truth = np.eye(2)[rng.integers(0, 2, n)]
+    sure = rng.random(n) < 0.6  # member 0 is right and confident on these rows, a coin toss elsewhere
+    first = np.where(sure[:, None], 0.9 * truth + 0.05, 0.5)
+    second = 0.8 * truth + 0.1  # member 1 knows every row: it helps only where member 0 is unsure
+    gated = [None, gates.Gate(top=0.4)]
+    scored = gates.gated_scored([first, second], [0.5, 0.5], gated)
+    assert scored[0].all() and scored[1].sum() == 160 and not (scored[1] & sure).any()  # the 40 % least certain
+    weights = gates.fit_gated_weights([first, second], truth, gated)
+    blended = gates.blend([first, second], weights, gates.gated_scored([first, second], weights, gated))
+    np.testing.assert_allclose(blended[sure], first[sure])  # rows outside the gate: the members before it
+    assert metrics.log_loss(truth, blended) < metrics.log_loss(truth, first)
+    assert weights[1] > 0.9  # fit on the gated rows, where member 1 is the better one
+    below = gates.Gate(below=0.6).rows(np.array([[0.55, 0.45], [0.9, 0.1], [np.nan, np.nan]]))
+    assert below.tolist() == [True, False, True]  # a row no member before it scored is admitted
+
+
+def test_gated_weights_are_fit_on_the_held_out_rows_the_gate_admits(members, tmp_path, no_credentials, capsys):
+    from arena.kaggle import gates
+
+    out = ensemble.package_ensemble(members, tmp_path / "bundle", wheels=False, gate=["2=below:0.5"])
+    stored = json.loads(Bundle(out).ensemble.read_text())
+    assert [m["gate"] for m in stored["members"]] == [None, {"below": 0.5}]
+    raw0, truth = _val(members[0])
+    calibrated1 = CALIBRATION.apply(_val(members[1])[0])
+    weights = [m["weight"] for m in stored["members"]]
+    scored = gates.gated_scored([raw0, calibrated1], weights, [None, gates.Gate(below=0.5)])
+    assert stored["fit"]["gated_rows"] == [len(truth), int(scored[1].sum())]
+    assert 0 < scored[1].sum() < len(truth)
+    blended = gates.blend([raw0, calibrated1], weights, scored)
+    assert stored["fit"]["blend_log_loss"] == pytest.approx(metrics.log_loss(truth, blended))
+    assert "member 2 (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, said", [("1=top:35%", "member 1 is not one of --run 2 to 2"),
+                                        ("2=top:135%", "K must be in (0, 100]"),
+                                        ("2=top:35", "expected MEMBER=top:K%"),
+                                        ("2=below:1.5", "P must be in (0, 1]")])
+def test_a_bad_gate_exits_2_naming_the_flag(members, tmp_path, no_credentials, capsys, spec, said):
+    code = cli.main(["package", "--run", str(members[0]), "--run", str(members[1]), "--gate", spec, "--no-wheels",
+                     "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--gate {spec}: {said}" in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_kernel_blend_of_a_gated_member_scoring_some_rows(tmp_path, test_csv):
+    dataset = EnsembleDataset(tmp_path / "dataset")
+    dataset.root.mkdir()
+    dataset.ensemble.write_text(json.dumps({"members": [{"weight": 0.4}, {"weight": 0.6, "gate": {"top": 0.25}}]}))
+    ids = data.load(test_csv)["id"].astype(str)
+    rng = np.random.default_rng(1)
+    probs = [rng.dirichlet(np.ones(3), len(ids)) for _ in range(2)]
+    predict.prediction_frame(ids, probs[0]).to_csv(tmp_path / "m0.csv", index=False)
+    predict.prediction_frame(ids[:3], probs[1][:3]).to_csv(tmp_path / "m1.csv", index=False)  # the rows it scored
+    out = ensemble.blend_members(dataset.root, [tmp_path / "m0.csv", tmp_path / "m1.csv"], test_csv,
+                                 tmp_path / "submission.csv")
+    blended = pd.read_csv(out, dtype={"id": str})[LABEL_COLUMNS].to_numpy()
+    np.testing.assert_allclose(blended[:3], 0.4 * probs[0][:3] + 0.6 * probs[1][:3], atol=1e-6)
+    np.testing.assert_allclose(blended[3:], probs[0][3:], atol=1e-6)
+    with pytest.raises(UserError, match="no ensemble member scored 9 row"):  # member 0 failed: 9 rows have nothing
+        ensemble.blend_members(dataset.root, [tmp_path / "m0.csv", tmp_path / "m1.csv"], test_csv,
+                               tmp_path / "none.csv", left_out=[0])
+    assert not (tmp_path / "none.csv").exists()
+
+
+@pytest.fixture
+def llama_run(tmp_path):
+    """The tiny run's recipe trained on a tiny random Llama: a member of another model family."""
+    from arena import train
+    from tests.tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny-llama", "llama")
+    csv = tmp_path / "train.csv"
+    data.write_csv(data.generate_sample(60, seed=2), csv)  # the tiny run's rows: the same held-out rows
+    cfg = config.from_dict({
+        "name": "tiny-llama", "model": {"path": str(model), "family": "plain"},
+        "prompt": {"max_length": 96, "min_tokens": 8}, "infer": {"max_length": 128, "max_batch_tokens": 512},
+        "data": {"train": str(csv), "folds": 3}, "kaggle": LLAMA,
+        "train": {"runs_dir": str(tmp_path / "runs"), "max_steps": 3, "eval_steps": 3, "per_device_batch_size": 4,
+                  "grad_accum": 1, "learning_rate": 1e-3}})
+    return Path(train.train(cfg))
+
+
+@pytest.mark.e2e
+def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tmp_path, test_csv, no_credentials):
+    """Gemma-2 on every row, a Llama on the half its blend is least sure of: the kernel predicts that half with
+    the Llama and each row takes the blend of the members that scored it."""
+    gemma = _member(tiny_run, tmp_path / "runs" / "gemma", GEMMA)
+    out = ensemble.package_ensemble([gemma, llama_run], tmp_path / "bundle", wheels=False, test_csv=test_csv,
+                                    weights="0.5,0.5", gate=["2=top:50%"])  # a tiny Llama's fit weight can be 0
+    assert json.loads(Bundle(out).ensemble.read_text())["members"][1]["gate"] == {"top": 0.5}
+    work = tmp_path / "work"
+    frame = pd.read_csv(rehearsal.run_local(out, test_csv.parent, work_dir=work), dtype={"id": str})
+    ids = data.load(test_csv)["id"].astype(str)
+    first = pd.read_csv(predict.predict_file(gemma, test_csv, tmp_path / "m0.csv"), dtype={"id": str})
+    first = first.set_index("id").loc[list(ids), LABEL_COLUMNS].to_numpy()
+    from arena.kaggle import gates
+
+    # the gate as the kernel applied it: on member 0's plain-order predictions
+    plain = pd.read_csv(predict.predict_file(gemma, test_csv, tmp_path / "p0.csv", tta=False), dtype={"id": str})
+    admitted = gates.Gate(top=0.5).rows(plain.set_index("id").loc[list(ids), LABEL_COLUMNS].to_numpy())
+    got = frame.set_index("id").loc[list(ids), LABEL_COLUMNS].to_numpy()
+    np.testing.assert_allclose(got[~admitted], first[~admitted], atol=1e-4)  # outside the gate: member 0 alone
+    assert np.abs(got[admitted] - first[admitted]).max() > 1e-4  # inside it: blended with the Llama
+    log = (work / "kernel.log").read_text()
+    assert f"it predicts {int(admitted.sum())} of {len(ids)} rows" in log
+    assert f"scored {int(admitted.sum())} of {len(ids)} rows" in log

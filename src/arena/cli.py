@@ -223,6 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, metavar="oof|equal|W1,W2",
                    help="an ensemble's blend weights: fit on the runs' OOF/validation predictions (default), "
                         "equal, or one non-negative number per --run")
+    p.add_argument("--gate", action="append", default=None, metavar="MEMBER=top:K%|MEMBER=below:P",
+                   help="an ensemble member (the --run's position, from 2) scores only the rows where the blend of "
+                        "the members before it is least certain: the K%% with the lowest top probability, or those "
+                        "below P; the others take that blend (repeatable)")
     p.add_argument("--out", default=None, help="bundle folder (default: RUN/kaggle-bundle-<time>)")
     p.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse download")
     p.add_argument("--test-csv", default=None, help="token lengths for the pre-flight projection")

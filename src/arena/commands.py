@@ -216,9 +216,10 @@ def cmd_plan(args) -> int:
 def cmd_package(args) -> int:
     from arena.kaggle import bundle, ensemble
 
-    if len(args.run) > 1 or args.weights is not None:
+    if len(args.run) > 1 or args.weights is not None or args.gate:
         ensemble.package_ensemble(run_dirs=args.run, out_dir=args.out, wheels=not args.no_wheels,
-                                  test_csv=args.test_csv, calibrate=args.calibration, weights=args.weights)
+                                  test_csv=args.test_csv, calibrate=args.calibration, weights=args.weights,
+                                  gate=args.gate)
         return 0
     bundle.package(run_dir=args.run[0], out_dir=args.out, wheels=not args.no_wheels, test_csv=args.test_csv,
                    calibrate=args.calibration)

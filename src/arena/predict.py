@@ -17,6 +17,7 @@ from arena import model as model_mod
 from arena.budget import inference as budget
 from arena.config import Config
 from arena.errors import UserError
+from arena.inference import uncertainty
 from arena.inference.batching import logits_for, logits_for_batches, model_device, padding_stats, sorted_batches
 from arena.inference.blend import blend_files, fit_blend_weights
 from arena.inference.passes import View, logits_for_views
@@ -196,7 +197,8 @@ def final_probabilities(request: Request, merged, head: dict) -> np.ndarray:
     plain, swapped, reports = merged
     cfg = request.cfg
     probs, counts = probabilities(plain, swapped, cfg.infer.tta_average, head.get("class_prior"))
-    report_budget(reports, counts, len(request.df), request.tta, request.until)
+    report_budget(reports, counts, len(request.df), request.tta, request.until,
+                  cfg.infer.tta_order, uncertainty.reached(plain, swapped)[1])
     if request.calibration is not None:
         fitted, source = request.calibration
         probs = fitted.apply(probs)
@@ -227,13 +229,21 @@ def write_predictions(request: Request, probs: np.ndarray, views: list) -> Path:
     return path
 
 
-def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: float | None) -> None:
-    """The lines a kernel log needs: how many rows got swap TTA and why it stopped, and every filled-in row."""
+def report_budget(reports: list, counts: dict, rows: int, tta: bool, deadline: float | None,
+                  order: str = "shortest", cut: float | None = None) -> None:
+    """The lines a kernel log needs: how many rows each order covered (swap TTA: which rows first, infer.tta_order,
+    and the uncertainty `cut` it reached: every row whose plain top probability is below it got both orders) and
+    why it stopped, and every filled-in row."""
     stopped = sorted({r.stopped for r in reports if r.stopped})
     if tta:
-        print(f"swap TTA: {counts['tta']} of {rows} rows ({counts['tta'] / max(rows, 1):.0%}); "
+        plain = counts["tta"] + counts["plain_only"]
+        print(f"plain order: {plain} of {rows} rows; swap TTA: {counts['tta']} of {rows} rows "
+              f"({counts['tta'] / max(rows, 1):.0%}, {order} rows first); "
               + (f"stopped by {'; '.join(stopped)}" if stopped else
                  "every row" + ("" if deadline is None else " within the deadline")), flush=True)
+        if order == "uncertain" and cut is not None:
+            print(f"swap TTA reached the uncertainty cut {cut:.3f}: every row whose plain-order top probability is "
+                  f"below it got both orders", flush=True)
     elif stopped:
         print(f"plain pass stopped by {'; '.join(stopped)}", flush=True)
     failed = [r.failed for r in reports if r.failed]

@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -114,7 +114,8 @@ def work_order(plain: list[list[Batch]], swapped: list[list[Batch]], rank: int) 
     (each process starts at its long end: they meet in the middle), then its own swapped batches shortest first
     (the most rows for the time), then the others' swapped batches from their long end. Every row's plain order
     comes before any swapped one; a process that is slow, has failed or was killed leaves its batches to the
-    others. With one process: its plain batches, then its swapped ones shortest first."""
+    others. With one process: its plain batches, then its swapped ones shortest first. (infer.tta_order uncertain
+    deals no swapped batches here: run_passes' `then` forms them once the plain order is known.)"""
     others = [r for r in range(rank + 1, len(plain))] + list(range(rank))
     return (plain[rank] + [b for r in others for b in reversed(plain[r])]
             + list(reversed(swapped[rank])) + [b for r in others for b in swapped[r]])
@@ -178,7 +179,9 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
                tta: bool, deadline: float | None, clock: Clock | None = None, desc: str = "predict",
                known: tuple[np.ndarray, np.ndarray | None] | None = None, claims: Claims | None = None,
                saved: Callable[[np.ndarray, np.ndarray | None, PassReport], None] | None = None,
-               rank: int = 0, classes: int | None = None) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
+               rank: int = 0, classes: int | None = None,
+               then: Callable[[np.ndarray, PassReport], Iterable[Batch]] | None = None,
+               ) -> tuple[np.ndarray, np.ndarray | None, PassReport]:
     """Logits (rows, classes) of the plain order (view 0) and, with `tta`, of the swapped order (view 1): `known` (NaN
     where not known) with every batch of `work` this process ran filled in (work_order: the plain batches first).
     `forward(view, batch)` gives the logits of a batch of row indices. Each batch runs only when its projected time
@@ -189,7 +192,9 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
     out-of-memory, a device error) ends this process's passes: the error is reported, the batch released for the
     other processes, and what was predicted is kept. `saved(plain, swapped, report)` is called after every batch
     (the progress a later call can start from). `rank`: this process (its own batches are those it `owner`s).
-    `classes`: the logits per row where nothing is `known`."""
+    `classes`: the logits per row where nothing is `known`. `then(plain, report)`: the swapped batches to run after
+    `work` (infer.tta_order uncertain: formed from the plain logits, once this process's plain pass is over); it is
+    called once however the passes end (a list it publishes is then there for the other processes)."""
     clock = clock or Clock()
     claims = claims or Claims(None)
     report = PassReport(rows=own_rows, tta=tta)
@@ -203,6 +208,7 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
     spent = {0: [0.0, 0.0], 1: [0.0, 0.0]}  # per view: seconds, padded tokens
     twin_time = [0.0]  # plain seconds of the swapped batches that had a plain twin here
     work = [b for b in work if b.view == 0 or tta]
+    then = then if tta else None
     bar = tqdm(total=len(work), desc=desc, unit="batch", mininterval=2, disable=len(work) < 4)
 
     def projected(batch: Batch) -> float:
@@ -214,7 +220,14 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
         seconds, tokens = spent[0]  # the swapped pass's first batch without a twin: the plain pass's speed
         return seconds / tokens * batch.cost if tokens else 0.0
 
-    for batch in work:
+    queue = iter(work)
+    while True:
+        batch = next(queue, None)
+        if batch is None and then is not None:
+            queue, then = iter(then(plain, report)), None
+            continue
+        if batch is None:
+            break
         now, ahead = clock.now(), projected(batch)
         if limit is not None and now + ahead > limit:
             which = "plain" if batch.view == 0 else "swapped"
@@ -250,6 +263,8 @@ def run_passes(forward: Callable[[int, list[int]], np.ndarray], work: list[Batch
         report.taken += batch.owner != rank
         if saved is not None:
             saved(plain, swapped, report)
+    if then is not None:  # stopped or failed before its swapped pass: its list is published all the same
+        then(plain, report)
     report.seconds = {"plain": round(spent[0][0], 3), **({"swapped": round(spent[1][0], 3)} if tta else {})}
     bar.close()
     return plain, swapped, report

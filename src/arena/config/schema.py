@@ -152,6 +152,11 @@ class InferConfig:
     max_batch_size: Count = 16
     tta: bool = True
     tta_average: Literal["prob", "logit"] = "prob"
+    # Which rows the swapped order covers first when the deadline leaves time for only some: uncertain = those whose
+    # plain-order prediction is least certain (its top probability lowest), as the WSDM Cup winners did; shortest =
+    # the shortest rows (the most rows per second). The default stays shortest until uncertain measures better here
+    # (docs/kaggle.md, "When time runs short": `python -m benchmarks.tta_order`).
+    tta_order: Literal["uncertain", "shortest"] = "shortest"
     quantization: Quantization | None = None  # None = as in training; none = the compute dtype (fp16/bf16/fp32)
     # Inference throughput on Kaggle T4x2 in real (unpadded) tokens/s over both GPUs, with sorted batching, as
     # measured on Kaggle; the pre-flight projection divides the test set's tokens by it. 0 = use the planner's

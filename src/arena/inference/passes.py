@@ -16,6 +16,7 @@ from arena.config import Config
 from arena.errors import UserError
 from arena.inference import progress
 from arena.inference.batching import logits_for_batches, model_device, sorted_batches
+from arena.inference.uncertainty import SwapQueues
 from arena.layout import RunFolder
 
 View = tuple[list[list[int]], "np.ndarray | None"]  # token ids and head features of every row
@@ -52,10 +53,13 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
         return plain, swapped, [budget.PassReport(rows=0, tta=tta)]
     lengths = [len(x) for x in views[0][0]]
     todo = (~np.isfinite(plain).all(axis=1), ~np.isfinite(swapped).all(axis=1) if tta else np.zeros(n, dtype=bool))
+    uncertain = tta and cfg.infer.tta_order == "uncertain"
     weights = [lengths[i] * (int(todo[0][i]) + int(todo[1][i])) for i in range(n)]
     shares = processes.deal_by_tokens(weights, procs.num_processes)
     dealt = [[dealt_batches(cfg, lengths, [i for i in share if todo[view][i]], view, owner)
               for owner, share in enumerate(shares)] for view in (0, 1)]
+    if uncertain:  # formed once the plain order is known (uncertainty.SwapQueues)
+        dealt[1] = [[] for _ in shares]
     work = budget.work_order(dealt[0], dealt[1], rank)
     model, device = None, "cpu"
     if deadline is not None and time.time() >= deadline - budget.FINISH_RESERVE_S:
@@ -88,10 +92,16 @@ def logits_for_views(run: RunFolder, cfg: Config, base_model: str | None, views:
 
     where = f" (process {rank})" if procs.num_processes > 1 else ""
     own_rows = sum(1 for i in shares[rank] if todo[0][i] or todo[1][i])
+    shared = folder if procs.num_processes > 1 else None
+    then = None
+    if uncertain:
+        limit = None if deadline is None else deadline - budget.FINISH_RESERVE_S
+        then = SwapQueues(rank, procs.num_processes, shared, shares[rank], todo[1], lengths, cfg.infer.max_batch_tokens,
+                          cfg.infer.max_batch_size, time_left=lambda: limit is None or clock.now() < limit,
+                          finished=lambda r: processes.shard_file(folder, r).is_file())
     mine, theirs, report = budget.run_passes(
         struck, work, n, own_rows, tta, deadline, clock, desc="predict" + where, known=(plain, swapped),
-        claims=budget.Claims(folder / "claims" if folder is not None and procs.num_processes > 1 else None),
-        saved=saved, rank=rank)
+        claims=budget.Claims(shared / "claims" if shared is not None else None), saved=saved, rank=rank, then=then)
     saved(mine, theirs, report)
     print(f"budget{where}: {report.describe()}", flush=True)
     ran = [np.asarray(r, dtype=np.int64) for r in report.ran]

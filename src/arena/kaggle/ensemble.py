@@ -18,8 +18,8 @@ from arena import data, metrics, predict, task
 from arena.embedded import is_embedded
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
+from arena.kaggle import gates, published
 from arena.kaggle import preflight as preflight_mod
-from arena.kaggle import published
 from arena.kaggle.credentials import PLACEHOLDER_USER, kaggle_user
 from arena.layout import Bundle, CVFolder, EnsembleDataset, RunFolder
 from arena.model import check_trained
@@ -51,10 +51,11 @@ def parse_weights(spec: str | None, runs: int) -> tuple[str, np.ndarray | None, 
     return "given", given / given.sum(), []
 
 
-def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
+def fit_weights(runs: list[RunFolder], calibrations: list[Path | None], gated: list | None = None) -> dict:
     """Blend weights fit (`arena blend`'s fit) on the members' held-out predictions, each calibrated with the
-    calibration the bundle carries for it, i.e. the probabilities the kernel's `arena predict` will write. Every
-    member's file must hold the same row ids with the same labels; UserError naming the runs that disagree."""
+    calibration the bundle carries for it, i.e. the probabilities the kernel's `arena predict` will write; with
+    `gated` members (gates.Gate or None each), on the blend gated as the kernel gates it. Every member's file must
+    hold the same row ids with the same labels; UserError naming the runs that disagree."""
 
     problems, frames = [], []
     for run, cal in zip(runs, calibrations):
@@ -95,19 +96,26 @@ def fit_weights(runs: list[RunFolder], calibrations: list[Path | None]) -> dict:
         raise UserError(problems=problems)
     members = [values.loc[ids].to_numpy(dtype=np.float64) for _, _, values, _ in frames]
     truth = first_truth.loc[ids].to_numpy(dtype=float)
-    weights = predict.fit_blend_weights(members, truth)
-    blended = sum(w * p for w, p in zip(weights, members))
+    if any(gated or []):
+        weights = gates.fit_gated_weights(members, truth, gated)
+        scored = gates.gated_scored(members, weights, gated)
+        blended = gates.blend(members, weights, scored)
+        gated_rows = {"gated_rows": [int(s.sum()) for s in scored]}
+    else:
+        weights = predict.fit_blend_weights(members, truth)
+        blended, gated_rows = sum(w * p for w, p in zip(weights, members)), {}
     return {"weights": [float(w) for w in weights], "rows": len(ids),
             "fit_on": [str(path) for _, path, _, _ in frames],
             "member_log_loss": [metrics.log_loss(truth, p) for p in members],
-            "blend_log_loss": metrics.log_loss(truth, blended)}
+            "blend_log_loss": metrics.log_loss(truth, blended), **gated_rows}
 
 
 def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None, calibrate: bool = True,
-                     weights: str | None = None) -> Path:
-    """`arena package --run R1 --run R2 ...`: one bundle whose kernel predicts with every run in turn and blends
-    them. Every input is checked (runs trained, base models attachable, weights, held-out rows) before anything
-    is written; the bundle is built aside and renamed into place."""
+                     weights: str | None = None, gate: list[str] | None = None) -> Path:
+    """`arena package --run R1 --run R2 ... [--gate 2=top:35%]`: one bundle whose kernel predicts with every run in
+    turn and blends them; a gated member scores only the rows its gate admits (arena.kaggle.gates). Every input is
+    checked (runs trained, base models attachable, weights, gates, held-out rows) before anything is written; the
+    bundle is built aside and renamed into place."""
     runs = [RunFolder(r) for r in run_dirs]
     problems = [] if len(runs) > 1 else ["--run: an ensemble needs two or more runs"]
     cfgs = []
@@ -123,7 +131,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
     problems += [f"--run {run.root}: its task is {t.describe}, and {tasks[0].describe} for --run {runs[0].root}: an "
                  f"ensemble serves one task" for run, t in zip(runs, tasks) if t != tasks[0]]
     mode, given, weight_problems = parse_weights(weights, len(runs))
-    problems += weight_problems
+    gated, gate_problems = gates.parse_gates(gate, len(runs))
+    problems += weight_problems + gate_problems
     out = Path(out_dir) if out_dir else runs[0].new_bundle_path()
     problems += inside_problems(out, [run.adapter for run in runs], "bundle") or output_problems(out, "bundle", folder=True)
     if test_csv is not None and not Path(test_csv).is_file():
@@ -141,7 +150,7 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
     if problems:
         raise UserError(problems=problems)
     if mode == "oof":
-        fit = fit_weights(runs, calibrations)
+        fit = fit_weights(runs, calibrations, gated)
     else:
         fit = {"weights": [float(w) for w in (given if given is not None else np.full(len(runs), 1 / len(runs)))]}
     fit["mode"] = mode
@@ -162,7 +171,8 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
             if problems:
                 raise UserError(problems=problems)
             members.append({"folder": str(member.root.relative_to(build.adapter_dataset)), "run": str(run.root),
-                            "calibration": None if cal is None else str(cal), "weight": fit["weights"][index]})
+                            "calibration": None if cal is None else str(cal), "weight": fit["weights"][index],
+                            "gate": None if gated[index] is None else gated[index].to_json()})
         bundle_mod.write_json(build.ensemble, {"members": members, "fit": fit, "task": vars(tasks[0])})
         published.keep_local_records(build, [(m, c, bundle_mod.kernel_base_model(c, r.is_merged()))
                                              for m, c, r in zip(build.member_runs(), cfgs, runs)])
@@ -176,6 +186,11 @@ def package_ensemble(run_dirs, out_dir=None, wheels: bool = True, test_csv=None,
                                             for member, cfg in zip(build.member_runs(), cfgs)], [str(r.root) for r in runs])
         bundle_mod.write_json(build.preflight, pf)
     print(format_fit(fit, runs))
+    for index, g in enumerate(gated):
+        if g is not None:
+            print(f"  member {index + 1} ({runs[index].root}) is gated: it scores {g.describe()} of the blend of the "
+                  f"members before it" + (f" ({fit['gated_rows'][index]} of {fit['rows']} held-out rows)"
+                                           if "gated_rows" in fit else ""))
     print(preflight_mod.format_preflight(pf))
     print(f"ensemble bundle: {out} ({len(runs)} members in {Bundle(out).dataset.members}, blend weights in "
           f"{Bundle(out).ensemble.name})")
@@ -214,23 +229,44 @@ def read_task(dataset: EnsembleDataset) -> task.Task:
         raise UserError(f"{dataset.ensemble}: no task arena reads ({type(exc).__name__}: {exc})") from None
 
 
-def read_weights(dataset: EnsembleDataset) -> list[float]:
+def read_members(dataset: EnsembleDataset) -> tuple[list[float], list]:
+    """(weights, gates.Gate or None per member) as `arena package` stored them in ensemble.json."""
     try:
-        weights = [float(m["weight"]) for m in json.loads(dataset.ensemble.read_text(encoding="utf-8"))["members"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        stored = json.loads(dataset.ensemble.read_text(encoding="utf-8"))["members"]
+        weights = [float(m["weight"]) for m in stored]
+        gated = [gates.of_json(m.get("gate")) for m in stored]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{dataset.ensemble}: not an ensemble file from `arena package` ({type(exc).__name__}: {exc})") from None
     if not weights or any(not np.isfinite(w) or w < 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
         raise UserError(f"{dataset.ensemble}: member weights must be non-negative and sum to 1 (got {weights})")
-    return weights
+    return weights, gated
+
+
+def member_probabilities(path, expected: pd.Series, gated: bool, problems: list[str]) -> np.ndarray | None:
+    """A member's probabilities in the order of `expected` (ids); a gated member's file holds the rows it scored,
+    NaN elsewhere. Its problems (unreadable, bad values, ids) are added to `problems`."""
+    try:
+        frame, _ = data.read_probabilities(path, "member prediction")
+        found, values = data.check_frame(frame, str(path), None if gated else expected)
+    except UserError as exc:
+        found, values = exc.problems, None
+    if values is not None and gated:
+        extra = sorted(set(values.index.astype(str)) - set(expected))
+        if extra:
+            found.append(f"{path}: unexpected ids: {data.ids_text(extra)}")
+    problems += found
+    return None if found else values.reindex(list(expected)).to_numpy(dtype=np.float64)
 
 
 def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=()) -> Path:
     """`arena kernel blend`: the ensemble's submission, the members' predictions (one `arena predict` output per
-    member, in order, each already calibrated by its own predict) averaged with the bundle's weights. Members in
-    `left_out` (their predict failed in the kernel) are left out and the others' weights scaled up to sum to 1,
-    with a warning; leaving out every member is an error, never a prior submission."""
+    member, in order, each already calibrated by its own predict) averaged with the bundle's weights; a gated
+    member's file holds the rows it scored, and each row averages the members that scored it, weights renormalised
+    (gates.blend). Members in `left_out` (their predict failed in the kernel) are left out and the others' weights
+    scaled up to sum to 1, with a warning; leaving out every member, or a row no member scored, is an error, never
+    a prior submission."""
 
-    weights = read_weights(EnsembleDataset(dataset_dir))
+    weights, gated = read_members(EnsembleDataset(dataset_dir))
     problems = output_problems(out_path, "blended submission")
     if len(pred_paths) != len(weights):
         problems.append(f"--preds: {len(pred_paths)} file(s) for {len(weights)} ensemble members")
@@ -246,15 +282,8 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
     the_task = read_task(EnsembleDataset(dataset_dir))
     # as each member's predict read it: odd rows repaired
     expected = data.load_test(data_path, the_task)["id"].astype(str)
-    frames = []
-    for i in kept if len(pred_paths) == len(weights) else ():
-        try:
-            members, _ = data.read_probabilities(pred_paths[i], "member prediction")
-            found, values = data.check_frame(members, str(pred_paths[i]), expected)
-        except UserError as exc:
-            found, values = exc.problems, None
-        problems += found
-        frames.append(values)
+    probs = {i: member_probabilities(pred_paths[i], expected, gated[i] is not None, problems)
+             for i in (kept if len(pred_paths) == len(weights) else ())}
     if problems:
         raise UserError(problems=problems)
     used = [weights[i] / kept_weight for i in kept]
@@ -262,7 +291,16 @@ def blend_members(dataset_dir, pred_paths: list, data_path, out_path, left_out=(
         print(f"WARNING: ensemble member(s) {', '.join(map(str, left_out))} failed and are LEFT OUT of the blend: "
               f"members {', '.join(map(str, kept))} reweighted from {', '.join(f'{weights[i]:.3f}' for i in kept)} "
               f"to {', '.join(f'{w:.3f}' for w in used)}", flush=True)
-    blended = sum(w * f.loc[list(expected)].to_numpy(dtype=np.float64) for w, f in zip(used, frames))
+    scored = [np.isfinite(probs[i]).all(axis=1) for i in kept]
+    for i, rows in zip(kept, scored):
+        if gated[i] is not None:
+            print(f"member {i} (gated: {gated[i].describe()}) scored {int(rows.sum())} of {len(expected)} rows; the "
+                  f"others take the blend of the members before it", flush=True)
+    blended = gates.blend([probs[i] for i in kept], used, scored)
+    missing = ~np.isfinite(blended).all(axis=1)
+    if missing.any():
+        raise UserError(f"no ensemble member scored {int(missing.sum())} row(s) ({data.ids_text(expected[missing])}): "
+                        f"no submission")
     path = predict.write_submission(predict.prediction_frame(expected, blended), expected, out_path, the_task)
     print(f"blended {len(kept)} members{f' (of {len(weights)})' if left_out else ''} with weights "
           f"{', '.join(f'{w:.3f}' for w in used)}: wrote {path}")

@@ -12,9 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from arena import environment, hardware
+import numpy as np
+import pandas as pd
+
+from arena import data, environment, hardware
 from arena.errors import UserError
-from arena.kaggle import ensemble
+from arena.inference.submission import prediction_frame
+from arena.kaggle import ensemble, gates
+from arena.layout import EnsembleDataset
+from arena.writes import atomic_file
 
 PROCESSES_ENV = environment.KERNEL_PROCESSES  # the rehearsal's processes, instead of one per GPU
 PORT_ENV = environment.KERNEL_PORT  # where those processes meet (the rehearsal's free port)
@@ -65,8 +71,8 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
     progress = out.with_name(".arena-progress")
     print(f"kernel: {hardware.current().describe()}; launch: {' '.join(launch[1:])}", flush=True)
 
-    def predict(run_dir, base, predictions, folder, *flags) -> bool:
-        args = ["predict", "--run", run_dir, "--data", test, "--out", predictions, "--kernel-start", kernel_start,
+    def predict(run_dir, base, predictions, folder, *flags, rows=test) -> bool:
+        args = ["predict", "--run", run_dir, "--data", rows, "--out", predictions, "--kernel-start", kernel_start,
                 "--progress", folder, *flags, *(["--base-model", base] if base else [])]
         return predict_surviving(launch, args, Path(predictions))
 
@@ -76,26 +82,84 @@ def kernel_predict(dataset, test, out, kernel_start: float, gpus: int, base_mode
         shutil.rmtree(progress, ignore_errors=True)
         return out
     folders = [progress.with_name(f"{progress.name}-member-{i}") for i in range(len(members))]
+    weights, gated = ensemble.read_members(EnsembleDataset(dataset))
+    the_task = ensemble.read_task(EnsembleDataset(dataset))
+    expected, classes = data.load_test(test, the_task)["id"].astype(str), the_task.classes
+    rows_of = {}  # a gated member's rows: the file it predicts (those its gate admits)
     # Every member's plain order first (its logits kept), then the swapped orders in the time left.
     done = {}  # member -> its predictions; a member whose plain predict failed is left out of the blend
     for index, (run_dir, base, member_tta, predictions) in enumerate(members):
         predictions = Path(predictions)
+        if gated[index] is not None:
+            rows_of[index] = gated_rows(index, gated[index], {j: (done[j], weights[j], gated[j]) for j in done},
+                                        test, expected, classes, predictions)
+            if rows_of[index] is None:  # its gate admits no row: it scores none
+                done[index] = predictions.with_name(f"{predictions.stem}-scored.csv")
+                with atomic_file(done[index], overwrite=True) as tmp:
+                    prediction_frame([], np.zeros((0, classes))).to_csv(tmp, index=False)
+                continue
         plain = predictions.with_name(f"{predictions.stem}-plain.csv") if member_tta else predictions
-        if predict(run_dir, base, plain, folders[index], "--no-tta", "--logits", predictions.with_suffix(".npz")):
-            done[index] = plain
+        if predict(run_dir, base, plain, folders[index], "--no-tta", "--logits", predictions.with_suffix(".npz"),
+                   rows=rows_of.get(index, test)):
+            done[index] = scored(plain, predictions, index in rows_of)
         else:
             print(f"kernel: WARNING: ensemble member {index} ({run_dir}) FAILED: it is left out of the blend", flush=True)
     if not done:
         raise UserError(f"every one of the {len(members)} ensemble members failed: no submission")
     for index, (run_dir, base, member_tta, predictions) in enumerate(members):
-        if member_tta and index in done:
+        if member_tta and index in done and rows_of.get(index, test) is not None:
             predictions = Path(predictions)
-            if predict(run_dir, base, predictions, folders[index], "--tta", "--logits", predictions.with_suffix(".npz")):
-                done[index] = predictions
+            if predict(run_dir, base, predictions, folders[index], "--tta", "--logits", predictions.with_suffix(".npz"),
+                       rows=rows_of.get(index, test)):
+                done[index] = scored(predictions, predictions, index in rows_of)
             else:
                 print(f"kernel: WARNING: member {index}'s swap TTA failed: its plain predictions are blended", flush=True)
     left_out = [i for i in range(len(members)) if i not in done]
     ensemble.blend_members(dataset, [done.get(i, m[3]) for i, m in enumerate(members)], test, out, left_out=left_out)
     for folder in folders:
         shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+def gated_rows(index: int, gate, before: dict, test: Path, expected, classes: int, predictions: Path) -> Path | None:
+    """The file of rows a gated member predicts: those its `gate` admits from the blend of the members `before` it
+    (index -> (their predictions so far, weight, gate)); None when it admits none."""
+    probs = [ensemble.member_probabilities(path, expected, g is not None, []) for path, _, g in before.values()]
+    probs = [np.full((len(expected), classes), np.nan) if p is None else p for p in probs]
+    blended = gates.blend(probs, [w for _, w, _ in before.values()], [np.isfinite(p).all(axis=1) for p in probs]) \
+        if probs else np.full((len(expected), classes), np.nan)
+    admitted = gate.rows(blended)
+    print(f"kernel: member {index} is gated ({gate.describe()} of the members before it): it predicts "
+          f"{int(admitted.sum())} of {len(expected)} rows", flush=True)
+    return gate_file(test, expected[admitted], predictions.with_name(f"{predictions.stem}-rows")) if admitted.any() \
+        else None
+
+
+def gate_file(test: Path, ids, stem: Path) -> Path:
+    """The rows of `test` (csv or parquet, as the competition gives it) whose id is in `ids`, in a file of the same
+    form beside the member's predictions: what a gated member predicts."""
+    wanted = set(map(str, ids))
+    out = stem.with_suffix(test.suffix)
+    if test.suffix == ".parquet":
+        frame = pd.read_parquet(test)
+        with atomic_file(out, overwrite=True) as tmp:
+            frame[frame["id"].astype(str).isin(wanted)].to_parquet(tmp, index=False)
+    else:
+        frame = pd.read_csv(test, dtype=str, keep_default_na=False)
+        with atomic_file(out, overwrite=True) as tmp:
+            frame[frame["id"].isin(wanted)].to_csv(tmp, index=False)
+    return out
+
+
+def scored(written: Path, predictions: Path, is_gated: bool) -> Path:
+    """A member's predictions for the blend: as written, or for a gated member only the rows it predicted (finite
+    logits kept beside them; a row the deadline left out takes the blend of the members before it)."""
+    if not is_gated:
+        return written
+    with np.load(predictions.with_suffix(".npz")) as kept:
+        ids, ok = kept["ids"].astype(str), np.isfinite(kept["plain"]).all(axis=1) | np.isfinite(kept["swapped"]).all(axis=1)
+    frame, _ = data.read_probabilities(written, "member prediction")
+    out = written.with_name(f"{written.stem}-scored.csv")
+    with atomic_file(out, overwrite=True) as tmp:
+        frame[frame["id"].astype(str).isin(set(ids[ok]))].to_csv(tmp, index=False)
     return out
