@@ -218,12 +218,16 @@ def model_note(results: dict) -> str:
                     "so the model learns something from the text beyond the lengths. ")
     if model_tta >= lr or model_tta >= step0:
         goal = "beat the length baseline" if model_tta >= lr else "make the text count"
-        text.append(f"What would {goal}: more training signal rather than different constants — more rows and "
+        text.append(f"What would {goal}: more training signal — more rows and "
                     f"steps (this benchmark trains on {ts['train_rows']} rows), longer windows (`prompt.max_length` "
                     f"{gpu['config']['prompt']['max_length']} in `{gpu['file']}`) and a larger base model on a GPU "
                     f"(`{gpu['config']['model']['path']}` there). Until then, the head's length-regression start "
                     f"(`model.head_init: {cfg['model']['head_init']}`) is what keeps a small model level with the "
                     "length features.")
+    if model_tta >= step0:
+        text.append(" Why the start was undone, and what runs now keep instead (the start, when no checkpoint beats "
+                    "it on the checkpoint-selection rows): [the embedded default](training.md#does-the-default-learn"
+                    "-from-the-text).")
     return "".join(text)
 
 
