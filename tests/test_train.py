@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 from transformers import TrainerCallback
 
-from arena import config, data, metrics, train
+from arena import config, data, metrics, tracking, train
 from arena import model as model_mod
 from arena.layout import RunFolder
 from arena.task import THREE_WAY
@@ -246,6 +246,8 @@ def test_a_run_that_no_checkpoint_improves_ends_at_its_start(tiny_model_dir, sam
     assert m["start_kept"] and m["start_eval_log_loss"] == evals[0] == m["best_eval_log_loss"]
     assert Path(m["best_checkpoint"]).name == "checkpoint-0"
     assert m["val_log_loss"] == pytest.approx(evals[0], abs=1e-6)
+    row = tracking.run_row(run, run.root.name)  # `arena runs` says so
+    assert row["start kept"] is True and row["start ll"] == evals[0]
     cfg = config.load(run.config)
     val = train.prepare_data(cfg).val
     model, tokenizer, rt = model_mod.load_trained(cfg, run)

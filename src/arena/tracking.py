@@ -22,7 +22,8 @@ from arena.records import RecordError, read_record
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "val acc tta", "start ll", "start kept", "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
+           "val acc tta", "start ll", "start kept", "calibrated ll", "wall min", "LB", "LB public", "LB private",
+           "LB error", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}

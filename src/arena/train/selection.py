@@ -81,13 +81,13 @@ class StartTakesPart:
     best checkpoint, loaded at the end by load_best_model_at_end, unless a later evaluation is strictly better."""
 
     def _evaluate(self, trial, ignore_keys_for_eval, skip_scheduler: bool = False):
-        metrics = super()._evaluate(trial, ignore_keys_for_eval, skip_scheduler)
+        scores = super()._evaluate(trial, ignore_keys_for_eval, skip_scheduler)
         if self.state.global_step == 0 and self.args.load_best_model_at_end and self.args.metric_for_best_model:
-            self._determine_best_metric(metrics=metrics, trial=trial)
+            self._determine_best_metric(metrics=scores, trial=trial)
             self.state.best_model_checkpoint = str(Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-0")
             self._save_checkpoint(self.model, trial)
             self.control = self.callback_handler.on_save(self.args, self.state, self.control)
-        return metrics
+        return scores
 
 
 def start_eval(history: list[dict]) -> dict | None:
