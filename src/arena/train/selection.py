@@ -35,6 +35,8 @@ class EvalLogits(TrainerCallback):
         if len(logits) == len(self.order):
             self.latest = np.empty_like(logits, dtype=np.float32)
             self.latest[self.order] = logits
+        if not np.isfinite(logits).all():  # e.g. a compute dtype that overflows: no candidate (NonFiniteGuard says why)
+            return {"log_loss": float("inf"), "accuracy": float("nan")}
         probs = metrics.softmax(np.asarray(logits, dtype=np.float64))
         return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
 
@@ -76,14 +78,15 @@ class EvalLogits(TrainerCallback):
 class StartTakesPart:
     """Trainer mixin. With `eval_on_start` (train.eval_on_start), the Trainer evaluates the model before its first
     optimizer step but leaves that evaluation out of checkpoint selection (its best-model bookkeeping starts at the
-    first checkpoint, and it treats a best step of 0 as none). Here that evaluation is the first candidate: it sets
-    the best metric, the start is saved as checkpoint-0 (the checkpoint rotation keeps the best one), and it stays the
-    best checkpoint, loaded at the end by load_best_model_at_end, unless a later evaluation is strictly better."""
+    first checkpoint, and it treats a best step of 0 as none). Here that evaluation is the first candidate: when its
+    log loss is finite it sets the best metric, the start is saved as checkpoint-0 (the checkpoint rotation keeps the
+    best one), and it stays the best checkpoint, loaded at the end by load_best_model_at_end, unless a later
+    evaluation is strictly better."""
 
     def _evaluate(self, trial, ignore_keys_for_eval, skip_scheduler: bool = False):
         scores = super()._evaluate(trial, ignore_keys_for_eval, skip_scheduler)
-        if self.state.global_step == 0 and self.args.load_best_model_at_end and self.args.metric_for_best_model:
-            self._determine_best_metric(metrics=scores, trial=trial)
+        if (self.state.global_step == 0 and self.args.load_best_model_at_end and self.args.metric_for_best_model
+                and self._determine_best_metric(metrics=scores, trial=trial)):  # not when its log loss is infinite
             self.state.best_model_checkpoint = str(Path(self._get_output_dir(trial)) / f"{PREFIX_CHECKPOINT_DIR}-0")
             self._save_checkpoint(self.model, trial)
             self.control = self.callback_handler.on_save(self.args, self.state, self.control)
