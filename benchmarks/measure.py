@@ -115,9 +115,11 @@ def quality(eval_sets: dict[str, pd.DataFrame], preds: dict[str, dict]) -> dict:
     return out
 
 
-def diagnostics(eval_df, res, step0: np.ndarray, summary: dict, y_train: np.ndarray) -> dict:
-    """Why the model scores as it does on the main held-out rows: distance from its starting head, training
-    curve, position bias of each order, ties."""
+def diagnostics(eval_df, res, step0: np.ndarray, summary: dict, y_train: np.ndarray,
+                step0_plain: np.ndarray | None = None) -> dict:
+    """Why the model scores as it does on the main held-out rows: distance from its starting head and the paired
+    log loss difference from it (plain against the start in the A/B order, with swap TTA against the start averaged
+    over both orders), training curve, position bias of each order, ties."""
     y = data.label_matrix(eval_df)
     plain, swapped = res["probs_plain"], res["probs_swapped"]
     history = summary.get("history", [])
@@ -134,6 +136,10 @@ def diagnostics(eval_df, res, step0: np.ndarray, summary: dict, y_train: np.ndar
         "first_train_loss": losses[0] if losses else None,
         "last_train_loss": losses[-1] if losses else None,
         "eval_log_loss_by_step": [(h["step"], h["eval_log_loss"]) for h in history if "eval_log_loss" in h],
+        "model_vs_step0": {"standard_errors": variants.STANDARD_ERRORS,
+                           "tta": variants.versus_default(y, step0, res["probs"]),
+                           **({"plain": variants.versus_default(y, step0_plain, plain)}
+                              if step0_plain is not None else {})},
     }
 
 
@@ -279,7 +285,8 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
         "eval_wall_seconds": eval_wall,
         "train_summary": {k: v for k, v in summary.items() if k != "history"},
         "diagnostics": diagnostics(eval_sets[MAIN], model_out[MAIN], preds[MAIN]["step0"], summary,
-                                   data.label_matrix(rows.train)),
+                                   data.label_matrix(rows.train),
+                                   baselines.head_init_probs(head_fit, eval_sets[MAIN], tta=False)),
         "speed": speed_results,
         "variants": variant_results,
         "family": family_results,

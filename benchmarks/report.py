@@ -177,6 +177,17 @@ def verdict(results: dict) -> str:
              f"after {ts['global_step']} optimizer steps on {ts['train_rows']} rows the model scores {model_tta:.4f} "
              f"({model_tta - step0:+.4f}). Its predictions moved on average {d['mean_abs_diff_model_vs_step0']:.3f} "
              "(total-variation distance) away from the start."]
+    if "model_vs_step0" in d:
+        vs = d["model_vs_step0"]
+        said = {"helps": "better than the start", "hurts": "worse than the start"}
+        lines.append(f"- Log loss of the trained model minus its start's, per held-out row (mean ± standard error; a "
+                     f"difference counts beyond {vs['standard_errors']:g} standard errors): "
+                     + "; ".join(f"{how} {vs[key]['mean']:+.4f} ± {vs[key]['se']:.4f} "
+                                 f"({said.get(vs[key]['verdict'], vs[key]['verdict'])})"
+                                 for key, how in (("plain", "A/B order"), ("tta", "swap TTA")) if key in vs) + ".")
+    if ts.get("start_kept"):
+        lines.append(f"- No checkpoint beat the start on the checkpoint-selection rows (the start's log loss there "
+                     f"{ts['start_eval_log_loss']:.4f}): the run's model is its start (`train.eval_on_start`).")
     if d["first_train_loss"] is not None:
         lines.append(f"- Training loss: first logged {d['first_train_loss']:.4f}, last {d['last_train_loss']:.4f}; "
                      "checkpoint-selection log loss by step: "
@@ -207,12 +218,16 @@ def model_note(results: dict) -> str:
                     "so the model learns something from the text beyond the lengths. ")
     if model_tta >= lr or model_tta >= step0:
         goal = "beat the length baseline" if model_tta >= lr else "make the text count"
-        text.append(f"What would {goal}: more training signal rather than different constants — more rows and "
+        text.append(f"What would {goal}: more training signal — more rows and "
                     f"steps (this benchmark trains on {ts['train_rows']} rows), longer windows (`prompt.max_length` "
                     f"{gpu['config']['prompt']['max_length']} in `{gpu['file']}`) and a larger base model on a GPU "
                     f"(`{gpu['config']['model']['path']}` there). Until then, the head's length-regression start "
                     f"(`model.head_init: {cfg['model']['head_init']}`) is what keeps a small model level with the "
                     "length features.")
+    if model_tta >= step0:
+        text.append(" Why the start was undone, and what runs now keep instead (the start, when no checkpoint beats "
+                    "it on the checkpoint-selection rows): [the embedded default](training.md#does-the-default-learn"
+                    "-from-the-text).")
     return "".join(text)
 
 

@@ -118,7 +118,7 @@ def _adapter(path: Path) -> dict[str, torch.Tensor]:
 
 def test_a_stop_for_time_then_resume_ends_as_one_uninterrupted_run(tiny_model_dir, sample_csv, tmp_path,  # noqa: F811
                                                                     monkeypatch):
-    steps = ["train.max_steps=6", "train.eval_steps=3"]
+    steps = ["train.max_steps=6", "train.eval_steps=3", "train.eval_on_start=false"]  # the clock times steps only
     whole = RunFolder(train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "whole", *steps)))
 
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", *steps, "train.max_wall_hours=0.1")
@@ -164,7 +164,8 @@ def test_every_rank_stops_at_the_main_process_step(tiny_model_dir, tmp_path):
     csv = tmp_path / "train.csv"
     data.write_csv(data.generate_sample(80, seed=1), csv)
     runs = tmp_path / "runs"
-    cfg = cfg_json(tiny_model_dir, csv, runs, train={"max_steps": 6, "eval_steps": 3, "max_wall_hours": 0.1})
+    cfg = cfg_json(tiny_model_dir, csv, runs, train={"max_steps": 6, "eval_steps": 3, "max_wall_hours": 0.1,
+                                                             "eval_on_start": False})  # the clock times steps only
     # rank 0's clock: 60 s per step against 360 s; 2 micro-batches per step, so its 3 evaluation batches are
     # projected at 90 s: step 3 with its evaluation and save, then step 4 and a save, would end at 450 s, so it stops
     # after step 3. Rank 1's clock runs twice as fast: alone it would stop after step 2.

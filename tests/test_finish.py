@@ -55,7 +55,7 @@ def plain_passes(monkeypatch) -> list[bool]:
 
 def test_a_finish_that_does_not_fit_stops_after_the_last_step_and_a_resume_runs_only_the_finish(
         tiny_model_dir, sample_csv, tmp_path, monkeypatch, plain_passes):
-    steps = ["train.max_steps=4", "train.eval_steps=2"]
+    steps = ["train.max_steps=4", "train.eval_steps=2", "train.eval_on_start=false"]
     # 60 s per step, 200 s per evaluation against 760 s: after step 3 the last step, its evaluation and a save end
     # at ~640 s; after step 4's save the finish (the swapped pass, ~200 s, and two saves) would end at ~840 s
     cfg = tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", *steps, f"train.max_wall_hours={760 / 3600}")

@@ -197,8 +197,8 @@ def test_a_finish_cut_short_is_pulled_unfinished_and_the_training_kernel_resumes
 
 def test_pull_names_damaged_or_partial_output_and_writes_nothing(tiny_run, tmp_path):
     partial = _output(tmp_path / "a", tiny_run, False)
-    state = next(partial.glob("runs/*/checkpoints/checkpoint-3/trainer_state.json"))
-    state.write_text(state.read_text()[:40])  # cut short by the end of the session while saving
+    for state in partial.glob("runs/*/checkpoints/checkpoint-*/trainer_state.json"):  # the start's checkpoint-0 too
+        state.write_text(state.read_text()[:40])  # cut short by the end of the session while saving
     with pytest.raises(UserError, match="without a whole checkpoint"):
         pull.import_output(partial, "me/arena-train", 1, tmp_path / "runs")
     damaged = _output(tmp_path / "b", tiny_run, True)

@@ -33,7 +33,7 @@ class FillDiskAfterFirstSave(TrainerCallback):
         self.filler = disk / "filler.bin"
 
     def on_save(self, args, state, control, **kwargs):
-        if not self.filler.exists():
+        if state.global_step and not self.filler.exists():  # after a trained step's save, not the start's
             with open(self.filler, "wb") as out:
                 try:
                     while True:

@@ -2,6 +2,7 @@ import gc
 import json
 import types
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ import safetensors.torch
 import torch
 from transformers import TrainerCallback
 
-from arena import config, data, train
+from arena import config, data, metrics, tracking, train
 from arena import model as model_mod
 from arena.layout import RunFolder
 from arena.task import THREE_WAY
@@ -87,8 +88,10 @@ def test_train_writes_a_complete_run_folder(tiny_model_dir, sample_csv, tmp_path
     assert m["global_step"] == 4 and m["global_batch"] == 4
     assert m["val_rows"] + m["train_rows"] == 80
     evals = [h for h in m["history"] if "eval_log_loss" in h]
-    assert [h["step"] for h in evals] == [2, 4]
+    assert [h["step"] for h in evals] == [0, 2, 4]  # the start (train.eval_on_start), then every eval_steps
     assert m["best_eval_log_loss"] == min(h["eval_log_loss"] for h in evals)
+    assert m["start_eval_log_loss"] == evals[0]["eval_log_loss"]
+    assert m["start_kept"] == (m["best_checkpoint"] == str(run_dir / "checkpoints" / "checkpoint-0"))
     val = pd.read_csv(run_dir / "val_predictions.csv", dtype={"id": str})
     assert len(val) == m["val_rows"]
     probs = val[LABEL_COLUMNS].to_numpy()
@@ -229,11 +232,35 @@ def test_validation_predictions_are_what_the_inference_code_predicts(tiny_model_
     np.testing.assert_allclose(saved[LABEL_COLUMNS].to_numpy(), fresh["probs"], atol=1e-5)
 
 
+def test_a_run_that_no_checkpoint_improves_ends_at_its_start(tiny_model_dir, sample_csv, tmp_path):
+    """The start (step 0) takes part in checkpoint selection: with a learning rate that wrecks the model, no checkpoint
+    beats it, and the saved model is the start: it predicts the validation rows with the start's log loss."""
+    from arena import model as model_mod
+    from arena import predict
+
+    run = RunFolder(train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.learning_rate=1",
+                                               "train.head_learning_rate=1")))
+    m = json.loads(run.metrics.read_text())
+    evals = {h["step"]: h["eval_log_loss"] for h in m["history"] if "eval_log_loss" in h}
+    assert list(evals) == [0, 2, 4] and min(evals[2], evals[4]) > evals[0]
+    assert m["start_kept"] and m["start_eval_log_loss"] == evals[0] == m["best_eval_log_loss"]
+    assert Path(m["best_checkpoint"]).name == "checkpoint-0"
+    assert m["val_log_loss"] == pytest.approx(evals[0], abs=1e-6)
+    row = tracking.run_row(run, run.root.name)  # `arena runs` says so
+    assert row["start kept"] is True and row["start ll"] == evals[0]
+    cfg = config.load(run.config)
+    val = train.prepare_data(cfg).val
+    model, tokenizer, rt = model_mod.load_trained(cfg, run)
+    fresh = predict.predict_frame(model, tokenizer, val, cfg, rt, tta=False, max_length=cfg.prompt.max_length,
+                                  feature_scaler=model_mod.read_head(run)["feature_scaler"])
+    assert metrics.log_loss(data.label_matrix(val), fresh["probs"]) == pytest.approx(evals[0], abs=1e-5)
+
+
 def test_eval_steps_may_be_a_fraction_of_the_run(tiny_model_dir, sample_csv, tmp_path):
     run = RunFolder(train.train(tiny_train_cfg(tiny_model_dir, sample_csv, tmp_path / "runs", "train.max_steps=6",
                                                "train.eval_steps=0.5")))
     history = json.loads(run.metrics.read_text())["history"]
-    assert [h["step"] for h in history if "eval_log_loss" in h] == [3, 6]
+    assert [h["step"] for h in history if "eval_log_loss" in h] == [0, 3, 6]
 
 
 class RemembersModel(TrainerCallback):

@@ -1,6 +1,7 @@
 """`arena runs`: one row per run and CV folder under the runs folder (what changed from its recipe, rows, steps,
-batch, validation / OOF log loss plain and with swap TTA, calibrated, wall time, leaderboard score), and the
-leaderboard scores recorded in each folder (by hand, or fetched from Kaggle)."""
+batch, validation / OOF log loss plain and with swap TTA, the start's validation log loss and whether no checkpoint
+beat it, calibrated, wall time, leaderboard score), and the leaderboard scores recorded in each folder (by hand, or
+fetched from Kaggle)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from arena.records import RecordError, read_record
 from arena.writes import write_text
 
 COLUMNS = ["run", "kind", "base model", "changes", "train rows", "steps", "global batch", "val ll", "val ll tta",
-           "val acc tta", "calibrated ll", "wall min", "LB", "LB public", "LB private", "LB error", "sweep", "kaggle"]
+           "val acc tta", "start ll", "start kept", "calibrated ll", "wall min", "LB", "LB public", "LB private",
+           "LB error", "sweep", "kaggle"]
 SORTS = {"time": None, "name": "run", "val": "val ll tta", "lb": "LB"}
 # Keys every run sets for itself: never "a change from its recipe".
 _OWN_KEYS = {"name", "train.runs_dir"}
@@ -123,7 +125,8 @@ def run_row(run: RunFolder, name: str) -> dict:
         "base model": ((cfg or {}).get("model") or {}).get("path"), "changes": changes(cfg, origin),
         "train rows": m.get("train_rows"), "steps": m.get("global_step"), "global batch": m.get("global_batch"),
         "val ll": m.get("val_log_loss"), "val ll tta": m.get("val_log_loss_tta"),
-        "val acc tta": m.get("val_accuracy_tta"), "calibrated ll": _calibrated(run, damaged),
+        "val acc tta": m.get("val_accuracy_tta"), "start ll": m.get("start_eval_log_loss"),
+        "start kept": m.get("start_kept"), "calibrated ll": _calibrated(run, damaged),
         "wall min": m["total_wall_seconds"] / 60 if "total_wall_seconds" in m else None,
         "LB": latest_score(run, damaged), **lb_columns(run),
         "sweep": (origin or {}).get("sweep"), "point": (origin or {}).get("point"),

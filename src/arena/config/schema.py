@@ -114,6 +114,9 @@ class TrainConfig:
     # Optimizer steps between evaluations (and checkpoints), or a fraction (< 1) of the run's total steps.
     eval_steps: Annotated[int, Range(ge=1, why="or a fraction of the run below 1")] | Annotated[float, Range(gt=0, lt=1)] = 50
     save_total_limit: Count = 2
+    # Evaluate the start (before the first optimizer step) and keep it as the run's model when no checkpoint beats it
+    # on the validation rows: a run never ends worse than it began there.
+    eval_on_start: bool = True
     # Also train every row with A and B swapped: random (rows and twins shuffled apart), paired (every batch holds
     # each row beside its swapped twin: both orders in the same optimizer step) or none. true/false in older
     # configs read as random/none.

@@ -1,8 +1,9 @@
 """Training on the HF Trainer, by concern: trainer.py (the PreferenceTrainer, its sampler, collator and callbacks),
-losses.py (soft labels, label smoothing, distillation), run.py (`train()` and its named steps), finish.py (after the
-last step: save, evaluate, summarise), resume.py (run folders, checkpoints), cv.py (K-fold CV). `from arena import
-train; train.train(cfg)` and every name below keep working from `arena.train` (`train.finish` is the module; its
-`finish()` is train.finish.finish)."""
+losses.py (soft labels, label smoothing, distillation), selection.py (checkpoint selection: the evaluations' logits,
+the start as a candidate), run.py (`train()` and its named steps), finish.py (after the last step: save, evaluate,
+summarise), resume.py (run folders, checkpoints), cv.py (K-fold CV). `from arena import train; train.train(cfg)` and
+every name below keep working from `arena.train` (`train.finish` is the module; its `finish()` is
+train.finish.finish)."""
 
 from arena.errors import UserError
 from arena.train.cv import cross_validate

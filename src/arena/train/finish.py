@@ -19,7 +19,8 @@ from arena import data, metrics, predict, processes, segments, task
 from arena import model as model_mod
 from arena.config import Config
 from arena.layout import RunFolder, stamp
-from arena.train.trainer import EvalLogits, PreferenceTrainer, WallClock
+from arena.train.selection import EvalLogits, start_eval
+from arena.train.trainer import PreferenceTrainer, WallClock
 from arena.writes import atomic_file, write_text
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
     """loss_curve.png, then metrics.json (last: it marks the run finished); wall times count the processes before
     a resume too."""
     args, state = trainer.args, trainer.state
+    start = start_eval(state.log_history)
     summary = {
         "run_dir": str(run.root),
         "fold": cfg.data.fold,
@@ -147,6 +149,10 @@ def write_summary(cfg: Config, run: RunFolder, built: Built, split: Split, train
         **scores,
         "best_eval_log_loss": state.best_metric,
         "best_checkpoint": state.best_model_checkpoint,
+        # The start's validation log loss (train.eval_on_start), and whether no checkpoint beat it: the run's model
+        # is then the start.
+        "start_eval_log_loss": start["eval_log_loss"] if start else None,
+        "start_kept": start is not None and state.best_global_step == 0,
         "global_step": state.global_step,
         "global_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "per_device_batch_size": args.per_device_train_batch_size,

@@ -219,6 +219,8 @@ def fit(trainer: PreferenceTrainer, checkpoint: str | None):
     as the Trainer ends it, with the best checkpoint's weights."""
     guard = NoStepPastTheEnd()
     trainer.add_callback(guard)
+    if checkpoint is not None:  # the start was evaluated (and saved) by the run's first process, if at all
+        trainer.args.eval_on_start = False
     try:
         with room.disk_full_is_an_error(trainer.args.output_dir, "a checkpoint", "free some room, then `arena train --resume`"):
             return trainer.train(resume_from_checkpoint=checkpoint)
@@ -293,6 +295,9 @@ def train_steps(cfg: Config, resume: str | None, callbacks, origin: dict | None)
               f"accuracy {summary['val_accuracy']:.3f} (swap TTA {summary['val_accuracy_tta']:.3f}); class-prior "
               f"baseline {split.prior_log_loss:.4f}, uniform {summary['uniform_log_loss']:.4f}; the task is scored "
               f"by {summary['metric']}")
+        if summary["start_kept"]:
+            print(f"no checkpoint beat the start on the validation rows (log loss {summary['start_eval_log_loss']:.4f}):"
+                  f" the run's model is the start, before its first optimizer step")
         print(f"train wall time {summary['train_wall_seconds']:.0f} s; run saved to {run.root}")
     return run.root
 

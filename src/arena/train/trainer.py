@@ -8,7 +8,6 @@ import contextlib
 import functools
 import json
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from arena import metrics
 from arena.config import Config
 from arena.errors import UserError
 from arena.layout import RunFolder
@@ -24,7 +22,8 @@ from arena.model import model_device, right_pad
 from arena.model.head import name_in_head
 from arena.processes import COLLECTIVE_TIMEOUT
 from arena.train.losses import distillation_loss, smooth_labels, soft_cross_entropy
-from arena.writes import atomic_file, write_text
+from arena.train.selection import EvalLogits, StartTakesPart  # noqa: F401 (EvalLogits: also imported from here)
+from arena.writes import write_text
 
 
 @dataclass
@@ -72,10 +71,10 @@ class PairedSwapSampler(torch.utils.data.Sampler):
             yield i + self.pairs
 
 
-class PreferenceTrainer(Trainer):
+class PreferenceTrainer(StartTakesPart, Trainer):
     """Soft-label cross-entropy on the model's (n, classes) logits, mixed with the KL divergence to teachers on rows
     that carry teacher probabilities; the head in its own optimizer group; swapped twins paired in batches when
-    the training rows ask for it."""
+    the training rows ask for it; the start in checkpoint selection (StartTakesPart)."""
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by grad_accum
 
@@ -191,63 +190,6 @@ class RightPadCollator:
         return batch
 
 
-class EvalLogits(TrainerCallback):
-    """The Trainer's compute_metrics (log loss, accuracy), which also keeps each evaluation's logits by optimizer
-    step, in the validation rows' order, and writes them into the checkpoint saved at that step (FILE, with the rows'
-    ids): the finish reuses the best checkpoint's instead of predicting the same rows again, also when it runs in a
-    later process (a run stopped or killed after its last step)."""
-
-    FILE = "eval_logits.npz"
-
-    def __init__(self, order: np.ndarray, ids=None):
-        self.order = order  # validation row at each position of the (length-sorted) eval dataset
-        self.ids = None if ids is None else np.asarray(ids, dtype=str)  # the validation rows' ids, in their order
-        self.latest: np.ndarray | None = None
-        self.by_step: dict[int, np.ndarray] = {}
-
-    def __call__(self, eval_pred) -> dict:
-        logits, labels = eval_pred.predictions, eval_pred.label_ids
-        if len(logits) == len(self.order):
-            self.latest = np.empty_like(logits, dtype=np.float32)
-            self.latest[self.order] = logits
-        probs = metrics.softmax(np.asarray(logits, dtype=np.float64))
-        return {"log_loss": metrics.log_loss(labels, probs), "accuracy": metrics.accuracy(labels, probs)}
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if self.latest is not None:
-            self.by_step[state.global_step] = self.latest
-            self.latest = None
-
-    def on_save(self, args, state, control, **kwargs):
-        logits = self.by_step.get(state.global_step)
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if state.is_world_process_zero and logits is not None and checkpoint.is_dir():
-            ids = self.ids if self.ids is not None else np.array([], dtype=str)
-            with atomic_file(checkpoint / self.FILE, overwrite=True) as tmp, open(tmp, "wb") as out:
-                np.savez(out, logits=logits, ids=ids)
-
-    @staticmethod
-    def of(trainer) -> EvalLogits | None:
-        """The trainer's EvalLogits callback (make_trainer attaches one), if it has one."""
-        return next((c for c in trainer.callback_handler.callbacks if isinstance(c, EvalLogits)), None)
-
-    def best(self, state) -> np.ndarray | None:
-        """The plain-order logits of the best checkpoint's evaluation: this process's own, else the ones written into
-        that checkpoint by an earlier process; None when neither is there, or they are of other rows."""
-        if state.best_global_step in self.by_step:
-            return self.by_step[state.best_global_step]
-        if not state.best_model_checkpoint:
-            return None
-        try:
-            with np.load(Path(state.best_model_checkpoint) / self.FILE) as saved:
-                logits, ids = saved["logits"], saved["ids"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            return None
-        if logits.ndim != 2 or len(logits) != len(self.order) or (self.ids is not None and not np.array_equal(ids, self.ids)):
-            return None
-        return logits
-
-
 class WallClock(TrainerCallback):
     """Writes the run's wall time so far into each checkpoint, so a resumed run reports the time of all its
     processes (the Trainer's train_runtime covers only the last one)."""
@@ -359,6 +301,7 @@ def training_arguments(cfg: Config, run: RunFolder, rt) -> PreferenceTrainingArg
         bf16=rt.bf16,
         use_cpu=rt.device == "cpu",
         eval_strategy="steps",
+        eval_on_start=t.eval_on_start,
         eval_steps=t.eval_steps,
         save_strategy="steps",
         save_steps=t.eval_steps,
