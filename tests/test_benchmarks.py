@@ -378,7 +378,7 @@ def test_the_calibrated_model_is_a_row_of_the_quality_table_when_measured(tmp_pa
     for scores in [*older["quality"]["held-out"].values(), older["quality"]["hh_rlhf_harmless"]["all"]]:
         del scores["model_tta_cal"]
     text = report.render(older, tmp_path / "old" / "bench.md").read_text()
-    assert "calibration |" not in text.replace("length LR + calibration |", "") and "checkpoint-selection rows (" not in text
+    assert "calibration |" not in text.replace("length LR + calibration |", "") and "own 64 checkpoint-selection rows" not in text
 
 
 def test_the_model_settings_in_the_report_come_from_the_results_config(tmp_path):

@@ -73,6 +73,8 @@ def test_the_training_bundle_holds_the_data_the_wheels_and_a_gpu_kernel(tiny_mod
     assert config.load(built.config).to_dict() == cfg.to_dict()
     assert json.loads((built.data / "dataset-metadata.json").read_text())["id"] == "me/arena-train-data"
     assert json.loads((built.wheels / "dataset-metadata.json").read_text())["id"] == "me/arena-wheels"
+    for folder in (built.data, built.wheels):  # the competition's rows and third-party wheels: not public domain
+        assert json.loads((folder / "dataset-metadata.json").read_text())["licenses"] == [{"name": "other"}]
     assert [w.name.split("-")[0] for w in built.wheels.glob("*.whl")] == ["arena"]
     meta = json.loads(built.kernel_metadata.read_text())
     assert meta["id"] == "me/arena-train" and meta["code_file"] == "kernel.py"

@@ -137,9 +137,9 @@ def _wait_for(paths: list[Path], wait_s: float = 120.0) -> None:
 
 def training_callbacks() -> list:
     """The TrainerCallback injecting ARENA_FAULT into `arena train` (none without one). The rank faults strike the
-    struck rank at the first optimizer step after the run's first checkpoint (so the run has one to resume from):
-    rank-crash raises, rank-killed is SIGKILLed, nan-batch makes that step's forward NaN, slow-gpu makes every step
-    of that rank three times as long. session-limit is the rehearsal's: it kills the whole session."""
+    struck rank at the first optimizer step after the run's first checkpoint of a trained step (so the run has one
+    to resume from): rank-crash raises, rank-killed is SIGKILLed, nan-batch makes that step's forward NaN, slow-gpu
+    makes every step of that rank three times as long. session-limit is the rehearsal's: it kills the whole session."""
     fault = from_env()
     if fault is None or fault.name == "session-limit":
         return []
@@ -150,7 +150,7 @@ def training_callbacks() -> list:
             self.saved, self.struck, self.mark = False, False, time.perf_counter()
 
         def on_save(self, args, state, control, **kwargs):
-            self.saved = True
+            self.saved = self.saved or state.global_step > 0  # the start's checkpoint-0 holds no trained step
 
         def on_step_begin(self, args, state, control, model=None, **kwargs):
             if fault.name != "nan-batch" or not self._due(args):

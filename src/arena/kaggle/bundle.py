@@ -172,9 +172,14 @@ def write_metadata(bundle: Bundle, cfg: Config, user: str, versions: dict[str, i
     terms = {k.adapter_dataset_slug: published.adapter_licence([published.base_family(c, r) for c, r in zip(cfgs, runs)]),
              k.wheels_dataset_slug: published.wheels_licence(cfgs)}
     for folder, slug in ((bundle.adapter_dataset, k.adapter_dataset_slug), (bundle.wheels, k.wheels_dataset_slug)):
-        write_json(folder / DATASET_METADATA, {"title": _title(slug), "id": f"{user}/{slug}", **terms[slug]})
+        write_json(folder / DATASET_METADATA, dataset_metadata(slug, user, terms[slug]))
     members = cfgs if bundle.ensemble.is_file() else []
     write_json(bundle.kernel_metadata, kernel_metadata(cfg, user, members, versions))
+
+
+def dataset_metadata(slug: str, user: str, terms: dict) -> dict:
+    """A dataset-metadata.json: its title, id and the licence `terms` (published.*_licence)."""
+    return {"title": _title(slug), "id": f"{user}/{slug}", **terms}
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -63,6 +63,13 @@ def wheels_licence(cfgs: list[Config]) -> dict:
             f"under the licence its own metadata names{gemma}."}
 
 
+def training_data_licence() -> dict:
+    """The training kernel's data dataset: the competition's rows under its rules, extra rows under their sources'
+    terms: not public domain."""
+    return {"licenses": [{"name": "other"}], "description": "Training rows for arena's training kernel: the "
+            "competition's data under the competition's rules, and any extra data under its own source's terms."}
+
+
 def kernel_view(cfg: Config, kernel_base: str) -> Config:
     """A run's config as uploaded: model.path is the name the kernel resolves (`kernel_base`, the base model's
     mount; the embedded model's name stays), the data files by their names and the runs folder by its default

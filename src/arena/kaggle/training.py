@@ -15,7 +15,7 @@ from arena import config as config_mod
 from arena.config import SAMPLE, Config
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
-from arena.kaggle import training_time
+from arena.kaggle import published, training_time
 from arena.kaggle import wheels as wheels_mod
 from arena.kaggle.credentials import PLACEHOLDER_USER, find_credentials, require_credentials, warn_permissions
 from arena.kaggle.push import _dataset_commands, check_model_access, kernel_state, push_dataset
@@ -128,9 +128,9 @@ def build(cfg: Config, out: Path, user: str, wheels: bool = True, resume: bool =
             shutil.copy2(source, built.data / name)
         config_mod.dump(cfg, built.config)
         bundle_mod.write_wheelhouse(built, cfg, wheels)
-        for folder, slug in ((built.wheels, k.wheels_dataset_slug), (built.data, k.train_data_dataset_slug)):
-            bundle_mod.write_json(folder / DATASET_METADATA,
-                                  bundle_mod._dataset_metadata(bundle_mod._title(slug), user, slug))
+        for folder, slug, terms in ((built.wheels, k.wheels_dataset_slug, published.wheels_licence([cfg])),
+                                    (built.data, k.train_data_dataset_slug, published.training_data_licence())):
+            bundle_mod.write_json(folder / DATASET_METADATA, bundle_mod.dataset_metadata(slug, user, terms))
         built.kernel.mkdir()
         built.kernel_script.write_text(render_kernel_script(cfg, files), encoding="utf-8")
         bundle_mod.write_json(built.kernel_metadata, kernel_metadata(cfg, user, resume))
