@@ -187,6 +187,7 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
     its variants, after the plan's own."""
     from arena import config, predict, train
     from arena import model as model_mod
+    from arena.inference.tta import encode_view
 
     seed = config.load(None, list(overrides)).seed  # a bad --set is refused before any work
     work = work_folder(work, quick)
@@ -251,11 +252,13 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
     lengths = padding_lengths(cfg.infer.max_length, plan.long_length, gpu_cfg)
     speed_results = speed.measure(model, tokenizer, cfg, run_folder, eval_sets[MAIN], scaler, plan, lengths, log,
                                   load_s)
+    swapped_lengths = [len(x) for x in encode_view(tokenizer, eval_sets[MAIN], cfg, cfg.infer.max_length, scaler,
+                                                   swap=True)[0]]
     del model
     gc.collect()
 
     # ---- the variants: paired swap, distillation, fold models averaged vs merged ------------------------
-    variant_results = variants.measure(work, overrides, run_folder, model_out[MAIN]["probs"], work / "eval.csv",
+    variant_results = variants.measure(work, overrides, run_folder, model_out[MAIN], swapped_lengths, work / "eval.csv",
                                        eval_sets[MAIN], seed, log)
 
     # ---- the arena family: the WSDM Cup's two-way task and an arena-format extra source, through the CLI ------

@@ -1,6 +1,8 @@
-"""The variants table: the default model against the techniques that won the competition, each trained on the same
-training file and scored on the same main held-out rows: paired swap, distillation from a teacher, and two fold
-models' averaged predictions against their merged adapters (`arena merge`)."""
+"""The variants table: the default model against the techniques that won the competitions, each trained on the same
+training file and scored on the same main held-out rows: paired swap, distillation from a teacher, self-distillation,
+middle truncation, and two fold models' averaged predictions against their merged adapters (`arena merge`); then
+where the inference time goes at equal budgets (benchmarks/spending.py): swap TTA's row order, a gated second
+model."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ VARIANTS = {
     "default": "default model",
     "paired": "paired swap (train.swap_augment: paired)",
     "distilled": "distilled from a teacher (data.teacher)",
+    "self_distilled": "self-distilled (data.teacher: the default model's own predictions)",
+    "middle": "middle truncation (prompt.truncation_side: middle)",
     "fold_average": "two fold models, predictions averaged",
     "fold_merged": "two fold models, adapters merged (arena merge)",
 }
@@ -95,9 +99,14 @@ class Variants:
         return out
 
 
-def measure(work: Path, overrides: list[str], default_run: RunFolder, default_probs: np.ndarray, eval_csv: Path,
-            eval_df: pd.DataFrame, seed: int, log) -> dict:
-    """Every variant's held-out log loss, accuracy and train time, with its difference from the default."""
+def measure(work: Path, overrides: list[str], default_run: RunFolder, default_out: dict, lengths: list[int],
+            eval_csv: Path, eval_df: pd.DataFrame, seed: int, log) -> dict:
+    """Every variant's held-out log loss, accuracy and train time, with its difference from the default; and the
+    inference budgets compared (`default_out`: the default model's predict_frame result of the held-out rows with
+    swap TTA, `lengths`: their swapped order's token counts)."""
+    from benchmarks import spending
+
+    default_probs = default_out["probs"]
     v = Variants(work, overrides, eval_csv, eval_df, log)
     default = json.loads(default_run.metrics.read_text())
     rows = [v.row("default", default_probs, default["train_wall_seconds"], default_probs,
@@ -118,6 +127,20 @@ def measure(work: Path, overrides: list[str], default_run: RunFolder, default_pr
                                "temperature": distilled_m["distillation"]["temperature"],
                                "covered": distilled_m["distillation"]["per_teacher"][0]}))
 
+    # Self-distillation (WSDM Cup 2025 3rd place): the default model's own swap-TTA predictions of its training rows.
+    log(f"variant self_distilled: the default model predicts its {default['train_rows']}-row training file")
+    own = predict.predict_file(default_run.root, work / "train.csv", v.work / "self_teacher.csv", tta=True)
+    selfd, selfd_m = v.train("self_distilled", f"data.teacher=[{own}]")
+    rows.append(v.row("self_distilled", v.predict(selfd.root, "self_distilled"), selfd_m["train_wall_seconds"],
+                      default_probs, steps=selfd_m["global_step"], train_rows=selfd_m["train_rows"],
+                      covered=selfd_m["distillation"]["per_teacher"][0],
+                      weight=selfd_m["distillation"]["weight"]))
+
+    # Middle truncation (WSDM Cup 2025 2nd and 12th place): each over-long part keeps its head and its tail.
+    middle, middle_m = v.train("middle", "prompt.truncation_side=middle")
+    rows.append(v.row("middle", v.predict(middle.root, "middle"), middle_m["train_wall_seconds"], default_probs,
+                      steps=middle_m["global_step"], train_rows=middle_m["train_rows"]))
+
     # The second fold model: the default recipe with the next fold held out for checkpoint selection.
     fold1, fold1_m = v.train("fold1", f"data.fold={default['fold'] + 1}")
     fold1_probs = v.predict(fold1.root, "fold1")
@@ -135,4 +158,8 @@ def measure(work: Path, overrides: list[str], default_run: RunFolder, default_pr
     rows.append(v.row("fold_merged", merged_probs, both_s + merge_s, default_probs, merge_seconds=merge_s,
                       vs_average=versus_default(v.y, average, merged_probs),
                       mean_abs_diff_vs_average=float(np.abs(merged_probs - average).sum(axis=1).mean() / 2)))
-    return {"labels": VARIANTS, "standard_errors": STANDARD_ERRORS, "rows": len(v.y), "variants": rows}
+    budgets = {"tta_order": spending.tta_orders(v.y, default_out["logits"], default_out["logits_swapped"], lengths,
+                                                config.load_run(default_run).infer.tta_average),
+               "gated": spending.gated_member(v.y, default_probs, fold1_probs, seed)}
+    return {"labels": VARIANTS, "standard_errors": STANDARD_ERRORS, "rows": len(v.y), "variants": rows,
+            "budgets": budgets}

@@ -57,6 +57,45 @@ def variants_section(results: dict, main_scores: dict) -> list[str]:
         f"(total variation), {_difference(merged['vs_average'])} in log loss "
         f"({merged['vs_average']['verdict']} against averaging), at the cost of one model's inference instead of "
         f"two; the merge itself took {fmt_s(merged['merge_seconds'])}.",
+    ]
+    if "self_distilled" in by_id:  # results written before these variants existed render without them
+        selfd, middle = by_id["self_distilled"], by_id["middle"]
+        lines += [
+            f"- *{labels['self_distilled']}*: the default model's swap-TTA predictions of its own training file (rows "
+            f"it was trained on, so the teacher is in-sample), covering {selfd['covered']} of the student's "
+            f"{selfd['train_rows']} training rows at `train.distill_weight` {selfd['weight']:g}: "
+            f"{selfd['vs_default']['verdict']} ({_difference(selfd['vs_default'])}).",
+            f"- *{labels['middle']}*: each over-long part keeps its head and its tail, the cut marked, in training and "
+            f"prediction: {middle['vs_default']['verdict']} ({_difference(middle['vs_default'])}).",
+        ]
+    return [*lines, "", *budgets_section(v)]
+
+
+def budgets_section(v: dict) -> list[str]:
+    """Swap TTA's row order and a gated second model at equal budgets (results written before: nothing)."""
+    b = v.get("budgets")
+    if b is None:
+        return []
+    k = v["standard_errors"]
+    orders = [[f"{s['share']:.0%} ({s['rows']} rows)", _difference(s["shortest_vs_plain"]),
+               _difference(s["uncertain_vs_plain"]), _difference(s["vs_shortest"]), s["vs_shortest"]["verdict"]]
+              for s in b["tta_order"]["shares"]]
+    gated = [[f"{s['share']:.0%} ({s['rows']} rows)", _difference(s["vs_first"]), _difference(s["vs_equal_time"]),
+              s["vs_equal_time"]["verdict"], _difference(s["vs_full_ensemble"]), s["vs_full_ensemble"]["verdict"]]
+             for s in b["gated"]["shares"]]
+    return [
+        "### Where the inference time goes: equal budgets", "",
+        f"From the predictions above, no model run again, on the same {v['rows']} rows; each difference is a paired "
+        f"per-row log loss difference ± its standard error, a verdict beyond {k:g} of them. **Swap TTA's order** "
+        f"(`infer.tta_order`): the default model's swapped order on a share of the rows, the least certain first "
+        f"(`uncertain`) or the shortest first (`shortest`, the most rows per second), each against the plain order "
+        f"alone; swap TTA on every row moves it {_difference(b['tta_order']['every_row_vs_plain'])}.", "",
+        md_table(["rows swapped", "shortest vs plain", "uncertain vs plain", "uncertain vs shortest", "verdict"],
+                 orders), "",
+        f"**A gated second model** (`arena package --gate MEMBER=top:K%`): the second fold model on the K% of rows where "
+        f"the default model is least certain, averaged with it there, against the default alone, against the second "
+        f"model on as many rows drawn at random (equal time) and against both on every row (the full ensemble, "
+        f"{_difference(b['gated']['full_vs_first'])} against the default, at the second model's whole pass).", "",
+        md_table(["gate", "vs default", "vs equal time at random", "verdict", "vs full ensemble", "verdict"], gated),
         "",
     ]
-    return lines

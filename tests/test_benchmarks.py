@@ -259,12 +259,27 @@ def fake_results() -> dict:
              "train_rows": 360, "vs_default": difference(0.0033, 0.0011, "hurts"),
              "teacher": {"what": "length LR, out of fold", "folds": 5, "rows": 437, "oof_log_loss": 1.0412,
                          "weight": 0.5, "temperature": 1.0, "covered": 360}},
+            {"id": "self_distilled", "log_loss": 1.0288, "accuracy": 0.4959, "train_seconds": 452.6, "steps": 45,
+             "train_rows": 360, "covered": 360, "weight": 0.5,
+             "vs_default": difference(0.0019, 0.0012, "no measurable difference")},
+            {"id": "middle", "log_loss": 1.0244, "accuracy": 0.5014, "train_seconds": 425.0, "steps": 45,
+             "train_rows": 360, "vs_default": difference(-0.0025, 0.0021, "no measurable difference")},
             {"id": "fold_average", "log_loss": 1.0203, "accuracy": 0.5068, "train_seconds": 850.6, "fold": 1,
              "fold1_log_loss": 1.0311, "vs_default": difference(-0.0066, 0.0024, "helps")},
             {"id": "fold_merged", "log_loss": 1.0217, "accuracy": 0.5014, "train_seconds": 881.9,
              "merge_seconds": 31.3, "vs_default": difference(-0.0052, 0.0023, "helps"),
              "vs_average": difference(0.0014, 0.0009, "no measurable difference"), "mean_abs_diff_vs_average": 0.0087},
-        ]},
+        ], "budgets": {
+            "tta_order": {"every_row_vs_plain": difference(-0.0341, 0.0062, "helps"), "shares": [
+                {"share": share, "rows": round(share * 369), "vs_shortest": difference(-0.0047 * k, 0.0018, "helps"),
+                 "shortest_vs_plain": difference(-0.0103 * k, 0.0031, "helps"),
+                 "uncertain_vs_plain": difference(-0.0150 * k, 0.0036, "helps")}
+                for k, share in enumerate((0.33, 0.66), start=1)]},
+            "gated": {"full_vs_first": difference(-0.0066, 0.0024, "helps"), "shares": [
+                {"share": share, "rows": round(share * 369), "vs_first": difference(-0.0041 * k, 0.0015, "helps"),
+                 "vs_equal_time": difference(-0.0012 * k, 0.0011, "no measurable difference"),
+                 "vs_full_ensemble": difference(0.0021 / k, 0.0013, "no measurable difference")}
+                for k, share in enumerate((0.33, 0.66), start=1)]}}},
     }
 
 
@@ -278,6 +293,21 @@ def test_the_variants_table_holds_every_variant_with_its_verdict(tmp_path):
     older = fake_results()
     del older["variants"]
     assert "### Variants" not in report.markdown(older, tmp_path / "bench.md")
+
+
+def test_the_budgets_compare_swap_tta_orders_and_a_gated_model_with_verdicts(tmp_path):
+    text = report.markdown(fake_results(), tmp_path / "bench.md")
+    section = text.split("### Where the inference time goes: equal budgets", 1)[1].split("\n## ", 1)[0]
+    assert "| 33% (122 rows) | -0.0103 ± 0.0031 | -0.0150 ± 0.0036 | -0.0047 ± 0.0018 | helps |" in section
+    assert "| 66% (244 rows) | -0.0082 ± 0.0015 | -0.0024 ± 0.0011 | no measurable difference | +0.0010 ± 0.0013 " \
+           "| no measurable difference |" in section
+    assert "self-distilled (data.teacher: the default model's own predictions)*: the default model's swap-TTA" in text
+    older = fake_results()  # results written before the budgets and the two variants existed
+    del older["variants"]["budgets"]
+    older["variants"]["variants"] = [r for r in older["variants"]["variants"] if r["id"] not in ("self_distilled",
+                                                                                               "middle")]
+    text = report.markdown(older, tmp_path / "old.md")
+    assert "### Variants" in text and "equal budgets" not in text and "self-distilled" not in text
 
 
 def family_text(results: dict, folder: Path) -> str:

@@ -43,7 +43,7 @@ def predict_frame(model, tokenizer, df: pd.DataFrame, cfg: Config, rt, tta: bool
     if tta:
         ids, features = encode_view(tokenizer, df, cfg, max_length, feature_scaler, swap=True)
         swapped = logits_for(model, ids, tokenizer.pad_token_id, cfg, device, features, desc="predict B/A")
-        result["probs_swapped"] = softmax(swap_classes(swapped))
+        result["logits_swapped"], result["probs_swapped"] = swapped, softmax(swap_classes(swapped))
         result["probs"] = combine_tta(logits, swapped, cfg.infer.tta_average)
     else:
         result["probs"] = result["probs_plain"]
