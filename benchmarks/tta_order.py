@@ -62,14 +62,13 @@ def covered_at(order: str, share: float, by: str, top, lengths, max_batch_tokens
     """Rows the swapped pass covers in `order` when its budget is `share` of the rows (`by` rows) or of the whole
     swapped pass's padded tokens (`by` tokens), with the batches arena forms for that order."""
     from arena.inference.batching import sorted_batches
-    from arena.inference.uncertainty import least_certain_first, uncertain_batches
+    from arena.inference.uncertainty import uncertain_batches
+    from benchmarks import spending
 
-    n = len(lengths)
     if by == "rows":
-        ranked = least_certain_first(range(n), top) if order == "uncertain" else sorted(range(n), key=lambda i: lengths[i])
-        return np.array(ranked[:round(share * n)], dtype=int)
+        return spending.covered(order, share, top, lengths)
     if order == "uncertain":
-        batches = [list(b.rows) for b in uncertain_batches(list(range(n)), top, lengths, max_batch_tokens,
+        batches = [list(b.rows) for b in uncertain_batches(list(range(len(lengths))), top, lengths, max_batch_tokens,
                                                            max_batch_size, 0)]
     else:
         batches = list(reversed(sorted_batches(lengths, max_batch_tokens, max_batch_size)))
