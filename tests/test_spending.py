@@ -47,3 +47,17 @@ def test_a_second_model_gated_on_the_doubtful_rows_beats_it_on_as_many_rows_at_r
     assert first_share["vs_first"]["verdict"] == "helps" and first_share["vs_equal_time"]["verdict"] == "helps"
     assert set(first_share["vs_full_ensemble"]) == {"mean", "se", "verdict"}
     assert result["full_vs_first"]["verdict"] == "helps"
+
+
+def test_the_tta_order_tool_scores_kept_logits_at_equal_rows_and_equal_tokens(tmp_path):
+    from benchmarks import tta_order
+
+    y, truth, sure, plain, lengths = _rows(n=90)
+    swapped = plain[:, [1, 0, 2]] + np.random.default_rng(2).normal(0, 0.5, plain.shape)
+    path = tmp_path / "tta_logits.npz"
+    np.savez(path, plain=plain, swapped=swapped, lengths=np.array(lengths), truth=y, run="runs/r",
+             max_batch_tokens=4096, max_batch_size=16)
+    out = tta_order.score(path)
+    assert out["rows"] == 90 and out["every row"]["rows"] == 90 and out["plain only"]["rows"] == 0
+    assert out["uncertain, 33% of the rows"]["rows"] == out["shortest, 33% of the rows"]["rows"] == 30
+    assert 0 < out["shortest, 66% of the tokens"]["rows"] <= 90 and "log_loss" in out["uncertain, 66% of the tokens"]
