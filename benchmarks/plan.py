@@ -73,9 +73,10 @@ QUICK = Plan(
     max_rows=24,
     speed_rows=4,
     repeats=1,
-    long_length=192,
+    long_length=256,
+    # max_length 192: the middle-truncation variant's scaffold (its note) fits with the tiny model's tokenizer
     overrides=["train.max_steps=2", "train.eval_steps=2", "train.logging_steps=1", "train.per_device_batch_size=2",
-               "train.grad_accum=1", "prompt.max_length=128", "infer.max_length=128"],
+               "train.grad_accum=1", "prompt.max_length=192", "infer.max_length=192"],
 )
 
 GENERATED = "generated_sample.csv"

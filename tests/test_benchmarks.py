@@ -546,7 +546,7 @@ def test_quick_bench_writes_results_and_the_report_rendered_from_them(tiny_model
     for needle in ("# Benchmarks", "--quick", "| method | log loss | accuracy", "| uniform | 1.0986",
                    "length LR", "default model + swap TTA", "Sorted dynamic batching vs fixed padding",
                    "Cost of swap TTA", "Quantization at inference", "| nf4 |", "| int8 |", "| none |",
-                   "full-size GPU path: not measured", "at max_length 192", "torch ", "transformers ", "peft ",
+                   "full-size GPU path: not measured", "at max_length 256", "torch ", "transformers ", "peft ",
                    "bitsandbytes "):
         assert needle in text, needle
     for png in ("bench-quality.png", "bench-speed.png"):
@@ -588,6 +588,13 @@ def test_quick_bench_writes_results_and_the_report_rendered_from_them(tiny_model
     assert fitted_ids <= set(train_df["id"].astype(str)) and not fitted_ids & set(eval_df["id"].astype(str))
     assert "default model + swap TTA + calibration" in text
     assert isinstance(pd.read_csv(work / "predictions_held-out.csv"), pd.DataFrame)
+    # Every variant trained and scored, and the equal budgets computed from the predictions made.
+    measured = results["variants"]
+    assert [r["id"] for r in measured["variants"]] == list(variants.VARIANTS)
+    assert all(r["vs_default"]["verdict"] for r in measured["variants"][1:])
+    assert [s["share"] for s in measured["budgets"]["tta_order"]["shares"]] == [0.33, 0.66]
+    assert [s["share"] for s in measured["budgets"]["gated"]["shares"]] == [0.33, 0.66]
+    assert "### Where the inference time goes: equal budgets" in text
     # The arena family: both tasks through every step of the CLI, at the quick sizes, in the work folder.
     fam = results["family"]
     assert fam["sizes"] == dataclasses.asdict(family.QUICK) and "## 4. The arena family through the CLI" in text
