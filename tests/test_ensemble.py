@@ -385,3 +385,16 @@ def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tm
     log = (work / "kernel.log").read_text()
     assert f"it predicts {int(admitted.sum())} of {len(ids)} rows" in log
     assert f"scored {int(admitted.sum())} of {len(ids)} rows" in log
+
+
+def test_a_gated_members_rows_are_written_even_from_a_test_file_with_undecodable_bytes(tmp_path):
+    from arena.kaggle.kernel_predict import gate_file
+
+    test = tmp_path / "test.csv"
+    data.write_csv(data.generate_sample(4, seed=3).drop(columns=["winner_model_a", "winner_model_b", "winner_tie"]),
+                   test)
+    raw = test.read_bytes()
+    test.write_bytes(raw.replace(b'"]', b'\xff"]', 1))  # one byte no UTF-8 reader decodes, in the first text cell
+    ids = data.load_test(test)["id"].astype(str).tolist()
+    written = gate_file(test, ids[1:3], tmp_path / "member-rows")
+    assert written.suffix == ".csv" and data.load_test(written)["id"].astype(str).tolist() == ids[1:3]

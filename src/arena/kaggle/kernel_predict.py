@@ -145,7 +145,8 @@ def gate_file(test: Path, ids, stem: Path) -> Path:
         with atomic_file(out, overwrite=True) as tmp:
             frame[frame["id"].astype(str).isin(wanted)].to_parquet(tmp, index=False)
     else:
-        frame = pd.read_csv(test, dtype=str, keep_default_na=False)
+        # undecodable bytes become U+FFFD here, as data.load_test repairs them: an odd row never stops the kernel
+        frame = pd.read_csv(test, dtype=str, keep_default_na=False, encoding_errors="replace")
         with atomic_file(out, overwrite=True) as tmp:
             frame[frame["id"].isin(wanted)].to_csv(tmp, index=False)
     return out
