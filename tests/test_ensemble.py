@@ -398,3 +398,12 @@ def test_a_gated_members_rows_are_written_even_from_a_test_file_with_undecodable
     ids = data.load_test(test)["id"].astype(str).tolist()
     written = gate_file(test, ids[1:3], tmp_path / "member-rows")
     assert written.suffix == ".csv" and data.load_test(written)["id"].astype(str).tolist() == ids[1:3]
+
+
+def test_a_gated_member_without_kept_logits_blends_every_row_it_wrote(tmp_path, capsys):
+    from arena.kaggle.kernel_predict import scored
+
+    written = tmp_path / "member.csv"
+    predict.prediction_frame(["a", "b"], np.array([[0.5, 0.3, 0.2], [0.2, 0.3, 0.5]])).to_csv(written, index=False)
+    assert scored(written, tmp_path / "member.csv", True) == written  # no member.npz beside it
+    assert "no kept logits" in capsys.readouterr().out

@@ -157,8 +157,14 @@ def scored(written: Path, predictions: Path, is_gated: bool) -> Path:
     logits kept beside them; a row the deadline left out takes the blend of the members before it)."""
     if not is_gated:
         return written
-    with np.load(predictions.with_suffix(".npz")) as kept:
-        ids, ok = kept["ids"].astype(str), np.isfinite(kept["plain"]).all(axis=1) | np.isfinite(kept["swapped"]).all(axis=1)
+    try:
+        with np.load(predictions.with_suffix(".npz")) as kept:
+            ids = kept["ids"].astype(str)
+            ok = np.isfinite(kept["plain"]).all(axis=1) | np.isfinite(kept["swapped"]).all(axis=1)
+    except (OSError, KeyError, ValueError) as exc:  # no logits kept (a filled file): every row it wrote counts
+        print(f"kernel: member predictions {written.name}: no kept logits ({exc}); all its rows are blended",
+              flush=True)
+        return written
     frame, _ = data.read_probabilities(written, "member prediction")
     out = written.with_name(f"{written.stem}-scored.csv")
     with atomic_file(out, overwrite=True) as tmp:
