@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from arena import cli, config, data, metrics, predict
+from arena import cli, config, data, embedded, metrics, predict
 from arena.calibration import Calibration
 from arena.errors import UserError
 from arena.kaggle import bundle as bundle_mod
@@ -18,6 +18,7 @@ from arena.layout import Bundle, EnsembleDataset, RunFolder
 from arena.task import THREE_WAY
 
 LABEL_COLUMNS = THREE_WAY.label_columns
+REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the twin is built once per machine
 TRUE_COLUMNS = THREE_WAY.true_columns
 
 # Two members on different base models as the kernel sees them (both the tiny model here, attached twice).
@@ -362,11 +363,14 @@ def llama_run(tmp_path):
 
 
 @pytest.mark.e2e
-def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tmp_path, test_csv, no_credentials):
-    """Gemma-2 on every row, a Llama on the half its blend is least sure of: the kernel predicts that half with
-    the Llama and each row takes the blend of the members that scored it."""
+def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tmp_path, test_csv, no_credentials,
+                                                         monkeypatch):
+    """Gemma-2 on every row, a Llama on the half its blend is least sure of, rehearsed in the Kaggle twin (the
+    bundle's real wheelhouse on the image's versions): the kernel predicts that half with the Llama and each row
+    takes the blend of the members that scored it."""
+    monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)  # the twin is built once per machine (make test-caches)
     gemma = _member(tiny_run, tmp_path / "runs" / "gemma", GEMMA)
-    out = ensemble.package_ensemble([gemma, llama_run], tmp_path / "bundle", wheels=False, test_csv=test_csv,
+    out = ensemble.package_ensemble([gemma, llama_run], tmp_path / "bundle", test_csv=test_csv,
                                     weights="0.5,0.5", gate=["2=top:50%"])  # a tiny Llama's fit weight can be 0
     assert json.loads(Bundle(out).ensemble.read_text())["members"][1]["gate"] == {"top": 0.5}
     work = tmp_path / "work"
@@ -383,6 +387,7 @@ def test_rehearse_a_gated_second_model_of_another_family(tiny_run, llama_run, tm
     np.testing.assert_allclose(got[~admitted], first[~admitted], atol=1e-4)  # outside the gate: member 0 alone
     assert np.abs(got[admitted] - first[admitted]).max() > 1e-4  # inside it: blended with the Llama
     log = (work / "kernel.log").read_text()
+    assert "transformers==5.23.0" in log  # installed from the bundle's wheelhouse into the twin's venv
     assert f"it predicts {int(admitted.sum())} of {len(ids)} rows" in log
     assert f"scored {int(admitted.sum())} of {len(ids)} rows" in log
 
