@@ -10,15 +10,16 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 
 def measure(run_dir: Path, held_out: Path, seed: int | None = None) -> dict:
     from arena import config, data, metrics, predict, train
+    from arena.inference.tta import probabilities
     from arena.layout import RunFolder
-    from arena.task import THREE_WAY
     from benchmarks import baselines
     from benchmarks.variants import versus_default
 
@@ -29,11 +30,17 @@ def measure(run_dir: Path, held_out: Path, seed: int | None = None) -> dict:
     df = data.load(held_out, require_labels=True)
     y, ids = data.label_matrix(df), df["id"].astype(str).tolist()
     out = {"run": str(run.root), "held_out": str(held_out), "rows": len(df)}
+    # one prediction of both orders, its logits kept: the model's own probabilities, as `make bench` scores them
+    with tempfile.TemporaryDirectory(prefix="versus-start-") as tmp:  # nothing written into the run folder
+        kept = Path(tmp) / "logits.npz"
+        predict.predict_file(run.root, held_out, Path(tmp) / "predictions.csv", tta=True, calibrate=False,
+                             logits_file=kept)
+        with np.load(kept) as logits:
+            assert logits["ids"].tolist() == ids
+            plain, swapped = logits["plain"], logits["swapped"]
     with_tta = {}
     for tta in (False, True):
-        path = predict.predict_file(run.root, held_out, Path(run.root) / f"held-out-{'tta' if tta else 'plain'}.csv",
-                                    tta=tta, calibrate=False)
-        probs = pd.read_csv(path, dtype={"id": str}).set_index("id").loc[ids, THREE_WAY.label_columns].to_numpy()
+        probs = probabilities(plain, swapped if tta else None, cfg.infer.tta_average)[0]
         first = baselines.head_init_probs(start, df, tta=tta)
         with_tta["tta" if tta else "plain"] = {"log_loss": metrics.log_loss(y, probs),
                                                "start_log_loss": metrics.log_loss(y, first),

@@ -25,3 +25,14 @@ def test_the_start_is_the_runs_own_step_0_and_the_difference_has_a_verdict(tiny_
         assert set(result[order]["versus_start"]) == {"mean", "se", "verdict"}
         assert result[order]["log_loss"] - result[order]["start_log_loss"] == pytest.approx(
             result[order]["versus_start"]["mean"], abs=1e-9)
+
+
+def test_the_command_prints_both_orders_and_writes_nothing_into_the_run(tiny_run, tmp_path, capsys):
+    held_out = tmp_path / "held-out.csv"
+    data.write_csv(data.generate_sample(12, seed=11), held_out)
+    before = sorted(p.name for p in RunFolder(tiny_run).root.rglob("*"))
+    assert versus_start.main(["--run", str(tiny_run), "--data", str(held_out), "--out", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "plain: run " in out and "tta: run " in out and "over 12 rows" in out
+    assert json.loads((tmp_path / "r.json").read_text())["rows"] == 12
+    assert sorted(p.name for p in RunFolder(tiny_run).root.rglob("*")) == before
