@@ -47,15 +47,17 @@ def tta_orders(y: np.ndarray, plain: np.ndarray, swapped: np.ndarray, lengths: l
     return {"shares": shares, "every_row_vs_plain": versus_default(y, out["plain_only"], out["every_row"])}
 
 
-def gated_member(y: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int) -> dict:
+def gated_member(y: np.ndarray, first: np.ndarray, second: np.ndarray, seed: int,
+                 gate_on: np.ndarray | None = None) -> dict:
     """The second model on the least certain share of the first's rows (equal weights where both scored), against
     the second on as many rows drawn at random (the same time, rows not chosen by doubt) and against both models on
-    every row (the full ensemble, which costs the second model's whole pass)."""
+    every row (the full ensemble, which costs the second model's whole pass). `gate_on`: the first model's
+    probabilities the gate reads (the kernel gates on its plain order, before any swapped pass), else `first`."""
     n = len(first)
     full = (first + second) / 2
     shares = []
     for share in SHARES:
-        gate = Gate(top=share).rows(first)
+        gate = Gate(top=share).rows(first if gate_on is None else gate_on)
         drawn = np.zeros(n, dtype=bool)
         drawn[np.random.default_rng(seed).choice(n, size=int(gate.sum()), replace=False)] = True
         gated, at_random = (blend([first, second], [0.5, 0.5], [np.ones(n, dtype=bool), rows])

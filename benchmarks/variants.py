@@ -160,6 +160,6 @@ def measure(work: Path, overrides: list[str], default_run: RunFolder, default_ou
                       mean_abs_diff_vs_average=float(np.abs(merged_probs - average).sum(axis=1).mean() / 2)))
     budgets = {"tta_order": spending.tta_orders(v.y, default_out["logits"], default_out["logits_swapped"], lengths,
                                                 config.load_run(default_run).infer.tta_average),
-               "gated": spending.gated_member(v.y, default_probs, fold1_probs, seed)}
+               "gated": spending.gated_member(v.y, default_probs, fold1_probs, seed, default_out["probs_plain"])}
     return {"labels": VARIANTS, "standard_errors": STANDARD_ERRORS, "rows": len(v.y), "variants": rows,
             "budgets": budgets}

@@ -61,3 +61,15 @@ def test_the_tta_order_tool_scores_kept_logits_at_equal_rows_and_equal_tokens(tm
     assert out["rows"] == 90 and out["every row"]["rows"] == 90 and out["plain only"]["rows"] == 0
     assert out["uncertain, 33% of the rows"]["rows"] == out["shortest, 33% of the rows"]["rows"] == 30
     assert 0 < out["shortest, 66% of the tokens"]["rows"] <= 90 and "log_loss" in out["uncertain, 66% of the tokens"]
+
+
+def test_the_gate_reads_the_probabilities_it_is_given():
+    y, truth, sure, plain, _ = _rows(n=300)
+    first = np.exp(plain) / np.exp(plain).sum(axis=1, keepdims=True)
+    second = np.full_like(first, 0.1)
+    second[np.arange(len(truth)), truth] = 0.8
+    uniform = np.full_like(first, 1 / 3)
+    uniform[:99] = [0.34, 0.33, 0.33]  # a signal that calls the first 99 rows the most certain, the rest tied
+    by_first = spending.gated_member(y, first, second, seed=0)["shares"][0]
+    by_other = spending.gated_member(y, first, second, seed=0, gate_on=uniform)["shares"][0]
+    assert by_first["rows"] == by_other["rows"] and by_first["vs_first"]["mean"] != by_other["vs_first"]["mean"]
