@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from arena import data
+from arena import data, embedded
 from arena.errors import UserError
 from arena.kaggle import rehearsal, twin
 from arena.kaggle.mounts import LAYOUTS, bundle_mounts
@@ -23,6 +23,8 @@ from tests.files import touch
 from tests.kaggle_bundles import fake_bundle, kaggle_cfg
 
 LABEL_COLUMNS = THREE_WAY.label_columns
+
+REAL_CACHE = str(embedded.cache_dir())  # before a fixture moves HOME: the twin is built once per machine
 
 
 def test_a_work_folder_on_a_disk_without_room_is_refused_before_any_work(tiny_run, tmp_path, small_disk,
@@ -60,9 +62,10 @@ def test_the_rehearsal_mounts_the_configured_competition_in_either_layout(tmp_pa
 
 
 @pytest.mark.e2e
-def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_path, no_credentials):
-    """The WSDM Cup's task: the rehearsal mounts test.parquet where Kaggle mounts the competition, the kernel
-    predicts it, and its `id,winner` submission is checked as Kaggle takes it."""
+def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_path, no_credentials, monkeypatch):
+    """The WSDM Cup's task in the Kaggle twin (the bundle's real wheelhouse on the image's versions): the rehearsal
+    mounts test.parquet where Kaggle mounts the competition, the kernel predicts it, and its `id,winner` submission
+    is checked as Kaggle takes it."""
     import pandas as pd
 
     from arena import train
@@ -79,11 +82,14 @@ def test_a_wsdm_cup_bundle_rehearses_with_its_test_parquet(tiny_model_dir, tmp_p
     run = train.train(cfg)
     test = data.generate_sample(10, seed=3, task=TWO_WAY).drop(columns=TWO_WAY.label_columns)
     data.write_csv(test, tmp_path / "input" / "test.parquet")
-    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", wheels=False)
+    monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)  # the twin is built once per machine (make test-caches)
+    bundle = bundle_mod.package(run, out_dir=tmp_path / "bundle", test_csv=tmp_path / "input" / "test.parquet")
     work = tmp_path / "work"
     submission = rehearsal.run_local(bundle, tmp_path / "input", work_dir=work)
     mounted = work / "kaggle" / "input" / "competitions" / wsdm / "test.parquet"
-    assert mounted.is_symlink() and f"--data {mounted}" in (work / "kernel.log").read_text()
+    log = (work / "kernel.log").read_text()
+    assert mounted.is_symlink() and f"--data {mounted}" in log
+    assert "transformers==5.23.0" in log  # installed from the bundle's wheelhouse into the twin's venv
     frame = pd.read_csv(submission, dtype=str)
     assert frame.columns.tolist() == ["id", "winner"] and frame["id"].tolist() == test["id"].astype(str).tolist()
     assert set(frame["winner"]) <= {"model_a", "model_b"}
