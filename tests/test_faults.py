@@ -214,9 +214,10 @@ def test_a_nan_batch_and_a_slow_process_still_give_every_row(tiny_run, rows, cle
 
 def test_two_processes_spend_the_time_left_on_their_least_certain_rows(tiny_run, rows, clean, tmp_path,
                                                                       monkeypatch):
-    """infer.tta_order uncertain in two processes whose batches each count 400 s against a 1 h budget: both run
-    their plain batches, publish their rows least certain first and swap them until the deadline; the log says the
-    cut reached, and every row whose plain top probability is below it got both orders."""
+    """infer.tta_order uncertain in two processes whose batches each count 400 s against a 1 h budget: they run
+    the plain batches, each that ends its plain pass publishes its rows least certain first, and they swap them until
+    the deadline; the log says the cut reached, and every row whose plain top probability is below it got both
+    orders."""
     monkeypatch.setenv(budget.SLOW_BATCH_ENV, "400")
     kept = tmp_path / "progress"
     proc = predict_in_two("", tiny_run, rows, tmp_path / "sub.csv", "--budget-hours", "1", "--progress", str(kept),
@@ -224,11 +225,14 @@ def test_two_processes_spend_the_time_left_on_their_least_certain_rows(tiny_run,
     assert proc.returncode == 0, proc.stderr[-3000:]
     said = proc.stdout
     swapped = [int(n) for n in re.findall(r"budget \(process \d\): plain order: \d+ .*?swap TTA: (\d+)", said)]
-    assert len(swapped) == 2 and all(n > 0 for n in swapped), said[-3000:]
+    # Which process runs which batch depends on how soon each starts: one that starts first takes the other's plain
+    # batches and may meet the deadline before its swapped pass (seen under load). Together they ran every plain
+    # batch and swapped the least certain rows until the deadline.
+    assert len(swapped) == 2 and sum(swapped) > 0, said[-3000:]
     assert "plain order: 40 of 40 rows; swap TTA: " in said and "uncertain rows first); stopped by the deadline" in said
     cut = float(re.search(r"swap TTA reached the uncertainty cut (\S+):", said).group(1))
-    assert sorted(p.name for p in next(kept.iterdir()).glob("swap-order-*.json")) == ["swap-order-0.json",
-                                                                                        "swap-order-1.json"]
+    published = {p.name for p in next(kept.iterdir()).glob("swap-order-*.json")}  # by each that ended its plain pass
+    assert published and published <= {"swap-order-0.json", "swap-order-1.json"}
     data.validate_submission(data.read_columns(tmp_path / "sub.csv", "submission"), clean["id"])
     assert 0 < cut < 1
 
