@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-SHARES = (0.33, 0.66)
-
 
 def predict_held_out(work: Path, run_dir: str | None, extra: list[str], rows: int | None) -> Path:
     """The held-out rows' plain and swapped logits, their token lengths and labels, in work/tta_logits.npz (`rows`:
@@ -84,8 +82,8 @@ def covered_at(order: str, share: float, by: str, top, lengths, max_batch_tokens
 
 def score(path: Path) -> dict:
     from arena import metrics
-    from arena.inference.tta import probabilities
     from arena.inference.uncertainty import certainty
+    from benchmarks import spending
 
     kept = np.load(path)
     plain, swapped, truth, lengths = kept["plain"], kept["swapped"], kept["truth"], kept["lengths"].tolist()
@@ -93,16 +91,14 @@ def score(path: Path) -> dict:
     top = certainty(plain)
 
     def result(rows):
-        partial = np.full_like(swapped, np.nan)
-        partial[rows] = swapped[rows]
-        probs, _ = probabilities(plain, partial, "prob")
+        probs = spending.with_swapped(plain, swapped, np.asarray(rows, dtype=int), "prob")
         return {"rows": len(rows), "log_loss": round(metrics.log_loss(truth, probs), 4),
                 "accuracy": round(metrics.accuracy(truth, probs), 4)}
 
     out = {"rows": len(plain), "run": str(kept["run"]), "plain only": result([]),
            "every row": result(list(range(len(plain))))}
     for by in ("rows", "tokens"):
-        for share in SHARES:
+        for share in spending.SHARES:
             for order in ("shortest", "uncertain"):
                 out[f"{order}, {share:.0%} of the {by}"] = result(covered_at(order, share, by, top, lengths, *limits))
     return out
