@@ -11,7 +11,9 @@ along the way. The arena `sweep` of whole runs is the measure; this isolates the
 from __future__ import annotations
 
 import argparse
+import filecmp
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +23,36 @@ from arena import config, metrics, train
 from arena.layout import RunFolder
 from arena.model.head import PreferenceHead
 from benchmarks.measure import load_sources, write_split
-from benchmarks.plan import FULL
+from benchmarks.plan import FULL, QUICK
 from benchmarks.split import build_split
 
 HEAD_LEARNING_RATES = (2e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
 
 
-def benchmark_config(work: Path):
-    """The default config on the benchmark's training file, with the benchmark's own data overrides."""
-    seed = config.load(None, []).seed
-    frames, plan, origin = load_sources(FULL, False)
-    if origin["labels"] != "human":
+def benchmark_config(work: Path, overrides: list[str] = (), quick: bool = False):
+    """The default config (with `overrides`) on the benchmark's training file, with the benchmark's own data
+    overrides; quick: the quick plan's rows and sizes."""
+    seed = config.load(None, list(overrides)).seed
+    frames, plan, origin = load_sources(QUICK if quick else FULL, quick)
+    if origin["labels"] != "human" and not quick:
         raise SystemExit("no ../shared/data (or $ARENA_SHARED_DATA): the diagnosis needs the human-labelled files")
-    write_split(build_split(frames, plan, seed), work)
-    return config.load(None, [f"data.train={work / 'train.csv'}", "data.extra=[]", f"data.folds={plan.folds}",
-                              "data.fold=0", f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}",
-                              "name=head-lr"])
+    write_same_split(build_split(frames, plan, seed), work)
+    return config.load(None, [*(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
+                              "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
+                              f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}", "name=head-lr"])
+
+
+def write_same_split(split, work: Path) -> None:
+    """The split's files in `work`; a folder that has them already keeps them when they are the same files (a
+    rerun), and is refused when they differ (another seed or plan)."""
+    if not (work / "train.csv").exists():
+        write_split(split, work)
+        return
+    with tempfile.TemporaryDirectory(dir=work) as fresh:
+        write_split(split, Path(fresh))
+        differ = [p.name for p in Path(fresh).iterdir() if not filecmp.cmp(p, work / p.name, shallow=False)]
+    if differ:
+        raise SystemExit(f"{work}: holds another split ({', '.join(sorted(differ))} differ); use a new --work folder")
 
 
 def head_inputs(trainer, built, rows) -> torch.Tensor:

@@ -1,0 +1,25 @@
+"""benchmarks/probe.py: linear probes of the base model's hidden states against the length regression."""
+
+import json
+
+import pytest
+
+from benchmarks import probe
+
+
+def test_the_probe_scores_each_kind_against_the_start_and_keeps_the_states(tiny_model_dir, tmp_path, capsys):
+    work = tmp_path / "probe"
+    args = ["--work", str(work), "--quick", "--set", f"model.path={tiny_model_dir}", "--set", "model.family=plain",
+            "--set", "peft.layers_to_transform=null"]
+    assert probe.main(args) == 0
+    result = json.loads((work / "probe.json").read_text())
+    assert [(p["kind"], p["components"]) for p in result["probes"]] == [("state", 2), ("difference", 2)]
+    for p in result["probes"]:
+        for order in ("plain", "tta"):
+            assert p[order]["log_loss"] - result["start"][order] == \
+                pytest.approx(p[order]["versus_start"]["mean"], abs=1e-9)
+    out = capsys.readouterr().out
+    assert "| difference | 2 |" in out and f"on {result['rows']['held_out']} held-out rows" in out
+    stamp = (work / "states.npz").stat().st_mtime_ns
+    assert probe.main(args) == 0  # the states are read back, not computed again
+    assert (work / "states.npz").stat().st_mtime_ns == stamp
