@@ -50,7 +50,8 @@ def write_same_split(split, work: Path) -> None:
         return
     with tempfile.TemporaryDirectory(dir=work) as fresh:
         write_split(split, Path(fresh))
-        differ = [p.name for p in Path(fresh).iterdir() if not filecmp.cmp(p, work / p.name, shallow=False)]
+        differ = [p.name for p in Path(fresh).iterdir()
+                  if not (work / p.name).is_file() or not filecmp.cmp(p, work / p.name, shallow=False)]
     if differ:
         raise SystemExit(f"{work}: holds another split ({', '.join(sorted(differ))} differ); use a new --work folder")
 

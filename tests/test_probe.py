@@ -23,3 +23,6 @@ def test_the_probe_scores_each_kind_against_the_start_and_keeps_the_states(tiny_
     stamp = (work / "states.npz").stat().st_mtime_ns
     assert probe.main(args) == 0  # the states are read back, not computed again
     assert (work / "states.npz").stat().st_mtime_ns == stamp
+    (work / "eval.csv").write_text((work / "eval.csv").read_text()[:-200])  # not the split this plan makes
+    with pytest.raises(SystemExit, match="holds another split \\(eval.csv differ\\)"):
+        probe.main(args)
