@@ -22,7 +22,7 @@ import torch
 from arena import config, metrics, train
 from arena.layout import RunFolder
 from arena.model.head import PreferenceHead
-from benchmarks.measure import load_sources, write_split
+from benchmarks.measure import human_sources, load_sources, write_split
 from benchmarks.plan import FULL, QUICK
 from benchmarks.split import build_split
 
@@ -33,9 +33,7 @@ def benchmark_config(work: Path, overrides: list[str] = (), quick: bool = False)
     """The default config (with `overrides`) on the benchmark's training file, with the benchmark's own data
     overrides; quick: the quick plan's rows and sizes."""
     seed = config.load(None, list(overrides)).seed
-    frames, plan, origin = load_sources(QUICK if quick else FULL, quick)
-    if origin["labels"] != "human" and not quick:
-        raise SystemExit("no ../shared/data (or $ARENA_SHARED_DATA): the diagnosis needs the human-labelled files")
+    frames, plan = load_sources(QUICK, True)[:2] if quick else human_sources(FULL)
     write_same_split(build_split(frames, plan, seed), work)
     return config.load(None, [*(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
                               "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",

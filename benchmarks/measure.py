@@ -72,6 +72,19 @@ def load_sources(plan, quick: bool) -> tuple[dict[str, pd.DataFrame], object, di
     return {GENERATED: df}, generated_plan(plan, len(df)), {"dir": None, "labels": "generated"}
 
 
+NO_SHARED_DATA = ("no ../shared/data beside the repository or the working folder, nor $ARENA_SHARED_DATA (a folder "
+                  f"holding {FULL.sources[0].file} and the plan's other files)")
+
+
+def human_sources(plan) -> tuple[dict[str, pd.DataFrame], object]:
+    """The plan's shared-data files, for a measurement whose claims are about real human labels: with none found,
+    it stops and says where it looked, instead of measuring on the generated sample as `make bench` may."""
+    frames, plan, origin = load_sources(plan, False)
+    if origin["labels"] != "human":
+        raise SystemExit(f"{NO_SHARED_DATA}: this measurement needs the human-labelled files")
+    return frames, plan
+
+
 def write_split(split, work: Path) -> dict[str, pd.DataFrame]:
     """The training file and the held-out files in the work folder; the held-out sets read back as the model
     will see them (MAIN, then each side set by source)."""
@@ -201,6 +214,8 @@ def run(quick: bool = False, work: str | Path | None = None, command: str = "pyt
     plan = dataclasses.replace(plan, overrides=[*plan.overrides, *overrides])
     split = build_split(frames, plan, seed)
     eval_sets = write_split(split, work)
+    log(f"data from {origin['dir']} ({origin['labels']} labels)" if origin["dir"] else
+        f"data: a generated sample, {NO_SHARED_DATA}: its numbers are not a quality benchmark")
     log(f"data: training file {len(split.train)} rows, held-out " + ", ".join(f"{k} {len(v)}" for k, v in
         eval_sets.items()) + f"; {split.dropped_for_leaks} training rows dropped for shared prompts")
 

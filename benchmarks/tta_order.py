@@ -24,13 +24,13 @@ def predict_held_out(work: Path, run_dir: str | None, extra: list[str], rows: in
     from arena.inference.batching import logits_for
     from arena.inference.tta import encode_view
     from arena.layout import RunFolder
-    from benchmarks.measure import load_sources, write_split
+    from benchmarks.measure import human_sources, write_split
     from benchmarks.plan import FULL
     from benchmarks.report import MAIN
     from benchmarks.split import build_split
 
     seed = config.load(None).seed
-    frames, plan, _ = load_sources(FULL, False)
+    frames, plan = human_sources(FULL)
     eval_df = write_split(build_split(frames, plan, seed), work)[MAIN]
     if rows is not None and rows < len(eval_df):
         eval_df = eval_df.sample(n=rows, random_state=seed).reset_index(drop=True)

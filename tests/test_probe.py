@@ -26,3 +26,17 @@ def test_the_probe_scores_each_kind_against_the_start_and_keeps_the_states(tiny_
     (work / "eval.csv").write_text((work / "eval.csv").read_text()[:-200])  # not the split this plan makes
     with pytest.raises(SystemExit, match="holds another split \\(eval.csv differ\\)"):
         probe.main(args)
+
+
+def test_a_real_data_measurement_without_the_shared_files_stops_and_says_where_it_looked(tmp_path, monkeypatch):
+    """benchmarks.tta_order, head_lr and probe speak of human labels: without ../shared/data they stop before any
+    model loads, where `make bench` would measure a generated sample and say so."""
+    from benchmarks import head_lr, measure, tta_order
+
+    monkeypatch.setattr(measure, "shared_data_dir", lambda: None)
+    for run in (lambda: tta_order.main(["--work", str(tmp_path / "tta")]),
+                lambda: head_lr.benchmark_config(tmp_path / "head-lr"),
+                lambda: probe.main(["--work", str(tmp_path / "probe")])):
+        with pytest.raises(SystemExit, match=r"no \.\./shared/data beside the repository .* needs the human-labelled"):
+            run()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
