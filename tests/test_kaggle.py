@@ -575,7 +575,7 @@ def test_the_image_is_data_with_sources_and_its_torch_is_checked(monkeypatch):
 # ---- end to end: train -> package -> rehearse offline --------------------------------------------------
 
 @pytest.mark.e2e
-def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_credentials, capfd):
+def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_credentials, capfd, monkeypatch):
     from arena import train
 
     train_csv = tmp_path / "train.csv"
@@ -597,8 +597,9 @@ def test_package_and_rehearse_the_kernel_offline(tiny_model_dir, tmp_path, no_cr
     assert not (bundle / "adapter-dataset" / "checkpoints").exists()
     assert Bundle(bundle).run.calibration.read_text() == (run / "calibration.json").read_text()
     work = tmp_path / "work"
+    monkeypatch.chdir(tmp_path)  # --work as a user types it, relative to where they are (the kernel runs elsewhere)
     # Kaggle's current mount layout, and the kernel's own T4x2 launch line as 2 CPU processes (gloo).
-    submission = rehearsal.run_local(bundle, input_dir, work_dir=work, processes=2)
+    submission = rehearsal.run_local(bundle, input_dir, work_dir=Path("work"), processes=2)
 
     assert submission == work / "kaggle" / "working" / "submission.csv"
     frame = pd.read_csv(submission, dtype={"id": str})

@@ -186,7 +186,8 @@ def run_local(bundle_dir, input_dir, work_dir=None, layout: str = "current", pro
     if problems:
         raise UserError(problems=problems)
     expected_ids = data.load_test(test_file)["id"]  # as the kernel reads it
-    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
+    # absolute: the kernel and its venv's python run from the fake /kaggle/working, not from here
+    work = Path(work_dir).resolve() if work_dir else Path(tempfile.mkdtemp(prefix="arena-kernel-"))
     work.mkdir(parents=True, exist_ok=True)
 
     root = work / "kaggle"
@@ -260,7 +261,7 @@ def run_local_training(bundle_dir, input_dir, work_dir=None, previous_output=Non
     problems += fault_problems(fault, processes) + rendezvous_problems(processes)
     if problems:
         raise UserError(problems=problems)
-    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
+    work = Path(work_dir).resolve() if work_dir else Path(tempfile.mkdtemp(prefix="arena-train-kernel-"))
     work.mkdir(parents=True, exist_ok=True)
     root = work / "kaggle"
     inputs = root / "input"
