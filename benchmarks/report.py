@@ -180,6 +180,8 @@ def verdict(results: dict) -> str:
     if "model_vs_step0" in d:
         vs = d["model_vs_step0"]
         said = {"helps": "better than the start", "hurts": "worse than the start"}
+        if ts.get("start_kept"):  # the same model: a difference of float noise is none
+            said = {v: "the start itself" for v in ("helps", "hurts", "no measurable difference")}
         lines.append(f"- Log loss of the trained model minus its start's, per held-out row (mean ± standard error; a "
                      f"difference counts beyond {vs['standard_errors']:g} standard errors): "
                      + "; ".join(f"{how} {vs[key]['mean']:+.4f} ± {vs[key]['se']:.4f} "
@@ -209,14 +211,16 @@ def model_note(results: dict) -> str:
     text = [f"What limits it: as benchmarked, the default recipe trains on {ts['train_rows']} rows for "
             f"{ts['global_step']} optimizer steps, a {base['parameters'] / 1e6:.0f}M-parameter base model reading "
             f"{cfg['prompt']['max_length']} tokens of prompt and both responses. "]
-    if model_tta >= step0:
+    verdict = results.get("diagnostics", {}).get("model_vs_step0", {}).get("tta", {}).get("verdict")
+    improved = model_tta < step0 and not ts.get("start_kept") and verdict in (None, "helps")
+    if not improved:
         text.append("Fine-tuning did not improve on the head's starting length regression on these rows, so "
                     "what the model gets right comes from the length features; the text itself added nothing "
                     "measurable at this size. ")
     else:
         text.append(f"Fine-tuning improved on the head's starting length regression by {step0 - model_tta:.4f}, "
                     "so the model learns something from the text beyond the lengths. ")
-    if model_tta >= lr or model_tta >= step0:
+    if model_tta >= lr or not improved:
         goal = "beat the length baseline" if model_tta >= lr else "make the text count"
         text.append(f"What would {goal}: more training signal — more rows and "
                     f"steps (this benchmark trains on {ts['train_rows']} rows), longer windows (`prompt.max_length` "

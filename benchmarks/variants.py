@@ -44,7 +44,8 @@ def versus_default(y: np.ndarray, default: np.ndarray, variant: np.ndarray) -> d
     """Log loss difference (variant - default) on the same rows, its standard error and what it means."""
     diff = row_log_losses(y, variant) - row_log_losses(y, default)
     mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
-    verdict = ("helps" if mean + STANDARD_ERRORS * se < 0 else "hurts" if mean - STANDARD_ERRORS * se > 0
+    # identical predictions differ by float noise with a standard error of 0: no difference, not a verdict
+    verdict = ("helps" if mean + STANDARD_ERRORS * se < -1e-9 else "hurts" if mean - STANDARD_ERRORS * se > 1e-9
                else "no measurable difference")
     return {"mean": mean, "se": se, "verdict": verdict}
 

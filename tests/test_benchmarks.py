@@ -637,3 +637,22 @@ def test_readme_benchmark_numbers_come_from_the_committed_report(page):
     assert len(numbers) > 10
     missing = [n for n in numbers if n not in report_text]
     assert not missing, f"{page} numbers not in docs/benchmarks.md (rerun make bench, then copy): {missing}"
+
+
+def test_a_run_that_kept_its_start_is_not_said_to_have_learned(tmp_path):
+    """The run's model is its start: per-row differences of float noise, a standard error of 0. The page says the
+    model is the start and that fine-tuning did not improve on it, whatever the sign of the noise."""
+    results = fake_results()
+    q = results["quality"]["held-out"]["all"]
+    q["model_tta"]["log_loss"] = q["step0"]["log_loss"] - 1e-12
+    results["train_summary"]["start_kept"] = True
+    noise = {"mean": -1e-12, "se": 0.0, "verdict": "no measurable difference"}
+    results["diagnostics"]["model_vs_step0"].update(plain=noise, tta=noise)
+    text = report.render(results, tmp_path / "bench.md").read_text()
+    assert "(the start itself)" in text and "Fine-tuning did not improve" in text
+    assert "learns something from the text" not in text
+    from benchmarks.variants import versus_default
+
+    y = np.eye(3)[[0, 1, 2, 0]]
+    same = np.full((4, 3), 1 / 3)
+    assert versus_default(y, same, same + 1e-13)["verdict"] == "no measurable difference"
