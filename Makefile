@@ -58,13 +58,11 @@ test-caches: setup
 	$(BIN)/python -m tests.caches
 
 # Two pytest workers (pytest-xdist): most tests wait on subprocesses and imports, so two share two cores well.
-# One test (or one module's group, tests/conftest.py) at a time, in the collection's order: the end-to-end tests first.
-XDIST = -n 2 --dist loadgroup --no-loadscope-reorder
 test: test-caches
-	$(BIN)/python -m pytest $(XDIST) --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -n 2 --durations=25 $(ARGS)
 
 test-fast: test-caches
-	$(BIN)/python -m pytest $(XDIST) -m "not e2e" $(ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not e2e" $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -12,18 +12,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks (--dist loadgroup)
-def pytest_collection_modifyitems(config, items):
-    """How two workers share the suite (`make test`): the tests of a module with a module-scoped fixture run on one
-    worker, so the fixture (a trained run, a bundle) is built once; and the end-to-end tests go first, so the two
-    workers start on the longest work and end on the many short tests instead of one waiting on the other."""
-    for item in items:
-        fixtures = getattr(item, "_fixtureinfo", None)
-        if fixtures and any(d.scope == "module" for defs in fixtures.name2fixturedefs.values() for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)  # stable: otherwise as collected
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
