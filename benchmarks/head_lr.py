@@ -11,47 +11,18 @@ along the way. The arena `sweep` of whole runs is the measure; this isolates the
 from __future__ import annotations
 
 import argparse
-import filecmp
 import math
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from arena import config, metrics, train
+from arena import metrics, train
 from arena.layout import RunFolder
 from arena.model.head import PreferenceHead
-from benchmarks.measure import human_sources, load_sources, write_split
-from benchmarks.plan import FULL, QUICK
-from benchmarks.split import build_split
+from benchmarks.split_config import benchmark_config
 
 HEAD_LEARNING_RATES = (2e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
-
-
-def benchmark_config(work: Path, overrides: list[str] = (), quick: bool = False):
-    """The default config (with `overrides`) on the benchmark's training file, with the benchmark's own data
-    overrides; quick: the quick plan's rows and sizes."""
-    seed = config.load(None, list(overrides)).seed
-    frames, plan = load_sources(QUICK, True)[:2] if quick else human_sources(FULL)
-    write_same_split(build_split(frames, plan, seed), work)
-    return config.load(None, [*(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
-                              "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
-                              f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}", "name=head-lr"])
-
-
-def write_same_split(split, work: Path) -> None:
-    """The split's files in `work`; a folder that has them already keeps them when they are the same files (a
-    rerun), and is refused when they differ (another seed or plan)."""
-    if not (work / "train.csv").exists():
-        write_split(split, work)
-        return
-    with tempfile.TemporaryDirectory(dir=work) as fresh:
-        write_split(split, Path(fresh))
-        differ = [p.name for p in Path(fresh).iterdir()
-                  if not (work / p.name).is_file() or not filecmp.cmp(p, work / p.name, shallow=False)]
-    if differ:
-        raise SystemExit(f"{work}: holds another split ({', '.join(sorted(differ))} differ); use a new --work folder")
 
 
 def head_inputs(trainer, built, rows) -> torch.Tensor:
@@ -76,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = benchmark_config(work)
+    cfg = benchmark_config(work, name="head-lr")
     torch.manual_seed(cfg.seed)
     split = train.prepare_data(cfg)
     built = train.build(cfg, split)

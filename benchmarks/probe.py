@@ -3,8 +3,8 @@ the head's length regression lacks, on rows the model never saw?
 
 The default's head starts as a length-feature logistic regression with its hidden-state projection at zero, so
 whatever training adds must come from the hidden states. Before any fine-tuning, this asks whether the states as
-they are at step 0 already hold it: on the benchmark's split (benchmarks.head_lr.benchmark_config, as `make bench`
-holds rows out), it reads the last-token hidden states of every training row and every held-out row in both A/B
+they are at step 0 already hold it: on the benchmark's split (benchmarks.split_config.benchmark_config, as `make
+bench` holds rows out), it reads the last-token hidden states of every training row and every held-out row in both A/B
 orders, then fits multinomial logistic regressions (regularisation chosen by cross-validated log loss on the
 training rows) on the length features plus the first k principal components of
 - `state`: each order's RMS-normalised state, standardised on the training rows (what the head reads), and
@@ -142,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="a config override beyond the benchmark's data (prompt.max_length=512, model.path=DIR)")
     parser.add_argument("--quick", action="store_true", help="the quick plan's few rows (a smoke run)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    from benchmarks.head_lr import benchmark_config
+    from benchmarks.split_config import benchmark_config
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    cfg = benchmark_config(work, args.set, quick=args.quick)
+    cfg = benchmark_config(work, args.set, quick=args.quick, name="probe")
     result = measure(states(cfg, work), cfg.seed, (2,) if args.quick else COMPONENTS)
     result["overrides"] = args.set
     (work / "probe.json").write_text(json.dumps(result, indent=1))

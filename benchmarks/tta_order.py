@@ -24,20 +24,14 @@ def predict_held_out(work: Path, run_dir: str | None, extra: list[str], rows: in
     from arena.inference.batching import logits_for
     from arena.inference.tta import encode_view
     from arena.layout import RunFolder
-    from benchmarks.measure import human_sources, write_split
-    from benchmarks.plan import FULL
-    from benchmarks.report import MAIN
-    from benchmarks.split import build_split
+    from benchmarks.split_config import benchmark_overrides
 
-    seed = config.load(None).seed
-    frames, plan = human_sources(FULL)
-    eval_df = write_split(build_split(frames, plan, seed), work)[MAIN]
+    overrides = benchmark_overrides(work, extra, name="tta-order")
+    eval_df = data.load(work / "eval.csv", require_labels=True)
+    seed = config.load(None, overrides).seed
     if rows is not None and rows < len(eval_df):
         eval_df = eval_df.sample(n=rows, random_state=seed).reset_index(drop=True)
     if run_dir is None:
-        overrides = [f"data.train={work / 'train.csv'}", "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
-                     f"data.max_rows={plan.max_rows}", f"train.runs_dir={work / 'runs'}", "name=tta-order",
-                     *plan.overrides, *extra]
         run_dir = train.train(config.load(None, overrides), origin=config.origin(None, overrides))
     run = RunFolder(run_dir)
     cfg = config.load_run(run)

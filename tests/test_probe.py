@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from benchmarks import probe
 
 
@@ -35,7 +34,7 @@ def test_a_real_data_measurement_without_the_shared_files_stops_and_says_where_i
 
     monkeypatch.setattr(measure, "shared_data_dir", lambda: None)
     for run in (lambda: tta_order.main(["--work", str(tmp_path / "tta")]),
-                lambda: head_lr.benchmark_config(tmp_path / "head-lr"),
+                lambda: head_lr.main(["--work", str(tmp_path / "head-lr")]),
                 lambda: probe.main(["--work", str(tmp_path / "probe")])):
         with pytest.raises(SystemExit, match=r"no \.\./shared/data beside the repository .* needs the human-labelled"):
             run()

@@ -1,0 +1,42 @@
+"""The benchmark's split written into a work folder, and the default config that trains on it as `make bench`
+trains: what the measurements beside `make bench` (head_lr, probe, tta_order) share."""
+
+from __future__ import annotations
+
+import filecmp
+import tempfile
+from pathlib import Path
+
+from arena import config
+from benchmarks.measure import human_sources, load_sources, write_split
+from benchmarks.plan import FULL, QUICK
+from benchmarks.split import build_split
+
+
+def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench") -> list[str]:
+    """Writes the benchmark's split into `work` (the human-labelled files; quick: the quick plan's rows) and returns
+    the overrides that train the default config (with `overrides`) on its training file, as `make bench` does."""
+    seed = config.load(None, list(overrides)).seed
+    frames, plan = load_sources(QUICK, True)[:2] if quick else human_sources(FULL)
+    write_same_split(build_split(frames, plan, seed), work)
+    return [f"name={name}", *(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
+            "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0", f"data.max_rows={plan.max_rows}",
+            f"train.runs_dir={work / 'runs'}"]
+
+
+def benchmark_config(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench"):
+    return config.load(None, benchmark_overrides(work, overrides, quick, name))
+
+
+def write_same_split(split, work: Path) -> None:
+    """The split's files in `work`; a folder that has them already keeps them when they are the same files (a
+    rerun), and is refused when they differ (another seed or plan)."""
+    if not (work / "train.csv").exists():
+        write_split(split, work)
+        return
+    with tempfile.TemporaryDirectory(dir=work) as fresh:
+        write_split(split, Path(fresh))
+        differ = [p.name for p in Path(fresh).iterdir()
+                  if not (work / p.name).is_file() or not filecmp.cmp(p, work / p.name, shallow=False)]
+    if differ:
+        raise SystemExit(f"{work}: holds another split ({', '.join(sorted(differ))} differ); use a new --work folder")
