@@ -1,9 +1,15 @@
-"""The benchmark's split written into a work folder, and the default config that trains on it as `make bench`
-trains: what the measurements beside `make bench` (head_lr, probe, tta_order) share."""
+"""`python -m benchmarks.split_config --work DIR [--all-rows]`: the benchmark's split written into a work folder,
+and the default config that trains on it as `make bench` trains: what the measurements beside `make bench` (head_lr,
+probe, tta_order, an `arena sweep` against `benchmarks.versus_start`) share. Prints the overrides that train on it.
+--all-rows: the same held-out rows, and every arena-like row outside their prompts to train on (the plan samples some
+of them, and data.max_rows caps the rest)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import filecmp
+import shlex
 import tempfile
 from pathlib import Path
 
@@ -13,15 +19,20 @@ from benchmarks.plan import FULL, QUICK
 from benchmarks.split import build_split
 
 
-def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench") -> list[str]:
-    """Writes the benchmark's split into `work` (the human-labelled files; quick: the quick plan's rows) and returns
-    the overrides that train the default config (with `overrides`) on its training file, as `make bench` does."""
+def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench",
+                        all_rows: bool = False) -> list[str]:
+    """Writes the benchmark's split into `work` (the human-labelled files; quick: the quick plan's rows; all_rows:
+    every arena-like training row) and returns the overrides that train the default config (with `overrides`) on
+    its training file, as `make bench` does."""
     seed = config.load(None, list(overrides)).seed
     frames, plan = load_sources(QUICK, True)[:2] if quick else human_sources(FULL)
+    if all_rows:
+        plan = dataclasses.replace(plan, max_rows=None, sources=[
+            dataclasses.replace(s, train=None) if s.main_eval else s for s in plan.sources])
     write_same_split(build_split(frames, plan, seed), work)
     return [f"name={name}", *(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
-            "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0", f"data.max_rows={plan.max_rows}",
-            f"train.runs_dir={work / 'runs'}"]
+            "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
+            f"data.max_rows={'null' if plan.max_rows is None else plan.max_rows}", f"train.runs_dir={work / 'runs'}"]
 
 
 def benchmark_config(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench"):
@@ -40,3 +51,20 @@ def write_same_split(split, work: Path) -> None:
                   if not (work / p.name).is_file() or not filecmp.cmp(p, work / p.name, shallow=False)]
     if differ:
         raise SystemExit(f"{work}: holds another split ({', '.join(sorted(differ))} differ); use a new --work folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.split_config", description=__doc__.split("\n")[0])
+    parser.add_argument("--work", required=True, help="folder for the split (train.csv, eval.csv, eval_*.csv)")
+    parser.add_argument("--all-rows", action="store_true", help="train on every arena-like row outside the held-out "
+                                                                 "prompts")
+    args = parser.parse_args(argv)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    overrides = benchmark_overrides(work, all_rows=args.all_rows)[1:]  # the name is the user's
+    print(" ".join(f"--set {shlex.quote(o)}" for o in overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -39,3 +39,25 @@ def test_a_real_data_measurement_without_the_shared_files_stops_and_says_where_i
         with pytest.raises(SystemExit, match=r"no \.\./shared/data beside the repository .* needs the human-labelled"):
             run()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_the_split_with_every_row_keeps_the_held_out_rows_and_trains_on_all_the_rest(shared_data, tmp_path, capsys):
+    """`python -m benchmarks.split_config --work DIR [--all-rows]`: the benchmark's held-out rows either way; with
+    --all-rows every arena-like row outside their prompts trains, uncapped, and the printed overrides say so."""
+    from benchmarks import split_config
+    from benchmarks.plan import FULL
+    from benchmarks.split import prompt_keys
+
+    from arena import data
+
+    assert split_config.main(["--work", str(tmp_path / "bench")]) == 0
+    assert "data.max_rows=360" in capsys.readouterr().out
+    assert split_config.main(["--work", str(tmp_path / "all"), "--all-rows"]) == 0
+    printed = capsys.readouterr().out
+    assert f"data.train={tmp_path / 'all' / 'train.csv'}" in printed and "data.max_rows=null" in printed
+    assert (tmp_path / "all" / "eval.csv").read_bytes() == (tmp_path / "bench" / "eval.csv").read_bytes()
+    bench, every = (data.load(tmp_path / d / "train.csv") for d in ("bench", "all"))
+    held = set(prompt_keys(data.load(tmp_path / "all" / "eval.csv")))
+    assert len(every) > len(bench) and not set(prompt_keys(every)) & held
+    side = next(s for s in FULL.sources if not s.main_eval)  # a side source keeps the plan's sample
+    assert (every["source"] == side.file.removesuffix(".csv")).sum() == side.train
