@@ -269,14 +269,17 @@ def test_the_session_projection_of_the_9b_recipe(tiny_tokenizer):
 
 @pytest.mark.e2e
 def test_two_rehearsed_versions_stop_resume_and_the_pulled_run_passes_its_inference_rehearsal(
-        tmp_path, no_credentials, monkeypatch, capfd):
-    monkeypatch.setenv("ARENA_CACHE", REAL_CACHE)
+        tiny_model_dir, tmp_path, no_credentials, monkeypatch, capfd):
+    """The tiny random Gemma-2 as the base model: what is rehearsed is the kernels' stop, resume and finish across
+    versions, the same for any model (the embedded model's training kernel: the next test's)."""
     inputs = tmp_path / "input"
     data.write_csv(data.generate_sample(24, seed=5), inputs / "train.csv")  # read as the competition's own
     data.write_csv(data.generate_sample(6, seed=6), tmp_path / "extra.csv")
     test = data.generate_sample(8, seed=7).drop(columns=LABEL_COLUMNS)
     data.write_csv(test, inputs / "test.csv")
-    recipe = ["data.train=" + str(inputs / "train.csv"), f"data.extra=[{tmp_path / 'extra.csv'}]", "data.folds=3",
+    recipe = [f"model.path={tiny_model_dir}", "model.family=plain", "peft.layers_to_transform=null",
+              "prompt.min_tokens=8", "kaggle.base_model_source=someone/tiny-gemma2/transformers/default/1",
+              "data.train=" + str(inputs / "train.csv"), f"data.extra=[{tmp_path / 'extra.csv'}]", "data.folds=3",
               "prompt.max_length=128", "infer.max_length=128", "train.max_steps=2", "train.eval_steps=2",
               "train.per_device_batch_size=2", "train.grad_accum=1", "train.max_eval_rows=4",
               "kaggle.session_margin_hours=0"]
