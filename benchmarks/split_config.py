@@ -1,7 +1,7 @@
 """`python -m benchmarks.split_config --work DIR [--all-rows]`: the benchmark's split written into a work folder,
 and the default config that trains on it as `make bench` trains: what the measurements beside `make bench` (head_lr,
-probe, tta_order, an `arena sweep` against `benchmarks.versus_start`) share. Prints the overrides that train on it.
---all-rows: the same held-out rows, and every arena-like row outside their prompts to train on (the plan samples some
+probe, tta_order, an `arena train` or `sweep` against `benchmarks.versus_start`) share. Writes that config as
+DIR/recipe.yaml, for `arena train --config DIR/recipe.yaml`. --all-rows: the same held-out rows, and every arena-like row outside their prompts to train on (the plan samples some
 of them, and data.max_rows caps the rest)."""
 
 from __future__ import annotations
@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     overrides = benchmark_overrides(work, all_rows=args.all_rows)[1:]  # the name is the user's
-    print(" ".join(f"--set {shlex.quote(o)}" for o in overrides))
+    cfg, recipe = config.load(None, overrides), work / "recipe.yaml"
+    if not recipe.exists():
+        config.dump(cfg, recipe)
+    elif config.load(recipe).to_dict() != cfg.to_dict():
+        raise SystemExit(f"{recipe}: holds another recipe; use a new --work folder")
+    print(f"{recipe}: the default config with {' '.join(shlex.quote(o) for o in overrides)}\n"
+          f"train on it: arena train --config {shlex.quote(str(recipe))} --set name=NAME [--set KEY=VALUE ...]")
     return 0
 
 

@@ -43,18 +43,21 @@ def test_a_real_data_measurement_without_the_shared_files_stops_and_says_where_i
 
 def test_the_split_with_every_row_keeps_the_held_out_rows_and_trains_on_all_the_rest(shared_data, tmp_path, capsys):
     """`python -m benchmarks.split_config --work DIR [--all-rows]`: the benchmark's held-out rows either way; with
-    --all-rows every arena-like row outside their prompts trains, uncapped, and the printed overrides say so."""
+    --all-rows every arena-like row outside their prompts trains, uncapped; DIR/recipe.yaml trains on it."""
     from benchmarks import split_config
     from benchmarks.plan import FULL
     from benchmarks.split import prompt_keys
 
-    from arena import data
+    from arena import config, data
 
     assert split_config.main(["--work", str(tmp_path / "bench")]) == 0
     assert "data.max_rows=360" in capsys.readouterr().out
     assert split_config.main(["--work", str(tmp_path / "all"), "--all-rows"]) == 0
-    printed = capsys.readouterr().out
-    assert f"data.train={tmp_path / 'all' / 'train.csv'}" in printed and "data.max_rows=null" in printed
+    recipe = tmp_path / "all" / "recipe.yaml"
+    assert f"arena train --config {recipe} --set name=NAME" in capsys.readouterr().out
+    cfg = config.load(recipe)
+    assert cfg.data.train == str(tmp_path / "all" / "train.csv") and cfg.data.max_rows is None
+    assert cfg.train.runs_dir == str(tmp_path / "all" / "runs") and cfg.data.folds == FULL.folds
     assert (tmp_path / "all" / "eval.csv").read_bytes() == (tmp_path / "bench" / "eval.csv").read_bytes()
     bench, every = (data.load(tmp_path / d / "train.csv") for d in ("bench", "all"))
     held = set(prompt_keys(data.load(tmp_path / "all" / "eval.csv")))
