@@ -4,8 +4,8 @@ the head's length regression lacks, on rows the model never saw?
 The default's head starts as a length-feature logistic regression with its hidden-state projection at zero, so
 whatever training adds must come from the hidden states. Before any fine-tuning, this asks whether the states as
 they are at step 0 already hold it: on the benchmark's split (benchmarks.split_config.benchmark_config, as `make
-bench` holds rows out), it reads the last-token hidden states of every training row and every held-out row in both A/B
-orders, then fits multinomial logistic regressions (regularisation chosen by cross-validated log loss on the
+bench` holds rows out), it reads the last-token hidden states of every training row and every held-out row in both
+A/B orders, then fits multinomial logistic regressions (regularisation chosen by cross-validated log loss on the
 training rows) on the length features plus the first k principal components of
 - `state`: each order's RMS-normalised state, standardised on the training rows (what the head reads), and
 - `difference`: the plain order's state minus the swapped order's (antisymmetric in A and B, so the direction every

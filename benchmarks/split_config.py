@@ -1,8 +1,8 @@
 """`python -m benchmarks.split_config --work DIR [--all-rows]`: the benchmark's split written into a work folder,
 and the default config that trains on it as `make bench` trains: what the measurements beside `make bench` (head_lr,
 probe, tta_order, an `arena train` or `sweep` against `benchmarks.versus_start`) share. Writes that config as
-DIR/recipe.yaml, for `arena train --config DIR/recipe.yaml`. --all-rows: the same held-out rows, and every arena-like row outside their prompts to train on (the plan samples some
-of them, and data.max_rows caps the rest)."""
+DIR/recipe.yaml, for `arena train --config DIR/recipe.yaml`. --all-rows: the same held-out rows, and every
+arena-like row outside their prompts to train on (the plan samples some of them, and data.max_rows caps the rest)."""
 
 from __future__ import annotations
 
