@@ -19,7 +19,7 @@ from benchmarks.plan import FULL, QUICK
 from benchmarks.split import build_split
 
 
-def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = False, name: str = "bench",
+def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = False, name: str | None = "bench",
                         all_rows: bool = False) -> list[str]:
     """Writes the benchmark's split into `work` (the human-labelled files; quick: the quick plan's rows; all_rows:
     every arena-like training row) and returns the overrides that train the default config (with `overrides`) on
@@ -30,8 +30,8 @@ def benchmark_overrides(work: Path, overrides: list[str] = (), quick: bool = Fal
         plan = dataclasses.replace(plan, max_rows=None, sources=[
             dataclasses.replace(s, train=None) if s.main_eval else s for s in plan.sources])
     write_same_split(build_split(frames, plan, seed), work)
-    return [f"name={name}", *(plan.overrides if quick else []), *overrides, f"data.train={work / 'train.csv'}",
-            "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
+    return [*([f"name={name}"] if name else []), *(plan.overrides if quick else []), *overrides,
+            f"data.train={work / 'train.csv'}", "data.extra=[]", f"data.folds={plan.folds}", "data.fold=0",
             f"data.max_rows={'null' if plan.max_rows is None else plan.max_rows}", f"train.runs_dir={work / 'runs'}"]
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    overrides = benchmark_overrides(work, all_rows=args.all_rows)[1:]  # the name is the user's
+    overrides = benchmark_overrides(work, name=None, all_rows=args.all_rows)  # the name is the user's
     cfg, recipe = config.load(None, overrides), work / "recipe.yaml"
     if not recipe.exists():
         config.dump(cfg, recipe)
