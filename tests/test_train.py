@@ -181,6 +181,29 @@ def test_length_regression_accepts_soft_labels():
     assert coef.shape == (3, 3) and intercept.shape == (3,)
 
 
+def test_length_regression_runs_blas_on_one_thread(monkeypatch):
+    """The regression is small: BLAS threads would only spin against the other ranks and loaders (several times
+    slower on a busy machine), so its fit runs in a one-thread BLAS pool and the pool is restored after."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    seen = []
+    fit = LogisticRegressionCV.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(blas_threads())
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegressionCV, "fit", recording_fit)
+    before = blas_threads()
+    rng = np.random.default_rng(0)
+    train.fit_length_head(rng.normal(size=(30, 3)), np.eye(3)[np.arange(30) % 3], seed=0)
+    assert seen == [{1}] and blas_threads() == before
+
+
 def test_length_regression_of_few_rows_per_class_and_of_two_classes():
     """A class of fewer rows than the 5 folds is cross-validated on fewer folds; a class of one row (or none) leaves
     the features at zero and the bias at the log prior; a two-way task gets softmax logits (0, z)."""

@@ -158,6 +158,7 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     has fewer rows). With a class of fewer than 2 rows there is nothing to cross-validate: the features get no
     weight and the bias is the log class prior."""
     from sklearn.linear_model import LogisticRegressionCV
+    from threadpoolctl import threadpool_limits
 
     n, classes = labels.shape
     # Soft labels: every row once per class, weighted by that class's probability.
@@ -170,7 +171,10 @@ def fit_length_head(features: np.ndarray, labels: np.ndarray, seed: int) -> tupl
         return np.zeros((classes, features.shape[1])), np.log(metrics.class_prior(labels))
     lr = LogisticRegressionCV(Cs=10, cv=min(5, rarest), scoring="neg_log_loss", max_iter=2000, l1_ratios=(0.0,),
                               use_legacy_attributes=False, random_state=seed)
-    lr.fit(x[keep], y[keep], sample_weight=w[keep])
+    # A few thousand rows of a dozen features: BLAS threads only spin against the other processes on the machine
+    # (several times slower while another rank or a data loader is busy).
+    with threadpool_limits(limits=1, user_api="blas"):
+        lr.fit(x[keep], y[keep], sample_weight=w[keep])
     if classes == 2:  # sklearn's binary form, the logit of class 1: as softmax logits (0, z)
         return np.concatenate([np.zeros_like(lr.coef_), lr.coef_]), np.concatenate([[0.0], lr.intercept_])
     return lr.coef_, lr.intercept_
