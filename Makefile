@@ -57,7 +57,8 @@ bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/b
 test-caches: setup
 	$(BIN)/python -m tests.caches
 
-# Two pytest workers (pytest-xdist): most tests wait on subprocesses and imports, so two share two cores well.
+# Two pytest workers (pytest-xdist): most tests wait on subprocesses and imports, so two share two cores well;
+# each worker and the processes it starts take their share of the threads (OMP_NUM_THREADS, tests/conftest.py).
 test: test-caches
 	$(BIN)/python -m pytest -n 2 --durations=25 $(ARGS)
 
