@@ -45,7 +45,8 @@ def main() -> None:
     gathered = processes.gather_to_main(stopped, cpu=True)
     if gathered is not None:
         print("STOPS " + json.dumps(gathered), flush=True)
-    processes.finish()
+    if processes.finish():
+        processes.leave(0)  # as `arena` ends a rank
 
 
 if __name__ == "__main__":

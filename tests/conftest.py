@@ -10,6 +10,9 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
 
+# A process the suite starts that dies of a fatal signal (a SIGABRT in C++) prints every thread's Python stack.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
 from arena.cli import OFFLINE_ENV  # noqa: E402
 
 for _name, _value in OFFLINE_ENV.items():  # as `arena` sets them, before anything loads transformers

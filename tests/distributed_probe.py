@@ -192,7 +192,9 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown probe {command}")
     finally:
-        processes.finish()
+        several = processes.finish()
+    if several:
+        processes.leave(0)  # as `arena` ends a rank
 
 
 if __name__ == "__main__":

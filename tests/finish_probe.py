@@ -22,7 +22,8 @@ def main() -> None:
     gathered = processes.gather_to_main(seen, cpu=True)
     if gathered is not None:
         print("FINISH " + json.dumps({"run": str(run), "rows": gathered}), flush=True)
-    processes.finish()
+    if processes.finish():
+        processes.leave(0)  # as `arena` ends a rank
 
 
 if __name__ == "__main__":

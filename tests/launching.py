@@ -74,7 +74,9 @@ def cfg_json(model_dir: Path, csv: Path, runs: Path, **sections) -> str:
 
 
 def fsdp_on_cpu(module: str, *args: str) -> None:
-    """`python -m module args` with accelerate's launched FSDP plugin applied on CPU (see the module docstring)."""
+    """`python -m module args` with accelerate's launched FSDP plugin applied on CPU (see the module docstring).
+    The interpreter's finalization, if the rank reaches it, prints FINALIZED (processes.leave skips it)."""
+    import atexit
     import faulthandler
     import runpy
 
@@ -104,6 +106,7 @@ def fsdp_on_cpu(module: str, *args: str) -> None:
         return model
 
     AcceleratorState.__init__, accelerate.accelerator.fsdp2_prepare_model = init_with_fsdp_on_cpu, reported_prepare
+    atexit.register(print, "FINALIZED", flush=True)
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

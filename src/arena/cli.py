@@ -314,6 +314,16 @@ def _terminate(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        code = run_command(argv)
+    finally:
+        several = processes.finish()
+    if several:  # one rank of several, its work done: see processes.leave
+        processes.leave(code)
+    return code
+
+
+def run_command(argv: list[str] | None) -> int:
     for name, value in OFFLINE_ENV.items():
         os.environ.setdefault(name, value)
     quiet_libraries()  # before any command imports bitsandbytes, which warns on import
@@ -344,7 +354,6 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
-        processes.finish()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from arena.errors import UserError
 from arena.writes import atomic_file
@@ -131,12 +131,30 @@ def wait_for_main(written: str | Path, cpu: bool, poll_s: float = 1.0) -> None:
         time.sleep(poll_s)
 
 
-def finish() -> None:
-    """Close this process's process group, if one was opened. A gloo group left to the interpreter's exit can
-    abort the process ("terminate called without an active exception") after its work is done."""
+def finish() -> bool:
+    """Close this process's process group, if one was opened; True when it joined several processes. A gloo group
+    left to the interpreter's exit can abort the process ("terminate called without an active exception") after
+    its work is done."""
     dist = sys.modules.get("torch.distributed")  # never imported: never opened, and no torch import to pay for
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return False
+    several = dist.get_world_size() > 1
+    dist.destroy_process_group()
+    return several
+
+
+def leave(code: int) -> NoReturn:
+    """End a process whose work is done and whose group `finish` closed, with `code`, without the interpreter's
+    finalization. Once FSDP has sharded over a gloo group, torch keeps that group's worker threads past
+    destroy_process_group; the interpreter tears them down at exit, and one still holding the last collective's
+    tensors then takes the GIL from a finalizing interpreter and aborts the process (SIGABRT; pytorch/pytorch#179291).
+    The launcher reports a rank that did all its work as failed, and ends the others. Output is flushed first."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 # ---- child processes: none outlives arena ------------------------------------------------------------------
