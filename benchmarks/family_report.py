@@ -3,12 +3,15 @@ status, wall time and what it printed."""
 
 from __future__ import annotations
 
+import re
+
 from benchmarks.text import fmt_s, md_table
 
 
 def _short(line: str, work: str) -> str:
-    """A printed line with the bench's work folder named as such, so that the table stays readable."""
-    return line.replace(f"{work}/", "<work>/").replace(work, "<work>")
+    """A printed line with the bench's work folder named as such, so that the table stays readable; also where a
+    step printed it as an absolute path (the bench records it relative to where it ran)."""
+    return re.sub(r"[\w./~-]*" + re.escape(work.rstrip("/")), "<work>", line)
 
 
 def _data(t: dict, work: str) -> str:
@@ -32,8 +35,10 @@ def _checks(t: dict) -> str:
         parts.append(f"`arena predict` wrote `{','.join(s['predict']['columns'])}` ({s['predict']['rows']} rows)")
     if "rehearsal" in s:
         r = s["rehearsal"]
-        parts.append(f"the kernel's submission (`{','.join(r['columns'])}`, {r['rows']} rows): its probabilities differ "
-                     f"from `arena predict`'s by at most {r['max_prob_diff_vs_predict']:.2g}")
+        diff = r["max_prob_diff_vs_predict"]
+        same = ("are `arena predict`'s exactly" if diff == 0
+                else f"differ from `arena predict`'s by at most {diff:.2g}")
+        parts.append(f"the kernel's submission (`{','.join(r['columns'])}`, {r['rows']} rows): its probabilities {same}")
     failed = [f"`{x['step']}`" for x in t["steps"] if x["exit"]]
     if failed:
         parts.append("**failed**: " + ", ".join(failed) + " (the table shows what each printed)")

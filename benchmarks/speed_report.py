@@ -85,6 +85,7 @@ def speed_tables(results: dict) -> list[str]:
                ["median time", fmt_s(s["plain"]["median_s"]), fmt_s(s["tta"]["median_s"]),
                 f"{s['tta']['median_s'] / s['plain']['median_s']:.2f}x"],
                ["rows/s", f"{n / s['plain']['median_s']:.2f}", f"{n / s['tta']['median_s']:.2f}", ""],
+               ["all repeats", *(", ".join(f"{t:.1f}" for t in s[k]["times_s"]) + " s" for k in ("plain", "tta")), ""],
            ])]
     return out + quantization_table(results)
 

@@ -142,7 +142,8 @@ def fake_family(work: str) -> dict:
                  "predict": [f"wrote {32 + k} predictions to {work}/family/{name}/submission.csv"],
                  "score": [f"log_loss 0.{6912 + k}  accuracy 0.{5313 + k}  rows {32 + k}"],
                  "package": [f"bundle: {work}/family/{name}/bundle"],
-                 "rehearsal": [f"rehearsal passed: {work}/family/{name}/kernel/submission.csv ({32 + k} rows, valid)"]}
+                 "rehearsal": [f"rehearsal passed: /home/u/arena/{work}/family/{name}/kernel/submission.csv "
+                               f"({32 + k} rows, valid)"]}
         return [{"step": step, "command": f"arena {step} --set name=family-{name}", "exit": 0,
                  "wall_s": 12.3 + 7.1 * i + 3.3 * k, "printed": printed}
                 for i, (step, printed) in enumerate(lines.items())]
@@ -320,11 +321,15 @@ def test_the_family_section_shows_every_step_of_both_tasks(tmp_path):
     section = family_text(results, tmp_path)
     for t in results["family"]["tasks"]:
         for step in t["steps"]:
-            shown = step["printed"][0].replace(f"{results['work_dir']}/", "<work>/")
+            shown = step["printed"][0].replace("/home/u/arena/", "").replace(f"{results['work_dir']}/", "<work>/")
             assert f"| {t['id']} | {step['step']} | 0 | {step['wall_s']:.1f} | {shown}" in section
+    assert "rehearsal passed: <work>/family/wsdm/kernel/submission.csv (32 rows, valid)" in section
     assert "Its report line: `extra data <work>/family/arena/x.parquet (arena-33k): 48 rows in, 46 kept" in section
     assert "`arena predict` wrote `id,winner` (32 rows)" in section and "bench/20261123" not in section
-    assert "failed" not in section
+    assert "failed" not in section and "/home/u/arena" not in section
+    assert "its probabilities differ from `arena predict`'s by at most 1.7e-07" in section
+    results["family"]["tasks"][1]["scores"]["rehearsal"]["max_prob_diff_vs_predict"] = 0.0
+    assert "its probabilities are `arena predict`'s exactly" in family_text(results, tmp_path)
     older = fake_results()  # results written before the family stage existed still render
     del older["family"]
     assert "arena family" not in report.markdown(older, tmp_path / "bench.md")
@@ -392,6 +397,8 @@ def test_rendering_the_same_results_twice_gives_the_same_markdown(tmp_path):
                    "full-size GPU path: not measured", "make bench", "python -m benchmarks --quick --out /tmp/bench.md",
                    "python -m benchmarks.report", "(bench-quality.png)", "(bench-speed.png)", "`bench.json`"):
         assert needle in text, needle
+    repeats = [", ".join(f"{t:.1f}" for t in results["speed"][k]["times_s"]) + " s" for k in ("plain", "tta")]
+    assert f"| all repeats | {repeats[0]} | {repeats[1]} |  |" in text  # the noise behind the TTA / plain ratio
     for png in ("bench-quality.png", "bench-speed.png"):
         assert (tmp_path / "a" / png).stat().st_size > 5000
 
