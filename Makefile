@@ -50,7 +50,7 @@ package: setup
 submit: setup  ## package the latest run and push it to its kaggle.competition; make submit ARGS=--dry-run to only print
 	$(BIN)/arena push --run $(RUN) $(ARGS)
 
-bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (83 min on 2 cores for the committed report)
+bench: setup  ## quality vs baselines on ../shared/data + speed ratios -> docs/benchmarks.md (99 min on 2 cores for the committed report)
 	$(BIN)/python -m benchmarks --out docs/benchmarks.md $(ARGS)
 
 # The suite's cache (the embedded model converted, the Kaggle twin): built once per machine, before pytest.
