@@ -54,6 +54,11 @@ def long_table(results: dict) -> list[str]:
                                    [_padding_row("padded share of token slots", lc["padding"])])]
 
 
+def repeats(times: list[float]) -> str:
+    """Every timed repeat, so that a ratio of medians shows the noise behind it."""
+    return ", ".join(f"{t:.1f}" for t in times) + " s"
+
+
 def speed_tables(results: dict) -> list[str]:
     s, cfg = results["speed"], results["config"]
     n, fn, budget = s["rows"], s["functions"], s["padding_budget"]
@@ -85,7 +90,7 @@ def speed_tables(results: dict) -> list[str]:
                ["median time", fmt_s(s["plain"]["median_s"]), fmt_s(s["tta"]["median_s"]),
                 f"{s['tta']['median_s'] / s['plain']['median_s']:.2f}x"],
                ["rows/s", f"{n / s['plain']['median_s']:.2f}", f"{n / s['tta']['median_s']:.2f}", ""],
-               ["all repeats", *(", ".join(f"{t:.1f}" for t in s[k]["times_s"]) + " s" for k in ("plain", "tta")), ""],
+               ["all repeats", repeats(s["plain"]["times_s"]), repeats(s["tta"]["times_s"]), ""],
            ])]
     return out + quantization_table(results)
 
@@ -103,7 +108,7 @@ def quantization_table(results: dict) -> list[str]:
             continue
         rows.append([q, f"{n / v['median_s']:.2f}", f"{base / v['median_s']:.2f}x", fmt_s(v["load_s"]),
                      f"{v['log_loss']:.4f}", f"{v['max_prob_diff_vs_trained']:.3f}",
-                     ", ".join(f"{t:.1f}" for t in v["times_s"]) + " s"])
+                     repeats(v["times_s"])])
     return ["", f"### Quantization at inference (bitsandbytes {bnb} on {processor(results)})", "",
             f"The same trained adapter loaded over the base model quantized as trained ({trained}) and as "
             + " and ".join(f"`{q}`" for q in others) + f" (`none`: {results['runtime']['dtype']} weights), timed with "
